@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,9 @@ class Dataset:
     # Samples dropped while building the table (e.g. PanNuke images that are neither benign nor
     # malignant); kept so reports can say what was left out and why.
     excluded: list[dict] = field(default_factory=list)
+    # How ``read_image`` preprocesses (e.g. ``{"max_size": 1024, "version": ...}``); hashed into the
+    # feature cache key so a change of preprocessing never reuses stale features.
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -139,4 +142,5 @@ class Dataset:
             root=self.root,
             description=self.description,
             excluded=list(self.excluded),
+            preprocessing=dict(self.preprocessing),
         )
