@@ -1,0 +1,165 @@
+"""The run file: one YAML document describes a whole experiment.
+
+Validated with pydantic so that a typo or a wrong type is reported with the path to the bad key
+(``backbones.1.layers: ...``) instead of being ignored. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medprobe.errors import ConfigError
+
+LayerSpec = int | str | list[int | str] | None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Strict):
+    #: adapter name: medmnist, image_folder, manifest, or a paper task (kather, pannuke, ...)
+    adapter: str
+    #: data root; relative paths in ``options`` are resolved against it. Default: $MEDPROBE_DATA_DIR
+    root: str | None = None
+    #: adapter keyword arguments (paths, flags, subsampling)
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: what to do with an unreadable image: stop with a clear error, or skip it and list it
+    on_error: Literal["raise", "skip"] = "raise"
+    #: images larger than this are downsampled to fit (the study used 1024)
+    max_image_size: int = Field(1024, ge=1)
+
+
+class BackboneConfig(Strict):
+    #: registry name (``medprobe backbones``) or ``hf:<path>`` / ``onnx:<path>``
+    name: str
+    #: display name in results; lets one backbone appear twice with different options
+    label: str | None = None
+    #: backbone options: pooling, prompt, path, dtype, device_map, ...
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: layers to probe: "all", an index (negative from the end), a name, "start:stop:step", or a list
+    layers: LayerSpec = None
+    batch_size: int | None = Field(None, ge=1)
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
+
+
+class ExtractionConfig(Strict):
+    engine: Literal["local", "ray"] = "local"
+    chunk_size: int = Field(256, ge=1)
+    dtype: Literal["float16", "float32"] = "float16"
+    #: Ray only: number of model replicas and resources per replica
+    num_workers: int = Field(1, ge=1)
+    num_gpus_per_worker: float = Field(0.0, ge=0)
+    num_cpus_per_worker: float = Field(1.0, gt=0)
+
+
+class ProbeConfig(Strict):
+    #: inverse L2 strengths tried; the best is chosen on the validation split (never on test)
+    Cs: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    #: validation metric for choosing C and the layer
+    selection_metric: Literal["auc", "f1"] = "auc"
+    #: fractions of the training labels to use (label efficiency); 1.0 = all
+    train_fractions: list[float] = Field(default_factory=lambda: [1.0])
+    #: seeds for the subsampled fractions (each gives its own result rows)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    #: when the data has no validation split: carve this fraction of train (grouped by patient)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    max_iter: int = Field(500, ge=1)
+    device: str = "auto"
+
+    @field_validator("train_fractions")
+    @classmethod
+    def _fractions_in_range(cls, value: list[float]) -> list[float]:
+        for fraction in value:
+            if not 0 < fraction <= 1:
+                raise ValueError(f"train fraction {fraction} is not in (0, 1]")
+        return value
+
+    @field_validator("Cs")
+    @classmethod
+    def _positive_cs(cls, value: list[float]) -> list[float]:
+        if not value or any(c <= 0 for c in value):
+            raise ValueError("Cs must be a non-empty list of positive numbers")
+        return value
+
+
+class StatsConfig(Strict):
+    n_bootstrap: int = Field(1000, ge=10)
+    #: two-sided paired tests: each backbone's best layer vs this one (display name)
+    reference: str | None = None
+    #: also DeLong's test for AUC differences (binary and per class)
+    delong: bool = True
+    #: report metrics per value of this sample-table column (e.g. organ)
+    group_column: str | None = None
+
+
+class RunConfig(Strict):
+    name: str = "run"
+    #: headline metric for figures and comparisons
+    task_metric: Literal["auc", "f1_macro", "accuracy"] = "auc"
+    seed: int = 0
+    output_dir: str = "runs/run"
+    #: feature cache root; default $MEDPROBE_CACHE_DIR or ~/.cache/medprobe/features
+    cache_dir: str | None = None
+    data: DataConfig
+    backbones: list[BackboneConfig] = Field(min_length=1)
+    extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+    #: free text shown at the top of the report (data provenance, caveats)
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> "RunConfig":
+        names = [b.display_name for b in self.backbones]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"backbone names must be unique; give `label:` to tell {duplicated} apart")
+        if self.stats.reference is not None and self.stats.reference not in names:
+            raise ValueError(f"stats.reference {self.stats.reference!r} is not one of the backbones {names}")
+        return self
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        env = os.environ.get("MEDPROBE_CACHE_DIR")
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "medprobe" / "features"
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    lines = [f"invalid run file {source}:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check spelling; see the run-file format in the README)"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid run file {source}: expected a mapping at the top level")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(source, error)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"run file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"run file {path} is not valid YAML: {error}") from None
+    return parse_config(data, str(path))

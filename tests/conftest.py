@@ -1,0 +1,80 @@
+"""Shared fixtures: a small in-memory dataset and a deterministic toy backbone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medprobe.data.dataset import Dataset
+from medprobe.errors import ImageReadError
+from medprobe.models.base import Backbone
+
+SHARED_DATA = Path(os.environ.get("MEDPROBE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+class ToyBackbone(Backbone):
+    """Two 'layers' that are fixed functions of the image; counts the images it processed."""
+
+    name = "toy"
+    default_batch_size = 4
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self.images_seen = 0
+
+    def layer_names(self) -> list[str]:
+        return ["mean", "hist"]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"backbone": "toy", "scale": self.scale}
+
+    def extract(self, images: Sequence[np.ndarray], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        self.images_seen += len(images)
+        out = {}
+        for layer in layers:
+            if layer == "mean":
+                out[layer] = np.stack([img.mean(axis=(0, 1)) * self.scale for img in images])
+            else:
+                out[layer] = np.stack([np.histogram(img, bins=8, range=(0, 1))[0] / img.size for img in images])
+        return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def make_dataset(n: int = 40, seed: int = 0, bad: Sequence[int] = ()) -> Dataset:
+    """Binary task: class-1 images are brighter. ``bad`` indices raise ImageReadError when read."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = [np.clip(rng.random((8, 8, 3)) * 0.5 + 0.3 * y, 0, 1).astype(np.float32) for y in labels]
+    splits = np.array(["train", "val", "test", "train"] * (n // 4 + 1))[:n]
+    table = pd.DataFrame({
+        "sample_id": [f"s{i:03d}" for i in range(n)],
+        "split": splits,
+        "label": labels.tolist(),
+        "group": [None] * n,
+        "source": [f"mem://{i}" for i in range(n)],
+    })
+    bad_set = set(bad)
+
+    def read(row: pd.Series) -> np.ndarray:
+        index = int(row["sample_id"][1:])
+        if index in bad_set:
+            raise ImageReadError("truncated file", sample_id=row["sample_id"], path=row["source"])
+        return images[index]
+
+    return Dataset("toy", table, ["neg", "pos"], "binary", read, preprocessing={"toy": 1})
+
+
+@pytest.fixture
+def toy_dataset() -> Dataset:
+    return make_dataset()
+
+
+@pytest.fixture
+def shared_data_dir() -> Path:
+    if not (SHARED_DATA / "medmnist" / "pneumoniamnist.npz").is_file():
+        pytest.skip(f"PneumoniaMNIST not found under {SHARED_DATA}")
+    return SHARED_DATA
