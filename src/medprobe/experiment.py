@@ -1,0 +1,400 @@
+"""One experiment, end to end: data -> activations -> probes -> statistics -> outputs.
+
+``run_experiment(config)`` is what ``medprobe run RUN.yaml`` calls. For every backbone it fills the
+feature cache, then for every train fraction and seed it fits a probe per layer (C chosen on the
+validation split), picks the layer with the best validation score, and evaluates every probe on
+the test split with bootstrap CIs. All backbones are scored on the *same* bootstrap replicates of
+the same test samples, which is what makes the paired comparisons valid.
+
+Outputs (``output_dir``): ``results.json``, ``predictions.parquet``, ``comparisons.json``,
+``run.json`` (what produced the numbers) and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import medprobe
+from medprobe.config import BackboneConfig, RunConfig
+from medprobe.data.dataset import Dataset
+from medprobe.data.loaders import load_dataset
+from medprobe.errors import CacheError, ConfigError, DataError
+from medprobe.features.cache import FeatureCache, atomic_write_bytes, atomic_write_json
+from medprobe.features.extract import extract_features, open_cache
+from medprobe.models.registry import create_backbone
+from medprobe.probes import select_probe
+from medprobe.stats import (
+    bootstrap_indices,
+    bootstrap_metrics,
+    compute_metrics,
+    delong_test,
+    paired_bootstrap_test,
+    summarise,
+)
+
+OUTPUT_FILES = ("results.json", "predictions.parquet", "comparisons.json", "run.json", "report.html")
+
+
+@dataclass
+class ProbeOutcome:
+    """One probe: a backbone layer trained on one train subset, scored on the test split."""
+
+    backbone: str
+    layer: str
+    train_fraction: float
+    seed: int
+    C: float
+    val_score: float
+    test_scores: np.ndarray
+    selected: bool = False
+
+
+@dataclass
+class Splits:
+    """Row positions (into the aligned feature matrix) and labels of each split."""
+
+    ids: list[str]
+    index: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    groups: np.ndarray
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"medprobe": medprobe.__version__, "python": platform.python_version()}
+    for package in ("numpy", "scikit-learn", "torch", "onnxruntime", "transformers", "safetensors"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def prepare_output_dir(path: Path, overwrite: bool) -> None:
+    """Never overwrite a previous run's results unless asked."""
+    existing = [name for name in OUTPUT_FILES if (path / name).exists()]
+    if existing and not overwrite:
+        raise ConfigError(
+            f"output folder {path} already holds results ({', '.join(existing)}); "
+            "pass --overwrite or choose another --out"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def ensure_validation_split(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """Carve a validation split from train (grouped by patient) when the data set has none, so
+    that C and the layer are never chosen on test."""
+    if dataset.has_split("val"):
+        return dataset
+    from medprobe.data.splits import carve_validation
+
+    table = dataset.samples.copy()
+    table["split"] = carve_validation(
+        table["split"].to_numpy(), dataset.labels(table), table["group"].to_numpy(), fraction=fraction, seed=seed
+    )
+    return Dataset(dataset.name, table, dataset.classes, dataset.task_type, dataset.read_image, dataset.root,
+                   dataset.description, dataset.excluded, dataset.preprocessing)
+
+
+def check_test_split(dataset: Dataset) -> None:
+    """Every class needs test positives (and negatives), or its AUC/F1 would be silently undefined."""
+    test = dataset.split("test")
+    labels = dataset.labels(test)
+    dataset.split("train")
+    if dataset.task_type == "multilabel":
+        positives = labels.sum(axis=0)
+        negatives = len(labels) - positives
+    else:
+        positives = np.bincount(labels, minlength=len(dataset.classes))
+        negatives = len(labels) - positives
+    empty = [c for c, p, n in zip(dataset.classes, positives, negatives) if p == 0 or n == 0]
+    if empty:
+        raise DataError(
+            f"dataset {dataset.name!r}: class(es) {empty} have no positive (or no negative) samples in "
+            "the test split, so their AUC is undefined; change the split or drop the class"
+        )
+
+
+def align_features(dataset: Dataset, ids: list[str], skipped: list[dict[str, str]]) -> Splits:
+    """Map the cache's sample order to splits; samples whose image was skipped leave every split."""
+    position = {sample_id: i for i, sample_id in enumerate(ids)}
+    table = dataset.samples[dataset.samples["sample_id"].astype(str).isin(position)]
+    index, labels = {}, {}
+    for split in ("train", "val", "test"):
+        rows = table[table["split"] == split]
+        if rows.empty:
+            raise DataError(f"dataset {dataset.name!r}: split {split!r} is empty after skipping unreadable images")
+        index[split] = np.array([position[str(s)] for s in rows["sample_id"]], dtype=np.int64)
+        labels[split] = dataset.labels(rows)
+    groups = np.empty(len(ids), dtype=object)
+    groups[[position[str(s)] for s in table["sample_id"]]] = table["group"].to_numpy()
+    return Splits(ids, index, labels, groups, skipped)
+
+
+def train_subset(splits: Splits, fraction: float, seed: int) -> np.ndarray:
+    """Indices into the train split of the samples used at this label fraction (stratified by
+    class, grouped by patient)."""
+    n_train = len(splits.index["train"])
+    if fraction >= 1.0:
+        return np.arange(n_train)
+    from medprobe.data.splits import subsample_train
+
+    train_groups = splits.groups[splits.index["train"]]
+    return np.asarray(subsample_train(np.arange(n_train), splits.labels["train"], train_groups, fraction, seed))
+
+
+class Experiment:
+    """Holds the state of one run; ``run()`` executes it and writes the outputs."""
+
+    def __init__(self, config: RunConfig, output_dir: Path | None = None, *, overwrite: bool = False,
+                 show_progress: bool = True, cached_only: bool = False) -> None:
+        self.config = config
+        self.cached_only = cached_only
+        self.output_dir = Path(output_dir or config.output_dir)
+        self.overwrite = overwrite
+        self.show_progress = show_progress
+        self.outcomes: list[ProbeOutcome] = []
+        self.backbone_info: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = {}
+        self.skipped: list[dict[str, str]] = []
+
+    # ------------------------------------------------------------------ stages
+    def load_data(self) -> Dataset:
+        started = time.perf_counter()
+        dataset = load_dataset(self.config.data)
+        dataset = ensure_validation_split(dataset, self.config.probe.val_fraction, self.config.seed)
+        check_test_split(dataset)
+        self.timings["load_data_s"] = round(time.perf_counter() - started, 3)
+        return dataset
+
+    def extract(self, spec: BackboneConfig, dataset: Dataset) -> tuple[FeatureCache, list[str]]:
+        started = time.perf_counter()
+        backbone = create_backbone(spec.name, **spec.options)
+        try:
+            layers = backbone.resolve_layers(spec.layers)
+            extraction = self.config.extraction
+            if self.cached_only:
+                cache = open_cache(backbone, dataset, self.config.resolved_cache_dir(), extraction.chunk_size,
+                                   extraction.dtype)
+                absent = [layer for layer in layers if not cache.is_complete(layer)]
+                if absent:
+                    raise CacheError(f"{spec.display_name}: layers {absent} are not in the cache {cache.path}; "
+                                     "run `medprobe extract` first")
+            elif extraction.engine == "ray":
+                from medprobe.features.ray_engine import extract_features_ray
+
+                cache = extract_features_ray(
+                    spec.name, spec.options, dataset, layers, self.config.resolved_cache_dir(),
+                    batch_size=spec.batch_size, chunk_size=extraction.chunk_size, dtype=extraction.dtype,
+                    on_error=self.config.data.on_error, num_workers=extraction.num_workers,
+                    num_gpus_per_worker=extraction.num_gpus_per_worker,
+                    num_cpus_per_worker=extraction.num_cpus_per_worker, show_progress=self.show_progress,
+                )
+            else:
+                cache = extract_features(
+                    backbone, dataset, layers, self.config.resolved_cache_dir(), batch_size=spec.batch_size,
+                    chunk_size=extraction.chunk_size, dtype=extraction.dtype, on_error=self.config.data.on_error,
+                    show_progress=self.show_progress,
+                )
+            self.backbone_info.append({
+                "name": spec.name, "label": spec.display_name, "layers": layers,
+                "fingerprint": cache.meta["fingerprint"]["backbone"], "cache_dir": str(cache.path),
+                "cache_key": cache.meta["key"], "provenance": getattr(backbone, "provenance", ""),
+                "prompt": getattr(backbone, "prompt", None),
+            })
+        finally:
+            backbone.close()
+        self.timings[f"extract[{spec.display_name}]_s"] = round(time.perf_counter() - started, 3)
+        return cache, layers
+
+    def probe_backbone(self, spec: BackboneConfig, dataset: Dataset, cache: FeatureCache, layers: list[str]) -> Splits:
+        """Fit and score a probe for every layer x fraction x seed; mark the val-selected layer."""
+        started = time.perf_counter()
+        probe_config = self.config.probe
+        splits: Splits | None = None
+        features: dict[str, np.ndarray] = {}
+        for layer in layers:
+            ids, array = cache.load(layer)
+            if splits is None:
+                splits = align_features(dataset, ids, cache.skipped(layer))
+            features[layer] = array
+        assert splits is not None
+        plans = [(f, s) for f in probe_config.train_fractions for s in (probe_config.seeds if f < 1 else [self.config.seed])]
+        for fraction, seed in plans:
+            local = train_subset(splits, fraction, seed)
+            train, y_train = splits.index["train"][local], splits.labels["train"][local]
+            candidates = []
+            for layer in layers:
+                X = features[layer]
+                probe, table = select_probe(
+                    X[train], y_train, X[splits.index["val"]], splits.labels["val"], dataset.task_type,
+                    Cs=probe_config.Cs, metric=probe_config.selection_metric, max_iter=probe_config.max_iter,
+                    device=probe_config.device,
+                )
+                val_score = float(max(table["val_score"]))
+                test_scores = probe.predict_proba(X[splits.index["test"]])
+                candidates.append(ProbeOutcome(spec.display_name, layer, fraction, seed, float(probe.C),
+                                               val_score, test_scores))
+            best = max(candidates, key=lambda outcome: outcome.val_score)
+            best.selected = True
+            self.outcomes.extend(candidates)
+        self.timings[f"probe[{spec.display_name}]_s"] = round(time.perf_counter() - started, 3)
+        return splits
+
+    # -------------------------------------------------------------- statistics
+    def score(self, dataset: Dataset, test_ids: list[str], y_test: np.ndarray) -> tuple[list[dict], list[dict]]:
+        stats_config = self.config.stats
+        indices = bootstrap_indices(len(y_test), stats_config.n_bootstrap, seed=self.config.seed)
+        rows: list[dict[str, Any]] = []
+        for outcome in self.outcomes:
+            point = compute_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes)
+            replicates = bootstrap_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes, indices)
+            for metric, value in point.items():
+                summary = summarise(value, replicates[metric])
+                rows.append({
+                    "task": self.config.name, "backbone": outcome.backbone, "layer": outcome.layer,
+                    "train_fraction": outcome.train_fraction, "seed": outcome.seed, "metric": metric,
+                    **{k: float(v) for k, v in summary.items()}, "n_test": int(len(y_test)),
+                    "selected": outcome.selected, "C": outcome.C, "val_score": outcome.val_score,
+                })
+        comparisons = self.compare(dataset, y_test, indices)
+        return rows, comparisons
+
+    def compare(self, dataset: Dataset, y_test: np.ndarray, indices: np.ndarray) -> list[dict[str, Any]]:
+        """Paired tests of each backbone's selected layer against the reference backbone."""
+        names = [b.display_name for b in self.config.backbones]
+        reference = self.config.stats.reference or (names[0] if len(names) > 1 else None)
+        if reference is None:
+            return []
+        metric = self.config.task_metric
+        selected = {(o.backbone, o.train_fraction, o.seed): o for o in self.outcomes if o.selected}
+        comparisons = []
+        for (backbone, fraction, seed), outcome in sorted(selected.items()):
+            other = selected.get((reference, fraction, seed))
+            if backbone == reference or other is None:
+                continue
+            base = {"task": self.config.name, "train_fraction": fraction, "seed": seed,
+                    "backbone_a": backbone, "layer_a": outcome.layer, "backbone_b": reference, "layer_b": other.layer}
+            test = paired_bootstrap_test(y_test, outcome.test_scores, other.test_scores, dataset.task_type,
+                                         dataset.classes, metric, indices)
+            comparisons.append({**base, "metric": metric, "test": "paired_bootstrap",
+                                **{k: float(test[k]) for k in ("diff", "ci_low", "ci_high", "p_value")}})
+            if self.config.stats.delong and dataset.task_type == "binary":
+                result = delong_test(y_test, outcome.test_scores[:, 1], other.test_scores[:, 1])
+                comparisons.append({**base, "metric": "auc", "test": "delong", "diff": float(result["diff"]),
+                                    "ci_low": None, "ci_high": None, "p_value": float(result["p_value"])})
+        return comparisons
+
+    def label_efficiency(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Mean (over seeds) task metric per fraction and its share of the full-data value."""
+        frame = pd.DataFrame([r for r in rows if r["selected"] and r["metric"] == self.config.task_metric])
+        if frame.empty or frame["train_fraction"].nunique() < 2:
+            return []
+        summary = []
+        for backbone, part in frame.groupby("backbone", sort=False):
+            full = part[part["train_fraction"] == 1.0]["value"].mean()
+            for fraction, at in part.groupby("train_fraction"):
+                summary.append({"backbone": backbone, "train_fraction": float(fraction),
+                                "value_mean": float(at["value"].mean()), "value_sd": float(at["value"].std(ddof=0)),
+                                "n_seeds": int(len(at)),
+                                "fraction_of_full": float(at["value"].mean() / full) if full == full else None})
+        return summary
+
+    # ------------------------------------------------------------------ outputs
+    def write_predictions(self, dataset: Dataset, test_ids: list[str], y_test: np.ndarray) -> None:
+        frames = []
+        for outcome in self.outcomes:
+            frame = pd.DataFrame({"sample_id": test_ids})
+            frame["backbone"], frame["layer"] = outcome.backbone, outcome.layer
+            frame["train_fraction"], frame["seed"] = outcome.train_fraction, outcome.seed
+            if dataset.task_type == "multilabel":
+                for k, name in enumerate(dataset.classes):
+                    frame[f"true[{name}]"] = y_test[:, k]
+            else:
+                frame["y_true"] = y_test
+            for k, name in enumerate(dataset.classes):
+                frame[f"score[{name}]"] = outcome.test_scores[:, k]
+            frames.append(frame)
+        buffer = io.BytesIO()
+        pd.concat(frames, ignore_index=True).to_parquet(buffer, index=False)
+        atomic_write_bytes(self.output_dir / "predictions.parquet", buffer.getvalue())
+
+    def run(self) -> Path:
+        prepare_output_dir(self.output_dir, self.overwrite)
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started = time.perf_counter()
+        dataset = self.load_data()
+        test_reference: tuple[list[str], np.ndarray] | None = None
+        for spec in self.config.backbones:
+            cache, layers = self.extract(spec, dataset)
+            splits = self.probe_backbone(spec, dataset, cache, layers)
+            test_ids = [splits.ids[i] for i in splits.index["test"]]
+            if test_reference is None:
+                test_reference = (test_ids, splits.labels["test"])
+                self.skipped = splits.skipped
+            elif test_ids != test_reference[0]:
+                raise DataError(f"backbone {spec.display_name!r} saw different test samples than the others "
+                                "(unreadable images differ?); paired comparisons would be invalid")
+        assert test_reference is not None
+        test_ids, y_test = test_reference
+        scoring_started = time.perf_counter()
+        rows, comparisons = self.score(dataset, test_ids, y_test)
+        self.timings["statistics_s"] = round(time.perf_counter() - scoring_started, 3)
+        atomic_write_json(self.output_dir / "results.json", rows)
+        atomic_write_json(self.output_dir / "comparisons.json", comparisons)
+        self.write_predictions(dataset, test_ids, y_test)
+        self.timings["total_s"] = round(time.perf_counter() - started, 3)
+        atomic_write_json(self.output_dir / "run.json", self.run_summary(dataset, rows, started_at))
+        from medprobe.report import build_report
+
+        return build_report(self.output_dir)
+
+    def run_summary(self, dataset: Dataset, rows: list[dict], started_at: str) -> dict[str, Any]:
+        counts = {}
+        for split in ("train", "val", "test"):
+            part = dataset.samples[dataset.samples["split"] == split]
+            labels = dataset.labels(part)
+            per_class = labels.sum(axis=0) if dataset.task_type == "multilabel" else np.bincount(
+                labels, minlength=len(dataset.classes))
+            counts[split] = {c: int(n) for c, n in zip(dataset.classes, per_class)}
+        prompts = {b["prompt"] for b in self.backbone_info if b.get("prompt")}
+        return {
+            "name": self.config.name, "task": self.config.name, "task_type": dataset.task_type,
+            "classes": dataset.classes, "task_metric": self.config.task_metric,
+            "data": {"adapter": self.config.data.adapter, "root": str(dataset.root) if dataset.root else None,
+                     "name": dataset.name, "description": dataset.description,
+                     "n_samples": {s: int((dataset.samples["split"] == s).sum()) for s in ("train", "val", "test")},
+                     "class_counts": counts},
+            "backbones": self.backbone_info,
+            "prompt": "; ".join(sorted(prompts)) if prompts else None,
+            "seed": self.config.seed, "n_bootstrap": self.config.stats.n_bootstrap,
+            "probe": self.config.probe.model_dump(), "versions": _versions(),
+            "skipped": self.skipped, "excluded": dataset.excluded,
+            "started": started_at, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "timings": self.timings, "notes": self.config.notes,
+            "label_efficiency": self.label_efficiency(rows),
+            "command": " ".join(sys.argv),
+            "config": self.config.model_dump(),
+        }
+
+
+def run_experiment(config: RunConfig, output_dir: str | Path | None = None, *, overwrite: bool = False,
+                   show_progress: bool = True, cached_only: bool = False) -> Path:
+    """Run the experiment a run file describes; returns the path of the HTML report.
+    ``cached_only`` probes features already in the cache and refuses to extract."""
+    return Experiment(config, Path(output_dir) if output_dir else None, overwrite=overwrite,
+                      show_progress=show_progress, cached_only=cached_only).run()
+
+
+__all__ = ["run_experiment", "Experiment", "prepare_output_dir"]
