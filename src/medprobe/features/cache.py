@@ -96,8 +96,8 @@ def _disk_errors(path: Path) -> Iterator[None]:
     except OSError as error:
         if error.errno == errno.ENOSPC:
             raise CacheError(f"disk full while writing {path}; free space or choose another cache_dir") from error
-        if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            raise CacheError(f"cannot write {path}: {error.strerror}; choose a writable cache_dir/out") from error
+        if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
+            raise CacheError(f"cannot write {path}: {error.strerror}; choose a writable cache_dir / output folder") from error
         raise
 
 

@@ -1,0 +1,112 @@
+"""Fault tolerance of the feature cache: SIGKILL at random points, concurrent writers, bad folders."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ToyBackbone, make_dataset
+from medprobe.errors import CacheError
+from medprobe.features import FeatureCache, extract_features
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from conftest import ToyBackbone, make_dataset
+    from medprobe.features import extract_features
+
+    class Slow(ToyBackbone):
+        def extract(self, images, layers):
+            time.sleep(0.01)
+            return super().extract(images, layers)
+
+    extract_features(Slow(), make_dataset(60), ["mean", "hist"], sys.argv[1], chunk_size=3, batch_size=2,
+                     show_progress=False)
+    print("done")
+    """
+)
+
+
+def _chunk_bytes(cache: FeatureCache) -> dict[str, bytes]:
+    return {str(p.relative_to(cache.path)): p.read_bytes()
+            for p in sorted((cache.path / "layers").rglob("*")) if p.is_file()}
+
+
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
+    reference = extract_features(ToyBackbone(), make_dataset(60), ["mean", "hist"], tmp_path / "ref",
+                                 chunk_size=3, batch_size=2, show_progress=False)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(tests=str(TESTS_DIR)))
+    root = tmp_path / "killed"
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(4):
+        process = subprocess.Popen([sys.executable, str(script), str(root)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.6, 1.6))  # interpreter start-up is ~0.5 s; the run itself ~0.5-1 s
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        entries = list(root.iterdir()) if root.exists() else []
+        if entries:
+            partial = FeatureCache(entries[0])
+            for layer in ("mean", "hist"):
+                if not partial.is_complete(layer):
+                    with pytest.raises(CacheError, match="incomplete"):
+                        partial.load(layer)
+            # no half-written chunk under a final name: every chunk file parses
+            for path in (partial.path / "layers").rglob("chunk-*.safetensors"):
+                assert path.stat().st_size > 0
+    finished = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    resumed = FeatureCache(next(root.iterdir()))
+    assert kills >= 1, "no run was interrupted; the test did not exercise a crash"
+    assert _chunk_bytes(resumed).keys() == _chunk_bytes(reference).keys()
+    for name, data in _chunk_bytes(reference).items():
+        if "chunk-" in name:
+            assert _chunk_bytes(resumed)[name] == data, name
+    for layer in ("mean", "hist"):
+        assert resumed.load(layer)[0] == reference.load(layer)[0]
+
+
+def test_read_only_output_folder_is_a_clear_error(tmp_path):
+    if os.geteuid() == 0:
+        # root ignores permission bits; simulate with a file where the cache folder should be
+        blocker = tmp_path / "cache"
+        blocker.write_text("not a folder")
+        with pytest.raises(CacheError, match="cannot write"):
+            extract_features(ToyBackbone(), make_dataset(8), ["mean"], blocker, show_progress=False)
+        return
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(CacheError, match="cannot write"):
+            extract_features(ToyBackbone(), make_dataset(8), ["mean"], folder, show_progress=False)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_disk_full_is_a_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    import medprobe.features.cache as cache_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "save_file", full)
+    with pytest.raises(CacheError, match="disk full"):
+        extract_features(ToyBackbone(), make_dataset(8), ["mean"], tmp_path, show_progress=False)
