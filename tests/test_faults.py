@@ -28,7 +28,7 @@ WORKER = textwrap.dedent(
 
     class Slow(ToyBackbone):
         def extract(self, images, layers):
-            time.sleep(0.01)
+            time.sleep(0.02)
             return super().extract(images, layers)
 
     extract_features(Slow(), make_dataset(60), ["mean", "hist"], sys.argv[1], chunk_size=3, batch_size=2,
@@ -50,29 +50,35 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     script.write_text(WORKER.format(tests=str(TESTS_DIR)))
     root = tmp_path / "killed"
     rng = random.Random(1234)
+    total_files = 2 * 20  # 2 layers x 20 chunks of 3 samples
     kills = 0
     for _ in range(4):
+        done = len(list(root.rglob("chunk-*.safetensors"))) if root.exists() else 0
+        target = rng.randint(done + 1, min(done + 12, total_files - 1))
         process = subprocess.Popen([sys.executable, str(script), str(root)], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.6, 1.6))  # interpreter start-up is ~0.5 s; the run itself ~0.5-1 s
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if root.exists() and len(list(root.rglob("chunk-*.safetensors"))) >= target:
+                process.send_signal(signal.SIGKILL)  # lands anywhere: mid-batch, mid-write, mid-rename
+                kills += 1
+                break
+            time.sleep(0.002)
         process.wait()
-        entries = list(root.iterdir()) if root.exists() else []
-        if entries:
-            partial = FeatureCache(entries[0])
-            for layer in ("mean", "hist"):
-                if not partial.is_complete(layer):
-                    with pytest.raises(CacheError, match="incomplete"):
-                        partial.load(layer)
-            # no half-written chunk under a final name: every chunk file parses
-            for path in (partial.path / "layers").rglob("chunk-*.safetensors"):
-                assert path.stat().st_size > 0
+        partial = FeatureCache(next(root.iterdir()))
+        for layer in ("mean", "hist"):
+            if not partial.is_complete(layer):
+                with pytest.raises(CacheError, match="incomplete"):
+                    partial.load(layer)
+        # every chunk under its final name is whole: it parses, with the right rows
+        for path in (partial.path / "layers").rglob("chunk-*.safetensors"):
+            from safetensors.numpy import load_file
+
+            assert load_file(str(path))["features"].shape[0] == 3
     finished = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
     resumed = FeatureCache(next(root.iterdir()))
-    assert kills >= 1, "no run was interrupted; the test did not exercise a crash"
+    assert kills == 4, "a run finished before it could be killed; the test did not exercise crashes"
     assert _chunk_bytes(resumed).keys() == _chunk_bytes(reference).keys()
     for name, data in _chunk_bytes(reference).items():
         if "chunk-" in name:

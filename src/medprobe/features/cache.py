@@ -205,6 +205,10 @@ class FeatureCache:
                 raise CacheError(
                     f"another process is writing the feature cache {self.path}; wait for it to finish"
                 ) from None
+            # Temp files of a writer that was killed mid-write; with the lock held nobody else
+            # can be writing one, and they are never read, so removing them is safe.
+            for stale in self.path.glob("layers/*/.chunk-*.tmp"):
+                stale.unlink(missing_ok=True)
             yield
         finally:
             handle.close()
