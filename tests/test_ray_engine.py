@@ -41,10 +41,13 @@ class CrashableToy(ToyBackbone):
     name = "test-toy"
 
     def __init__(self, scale: float = 1.0, crash_on_pixel: float | None = None, crash_marker: str | None = None,
-                 replica_dir: str | None = None, only_in_pid: int | None = None) -> None:
+                 replica_dir: str | None = None, driver_pid: int | None = None, on_worker: str = "") -> None:
         super().__init__(scale)
-        if only_in_pid is not None and os.getpid() != only_in_pid:  # like a library missing on a worker node
-            raise RuntimeError("libfoo.so: cannot open shared object file")
+        if driver_pid is not None and os.getpid() != driver_pid:  # a worker node that differs from the driver
+            if on_worker == "fail":  # e.g. a library missing there
+                raise RuntimeError("libfoo.so: cannot open shared object file")
+            if on_worker == "rescale":  # e.g. another version of the model file there
+                self.scale = 2 * scale
         self.crash_on_pixel = crash_on_pixel
         self.crash_marker = crash_marker
         if replica_dir is not None:  # one file per process that built a replica
@@ -152,7 +155,10 @@ def test_worker_side_errors_keep_their_type_on_the_driver(tmp_path, ray_cluster)
         _ray(data, tmp_path / "bad-image", on_error="raise")
     with pytest.raises(ModelError, match=r"worker on host .* cannot build backbone 'test-toy': RuntimeError: "
                                          r"libfoo\.so"):
-        _ray(make_dataset(8), tmp_path / "bad-node", {"only_in_pid": os.getpid()})
+        _ray(make_dataset(8), tmp_path / "bad-node", {"driver_pid": os.getpid(), "on_worker": "fail"})
+    with pytest.raises(ModelError, match=r"fingerprint .*\"scale\":2\.0.* but the driver's is .*\"scale\":1\.0"):
+        _ray(make_dataset(8), tmp_path / "other-model", {"driver_pid": os.getpid(), "on_worker": "rescale"})
+    assert not list((tmp_path / "other-model").rglob("chunk-*"))  # nothing written under the wrong key
 
 
 def test_refused_while_another_writer_holds_the_cache(tmp_path):
