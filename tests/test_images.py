@@ -175,14 +175,22 @@ def test_bad_arrays(tmp_path):
     assert "truncated" in read_error(tmp_path / "big.npy")
 
 
-def test_decompression_bomb_is_refused_before_decoding(tmp_path):
-    data = bytearray(save(np.zeros((10, 10), dtype=np.uint8), tmp_path / "bomb.png").read_bytes())
-    # Rewrite the IHDR chunk to claim 40000 x 40000 pixels (and fix its CRC).
+def png_claiming_size(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header (IHDR, CRC fixed) claims ``width x height`` pixels."""
+    data = bytearray(save(np.zeros((10, 10), dtype=np.uint8), path).read_bytes())
     ihdr = data.index(b"IHDR")
-    data[ihdr + 4:ihdr + 12] = struct.pack(">II", 40000, 40000)
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
     data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
-    (tmp_path / "bomb.png").write_bytes(bytes(data))
-    assert "decompression bomb" in read_error(tmp_path / "bomb.png")
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    # Above our limit but below Pillow's hard one: refused by our check, before decoding.
+    assert "decompression bombs" in read_error(png_claiming_size(tmp_path / "big.png", 10000, 9000))
+    # Far above both: Pillow refuses while opening; still an ImageReadError naming the file.
+    assert "decompression bomb" in read_error(png_claiming_size(tmp_path / "bomb.png", 40000, 40000))
     small = save(np.zeros((20, 20), dtype=np.uint8), tmp_path / "small.png")
     assert "above the limit of 100" in read_error(small, max_pixels=100)
     assert read_image(small, max_pixels=400).shape == (20, 20)

@@ -643,6 +643,12 @@ def _named_labels(
     if classes is not None:
         names = [str(c) for c in classes]
     else:
+        # A separator in a single-label column is almost surely a multi-label row, not a class
+        # named "a|b"; say so instead of inventing that class (pass classes= if it is one).
+        for i, row in enumerate(per_row):
+            if not multilabel and separator in row[0]:
+                raise DataError(f"{where(i)}: label {row[0]!r} contains {separator!r}; pass "
+                                f"multilabel=True for multi-label rows, or classes= if it is one class")
         found = {label for row in per_row for label in row if label}
         numeric = all(label.lstrip("-").isdigit() for label in found)
         names = sorted(found, key=int) if numeric else sorted(found)

@@ -33,7 +33,6 @@ Conversions the reader makes (all part of :data:`PREPROCESSING_VERSION`):
 from __future__ import annotations
 
 import struct
-import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,9 @@ from medprobe.errors import ConfigError, ImageReadError
 PREPROCESSING_VERSION = "1"
 
 #: Largest image (width x height, per frame) read before decoding: a guard against decompression
-#: bombs (a small file that expands to gigabytes). 1x1 images are fine; so is a 10k x 10k scan.
-MAX_PIXELS = 100_000_000
+#: bombs (a small file that expands to gigabytes). Equal to Pillow's default warning threshold
+#: (about 9459 x 9459), so Pillow stays silent for every image we accept.
+MAX_PIXELS = 89_478_485
 
 #: File suffixes the folder adapter treats as images (DICOM files may also have no suffix).
 IMAGE_SUFFIXES = frozenset(
@@ -179,18 +179,18 @@ def _read_npy(path: Path, max_pixels: int) -> np.ndarray:
 def _read_pillow(path: Path, max_pixels: int) -> np.ndarray:
     name = str(path)
     try:
-        # Our own pixel limit is checked below, before decoding; Pillow's own (global) check would
-        # only warn in between, so silence that warning rather than change Pillow's global state.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+        # Opening reads only the header; our pixel limit is checked below, before decoding.
+        image = Image.open(path)
     except UnidentifiedImageError:
         raise ImageReadError(
             f"{name}: not a recognised image format (expected PNG, JPEG, TIFF, BMP, GIF, WebP, "
             "DICOM or .npy)", path=name
         ) from None
     except Image.DecompressionBombError as error:
-        raise ImageReadError(f"{name}: image too large to decode safely ({error})", path=name) from error
+        raise ImageReadError(
+            f"{name}: image too large to decode safely ({error}); Pillow's own limit "
+            "PIL.Image.MAX_IMAGE_PIXELS also applies", path=name
+        ) from error
     except _DECODE_ERRORS as error:
         raise ImageReadError(f"{name}: corrupt image header ({error})", path=name) from error
     with image:
