@@ -59,6 +59,8 @@ class ExtractionConfig(Strict):
     num_workers: int = Field(1, ge=1)
     num_gpus_per_worker: float = Field(0.0, ge=0)
     num_cpus_per_worker: float = Field(1.0, gt=0)
+    #: Ray only: cluster address (e.g. "ray://head:10001"); default $RAY_ADDRESS or a local instance
+    ray_address: str | None = None
 
 
 class ProbeConfig(Strict):

@@ -200,6 +200,7 @@ class Experiment:
                     on_error=self.config.data.on_error, num_workers=extraction.num_workers,
                     num_gpus_per_worker=extraction.num_gpus_per_worker,
                     num_cpus_per_worker=extraction.num_cpus_per_worker, show_progress=self.show_progress,
+                    ray_address=extraction.ray_address,
                 )
             else:
                 cache = extract_features(

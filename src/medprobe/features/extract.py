@@ -100,7 +100,7 @@ def open_cache(backbone: Backbone, dataset: Dataset, cache_root: str | Path, chu
 def extract_features(
     backbone: Backbone,
     dataset: Dataset,
-    layers: Sequence[str],
+    layers: Sequence[str] | str,
     cache_root: str | Path,
     *,
     batch_size: int | None = None,
@@ -113,7 +113,7 @@ def extract_features(
 
     Returns the cache entry; read features with ``cache.load(layer)``.
     """
-    layers = backbone.resolve_layers(list(layers))
+    layers = backbone.resolve_layers(layers if isinstance(layers, str) else list(layers))
     cache = open_cache(backbone, dataset, cache_root, chunk_size, dtype)
     todo = cache.missing(layers)
     if todo:

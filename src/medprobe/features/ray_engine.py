@@ -300,7 +300,7 @@ def extract_features_ray(
 
     backbone = _build_backbone(backbone_name, backbone_options, backbone_factory)
     try:
-        layers = backbone.resolve_layers(list(layers))
+        layers = backbone.resolve_layers(layers if isinstance(layers, str) else list(layers))
         cache = open_cache(backbone, dataset, cache_root, chunk_size, dtype)
         batch_size = batch_size or backbone.default_batch_size
         display_name = backbone.name
