@@ -1,0 +1,618 @@
+"""The eight study adapters on tiny fixtures in each data set's real on-disk format.
+
+Every fixture is built so the expected labels, splits and exclusions are known by construction;
+PadChest is also checked on its real label CSV (shipped in the torchxrayvision wheel).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from medprobe.config import DataConfig
+from medprobe.data.dataset import Dataset
+from medprobe.data.loaders import load_dataset
+from medprobe.data.paper import (
+    ISIC2018_CLASSES,
+    KATHER_CLASSES,
+    PAPER_TASKS,
+    count_nuclei,
+    load_airogs_odir,
+    load_eyepacs_aptos,
+    load_isic2018,
+    load_kather,
+    load_knee_kl,
+    load_padchest,
+    load_pannuke,
+    load_siim_isic2020,
+    odir_eye_label,
+    padchest_csv_path,
+    parse_padchest_labels,
+)
+from medprobe.errors import DataError, ImageReadError
+
+
+# ------------------------------------------------------------------------------ helpers
+def write_rgb(path: Path, seed: int, size: tuple[int, int] = (12, 10)) -> np.ndarray:
+    """A small RGB image with known pixels (values 10..200 so the maximum is never 0)."""
+    pixels = np.random.default_rng(seed).integers(10, 201, size=(size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def assert_reads_as(dataset: Dataset, sample_id: str, pixels: np.ndarray | None = None) -> np.ndarray:
+    row = dataset.samples.set_index("sample_id").loc[sample_id].copy()
+    row["sample_id"] = sample_id
+    image = dataset.read_image(row)
+    assert image.dtype == np.float32 and image.ndim == 3 and image.shape[2] == 3
+    if pixels is not None:
+        reference = pixels.astype(np.float64)
+        reference = reference / reference.max()
+        if reference.ndim == 2:
+            reference = np.repeat(reference[:, :, None], 3, axis=2)
+        np.testing.assert_allclose(image, reference, atol=1e-6)
+    return image
+
+
+def no_group_leaks(dataset: Dataset) -> bool:
+    grouped = dataset.samples.dropna(subset=["group"])
+    return bool((grouped.groupby("group")["split"].nunique() <= 1).all())
+
+
+def label_of(dataset: Dataset, sample_id: str):
+    return dataset.samples.set_index("sample_id").loc[sample_id, "label"]
+
+
+# ---------------------------------------------------------------------------- T1 Kather
+def make_kather(tmp_path: Path, per_class_train: int = 10, per_class_test: int = 2) -> dict[str, np.ndarray]:
+    pixels = {}
+    for folder, n, tag in (("NCT-CRC-HE-100K", per_class_train, ""), ("CRC-VAL-HE-7K", per_class_test, "TCGA-")):
+        for k, name in enumerate(KATHER_CLASSES):
+            for i in range(n):
+                file = tmp_path / folder / name / f"{name}-{tag}{i:04d}.tif"
+                pixels[f"{folder}/{name}/{file.name}"] = write_rgb(file, seed=k * 100 + i, size=(6, 5))
+    (tmp_path / "NCT-CRC-HE-100K" / "ADI" / "Thumbs.db").write_bytes(b"not an image")
+    return pixels
+
+
+def test_kather_classes_splits_and_reading(tmp_path: Path) -> None:
+    pixels = make_kather(tmp_path)
+    ds = load_kather(tmp_path / "NCT-CRC-HE-100K", tmp_path / "CRC-VAL-HE-7K", val_fraction=0.1, seed=3)
+    assert ds.classes == KATHER_CLASSES and ds.task_type == "multiclass"
+    assert ds.samples["split"].value_counts().to_dict() == {"train": 81, "test": 18, "val": 9}
+    # 10% of each class's 10 tiles is exactly one validation tile per class.
+    val = ds.split("val")
+    assert sorted(val["label"]) == list(range(9))
+    assert (ds.split("test")["sample_id"].str.startswith("CRC-VAL-HE-7K/")).all()
+    assert label_of(ds, "CRC-VAL-HE-7K/MUS/MUS-TCGA-0001.tif") == KATHER_CLASSES.index("MUS")
+    assert ds.samples["group"].isna().all()
+    assert not ds.samples["source"].str.endswith("Thumbs.db").any()
+    assert_reads_as(ds, "NCT-CRC-HE-100K/TUM/TUM-0003.tif", pixels["NCT-CRC-HE-100K/TUM/TUM-0003.tif"])
+    again = load_kather(tmp_path / "NCT-CRC-HE-100K", tmp_path / "CRC-VAL-HE-7K", val_fraction=0.1, seed=3)
+    assert again.samples["split"].equals(ds.samples["split"])
+
+
+def test_kather_rejects_wrong_class_folders(tmp_path: Path) -> None:
+    make_kather(tmp_path, per_class_train=1, per_class_test=1)
+    (tmp_path / "NCT-CRC-HE-100K" / "ADIPOSE").mkdir()
+    with pytest.raises(DataError, match="unexpected \\['ADIPOSE'\\]"):
+        load_kather(tmp_path / "NCT-CRC-HE-100K", tmp_path / "CRC-VAL-HE-7K")
+    (tmp_path / "NCT-CRC-HE-100K" / "ADIPOSE").rmdir()
+    for file in (tmp_path / "CRC-VAL-HE-7K" / "NORM").iterdir():
+        file.unlink()
+    (tmp_path / "CRC-VAL-HE-7K" / "NORM").rmdir()
+    with pytest.raises(DataError, match="missing \\['NORM'\\]"):
+        load_kather(tmp_path / "NCT-CRC-HE-100K", tmp_path / "CRC-VAL-HE-7K")
+
+
+# --------------------------------------------------------------------------- T2 PanNuke
+def draw_nuclei(mask: np.ndarray, channel: int, n: int, rng: np.random.Generator, first_id: int) -> None:
+    """``n`` nuclei of 1-3 pixels each, with instance ids first_id.. (spread over the patch)."""
+    free = np.flatnonzero(mask[:, :, :5].sum(axis=2).ravel() == 0)
+    cells = rng.choice(free, size=3 * n, replace=False).reshape(n, 3)
+    for k, cell in enumerate(cells):
+        for pixel in cell[: rng.integers(1, 4)]:
+            y, x = divmod(int(pixel), mask.shape[1])
+            mask[y, x, channel] = first_id + k
+
+
+# (neoplastic, other nuclei by channel 1-4) -> expected label: 1 malignant, 0 benign, None excluded
+PANNUKE_CASES = [
+    ((12, (3, 0, 0, 0)), 1),   # 12 of 15 neoplastic
+    ((0, (0, 5, 0, 0)), 0),    # no neoplastic nucleus
+    ((0, (0, 0, 0, 0)), 0),    # no nucleus at all
+    ((10, (30, 0, 0, 0)), None),  # 10 of 40 = 25%
+    ((5, (0, 0, 0, 0)), None),   # too few
+    ((10, (0, 0, 0, 20)), 1),   # 10 of 30 = 33%: both limits just met
+    ((12, (0, 28, 0, 0)), None),  # exactly 30%: not above
+    ((1, (0, 0, 2, 0)), None),
+]
+
+
+def make_pannuke_fold(folder: Path, fold: int, published_layout: bool, size: int = 24) -> np.ndarray:
+    rng = np.random.default_rng(fold)
+    n = len(PANNUKE_CASES)
+    images = rng.uniform(20, 240, size=(n, size, size, 3))  # PanNuke stores float64 pixels
+    masks = np.zeros((n, size, size, 6))
+    for i, ((neoplastic, others), _) in enumerate(PANNUKE_CASES):
+        draw_nuclei(masks[i], 0, neoplastic, rng, first_id=1)
+        next_id = neoplastic + 1
+        for channel, count in enumerate(others, start=1):
+            # Ids restart per channel in part: the same id value in two channels is two nuclei.
+            draw_nuclei(masks[i], channel, count, rng, first_id=1 if channel == 1 else next_id)
+            next_id += count
+        masks[i, :, :, 5] = (masks[i, :, :, :5].sum(axis=2) == 0)
+    types = np.array([f"Organ{fold}{i % 3}" for i in range(n)])
+    if published_layout:
+        image_dir = folder / f"Fold {fold}" / "images" / f"fold{fold}"
+        mask_dir = folder / f"Fold {fold}" / "masks" / f"fold{fold}"
+    else:
+        image_dir = mask_dir = folder / f"fold{fold}"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    np.save(image_dir / "images.npy", images)
+    np.save(image_dir / "types.npy", types)
+    np.save(mask_dir / "masks.npy", masks)
+    return images
+
+
+def test_count_nuclei_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    masks = np.where(rng.random((21, 9, 7, 6)) < 0.3, rng.integers(1, 40, (21, 9, 7, 6)), 0).astype(np.float64)
+    expected = np.array([[len(set(masks[i, :, :, c].ravel()) - {0}) for c in range(5)] for i in range(21)])
+    np.testing.assert_array_equal(count_nuclei(masks, chunk=4), expected)
+
+
+def test_pannuke_labels_exclusions_folds_and_layouts(tmp_path: Path) -> None:
+    images = {fold: make_pannuke_fold(tmp_path, fold, published_layout=fold != 3) for fold in (1, 2, 3)}
+    ds = load_pannuke(tmp_path)
+    assert ds.classes == ["benign", "malignant"] and ds.task_type == "binary"
+    kept = [i for i, (_, label) in enumerate(PANNUKE_CASES) if label is not None]
+    assert len(ds.samples) == 3 * len(kept)
+    assert len(ds.excluded) == 3 * (len(PANNUKE_CASES) - len(kept))
+    for fold, split in ((1, "train"), (2, "val"), (3, "test")):
+        rows = ds.samples[ds.samples["fold"] == fold]
+        assert set(rows["split"]) == {split}
+        for i, (counts, label) in enumerate(PANNUKE_CASES):
+            sample_id = f"fold{fold}/{i:05d}"
+            if label is None:
+                assert sample_id not in set(ds.samples["sample_id"])
+            else:
+                row = rows.set_index("sample_id").loc[sample_id]
+                assert row["label"] == label
+                assert row["n_neoplastic"] == counts[0] and row["n_nuclei"] == counts[0] + sum(counts[1])
+                assert row["organ"] == f"Organ{fold}{i % 3}"
+    reasons = {e["sample_id"]: e["reason"] for e in ds.excluded}
+    assert reasons["fold1/00003"].startswith("ambiguous: 10 neoplastic of 40 nuclei")
+    assert ds.samples["group"].isna().all() and "organ" in ds.samples.columns
+    image = assert_reads_as(ds, "fold3/00005", images[3][5])
+    assert image.shape == (24, 24, 3)
+    # Readers travel to worker processes: the memory maps are reopened there.
+    reader = pickle.loads(pickle.dumps(ds.read_image))
+    row = ds.samples.iloc[0]
+    np.testing.assert_array_equal(reader(row), ds.read_image(row))
+
+    swapped = load_pannuke(tmp_path, train_folds=(2, 3), val_folds=(), test_folds=(1,))
+    assert set(swapped.split("test")["fold"]) == {1} and not swapped.has_split("val")
+
+
+def test_pannuke_errors(tmp_path: Path) -> None:
+    make_pannuke_fold(tmp_path, 1, published_layout=True)
+    with pytest.raises(DataError, match="PanNuke fold 2 not found"):
+        load_pannuke(tmp_path)
+    with pytest.raises(DataError, match="assigned to both"):
+        load_pannuke(tmp_path, train_folds=(1,), val_folds=(1,), test_folds=(1,))
+    make_pannuke_fold(tmp_path, 2, published_layout=False)
+    make_pannuke_fold(tmp_path, 3, published_layout=False)
+    np.save(tmp_path / "fold3" / "types.npy", np.array(["Breast"] * len(PANNUKE_CASES), dtype=object))
+    with pytest.raises(DataError, match="never unpickles"):
+        load_pannuke(tmp_path)
+
+
+# --------------------------------------------------------------------------- T3 ISIC 2018
+def one_hot_csv(path: Path, names: list[str], labels: list[int]) -> None:
+    table = pd.DataFrame(np.eye(7)[labels], columns=ISIC2018_CLASSES)
+    table.insert(0, "image", names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+
+
+def make_isic(tmp_path: Path, n_lesions: int = 70) -> tuple[list[str], list[int], dict[str, str]]:
+    rng = np.random.default_rng(0)
+    names, labels, lesions = [], [], {}
+    for lesion in range(n_lesions):
+        label = lesion % 7
+        for _ in range(int(rng.integers(1, 4))):
+            name = f"ISIC_{24306 + len(names):07d}"
+            names.append(name)
+            labels.append(label)
+            lesions[name] = f"HAM_{lesion:07d}"
+            write_rgb(tmp_path / "ISIC2018_Task3_Training_Input" / f"{name}.jpg", seed=len(names), size=(8, 6))
+    one_hot_csv(tmp_path / "ISIC2018_Task3_Training_GroundTruth.csv", names, labels)
+    dx = {k: c.lower() for k, c in enumerate(ISIC2018_CLASSES)}
+    pd.DataFrame({
+        "lesion_id": [lesions[n] for n in names], "image_id": names, "dx": [dx[k] for k in labels],
+        "dx_type": "histo", "age": 50.0, "sex": "male", "localization": "back",
+    }).to_csv(tmp_path / "HAM10000_metadata.csv", index=False)
+    return names, labels, lesions
+
+
+def test_isic2018_lesion_groups_and_drawn_splits(tmp_path: Path) -> None:
+    names, labels, lesions = make_isic(tmp_path)
+    ds = load_isic2018(tmp_path / "ISIC2018_Task3_Training_Input", tmp_path / "ISIC2018_Task3_Training_GroundTruth.csv",
+                       metadata_csv=tmp_path / "HAM10000_metadata.csv", seed=1)
+    assert ds.classes == ISIC2018_CLASSES and ds.task_type == "multiclass"
+    assert len(ds.samples) == len(names)
+    assert ds.samples.set_index("sample_id").loc[names[5], "group"] == lesions[names[5]]
+    assert no_group_leaks(ds)
+    shares = ds.samples["split"].value_counts(normalize=True)
+    assert abs(shares["test"] - 0.2) < 0.06 and abs(shares["val"] - 0.1) < 0.06
+    for split in ("train", "val", "test"):
+        assert set(ds.split(split)["label"]) == set(range(7))
+    assert label_of(ds, names[10]) == labels[10]
+    assert_reads_as(ds, names[0])
+
+
+def test_isic2018_official_splits_missing_images_and_checks(tmp_path: Path) -> None:
+    names, labels, _ = make_isic(tmp_path, n_lesions=14)
+    (tmp_path / "ISIC2018_Task3_Training_Input" / f"{names[0]}.jpg").unlink()
+    val_names = [f"ISIC_{34321 + i:07d}" for i in range(7)]
+    for i, name in enumerate(val_names):
+        write_rgb(tmp_path / "ISIC2018_Task3_Validation_Input" / f"{name}.jpg", seed=500 + i)
+    one_hot_csv(tmp_path / "ISIC2018_Task3_Validation_GroundTruth.csv", val_names, list(range(7)))
+    ds = load_isic2018(
+        tmp_path / "ISIC2018_Task3_Training_Input", tmp_path / "ISIC2018_Task3_Training_GroundTruth.csv",
+        val_image_dir=tmp_path / "ISIC2018_Task3_Validation_Input",
+        val_csv=tmp_path / "ISIC2018_Task3_Validation_GroundTruth.csv",
+    )
+    assert sorted(ds.split("val")["sample_id"]) == val_names
+    assert label_of(ds, val_names[3]) == 3
+    assert set(ds.samples["split"]) == {"train", "val", "test"}
+    assert names[0] not in set(ds.samples["sample_id"])
+    assert ds.excluded[0]["sample_id"] == names[0] and "not found" in ds.excluded[0]["reason"]
+    assert ds.root == tmp_path.resolve()
+    assert ds.samples.set_index("sample_id").loc[val_names[0], "source"].startswith("ISIC2018_Task3_Validation_Input/")
+
+    bad_dx = pd.read_csv(tmp_path / "HAM10000_metadata.csv")
+    bad_dx.loc[1, "dx"] = "df" if bad_dx.loc[1, "dx"] != "df" else "nv"
+    bad_dx.to_csv(tmp_path / "bad_metadata.csv", index=False)
+    with pytest.raises(DataError, match="dx disagrees"):
+        load_isic2018(tmp_path / "ISIC2018_Task3_Training_Input", tmp_path / "ISIC2018_Task3_Training_GroundTruth.csv",
+                      metadata_csv=tmp_path / "bad_metadata.csv")
+    table = pd.read_csv(tmp_path / "ISIC2018_Task3_Training_GroundTruth.csv")
+    table.loc[2, "MEL"] = 1.0
+    table.loc[2, "NV"] = 1.0
+    table.to_csv(tmp_path / "two_hot.csv", index=False)
+    with pytest.raises(DataError, match="one-hot"):
+        load_isic2018(tmp_path / "ISIC2018_Task3_Training_Input", tmp_path / "two_hot.csv")
+    with pytest.raises(DataError, match="none of the"):
+        load_isic2018(tmp_path / "ISIC2018_Task3_Validation_Input", tmp_path / "ISIC2018_Task3_Training_GroundTruth.csv")
+
+
+# ----------------------------------------------------------------------- T4 SIIM-ISIC 2020
+def test_siim_isic2020_patient_split_and_columns(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    rows = []
+    for patient in range(60):
+        malignant_patient = patient % 4 == 0
+        for k in range(int(rng.integers(1, 5))):
+            target = int(malignant_patient and k == 0)
+            name = f"ISIC_{len(rows):07d}"
+            rows.append({"image_name": name, "patient_id": f"IP_{patient:07d}", "sex": "female",
+                         "age_approx": "45.0", "anatom_site_general_challenge": "torso",
+                         "diagnosis": "melanoma" if target else "nevus",
+                         "benign_malignant": "malignant" if target else "benign", "target": str(target)})
+            write_rgb(tmp_path / "train" / f"{name}.jpg", seed=len(rows), size=(7, 7))
+    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    ds = load_siim_isic2020(tmp_path / "train", tmp_path / "train.csv", seed=0)
+    assert ds.classes == ["benign", "malignant"] and ds.task_type == "binary"
+    assert len(ds.samples) == len(rows) and no_group_leaks(ds)
+    assert ds.samples["group"].str.startswith("IP_").all()
+    for split in ("train", "val", "test"):
+        assert ds.labels(ds.split(split)).sum() >= 1  # 15 malignant patients reach every split
+    assert abs(ds.samples["split"].eq("test").mean() - 0.2) < 0.07
+    assert label_of(ds, "ISIC_0000000") == 1
+    assert {"sex", "age_approx", "anatom_site_general_challenge", "diagnosis"} <= set(ds.samples.columns)
+    assert_reads_as(ds, "ISIC_0000003")
+
+    broken = pd.DataFrame(rows)
+    broken.loc[0, "benign_malignant"] = "benign"
+    broken.to_csv(tmp_path / "broken.csv", index=False)
+    with pytest.raises(DataError, match="disagrees with benign_malignant"):
+        load_siim_isic2020(tmp_path / "train", tmp_path / "broken.csv")
+
+
+# --------------------------------------------------------------------- T5 EyePACS / APTOS
+def test_eyepacs_aptos_external_test_and_eye_pairs(tmp_path: Path) -> None:
+    eyepacs = []
+    for patient in range(1, 41):
+        for eye in ("left", "right"):
+            name = f"{patient * 3}_{eye}"
+            eyepacs.append({"image": name, "level": (patient + (eye == "right")) % 5})
+            write_rgb(tmp_path / "eyepacs" / "train" / f"{name}.jpeg", seed=patient, size=(9, 8))
+    pd.DataFrame(eyepacs).to_csv(tmp_path / "eyepacs" / "trainLabels.csv", index=False)
+    aptos = [{"id_code": f"{i:04x}c1434d8d7", "diagnosis": i % 5} for i in range(10)]
+    for row in aptos:
+        write_rgb(tmp_path / "aptos" / "train_images" / f"{row['id_code']}.png", seed=7, size=(11, 9))
+    pd.DataFrame(aptos).to_csv(tmp_path / "aptos" / "train.csv", index=False)
+
+    ds = load_eyepacs_aptos(tmp_path / "eyepacs" / "train", tmp_path / "eyepacs" / "trainLabels.csv",
+                            tmp_path / "aptos" / "train_images", tmp_path / "aptos" / "train.csv",
+                            val_fraction=0.2, seed=0)
+    assert ds.classes[0] == "no DR" and len(ds.classes) == 5 and ds.task_type == "multiclass"
+    assert (ds.split("test")["cohort"] == "APTOS-2019").all() and len(ds.split("test")) == 10
+    assert set(ds.samples.loc[ds.samples["cohort"] == "EyePACS", "split"]) == {"train", "val"}
+    assert ds.samples.set_index("sample_id").loc["eyepacs/3_left", "group"] == "eyepacs:3"
+    assert no_group_leaks(ds) and ds.samples.groupby("group").size().eq(2).all()
+    assert len(ds.split("val")) == 16  # 20% of 80 eyes = 8 patients
+    assert label_of(ds, "eyepacs/6_right") == 3 and label_of(ds, "aptos/0003c1434d8d7") == 3
+    assert_reads_as(ds, "aptos/0002c1434d8d7")
+
+    pd.DataFrame([{"image": "17", "level": 0}]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match="_left"):
+        load_eyepacs_aptos(tmp_path / "eyepacs" / "train", tmp_path / "bad.csv",
+                           tmp_path / "aptos" / "train_images", tmp_path / "aptos" / "train.csv")
+
+
+# ------------------------------------------------------------------------ T6 AIROGS / ODIR
+ODIR_KEYWORDS = [  # (left, right) keywords -> expected labels per eye
+    (("normal fundus", "glaucoma"), (0, 1)),
+    (("suspected glaucoma，cataract", "normal fundus，lens dust"), (1, 0)),
+    (("moderate non proliferative retinopathy", "normal fundus"), (None, 0)),
+    (("cataract", "Glaucoma"), (None, 1)),
+    (("normal fundus", "normal fundus"), (0, 0)),
+]
+
+
+def make_airogs_odir(tmp_path: Path) -> None:
+    airogs = []
+    for i in range(40):
+        challenge_id = f"TRAIN{i:06d}"
+        airogs.append({"challenge_id": challenge_id, "class": "RG" if i % 5 == 0 else "NRG"})
+        write_rgb(tmp_path / "airogs" / str(i % 2) / f"{challenge_id}.jpg", seed=i, size=(10, 10))
+    pd.DataFrame(airogs).to_csv(tmp_path / "airogs" / "train_labels.csv", index=False)
+    rows = []
+    for patient, ((left, right), _) in enumerate(ODIR_KEYWORDS):
+        rows.append({"ID": patient, "Patient Age": 60, "Patient Sex": "Male",
+                     "Left-Fundus": f"{patient}_left.jpg", "Right-Fundus": f"{patient}_right.jpg",
+                     "Left-Diagnostic Keywords": left, "Right-Diagnostic Keywords": right,
+                     **{c: 0 for c in "NDGCAHMO"}})
+        for side in ("left", "right"):
+            write_rgb(tmp_path / "ODIR-5K" / "Training Images" / f"{patient}_{side}.jpg", seed=patient, size=(12, 12))
+    pd.DataFrame(rows).to_csv(tmp_path / "ODIR-5K" / "annotations.csv", index=False)
+
+
+def test_airogs_odir_labels_parts_and_exclusions(tmp_path: Path) -> None:
+    make_airogs_odir(tmp_path)
+    ds = load_airogs_odir(tmp_path / "airogs", tmp_path / "airogs" / "train_labels.csv",
+                          tmp_path / "ODIR-5K" / "Training Images", tmp_path / "ODIR-5K" / "annotations.csv",
+                          val_fraction=0.25, seed=0)
+    assert ds.classes == ["no glaucoma", "glaucoma"] and ds.task_type == "binary"
+    airogs = ds.samples[ds.samples["cohort"] == "AIROGS"]
+    assert len(airogs) == 40 and set(airogs["split"]) == {"train", "val"}
+    assert airogs.groupby("split")["label"].sum().to_dict() == {"train": 6, "val": 2}  # 8 RG, 25% in val
+    assert airogs.set_index("sample_id").loc["airogs/TRAIN000003", "source"] == "airogs/1/TRAIN000003.jpg"
+    test = ds.split("test").set_index("sample_id")
+    for patient, (_, expected) in enumerate(ODIR_KEYWORDS):
+        for side, label in zip(("left", "right"), expected):
+            sample_id = f"odir/{patient}_{side}.jpg"
+            if label is None:
+                assert sample_id not in test.index
+            else:
+                assert test.loc[sample_id, "label"] == label
+                assert test.loc[sample_id, "group"] == f"odir:{patient}"
+    assert sorted(e["sample_id"] for e in ds.excluded) == ["odir/2_left.jpg", "odir/3_left.jpg"]
+    assert_reads_as(ds, "odir/1_left.jpg")
+    assert_reads_as(ds, "airogs/TRAIN000010")
+
+
+def test_odir_keyword_rule_and_xlsx_without_openpyxl(tmp_path: Path) -> None:
+    assert odir_eye_label("normal fundus") == 0
+    assert odir_eye_label("glaucoma, mild nonproliferative retinopathy") == 1
+    assert odir_eye_label("lens dust") is None
+    assert odir_eye_label(float("nan")) is None
+    pytest.importorskip("pandas")
+    try:
+        import openpyxl  # noqa: F401
+    except ImportError:
+        make_airogs_odir(tmp_path)
+        xlsx = tmp_path / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
+        xlsx.write_bytes(b"PK\x03\x04")
+        with pytest.raises(DataError, match="openpyxl.*export the sheet to CSV"):
+            load_airogs_odir(tmp_path / "airogs", tmp_path / "airogs" / "train_labels.csv",
+                             tmp_path / "ODIR-5K" / "Training Images", xlsx)
+
+
+# ---------------------------------------------------------------------------- T7 PadChest
+PADCHEST_ROWS = [
+    # ImageID, ImageDir, PatientID, Projection, MethodLabel, Labels
+    ("p1_a.png", 0, "P1", "PA", "Physician", "['normal']"),
+    ("p1_b.png", 0, "P1", "L", "RNN_model", "['normal']"),          # patient also in test -> excluded
+    ("p2_a.png", 0, "P2", "PA", "Physician", "['pleural effusion', ' cardiomegaly']"),
+    ("p3_a.png", 1, "P3", "AP", "Physician", "['cardiomegaly', 'suboptimal study']"),
+    ("p4_a.png", 1, "P4", "PA", "Physician", "['normal', '']"),
+    ("p5_a.png", 1, "P5", "PA", "Physician", "['exclude']"),         # excluded
+    ("p6_a.png", 1, "P6", "PA", "Physician", None),                  # no labels
+    ("p7_a.png", 1, "P7", "PA", "Physician", "['pleural effusion']"),
+    ("p8_a.png", 1, "P8", "PA", "Physician", "['nodule']"),           # rare: dropped term
+    ("p9_a.png", 2, "P9", "PA", "Physician", "['unchanged']"),        # only an ignored term
+    ("p10_a.png", 2, "P10", "PA", "RNN_model", "['normal']"),
+    ("p10_b.png", 2, "P10", "L", "RNN_model", "['cardiomegaly', 'nodule']"),
+    ("p11_a.png", 2, "P11", "PA", "RNN_model", "['pleural effusion']"),
+    ("p12_a.png", 2, "P12", "PA", "RNN_model", "['nodule']"),
+    ("p13_a.png", 2, "P13", "PA", "RNN_model", "[]"),                  # empty list
+    ("p14_a.png", 2, "P14", "PA", "RNN_model", "['normal']"),
+    ("p15_a.png", 2, "P15", "PA", "RNN_model", "['cardiomegaly']"),
+]
+
+
+def make_padchest(tmp_path: Path, nested: bool = True) -> dict[str, np.ndarray]:
+    table = pd.DataFrame(PADCHEST_ROWS, columns=["ImageID", "ImageDir", "PatientID", "Projection", "MethodLabel", "Labels"])
+    table.insert(0, "Unnamed: 0", range(len(table)))
+    table["StudyID"] = "S" + table["PatientID"]
+    table["Report"] = "sin hallazg"
+    table.to_csv(tmp_path / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz", index=False)
+    pixels = {}
+    for i, (image_id, directory, *_rest) in enumerate(PADCHEST_ROWS):
+        folder = tmp_path / "images" / (str(directory) if nested else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        grey = np.random.default_rng(i).integers(100, 4000, size=(9, 13)).astype(np.uint16)
+        Image.fromarray(grey).save(folder / image_id)  # 16-bit greyscale PNG
+        pixels[image_id] = grey
+    return pixels
+
+
+def test_padchest_fixture_rules(tmp_path: Path) -> None:
+    pixels = make_padchest(tmp_path)
+    csv = tmp_path / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
+    ds = load_padchest(tmp_path / "images", csv, min_test_positives=1, val_fraction=0.25, seed=0)
+    assert ds.task_type == "multilabel"
+    # test positives: normal 2, pleural effusion 2, cardiomegaly 2, nodule 1 (not > 1)
+    assert ds.classes == ["cardiomegaly", "normal", "pleural effusion"]
+    test = ds.split("test").set_index("sample_id")
+    assert sorted(test.index) == ["p1_a.png", "p2_a.png", "p3_a.png", "p4_a.png", "p7_a.png", "p8_a.png"]
+    assert test.loc["p2_a.png", "label"] == (0, 2)
+    assert test.loc["p3_a.png", "label"] == (0,)
+    assert test.loc["p8_a.png", "label"] == ()  # only a dropped finding: negative for all classes
+    reasons = {e["sample_id"]: e["reason"] for e in ds.excluded}
+    assert set(reasons) == {"p1_b.png", "p5_a.png", "p6_a.png", "p9_a.png", "p13_a.png"}
+    assert "manual images are in test" in reasons["p1_b.png"] and "exclude" in reasons["p5_a.png"]
+    train_val = ds.samples[ds.samples["split"] != "test"]
+    assert set(train_val["method_label"]) == {"RNN_model"} and set(train_val["split"]) == {"train", "val"}
+    assert no_group_leaks(ds)
+    assert ds.samples.set_index("sample_id").loc["p10_b.png", "source"] == "2/p10_b.png"
+    image = assert_reads_as(ds, "p2_a.png", pixels["p2_a.png"])
+    assert image.max() == 1.0
+
+    only_pa = load_padchest(tmp_path / "images", csv, min_test_positives=0, projections=["PA"], check_files=False)
+    assert set(only_pa.samples["projection"]) == {"PA"}
+    assert "p3_a.png" not in set(only_pa.samples["sample_id"])
+    assert "nodule" in only_pa.classes
+
+
+def test_padchest_flat_layout_missing_files_and_parser(tmp_path: Path) -> None:
+    make_padchest(tmp_path, nested=False)
+    (tmp_path / "images" / "p7_a.png").unlink()
+    csv = tmp_path / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
+    ds = load_padchest(tmp_path / "images", csv, min_test_positives=0)
+    assert ds.samples.set_index("sample_id").loc["p10_b.png", "source"] == "p10_b.png"
+    assert "p7_a.png" not in set(ds.samples["sample_id"])
+    assert any(e["sample_id"] == "p7_a.png" and "not found" in e["reason"] for e in ds.excluded)
+    unchecked = load_padchest(tmp_path / "images", csv, min_test_positives=0, check_files=False)
+    assert unchecked.samples.set_index("sample_id").loc["p10_b.png", "source"] == "p10_b.png"
+    row = unchecked.samples.set_index("sample_id").loc["p7_a.png"].copy()
+    row["sample_id"] = "p7_a.png"
+    with pytest.raises(ImageReadError) as error:
+        unchecked.read_image(row)
+    assert error.value.sample_id == "p7_a.png"
+
+    assert parse_padchest_labels("['a', ' b ', '', 'a']") == ["a", "b"]
+    assert parse_padchest_labels("[]") == []
+    assert parse_padchest_labels(float("nan")) is None
+    with pytest.raises(DataError, match="not a list literal"):
+        parse_padchest_labels("['a', __import__('os')]")
+    with pytest.raises(DataError, match="list of strings"):
+        parse_padchest_labels("[1, 2]")
+
+
+def test_padchest_real_label_csv() -> None:
+    csv = padchest_csv_path()
+    if csv is None:
+        pytest.skip("torchxrayvision (with its PadChest CSV) is not installed")
+    ds = load_padchest("/nonexistent/padchest/images", csv, check_files=False)
+    raw = pd.read_csv(csv, usecols=["ImageID", "PatientID", "MethodLabel", "Labels"], dtype=str)
+    assert len(raw) == 160_861
+    assert len(ds.samples) + len(ds.excluded) == len(raw)
+    physician = raw["MethodLabel"] == "Physician"
+    assert 0.2 < physician.mean() < 0.3
+    # Independent parse of the physician rows: quoted terms by regular expression.
+    terms = raw.loc[physician, "Labels"].map(
+        lambda v: None if not isinstance(v, str) else [t.strip() for t in re.findall(r"'([^']*)'", v)])
+    usable = terms.map(lambda t: t is not None and "exclude" not in t
+                       and any(x and x not in ("suboptimal study", "unchanged") for x in t))
+    assert len(ds.split("test")) == int(usable.sum())
+    normal_expected = int(terms[usable].map(lambda t: "normal" in t).sum())
+    test_labels = ds.labels(ds.split("test"))
+    assert "normal" in ds.classes
+    assert test_labels[:, ds.classes.index("normal")].sum() == normal_expected
+    assert (test_labels.sum(axis=0) > 50).all()
+    assert ds.classes == sorted(ds.classes, key=lambda c: -test_labels[:, ds.classes.index(c)].sum())
+    # No patient in two splits, and none of the test patients' automatic images anywhere.
+    assert no_group_leaks(ds)
+    test_patients = set(ds.split("test")["group"])
+    assert not test_patients & set(ds.samples.loc[ds.samples["split"] != "test", "group"])
+    assert (ds.samples.loc[ds.samples["split"] != "test", "method_label"] == "RNN_model").all()
+    assert abs(len(ds.split("val")) / (len(ds.split("val")) + len(ds.split("train"))) - 0.1) < 0.01
+
+
+# ----------------------------------------------------------------------------- T8 knee KL
+def make_knees(tmp_path: Path) -> pd.DataFrame:
+    rows = []
+    for cohort, n_patients in (("OAI", 40), ("MOST", 15)):
+        for patient in range(n_patients):
+            for side in ("L", "R"):
+                path = f"{cohort}/{patient:05d}_{side}.png"
+                grade = "" if (cohort == "OAI" and patient == 0 and side == "R") else str((patient + (side == "R")) % 5)
+                rows.append({"path": path, "kl_grade": grade, "patient_id": f"{patient:05d}", "cohort": cohort})
+                grey = np.full((8, 6), 50 + patient, dtype=np.uint8)
+                (tmp_path / cohort).mkdir(exist_ok=True)
+                Image.fromarray(grey).save(tmp_path / path)
+    table = pd.DataFrame(rows)
+    table.to_csv(tmp_path / "knees.csv", index=False)
+    return table
+
+
+def test_knee_kl_cohort_test_and_patient_split(tmp_path: Path) -> None:
+    make_knees(tmp_path)
+    ds = load_knee_kl(tmp_path / "knees.csv", tmp_path, test_cohort="MOST", seed=0)
+    assert ds.classes == ["KL0", "KL1", "KL2", "KL3", "KL4"] and ds.task_type == "multiclass"
+    assert (ds.split("test")["cohort"] == "MOST").all() and len(ds.split("test")) == 30
+    assert set(ds.samples.loc[ds.samples["cohort"] == "OAI", "split"]) == {"train", "val"}
+    assert [e["sample_id"] for e in ds.excluded] == ["OAI/00000_R.png"]
+    # Patient 00000 exists in both cohorts: different people, different groups.
+    assert {"OAI:00000", "MOST:00000"} <= set(ds.samples["group"])
+    assert no_group_leaks(ds)
+    assert label_of(ds, "MOST/00003_R.png") == 4
+    image = assert_reads_as(ds, "OAI/00007_L.png")
+    assert np.allclose(image, 1.0)  # a constant image normalised to its maximum
+
+    mixed = load_knee_kl(tmp_path / "knees.csv", tmp_path, seed=0)
+    assert set(mixed.samples["split"]) == {"train", "val", "test"} and no_group_leaks(mixed)
+    assert abs(mixed.samples["split"].eq("test").mean() - 0.2) < 0.08
+
+    table = pd.read_csv(tmp_path / "knees.csv", dtype=str)
+    table.loc[3, "kl_grade"] = "5"
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match="not in \\[0, 1, 2, 3, 4\\]"):
+        load_knee_kl(tmp_path / "bad.csv", tmp_path)
+    with pytest.raises(DataError, match="no rows of test_cohort 'CHECK'"):
+        load_knee_kl(tmp_path / "knees.csv", tmp_path, test_cohort="CHECK")
+
+
+# ------------------------------------------------------------------------------ registry
+def test_registry_matches_the_study() -> None:
+    assert sorted(PAPER_TASKS) == [f"t{i}" for i in range(1, 9)]
+    metrics = {tid: task.metric for tid, task in PAPER_TASKS.items()}
+    assert metrics == {"t1": "f1_macro", "t2": "f1_macro", **{f"t{i}": "auc" for i in range(3, 9)}}
+    assert PAPER_TASKS["t1"].prompt == "What can you see on this histological image?"
+    assert PAPER_TASKS["t7"].prompt == "What can you see on this radiological image?"
+    assert len({task.adapter_name for task in PAPER_TASKS.values()}) == 8
+    for task in PAPER_TASKS.values():
+        assert "max_size" in task.loader.__code__.co_varnames
+
+
+def test_run_file_reaches_a_paper_adapter(tmp_path: Path) -> None:
+    make_knees(tmp_path)
+    config = DataConfig(adapter="knee_kl", root=str(tmp_path),
+                        options={"csv_path": "knees.csv", "root": ".", "test_cohort": "MOST"},
+                        max_image_size=4)
+    ds = load_dataset(config)
+    assert ds.name == "knee_kl" and ds.preprocessing["max_size"] == 4
+    assert assert_reads_as(ds, "OAI/00007_L.png").shape == (4, 3, 3)
