@@ -16,7 +16,8 @@ def random_cohort(seed: int, n: int = 600, n_classes: int = 4, max_per_group: in
     sizes = rng.integers(1, max_per_group + 1, size=n)
     sizes = sizes[np.cumsum(sizes) <= n]
     groups = np.repeat([f"p{i}" for i in range(len(sizes))], sizes)
-    patient_class = rng.choice(n_classes, size=len(sizes), p=np.linspace(1, 3, n_classes) / np.linspace(1, 3, n_classes).sum())
+    weights = np.linspace(1, 3, n_classes)
+    patient_class = rng.choice(n_classes, size=len(sizes), p=weights / weights.sum())
     labels = np.repeat(patient_class, sizes)
     flip = rng.random(len(labels)) < 0.2
     labels[flip] = rng.integers(0, n_classes, flip.sum())
@@ -159,3 +160,13 @@ def test_subsample_train_rejects_misaligned_inputs() -> None:
         subsample_train(np.arange(3), [0, 1, 0, 1], None, 0.5, seed=0)
     with pytest.raises(DataError, match="fraction"):
         subsample_train(np.arange(4), [0, 1, 0, 1], None, 0.0, seed=0)
+
+
+def test_subsample_train_multilabel_keeps_rare_labels() -> None:
+    rng = np.random.default_rng(8)
+    matrix = (rng.random((1000, 4)) < [0.4, 0.1, 0.01, 0.003]).astype(int)
+    groups = rng.integers(0, 400, 1000)
+    kept = subsample_train(np.arange(1000), matrix, groups, 0.05, seed=0)
+    assert matrix[kept].any(axis=0)[matrix.any(axis=0)].all()
+    assert not set(groups[kept]) & set(groups[np.setdiff1d(np.arange(1000), kept)])
+    assert 0.03 < len(kept) / 1000 < 0.09

@@ -206,8 +206,11 @@ def _check_fraction(value: float, what: str) -> float:
 KATHER_CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 
 
-def _scan_class_folders(folder: Path, classes: Sequence[str], root: Path) -> list[tuple[str, int]]:
-    """(source, class index) for the images in ``folder/<class>/``; other folders are an error."""
+def _scan_class_folders(
+    folder: Path, classes: Sequence[str], root: Path, excluded: list[dict]
+) -> list[tuple[str, int]]:
+    """(source, class index) for the images in ``folder/<class>/``; other folders are an error,
+    other files (``Thumbs.db``, notes) are listed in ``excluded``."""
     if not folder.is_dir():
         raise DataError(f"Kather folder not found: {folder}")
     present = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -224,8 +227,13 @@ def _scan_class_folders(folder: Path, classes: Sequence[str], root: Path) -> lis
     rows = []
     for index, name in enumerate(classes):
         for entry in sorted(os.scandir(folder / name), key=lambda e: e.name):
-            if entry.is_file() and not entry.name.startswith(".") and looks_like_image(entry.name):
-                rows.append((f"{prefix}{name}/{entry.name}", index))
+            if not entry.is_file() or entry.name.startswith("."):
+                continue
+            source = f"{prefix}{name}/{entry.name}"
+            if looks_like_image(entry.path):
+                rows.append((source, index))
+            else:
+                excluded.append(_exclusion(source, source, "not an image file"))
     return rows
 
 
@@ -251,8 +259,9 @@ def load_kather(
         raise DataError(f"Kather train and test folders are the same: {train_folder}")
     _check_fraction(val_fraction, "val_fraction")
     root = _common_root(train_folder, test_folder)
-    train = _scan_class_folders(train_folder, KATHER_CLASSES, root)
-    test = _scan_class_folders(test_folder, KATHER_CLASSES, root)
+    excluded: list[dict] = []
+    train = _scan_class_folders(train_folder, KATHER_CLASSES, root, excluded)
+    test = _scan_class_folders(test_folder, KATHER_CLASSES, root, excluded)
     if not train or not test:
         raise DataError(f"no images found under {train_folder if not train else test_folder}")
     train_labels = np.array([label for _, label in train])
@@ -266,7 +275,7 @@ def load_kather(
     table["group"] = None
     description = (f"Kather colorectal tissue: train/val {train_folder.name} "
                    f"(val {val_fraction:.0%}, seed {seed}), test {test_folder.name}")
-    return _finish("kather", table, KATHER_CLASSES, "multiclass", root, description, [], max_size)
+    return _finish("kather", table, KATHER_CLASSES, "multiclass", root, description, excluded, max_size)
 
 
 # =============================================================================== T2: PanNuke
@@ -540,10 +549,11 @@ def load_isic2018(
     )
     table["label"] = table["label"].astype(int).tolist()
     official = [s for s in ("val", "test") if s in sources]
+    drawn = ", ".join(f"{s} {f:.0%}" for s, f in fractions.items() if f and s != "train") or "none"
     description = ("ISIC 2018 task 3 (HAM10000), 7 diagnoses; "
                    + (f"official {' and '.join(official)} set(s); " if official else "")
-                   + f"drawn from training: {', '.join(f'{s} {f:.0%}' for s, f in fractions.items() if f and s != 'train') or 'none'} "
-                   + f"(seed {seed}); groups: {'lesion_id' if lesions else 'none'}")
+                   + f"drawn from training: {drawn} (seed {seed}); "
+                   + f"groups: {'lesion_id' if lesions else 'none'}")
     return _finish("isic2018", table, ISIC2018_CLASSES, "multiclass", root, description, excluded, max_size)
 
 
