@@ -98,10 +98,10 @@ def _label_with_text(index: int, match: re.Match[str], options: Sequence[str],
                      method: str) -> tuple[int | None, str] | None:
     """Check a leading label against the text after it ("3. Sarcoidosis").
 
-    Label and text naming different options is a ``conflict`` (unparseable). A marked label
-    ("3.", "(3)", "Option 3") stands when the text cannot be placed ("3. see above"); a bare one
-    ("3 weeks of fever", "A rare rash") stands only alone or with agreeing text -- otherwise this
-    returns ``None`` and the caller reads the reply as option text instead.
+    A marked label ("3.", "(3)", "Option 3") followed by text naming another option is a
+    ``conflict`` (unparseable); with text that cannot be placed ("3. see above") the label stands.
+    A bare one ("3 weeks of fever", "A fracture of the rib") stands only alone or with agreeing
+    text -- otherwise this returns ``None`` and the caller reads the reply as option text.
     """
     marked = bool(match.group("word") or match.group("open") or match.group("close"))
     rest = match.group("rest").strip().lstrip(".):-").strip()
@@ -110,9 +110,9 @@ def _label_with_text(index: int, match: re.Match[str], options: Sequence[str],
     by_text, _ = _text_match(rest, options)
     if by_text == index:
         return index, method
-    if by_text is not None:
-        return None, "conflict"
-    return (index, method) if marked else None
+    if not marked:
+        return None
+    return (None, "conflict") if by_text is not None else (index, method)
 
 
 def parse_answer(text: str, options: Sequence[str], lettered: bool = False) -> tuple[int | None, str]:

@@ -1,0 +1,273 @@
+"""Multiple-choice diagnosis: case files, parsing, shots, prompts, statistics, and end-to-end runs
+with tiny saved VLMs (IDEFICS v1 and a chat-template VLM)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.stats import binomtest
+
+from medprobe.errors import ConfigError, DataError
+from medprobe.mcq.cases import load_cases
+from medprobe.mcq.evaluate import accuracy_row, strata_rows, summarize, write_outputs
+from medprobe.mcq.parse import parse_answer
+from medprobe.mcq.prompts import (
+    ANSWER_PREFIX,
+    build_conversation,
+    chat_messages,
+    default_instruction,
+    render_idefics,
+    select_shots,
+)
+from medprobe.mcq.records import CaseResult
+
+OPTIONS = ["tumor", "nodule", "normal lesion", "cyst with edema", "fracture"]
+# file order differs from date order on purpose: the two earliest are c3 and c1
+DATES = ["2020-03-01", "2020-01-15", "2020-05-01", "2020-01-02", "2020-04-01", "2020-06-01", "2020-02-01"]
+SHARES = [0.05, 0.3, 0.45, 0.7, 0.9, 1.0, 0.2]
+
+
+def write_cases(folder: Path, n: int = 7, dates: bool = True, mutate: dict | None = None) -> Path:
+    """``n`` cases with one tiny PNG each (two for c2), answers cycling through the options."""
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        Image.fromarray((rng.random((24, 24, 3)) * 255).astype(np.uint8)).save(folder / "img" / f"c{i}.png")
+        case = {
+            "id": f"c{i}", "images": [f"img/c{i}.png"] + (["img/c0.png"] if i == 2 else []),
+            "vignette": f"a patient with a mass number {i}", "question": "what is the diagnosis ?",
+            "options": list(OPTIONS), "answer": i % 5, "human_correct": SHARES[i],
+            "specialty": "radiology" if i % 2 else "dermatology", "explanation": f"reason for case {i}",
+        }
+        if dates:
+            case["date"] = DATES[i]
+        if mutate and i in mutate:
+            mutate[i](case)
+        lines.append(json.dumps(case))
+    (folder / "cases.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture
+def case_dir(tmp_path: Path) -> Path:
+    return write_cases(tmp_path / "cases")
+
+
+# ------------------------------------------------------------------------------------------ cases
+def test_load_cases_resolves_answers_and_images(case_dir: Path) -> None:
+    cases = load_cases(case_dir)
+    assert [c.id for c in cases] == [f"c{i}" for i in range(7)]
+    assert [c.answer for c in cases] == [i % 5 for i in range(7)]
+    assert all(p.is_file() and p.is_absolute() for c in cases for p in c.images)
+    assert len(cases[2].images) == 2
+    # the same file given directly, and an answer given as option text
+    assert [c.id for c in load_cases(case_dir / "cases.jsonl")] == [c.id for c in cases]
+
+
+def test_answer_as_text_is_matched_ignoring_case_and_full_stop(tmp_path: Path) -> None:
+    folder = write_cases(tmp_path, n=3, mutate={1: lambda c: c.update(answer="Cyst with edema.")})
+    assert load_cases(folder)[1].answer == 3
+
+
+def _set_option(case: dict, index: int, text: str) -> None:
+    case["options"][index] = text
+
+
+@pytest.mark.parametrize("mutation, message", [
+    (lambda c: _set_option(c, 4, c["options"][c["answer"]]), "matches 2 options"),
+    (lambda c: _set_option(c, 4, "nodule"), "same"),
+    (lambda c: c.update(options=c["options"][:4]), "has 4 options, expected 5"),
+    (lambda c: c.update(images=["img/missing.png"]), "image 'img/missing.png' not found"),
+    (lambda c: c.update(answer="pneumonia"), "is not one of the options"),
+    (lambda c: c.update(answer=7), "out of range"),
+    (lambda c: c.update(answer=True), "not true/false"),
+    (lambda c: c.update(human_correct=1.5), "human_correct"),
+    (lambda c: c.update(colour="red"), "colour: unknown key"),
+    (lambda c: c.update(date="2020-13-45"), "date"),
+    (lambda c: c.update(id="c1"), "duplicate id 'c1' (first used on line 2)"),
+])
+def test_validation_errors_name_line_and_case(tmp_path: Path, mutation, message: str) -> None:
+    folder = write_cases(tmp_path, n=4, mutate={3: mutation})
+    with pytest.raises(DataError) as error:
+        load_cases(folder)
+    text = str(error.value)
+    assert "cases.jsonl line 4" in text
+    assert message in text
+    assert "case 'c" in text
+
+
+def test_n_options_setting_and_bad_json(tmp_path: Path) -> None:
+    folder = write_cases(tmp_path, n=3, mutate={i: lambda c: c.update(options=c["options"][:4], answer=1)
+                                               for i in range(3)})
+    assert len(load_cases(folder, n_options=4)[0].options) == 4
+    first = (folder / "cases.jsonl").read_text().splitlines()[0]
+    (folder / "cases.jsonl").write_text(first + '\n\n{"id": "x", oops\n')
+    with pytest.raises(DataError, match="line 3: not valid JSON"):
+        load_cases(folder, n_options=4)
+    with pytest.raises(DataError, match="case file not found"):
+        load_cases(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------------------------------- parsing
+@pytest.mark.parametrize("reply, expected", [
+    ("3", (2, "number")),
+    ("(3)", (2, "number")),
+    ("[2]", (1, "number")),
+    ("Answer: 4", (3, "number")),
+    ("Answer: 3. normal lesion\nReason: round and calm", (2, "number")),
+    ("The answer is 5.", (4, "number")),
+    ("Option 2", (1, "number")),
+    ("I would pick option 1 here", (0, "number")),
+    ("3. fracture", (None, "conflict")),
+    ("Cyst with edema", (3, "exact")),
+    ("fracture.", (4, "exact")),
+    ("this looks like a fracture of the rib", (4, "substring")),
+    ("cyst with ede", (3, "substring")),
+    ("nodlue", (1, "fuzzy")),
+    ("tumor or nodule", (None, "ambiguous")),
+    ("7", (None, "unparseable")),
+    ("3 weeks of fever", (None, "unparseable")),
+    ("I am not sure", (None, "unparseable")),
+    ("", (None, "empty")),
+    ("Reason: nothing else", (None, "empty")),
+])
+def test_parse_answer_numbers_and_text(reply: str, expected: tuple) -> None:
+    assert parse_answer(reply, OPTIONS) == expected
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("C", (2, "letter")),
+    ("(d)", (3, "letter")),
+    ("Answer: B. nodule", (1, "letter")),
+    ("Option E", (4, "letter")),
+    ("A. fracture", (None, "conflict")),
+    ("A fracture of the rib", (4, "substring")),
+    ("a", (None, "unparseable")),
+])
+def test_parse_answer_letters_only_when_lettered(reply: str, expected: tuple) -> None:
+    assert parse_answer(reply, OPTIONS, lettered=True) == expected
+    if expected[1] == "letter" and reply == "C":
+        assert parse_answer(reply, OPTIONS, lettered=False) == (None, "unparseable")
+
+
+# ------------------------------------------------------------------------------ shots and prompts
+def test_default_shots_are_the_two_earliest_and_are_not_scored(case_dir: Path) -> None:
+    cases = load_cases(case_dir)
+    shots, queries = select_shots(cases, 2)
+    assert [c.id for c in shots] == ["c3", "c1"]
+    assert [c.id for c in queries] == ["c0", "c2", "c4", "c5", "c6"]
+
+
+def test_shots_without_dates_by_file_order_and_by_ids(tmp_path: Path) -> None:
+    cases = load_cases(write_cases(tmp_path, dates=False))
+    assert [c.id for c in select_shots(cases, 2)[0]] == ["c0", "c1"]
+    shots, queries = select_shots(cases, ["c5", "c2"])
+    assert [c.id for c in shots] == ["c5", "c2"] and {"c5", "c2"}.isdisjoint(c.id for c in queries)
+    assert select_shots(cases, 0) == ([], cases)
+    with pytest.raises(ConfigError, match="not found"):
+        select_shots(cases, ["c9"])
+    with pytest.raises(ConfigError, match="no case to score"):
+        select_shots(cases, 7)
+
+
+def test_prompt_shows_shot_answers_and_reasons_but_not_the_query_answer(case_dir: Path) -> None:
+    cases = load_cases(case_dir)
+    shots, queries = select_shots(cases, 2)
+    query = queries[0]
+    turns = build_conversation(shots, query, instruction=default_instruction(False, True))
+    assert [t.role for t in turns] == ["user", "assistant", "user", "assistant", "user"]
+    items = render_idefics(turns)
+    text = "".join(i for i in items if isinstance(i, str))
+    images = [i for i in items if not isinstance(i, str)]
+    assert len(images) == 3 and all(isinstance(i, Image.Image) for i in images)
+    for shot in shots:
+        assert f"{ANSWER_PREFIX} {shot.answer + 1}. {shot.answer_text}\nReason: {shot.explanation}" in text
+    assert f"{ANSWER_PREFIX} {query.answer + 1}." not in text
+    assert query.explanation not in text
+    assert query.vignette in text and "5. fracture" in text
+    assert text.endswith("<end_of_utterance>\nAssistant:")
+    assert text.count("User:") == 3 and text.count("<end_of_utterance>") == 5
+    # without reasons
+    plain = "".join(i for i in render_idefics(build_conversation(shots, query, include_reason=False))
+                    if isinstance(i, str))
+    assert "Reason:" not in plain and f"{ANSWER_PREFIX} {shots[0].answer + 1}." in plain
+    # chat messages: image placeholders where the images are
+    messages = chat_messages(turns)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
+    assert sum(p["type"] == "image" for m in messages for p in m["content"]) == 3
+
+
+def test_lettered_prompt(case_dir: Path) -> None:
+    cases = load_cases(case_dir)
+    shots, queries = select_shots(cases, 1)
+    text = "".join(i for i in render_idefics(build_conversation(shots, queries[0], lettered=True))
+                   if isinstance(i, str))
+    assert "\nE. fracture" in text and f"{ANSWER_PREFIX} {'ABCDE'[shots[0].answer]}." in text
+
+
+# ------------------------------------------------------------------------------------- statistics
+def _result(case_id: str, correct: bool, share: float | None, specialty: str | None = None,
+            try_index: int = 0, parsed: bool = True) -> CaseResult:
+    index = (0 if correct else 1) if parsed else None
+    return CaseResult(case_id=case_id, method="generate", correct_index=0, correct_option="tumor",
+                      parsed_index=index, parsed_option=None, parse_method="number" if parsed else "unparseable",
+                      human_correct=share, specialty=specialty, try_index=try_index)
+
+
+@pytest.mark.parametrize("k, n", [(0, 5), (3, 5), (5, 5), (17, 40), (1, 1)])
+def test_accuracy_ci_matches_scipy_wilson(k: int, n: int) -> None:
+    row = accuracy_row([True] * k + [False] * (n - k))
+    reference = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert row["n"] == n and row["accuracy"] == pytest.approx(k / n)
+    assert row["ci_low"] == pytest.approx(reference.low, abs=1e-12)
+    assert row["ci_high"] == pytest.approx(reference.high, abs=1e-12)
+
+
+def test_strata_on_known_numbers() -> None:
+    shares_correct = [(0.0, True), (0.19, False), (0.2, True), (0.39, True), (0.5, False),
+                      (0.8, True), (1.0, False), (0.95, True), (None, True)]
+    results = [_result(f"q{i}", c, s) for i, (s, c) in enumerate(shares_correct)]
+    rows = strata_rows(results)
+    assert [r["stratum"] for r in rows] == ["[0.0, 0.2)", "[0.2, 0.4)", "[0.4, 0.6)", "[0.6, 0.8)", "[0.8, 1.0]"]
+    assert [r["n"] for r in rows] == [2, 2, 1, 0, 3]
+    assert [r["accuracy"] for r in rows] == [0.5, 1.0, 0.0, None, pytest.approx(2 / 3)]
+    assert [r["human_mean"] for r in rows] == [pytest.approx(0.095), pytest.approx(0.295), 0.5, None,
+                                               pytest.approx(2.75 / 3)]
+    reference = binomtest(2, 3).proportion_ci(method="wilson")
+    assert rows[4]["ci_low"] == pytest.approx(reference.low) and rows[3]["ci_low"] is None
+
+
+def test_summary_counts_unparseable_as_wrong_and_correct_within_n() -> None:
+    results = [
+        _result("a", True, 0.1, "derm"), _result("a", False, 0.1, "derm", 1), _result("a", False, 0.1, "derm", 2),
+        _result("b", False, 0.5, "derm", parsed=False), _result("b", True, 0.5, "derm", 1),
+        _result("b", False, 0.5, "derm", 2),
+        _result("c", False, 0.9, "neuro"), _result("c", False, 0.9, "neuro", 1), _result("c", True, 0.9, "neuro", 2),
+        _result("d", False, 0.9), _result("d", False, 0.9, try_index=1), _result("d", False, 0.9, try_index=2),
+    ]
+    summary = summarize(results, model="m", method="generate", n_shots=2)
+    assert summary["n_cases"] == 4 and summary["accuracy"] == 0.25
+    assert summary["n_unparseable"] == 1 and summary["parse_methods"] == {"number": 3, "unparseable": 1}
+    within = summary["correct_within_n"]
+    assert [within[str(n)]["accuracy"] for n in (1, 2, 3)] == [0.25, 0.5, 0.75]
+    assert [(r["specialty"], r["n"], r["accuracy"]) for r in summary["per_specialty"]] == [
+        ("derm", 2, 0.5), ("neuro", 1, 0.0)]
+    assert [r["n"] for r in summary["strata"]] == [1, 0, 1, 0, 2]
+
+
+def test_outputs_written(tmp_path: Path) -> None:
+    results = [_result("a", True, 0.1), _result("b", False, 0.5), _result("c", True, 0.9, parsed=False)]
+    summary = summarize(results, model="m", method="generate", n_shots=2)
+    write_outputs(tmp_path, results, summary, chance=0.2)
+    assert json.loads((tmp_path / "mcq_results.json").read_text())["accuracy"] == pytest.approx(1 / 3)
+    rows = list(csv.DictReader((tmp_path / "mcq_cases.csv").open()))
+    assert [r["correct"] for r in rows] == ["True", "False", "False"] and rows[2]["parsed_index"] == ""
+    assert (tmp_path / "mcq_strata.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (tmp_path / "mcq_strata.svg").read_bytes()[:400]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
