@@ -1,0 +1,27 @@
+"""Statistics stage: metrics, bootstrap CIs, paired model comparisons, binomial CIs.
+
+Plain numpy arrays in, plain dicts of floats out; nothing here keeps state between calls. The
+same ``bootstrap_indices`` matrix must be passed for every model of a comparison: that is what
+makes the comparisons paired.
+"""
+
+from medprobe.stats.binomial import BINOMIAL_METHODS, binomial_ci
+from medprobe.stats.bootstrap import bootstrap_indices, bootstrap_metrics, resample_counts, summarise
+from medprobe.stats.groups import per_group_metrics
+from medprobe.stats.metrics import (
+    MULTILABEL_THRESHOLD,
+    TASK_TYPES,
+    TaskType,
+    WeightedEvaluator,
+    check_inputs,
+    compute_metrics,
+    metric_names,
+)
+from medprobe.stats.paired import delong_auc, delong_test, paired_bootstrap_test
+
+__all__ = [
+    "BINOMIAL_METHODS", "MULTILABEL_THRESHOLD", "TASK_TYPES", "TaskType", "WeightedEvaluator",
+    "binomial_ci", "bootstrap_indices", "bootstrap_metrics", "check_inputs", "compute_metrics",
+    "delong_auc", "delong_test", "metric_names", "paired_bootstrap_test", "per_group_metrics",
+    "resample_counts", "summarise",
+]
