@@ -40,6 +40,7 @@ from medprobe.stats import (
     compute_metrics,
     delong_test,
     paired_bootstrap_test,
+    per_group_metrics,
     summarise,
 )
 
@@ -266,11 +267,39 @@ class Experiment:
                 rows.append({
                     "task": self.config.name, "backbone": outcome.backbone, "layer": outcome.layer,
                     "train_fraction": outcome.train_fraction, "seed": outcome.seed, "metric": metric,
-                    **{k: float(v) for k, v in summary.items()}, "n_test": int(len(y_test)),
+                    "value": summary["value"], "sd": summary["sd"], "ci_low": summary["ci_low"],
+                    "ci_high": summary["ci_high"], "n_test": int(len(y_test)),
+                    "n_bootstrap_dropped": int(summary["n_dropped"]),
                     "selected": outcome.selected, "C": outcome.C, "val_score": outcome.val_score,
                 })
+        rows.extend(self.group_rows(dataset, test_ids, y_test))
         comparisons = self.compare(dataset, y_test, indices)
         return rows, comparisons
+
+    def group_rows(self, dataset: Dataset, test_ids: list[str], y_test: np.ndarray) -> list[dict[str, Any]]:
+        """Task metric per value of ``stats.group_column`` (e.g. per organ), selected layers only."""
+        column = self.config.stats.group_column
+        if column is None:
+            return []
+        if column not in dataset.samples.columns:
+            raise ConfigError(f"stats.group_column: {column!r} is not a column of the sample table "
+                              f"(columns: {list(dataset.samples.columns)})")
+        by_id = dataset.samples.set_index(dataset.samples["sample_id"].astype(str))[column]
+        groups = by_id.loc[test_ids].to_numpy()
+        rows = []
+        for outcome in (o for o in self.outcomes if o.selected):
+            for row in per_group_metrics(y_test, outcome.test_scores, groups, dataset.task_type, dataset.classes,
+                                         metrics=[self.config.task_metric], n_replicates=self.config.stats.n_bootstrap,
+                                         seed=self.config.seed):
+                rows.append({
+                    "task": self.config.name, "backbone": outcome.backbone, "layer": outcome.layer,
+                    "train_fraction": outcome.train_fraction, "seed": outcome.seed,
+                    "metric": f"{row['metric']}@{row['group']}", "value": row["value"], "sd": row["sd"],
+                    "ci_low": row["ci_low"], "ci_high": row["ci_high"], "n_test": row["n"],
+                    "n_bootstrap_dropped": int(row["n_dropped"]), "selected": True, "C": outcome.C,
+                    "val_score": outcome.val_score,
+                })
+        return rows
 
     def compare(self, dataset: Dataset, y_test: np.ndarray, indices: np.ndarray) -> list[dict[str, Any]]:
         """Paired tests of each backbone's selected layer against the reference backbone."""
@@ -293,8 +322,8 @@ class Experiment:
                                 **{k: float(test[k]) for k in ("diff", "ci_low", "ci_high", "p_value")}})
             if self.config.stats.delong and dataset.task_type == "binary":
                 result = delong_test(y_test, outcome.test_scores[:, 1], other.test_scores[:, 1])
-                comparisons.append({**base, "metric": "auc", "test": "delong", "diff": float(result["diff"]),
-                                    "ci_low": None, "ci_high": None, "p_value": float(result["p_value"])})
+                comparisons.append({**base, "metric": "auc", "test": "delong",
+                                    **{k: float(result[k]) for k in ("diff", "ci_low", "ci_high", "p_value")}})
         return comparisons
 
     def label_efficiency(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
