@@ -84,8 +84,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             raise
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become ``null``: strict JSON has no NaN, and browsers' JSON.parse rejects it."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.floating):
+        return _json_safe(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode())
+    text = json.dumps(_json_safe(value), indent=2, sort_keys=True, default=str, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 @contextmanager
