@@ -1,0 +1,501 @@
+"""Report stage: figures and the self-contained HTML page, built from synthetic run folders.
+
+The run folders are written by :func:`make_run_dir` in exactly the schema the experiment writes
+(results.json, predictions.parquet, comparisons.json, run.json, optional MCQ files). Metric values
+come from scikit-learn on synthetic scores, so the ROC figure can be checked against an
+independent AUROC (scipy's Mann-Whitney U) and the tables against the JSON they were built from.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy.stats import mannwhitneyu
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+from medprobe.errors import DataError
+from medprobe.report import (
+    build_report,
+    label_efficiency_curves,
+    layer_curves,
+    load_run,
+    mcq_strata,
+    metric_bars,
+    roc_curves,
+    save_figures,
+)
+
+TOL = 5e-4 + 1e-9  # half a unit in the third decimal (rounding of x.xxx5 may go either way)
+EVIL = '<script>alert("x")</script>'
+
+
+# --------------------------------------------------------------------------- synthetic run folders
+def _fit_scores(rng: np.random.Generator, y: np.ndarray, n_classes: int, strength: float) -> np.ndarray:
+    """Class probabilities whose separation grows with ``strength``."""
+    logits = rng.normal(size=(len(y), n_classes)) + strength * np.eye(n_classes)[y]
+    expo = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return expo / expo.sum(axis=1, keepdims=True)
+
+
+def _metrics(y: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    predicted = scores.argmax(axis=1)
+    if len(classes) == 2:
+        auc = roc_auc_score(y, scores[:, 1])
+    else:
+        auc = roc_auc_score(y, scores, multi_class="ovr", average="macro")
+    out = {"auc": auc, "f1_macro": f1_score(y, predicted, average="macro"), "accuracy": accuracy_score(y, predicted)}
+    for k, name in enumerate(classes):
+        out[f"auc[{name}]"] = roc_auc_score(y == k, scores[:, k])
+        out[f"f1[{name}]"] = f1_score(y == k, predicted == k)
+    return out
+
+
+def make_run_dir(path: Path, *, classes: Sequence[str] = ("normal", "pneumonia"),
+                 backbones: dict[str, Sequence[str]] | None = None, fractions: Sequence[float] = (0.1, 0.5, 1.0),
+                 seeds: Sequence[int] = (0, 1), n_test: int = 80, notes: str = "", skipped: Sequence[dict] = (),
+                 predictions: bool = True, label_efficiency: bool = True, seed: int = 0) -> Path:
+    """Write a run folder with the experiment's output schema; full-data fits use the first seed only."""
+    backbones = backbones or {"clip-vit": ["layer_0", "layer_4", "layer_8", "layer_11"], "pixels": ["raw"]}
+    rng = np.random.default_rng(seed)
+    y = np.arange(n_test) % len(classes)
+    task_type = "binary" if len(classes) == 2 else "multiclass"
+    rows, prediction_frames, selected_values = [], [], {}
+    for b_index, (backbone, layers) in enumerate(backbones.items()):
+        for fraction in fractions:
+            for fit_seed in (seeds if fraction < 1 else seeds[:1]):
+                fits = []
+                for l_index, layer in enumerate(layers):
+                    strength = 0.4 + 1.2 * fraction + 0.35 * l_index * (1 - 0.1 * l_index) - 0.4 * b_index
+                    scores = _fit_scores(rng, y, len(classes), strength)
+                    metrics = _metrics(y, scores, classes)
+                    fits.append((layer, scores, metrics, metrics["auc"] + rng.normal(0, 0.02)))
+                best = max(range(len(fits)), key=lambda i: fits[i][3])
+                for i, (layer, scores, metrics, val_score) in enumerate(fits):
+                    for metric, value in metrics.items():
+                        sd = float(np.sqrt(max(value * (1 - value), 1e-4) / n_test))
+                        rows.append({"task": "synthetic", "backbone": backbone, "layer": layer,
+                                     "train_fraction": fraction, "seed": fit_seed, "metric": metric,
+                                     "value": float(value), "sd": sd, "ci_low": float(max(0.0, value - 1.96 * sd)),
+                                     "ci_high": float(min(1.0, value + 1.96 * sd)), "n_test": n_test,
+                                     "selected": i == best, "C": float(10.0 ** (i % 3 - 1)),
+                                     "val_score": float(val_score)})
+                    frame = pd.DataFrame({"sample_id": [f"t{k:03d}" for k in range(n_test)], "backbone": backbone,
+                                          "layer": layer, "train_fraction": fraction, "seed": fit_seed, "y_true": y})
+                    for k, name in enumerate(classes):
+                        frame[f"score[{name}]"] = scores[:, k]
+                    prediction_frames.append(frame)
+                    if i == best:
+                        selected_values[(backbone, fraction, fit_seed)] = (layer, metrics["auc"])
+    comparisons = []
+    names = list(backbones)
+    for (backbone, fraction, fit_seed), (layer, value) in selected_values.items():
+        if backbone == names[0]:
+            continue
+        ref_layer, ref_value = selected_values[(names[0], fraction, fit_seed)]
+        base = {"task": "synthetic", "metric": "auc", "train_fraction": fraction, "seed": fit_seed,
+                "backbone_a": backbone, "layer_a": layer, "backbone_b": names[0], "layer_b": ref_layer,
+                "diff": value - ref_value}
+        comparisons.append({**base, "test": "paired_bootstrap", "ci_low": value - ref_value - 0.05,
+                            "ci_high": value - ref_value + 0.05, "p_value": float(rng.uniform(0, 0.2))})
+        if task_type == "binary":
+            comparisons.append({**base, "test": "delong", "ci_low": None, "ci_high": None, "p_value": 0.0004})
+    counts = {split: {c: n for c in classes} for split, n in (("train", 200), ("val", 40), ("test", n_test // 2))}
+    run = {
+        "name": "synthetic-run", "task": "synthetic", "task_type": task_type, "classes": list(classes),
+        "task_metric": "auc",
+        "data": {"adapter": "medmnist", "root": "/data/medmnist", "name": "pneumoniamnist",
+                 "description": "Synthetic stand-in for a chest X-ray task",
+                 "n_samples": {"train": 200 * len(classes), "val": 40 * len(classes), "test": n_test},
+                 "class_counts": counts},
+        "backbones": [{"name": name, "label": name, "layers": list(layers),
+                       "fingerprint": {"backbone": name, "weights_sha256": f"{index:064x}"},
+                       "cache_key": f"key{index}", "cache_dir": f"/cache/{name}",
+                       "provenance": f"{name} weights from a local file"}
+                      for index, (name, layers) in enumerate(backbones.items())],
+        "prompt": "Describe the image.", "seed": seeds[0], "n_bootstrap": 1000,
+        "versions": {"medprobe": "0.1.0", "python": "3.11.7", "numpy": np.__version__, "torch": "2.13"},
+        "skipped": list(skipped), "excluded": [{"sample_id": "x1", "reason": "duplicate image"}],
+        "started": "2025-01-01T10:00:00+00:00", "finished": "2025-01-01T10:03:30+00:00",
+        "timings": {"load_data_s": 0.5, "total_s": 210.0}, "notes": notes,
+    }
+    if label_efficiency:
+        frame = pd.DataFrame([r for r in rows if r["selected"] and r["metric"] == "auc"])
+        summary = []
+        for backbone, part in frame.groupby("backbone", sort=False):
+            full = part[part["train_fraction"] == max(fractions)]["value"].mean()
+            for fraction, at in part.groupby("train_fraction"):
+                summary.append({"backbone": backbone, "train_fraction": fraction, "value_mean": at["value"].mean(),
+                                "value_sd": at["value"].std(ddof=0), "n_seeds": len(at),
+                                "fraction_of_full": at["value"].mean() / full})
+        run["label_efficiency"] = summary
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "results.json").write_text(json.dumps(rows, indent=1))
+    (path / "comparisons.json").write_text(json.dumps(comparisons, indent=1))
+    (path / "run.json").write_text(json.dumps(run, indent=1))
+    if predictions:
+        pd.concat(prediction_frames, ignore_index=True).to_parquet(path / "predictions.parquet", index=False)
+    return path
+
+
+MCQ_SUMMARY = {
+    "model": "tiny-vlm", "method": "generate", "n_cases": 50, "n_shots": 0, "accuracy": 0.42, "ci_low": 0.29,
+    "ci_high": 0.56, "n_unparseable": 3,
+    "strata": [
+        {"stratum": "[0.0, 0.2)", "low": 0.0, "high": 0.2, "n": 10, "accuracy": 0.2, "ci_low": 0.06, "ci_high": 0.51,
+         "human_mean": 0.12},
+        {"stratum": "[0.2, 0.4)", "low": 0.2, "high": 0.4, "n": 0, "accuracy": None, "ci_low": None,
+         "ci_high": None, "human_mean": None},
+        {"stratum": "[0.4, 0.6)", "low": 0.4, "high": 0.6, "n": 15, "accuracy": 0.4, "human_mean": 0.5},
+        {"stratum": "[0.6, 0.8)", "low": 0.6, "high": 0.8, "n": 12, "accuracy": 0.5, "ci_low": 0.25,
+         "ci_high": 0.75, "human_mean": 0.7},
+        {"stratum": "[0.8, 1.0]", "low": 0.8, "high": 1.0, "n": 13, "accuracy": 0.62, "ci_low": 0.36,
+         "ci_high": 0.82, "human_mean": 0.9},
+    ],
+}
+
+
+# --------------------------------------------------------------------------- HTML parsing
+class TableParser(HTMLParser):
+    """Collect every table (by id) as a header row and body rows of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, dict[str, list]] = {}
+        self.images: list[str] = []
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+        self._in_head = False
+        self._anonymous = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "table":
+            self._anonymous += 1
+            self._table = attributes.get("id") or f"_table{self._anonymous}"
+            self.tables[self._table] = {"head": [], "rows": []}
+        elif tag == "thead":
+            self._in_head = True
+        elif tag == "tbody":
+            self._in_head = False
+        elif tag == "tr" and self._table:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag == "img":
+            self.images.append(attributes.get("src") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table:
+            target = self.tables[self._table]
+            if self._in_head:
+                target["head"] = self._row
+            else:
+                target["rows"].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(text: str) -> TableParser:
+    parser = TableParser()
+    parser.feed(text)
+    return parser
+
+
+def numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+\.\d+", text)]
+
+
+def check_results_tables(page: str, rows: list[dict[str, Any]], metric: str = "auc") -> None:
+    """Headline and full results tables agree with results.json to three decimals (shared with the browser test)."""
+    tables = parse(page).tables
+    full = tables["results"]
+    assert len(full["rows"]) == len(rows)
+    head = full["head"]
+    col = {name: head.index(name) for name in ("backbone", "layer", "metric", "value", "95% CI", "selected")}
+    for cells, row in zip(full["rows"], rows):
+        assert cells[col["backbone"]] == row["backbone"] and cells[col["layer"]] == row["layer"]
+        assert cells[col["metric"]] == row["metric"]
+        assert numbers(cells[col["value"]]) == pytest.approx([row["value"]], abs=TOL)
+        assert numbers(cells[col["95% CI"]]) == pytest.approx([row["ci_low"], row["ci_high"]], abs=TOL)
+        assert (cells[col["selected"]] == "✓") == row["selected"]
+
+    headline = tables["headline"]
+    expected = {(r["backbone"], r["layer"], f"{r['train_fraction']:g}", str(r["seed"])): r
+                for r in rows if r["selected"] and r["metric"] == metric}
+    assert len(headline["rows"]) == len(expected)
+    for cells in headline["rows"]:
+        row = expected[(cells[0], cells[1], cells[2], cells[3])]
+        # "0.912 [0.889, 0.934]"
+        assert re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", cells[4]), cells[4]
+        assert numbers(cells[4]) == pytest.approx([row["value"], row["ci_low"], row["ci_high"]], abs=TOL)
+        assert cells[5] == str(row["n_test"])
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = make_run_dir(tmp_path_factory.mktemp("binary"), notes=f"note with {EVIL} and\nsecond line",
+                        skipped=[{"sample_id": EVIL, "source": "/data/bad.png", "error": "truncated <file>"}])
+    build_report(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def multiclass_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = make_run_dir(tmp_path_factory.mktemp("multiclass"), classes=("adenosis", "fibroadenoma", "carcinoma & <b>"),
+                        backbones={"vlm": ["l2", "l6", "l10"], "cnn": ["pool", "fc"], "pixels": ["raw"]},
+                        fractions=(0.05, 0.25, 1.0), seeds=(3, 4, 5), label_efficiency=False, seed=1)
+    build_report(path)
+    return path
+
+
+# --------------------------------------------------------------------------- tables
+@pytest.mark.parametrize("run_fixture", ["binary_run", "multiclass_run"])
+def test_tables_match_results_json(run_fixture: str, request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(run_fixture)
+    rows = json.loads((path / "results.json").read_text())
+    check_results_tables((path / "report.html").read_text(encoding="utf-8"), rows)
+
+
+def test_summary_comparisons_and_label_efficiency(binary_run: Path) -> None:
+    page = (binary_run / "report.html").read_text(encoding="utf-8")
+    tables = parse(page).tables
+    run = json.loads((binary_run / "run.json").read_text())
+    counts = {cells[0]: cells[1:] for cells in tables["class-counts"]["rows"]}
+    assert counts["pneumonia"] == ["200", "40", "40"] and counts["total"] == ["400", "80", "80"]
+    assert "Describe the image." in page and "/cache/clip-vit" in page and "duplicate image" in page
+    assert all(v in page for v in run["versions"].values())
+
+    comparisons = json.loads((binary_run / "comparisons.json").read_text())
+    table = tables["comparisons"]
+    assert len(table["rows"]) == len(comparisons)
+    for cells, comparison in zip(table["rows"], comparisons):
+        values = numbers(cells[6])
+        expected = [comparison["diff"]] + ([comparison["ci_low"], comparison["ci_high"]]
+                                           if comparison["ci_low"] is not None else [])
+        assert values == pytest.approx(expected, abs=TOL)
+        p = comparison["p_value"]
+        assert cells[7] == ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+    efficiency = tables["label-efficiency"]["rows"]
+    assert len(efficiency) == len(run["label_efficiency"])
+    for cells, row in zip(efficiency, run["label_efficiency"]):
+        spread = [row["value_sd"]] if row["n_seeds"] > 1 else []  # one seed: no SD shown
+        assert numbers(cells[3]) == pytest.approx([row["value_mean"], *spread], abs=TOL)
+        assert float(cells[4].rstrip("%")) == pytest.approx(100 * row["fraction_of_full"], abs=0.05)
+
+
+def test_label_efficiency_table_computed_when_run_json_has_none(multiclass_run: Path) -> None:
+    rows = pd.DataFrame(json.loads((multiclass_run / "results.json").read_text()))
+    selected = rows[rows["selected"] & (rows["metric"] == "auc")]
+    table = parse((multiclass_run / "report.html").read_text(encoding="utf-8")).tables["label-efficiency"]["rows"]
+    assert len(table) == 3 * 3
+    for cells in table:
+        part = selected[(selected["backbone"] == cells[0]) & (selected["train_fraction"] == float(cells[1]))]
+        assert int(cells[2]) == len(part)
+        spread = [part["value"].std(ddof=0)] if len(part) > 1 else []
+        assert numbers(cells[3]) == pytest.approx([part["value"].mean(), *spread], abs=TOL)
+
+
+# --------------------------------------------------------------------------- safety of the page
+@pytest.mark.parametrize("run_fixture", ["binary_run", "multiclass_run"])
+def test_page_is_self_contained(run_fixture: str, request: pytest.FixtureRequest) -> None:
+    page = (request.getfixturevalue(run_fixture) / "report.html").read_text(encoding="utf-8")
+    lowered = page.lower()
+    for pattern in ('src="http', "src='http", 'href="http', "href='http", "url(", "@import", "<link", "<iframe",
+                    'src="//', 'href="//'):
+        assert pattern not in lowered, pattern
+    images = parse(page).images
+    assert images and all(src.startswith("data:image/svg+xml;base64,") for src in images)
+
+
+def test_user_text_is_escaped(binary_run: Path, multiclass_run: Path) -> None:
+    page = (binary_run / "report.html").read_text(encoding="utf-8")
+    assert page.count("<script") == 1  # only the report's own table-sorting script
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page  # sample id and note, escaped
+    assert "truncated &lt;file&gt;" in page
+    skipped = parse(page).tables["skipped"]["rows"]
+    assert skipped == [[EVIL, "/data/bad.png", "truncated <file>"]]  # the browser shows the original text
+    multi = (multiclass_run / "report.html").read_text(encoding="utf-8")
+    assert "carcinoma &amp; &lt;b&gt;" in multi and "carcinoma & <b>" not in multi
+
+
+def test_report_is_deterministic_and_atomic(binary_run: Path, tmp_path: Path) -> None:
+    first = (binary_run / "report.html").read_bytes()
+    out = build_report(binary_run, tmp_path)
+    assert out == tmp_path / "report.html"
+    assert out.read_bytes() == first
+    assert not [p for p in list(tmp_path.iterdir()) + list((binary_run / "figures").iterdir())
+                if p.name.startswith(".")], "temporary files left behind"
+
+
+# --------------------------------------------------------------------------- figures
+@pytest.mark.parametrize("run_fixture, expected", [
+    ("binary_run", {"metric_bars", "per_class_f1", "layer_curves", "label_efficiency", "roc_curves"}),
+    ("multiclass_run", {"metric_bars", "per_class_auc", "per_class_f1", "layer_curves", "label_efficiency",
+                        "roc_curves"}),
+])
+def test_figures_saved_as_png_and_svg(run_fixture: str, expected: set[str], request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(run_fixture)
+    written = save_figures(path)
+    assert {p.stem for p in written} == expected
+    assert sorted(p.name for p in (path / "figures").iterdir()) == sorted(f"{n}.{f}" for n in expected
+                                                                          for f in ("png", "svg"))
+    for p in written:
+        if p.suffix == ".png":
+            with Image.open(p) as image:
+                image.load()
+                assert image.width >= 500 and image.height >= 300
+                assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
+        else:
+            assert ET.parse(p).getroot().tag.endswith("svg")
+
+
+def test_metric_bars_show_values_and_cis(binary_run: Path) -> None:
+    run = load_run(binary_run)
+    fig = metric_bars(run)
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if hasattr(c, "errorbar")]
+    assert [b.get_label() for b in bars] == ["clip-vit", "pixels"]
+    rows = run.selected("auc")
+    for container in bars:
+        part = rows[rows["backbone"] == container.get_label()].sort_values("train_fraction")
+        means = part.groupby("train_fraction")["value"].mean().to_numpy()
+        assert [p.get_height() for p in container.patches] == pytest.approx(means)
+        segments = container.errorbar.lines[2][0].get_segments()
+        full = part[part["train_fraction"] == 1.0].iloc[0]  # one seed: error bar = that fit's CI
+        assert segments[-1][:, 1] == pytest.approx([full["ci_low"], full["ci_high"]])
+    assert ax.get_ylabel() == "Test AUROC (positive class)"
+
+
+def test_layer_curve_marks_selected_layer(multiclass_run: Path) -> None:
+    run = load_run(multiclass_run)
+    fig = layer_curves(run)
+    assert len(fig.axes) == 2  # "pixels" has a single layer and gets no panel
+    rows = run.results
+    for ax, backbone in zip(fig.axes, ["vlm", "cnn"]):
+        assert [t.get_text() for t in ax.get_xticklabels()] == run.layers(backbone)
+        star = [line for line in ax.lines if line.get_marker() == "*"][0]
+        chosen = rows[(rows["backbone"] == backbone) & (rows["train_fraction"] == 1.0) & rows["selected"]
+                      & (rows["metric"] == "auc")].iloc[0]
+        assert star.get_xdata()[0] == run.layers(backbone).index(chosen["layer"])
+        assert star.get_ydata()[0] == pytest.approx(chosen["value"])
+
+
+def test_label_efficiency_uses_log_x_and_seed_means(multiclass_run: Path) -> None:
+    run = load_run(multiclass_run)
+    ax = label_efficiency_curves(run).axes[0]
+    assert ax.get_xscale() == "log"
+    line = [line for line in ax.lines if line.get_label() == "vlm"][0]
+    selected = run.selected("auc")
+    expected = selected[selected["backbone"] == "vlm"].groupby("train_fraction")["value"].mean()
+    assert list(line.get_xdata()) == pytest.approx([0.05, 0.25, 1.0])
+    assert list(line.get_ydata()) == pytest.approx(expected.to_numpy())
+
+
+@pytest.mark.parametrize("run_fixture", ["binary_run", "multiclass_run"])
+def test_roc_auc_matches_mann_whitney(run_fixture: str, request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(run_fixture)
+    run = load_run(path)
+    ax = roc_curves(run).axes[0]
+    predictions = pd.read_parquet(path / "predictions.parquet")
+    results = run.results
+    for backbone in run.backbones:
+        chosen = results[(results["backbone"] == backbone) & (results["train_fraction"] == 1.0) & results["selected"]
+                         & (results["metric"] == "auc")].iloc[0]
+        part = predictions[(predictions["backbone"] == backbone) & (predictions["layer"] == chosen["layer"])
+                           & (predictions["train_fraction"] == 1.0)]
+        if run.task_type == "binary":
+            truth, scores = part["y_true"].to_numpy() == 1, part[f"score[{run.classes[1]}]"].to_numpy()
+        else:  # micro-average: every class-vs-rest decision pooled
+            truth = (np.eye(len(run.classes))[part["y_true"]] == 1).ravel()
+            scores = part[[f"score[{c}]" for c in run.classes]].to_numpy().ravel()
+        u = mannwhitneyu(scores[truth], scores[~truth]).statistic
+        expected = u / (truth.sum() * (~truth).sum())
+        label = [line.get_label() for line in ax.lines if line.get_label().startswith(f"{backbone} (")][0]
+        assert label.startswith(f"{backbone} ({chosen['layer']}): ")
+        assert float(label.rsplit(" ", 1)[1]) == pytest.approx(expected, abs=TOL)
+        if run.task_type == "binary":
+            assert expected == pytest.approx(chosen["value"])
+            assert "micro" not in label
+        else:
+            assert "micro AUROC" in label
+
+
+def test_missing_data_skips_figures_with_notes(tmp_path: Path) -> None:
+    path = make_run_dir(tmp_path / "run", backbones={"pixels": ["raw"]}, fractions=(1.0,), seeds=(0,),
+                        predictions=False, label_efficiency=False)
+    stale = path / "figures" / "layer_curves.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"old figure from an earlier build")
+    build_report(path)
+    assert sorted(p.name for p in (path / "figures").iterdir()) == [
+        "metric_bars.png", "metric_bars.svg", "per_class_f1.png", "per_class_f1.svg"]
+    page = (path / "report.html").read_text(encoding="utf-8")
+    assert "Layer sweep not drawn: every backbone was probed at a single layer" in page
+    assert "Label efficiency not drawn: the run used a single train fraction" in page
+    assert "ROC curves not drawn: the run folder has no predictions.parquet" in page
+    assert "none: paired tests need at least two backbones." in page
+    assert "Multiple-choice" not in page
+
+
+def test_mcq_section_and_figure(tmp_path: Path) -> None:
+    path = make_run_dir(tmp_path / "run", backbones={"pixels": ["raw"]}, fractions=(1.0,), seeds=(0,))
+    (path / "mcq_results.json").write_text(json.dumps(MCQ_SUMMARY))
+    with (path / "mcq_cases.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case_id", "parsed_option", "correct_option", "correct", "raw_answer"])
+        writer.writerow(["c1", "B", "B", "True", f"B {EVIL}"])
+        writer.writerow(["c2", "", "D", "False", "no idea"])
+    build_report(path)
+    page = (path / "report.html").read_text(encoding="utf-8")
+    tables = parse(page).tables
+    assert tables["mcq"]["rows"][0] == ["tiny-vlm", "generate", "50", "0", "0.420 [0.290, 0.560]", "3"]
+    assert tables["mcq-cases"]["rows"][0][-1] == f"B {EVIL}"
+    assert "0.400" in page  # stratum without CI still listed
+    assert (path / "figures" / "mcq_strata.svg").is_file() and 'id="fig-mcq_strata"' in page
+
+    ax = mcq_strata(MCQ_SUMMARY).axes[0]
+    guess = [line for line in ax.lines if line.get_label().startswith("random guessing")][0]
+    assert list(guess.get_ydata()) == [0.2, 0.2] and guess.get_linestyle() == "--"
+    model = [c for c in ax.containers if c.get_label() == "tiny-vlm (95% CI)"][0].lines[0]
+    assert list(model.get_ydata())[0] == 0.2 and np.isnan(model.get_ydata()[1])
+
+    (path / "mcq_results.json").write_text(json.dumps({"model": "partial", "accuracy": 0.3}))
+    build_report(path)
+    page = (path / "report.html").read_text(encoding="utf-8")
+    assert "Multiple-choice accuracy by difficulty not drawn" in page and "0.300" in page
+    assert not (path / "figures" / "mcq_strata.svg").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / "results.json").unlink(), "results.json is missing"),
+    (lambda p: (p / "results.json").write_text('[{"task": '), "results.json is not valid JSON"),
+    (lambda p: (p / "results.json").write_text('[{"task": "t"}]'), "result rows lack the field(s)"),
+    (lambda p: (p / "run.json").write_text("[]"), "run.json must hold a JSON object"),
+])
+def test_damaged_run_folder_names_the_file(tmp_path: Path, damage: Any, message: str) -> None:
+    path = make_run_dir(tmp_path / "run", backbones={"pixels": ["raw"]}, fractions=(1.0,), seeds=(0,),
+                        predictions=False)
+    damage(path)
+    with pytest.raises(DataError, match=re.escape(message)):
+        build_report(path)

@@ -1,0 +1,114 @@
+"""The report as a user sees it: rendered by real headless Chromium.
+
+Chromium is driven from the command line only (no Selenium/Playwright): ``--dump-dom`` gives the
+DOM after scripts ran and images loaded, ``--screenshot`` the pixels, and
+``--enable-logging=stderr`` prints every console message as a ``CONSOLE`` line (checked against a
+page with a deliberate error first, so a silent logger cannot make the test pass).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from medprobe.report import build_report
+from test_report import EVIL, MCQ_SUMMARY, TOL, check_results_tables, make_run_dir, numbers, parse
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+if CHROMIUM is None:
+    pytest.skip("no chromium / chromium-browser / google-chrome binary on PATH (apt-get install -y chromium)",
+                allow_module_level=True)
+
+CONSOLE = re.compile(r":CONSOLE[(:]|Uncaught")
+
+
+def chromium(*args: str, profile: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run headless Chromium once with its own profile folder; console messages go to stderr."""
+    command = [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", "--disable-dev-shm-usage",
+               "--hide-scrollbars", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"chromium failed ({result.returncode}): {result.stderr[-2000:]}"
+    return result
+
+
+def console_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if CONSOLE.search(line)]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = make_run_dir(tmp_path_factory.mktemp("run"), notes=f"reader note {EVIL}",
+                        skipped=[{"sample_id": EVIL, "source": "/data/x.dcm", "error": "bad DICOM"}])
+    (path / "mcq_results.json").write_text(json.dumps(MCQ_SUMMARY))
+    return build_report(path)
+
+
+def test_console_logging_is_captured(tmp_path: Path) -> None:
+    """Positive control: the stderr scan sees a console.error and an uncaught exception."""
+    page = tmp_path / "broken.html"
+    page.write_text("<html><body><script>console.error('probe-error'); undefinedFunction();</script></body></html>")
+    lines = console_lines(chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile").stderr)
+    assert any("probe-error" in line for line in lines)
+    assert any("Uncaught ReferenceError" in line for line in lines)
+
+
+def test_rendered_dom_tables_images_and_no_console_messages(report: Path, tmp_path: Path) -> None:
+    # Report images must load: a load handler records whether every <img> decoded.
+    probe = report.parent / "report_probe.html"
+    probe.write_text(report.read_text(encoding="utf-8").replace("</body>", (
+        '<script>window.addEventListener("load",function(){var ok=document.images.length>0;'
+        "for(var i=0;i<document.images.length;i++){var im=document.images[i];ok=ok&&im.complete&&im.naturalWidth>0;}"
+        'document.body.setAttribute("data-images-ok",ok?"yes":"no");});</script></body>')), encoding="utf-8")
+    result = chromium("--dump-dom", report.as_uri(), profile=tmp_path / "profile")
+    dom = result.stdout
+    assert console_lines(result.stderr) == []
+    assert 'data-sort-ready="1"' in dom  # the sorting script ran to its end
+    rows = json.loads((report.parent / "results.json").read_text())
+    check_results_tables(dom, rows)
+    assert dom.count("<script") == 1  # the escaped sample id and note did not become markup
+    assert parse(dom).tables["skipped"]["rows"][0][0] == EVIL
+
+    loaded = chromium("--dump-dom", probe.as_uri(), profile=tmp_path / "profile")
+    assert console_lines(loaded.stderr) == []
+    assert 'data-images-ok="yes"' in loaded.stdout
+    assert len(parse(loaded.stdout).images) == len(list((report.parent / "figures").glob("*.svg"))) == 6
+
+
+def test_header_click_sorts_numerically(report: Path, tmp_path: Path) -> None:
+    page = report.read_text(encoding="utf-8")
+    head = parse(page).tables["results"]["head"]
+    column = head.index("value") + 1
+    clicked = report.parent / "report_sorted.html"
+    clicked.write_text(page.replace("</body>", (
+        f'<script>document.querySelector("#results thead th:nth-child({column})").click();</script></body>')),
+        encoding="utf-8")
+    result = chromium("--dump-dom", clicked.as_uri(), profile=tmp_path / "profile")
+    assert console_lines(result.stderr) == []
+    cells = [row[column - 1] for row in parse(result.stdout).tables["results"]["rows"]]
+    values = [numbers(cell)[0] for cell in cells]
+    assert values == sorted(values) and values != [numbers(c[column - 1])[0] for c in
+                                                   parse(page).tables["results"]["rows"]]
+    assert 'aria-sort="ascending"' in result.stdout
+    expected = sorted(r["value"] for r in json.loads((report.parent / "results.json").read_text()))
+    assert values == pytest.approx(expected, abs=TOL)
+
+
+def test_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:
+    shot = tmp_path / "report.png"
+    result = chromium(f"--screenshot={shot}", "--window-size=1400,3000", report.as_uri(), profile=tmp_path / "profile")
+    assert console_lines(result.stderr) == []
+    with Image.open(shot) as image:
+        rgb = image.convert("RGB")
+        assert rgb.size == (1400, 3000)
+        colours = rgb.getcolors(maxcolors=1 << 22)
+    assert colours is not None and len(colours) > 500  # text, tables and figures, not a flat page
+    background = max(colours)[0]
+    assert background / (1400 * 3000) < 0.8  # most common colour (page background) leaves room for content
