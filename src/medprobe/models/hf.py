@@ -1,0 +1,532 @@
+"""Hugging Face vision-language backbones: show an image *with a prompt* and read the internal state.
+
+Families (all registered here at import time; heavy imports happen only when one is built):
+
+* **IDEFICS v1** (``idefics-9b``, ``idefics-9b-instruct``, ``idefics-80b``, ``idefics-80b-instruct``):
+  the open Flamingo reproduction. Images enter the LLaMA decoder through gated cross-attention;
+  the prompt uses the IDEFICS instruct interleaving ``["User:", image, prompt +
+  "<end_of_utterance>", "\\nAssistant:"]``.
+* **Generic** ``hf:<folder-or-hub-id>``: any ``AutoModelForImageTextToText`` model whose processor
+  has a chat template (Idefics2/3, SmolVLM, LLaVA, Qwen2-VL, ...). The prompt is one user turn
+  holding the image and the prompt text, rendered by the model's own chat template with
+  ``add_generation_prompt=True``. A CLIP checkpoint given as ``hf:`` becomes a CLIP backbone.
+* **CLIP / PLIP** (``clip-b32``, ``plip``): see :mod:`medprobe.models.hf_clip`.
+
+Layers (same convention as transformers' ``output_hidden_states=True``):
+
+* ``"k"`` for k = 0..L: language-model ``hidden_states[k]``. ``"0"`` is the input of the first
+  decoder layer (token embeddings with image features merged in; for IDEFICS v1, which applies a
+  gated cross-attention block *before* each decoder layer, it is the input of decoder layer 0,
+  i.e. after the first cross-attention block, exactly as transformers reports it). ``"k"`` for
+  0 < k < L is the output of decoder layer k; ``"L"`` is the final hidden state *after* the last
+  norm (transformers ties ``hidden_states[-1]`` to ``last_hidden_state``).
+* ``"vision.k"`` for k = 0..Lv: the vision tower, read with forward hooks because IDEFICS v1/2/3
+  do not return vision hidden states. ``"vision.0"`` is the input of the first encoder layer
+  (patch + position embeddings, after any pre-norm), ``"vision.k"`` the raw output of encoder
+  layer k (no post-layernorm), which matches ``hidden_states`` wherever transformers returns them.
+
+Integer layer indices refer to the language model (``-1`` is the last LM layer); ``"vision.-1"``
+is the last vision layer. Pooling of LM layers (``pooling=``):
+
+* ``last_token``: the last non-padding token (the generation position of the prompt);
+* ``mean``: all non-padding tokens;
+* ``image_mean``: the image token positions only (the model's image token id: LLaVA ``<image>``,
+  Idefics2/3 ``<image>``, Qwen2-VL ``<|image_pad|>``). IDEFICS v1 has no image tokens carrying
+  pixels -- images reach the text through cross-attention -- so there it is the mean over the
+  image *slot* ``<fake_token_around_image><image><fake_token_around_image>`` (the tokens the image
+  is attached to), at the requested LM layer;
+* ``text_mean``: non-image, non-padding tokens.
+
+Vision layers are pooled with ``vision_pooling``: ``mean`` over patch tokens (CLS excluded, padded
+patches excluded, all crops of an image together) or ``cls`` (towers with a CLS token only).
+
+Only what is read is computed: a forward hook raises a private exception right after the deepest
+requested layer, so later decoder layers and the LM head never run; when only vision layers are
+requested the language model does not run at all. Hidden states are moved to the CPU as float32
+before pooling, so a model spread over devices (``device_map``) gives the same features.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from medprobe.errors import ModelError
+from medprobe.models.base import Backbone
+from medprobe.models.hf_common import (
+    VISION_POOLINGS,
+    StopForward,
+    find_layer_list,
+    layer_input,
+    layer_output,
+    resolve_stack_layer,
+    to_cpu,
+    to_pil,
+)
+from medprobe.models.registry import register_backbone
+
+if TYPE_CHECKING:
+    from medprobe.models.hf_loading import LoadedModel
+
+PROMPT_TEMPLATE = "What can you see on this {domain} image?"
+#: The study's prompt for each image domain (the adjective varies with the kind of image).
+DEFAULT_PROMPTS: dict[str, str] = {
+    domain: PROMPT_TEMPLATE.format(domain=domain)
+    for domain in ("radiological", "histological", "dermatological", "dermatoscopic", "ophthalmological", "fundus")
+}
+DEFAULT_PROMPT = DEFAULT_PROMPTS["radiological"]
+LM_POOLINGS = ("last_token", "mean", "image_mean", "text_mean")
+IDEFICS_PRESETS = {
+    "idefics-9b": "HuggingFaceM4/idefics-9b",
+    "idefics-9b-instruct": "HuggingFaceM4/idefics-9b-instruct",
+    "idefics-80b": "HuggingFaceM4/idefics-80b",
+    "idefics-80b-instruct": "HuggingFaceM4/idefics-80b-instruct",
+}
+CLIP_PRESETS = {
+    "clip-b32": ("openai/clip-vit-base-patch32",
+                 "OpenAI CLIP ViT-B/32 image tower (vision.0..12, image_embeds)"),
+    "plip": ("vinid/plip", "PLIP: CLIP ViT-B/32 fine-tuned on pathology image-text pairs (vision.0..12, image_embeds)"),
+}
+_IDEFICS_IMAGE_TOKENS = ("<image>", "<fake_token_around_image>")
+_IDEFICS_END = "<end_of_utterance>"
+
+
+class HFVisionLanguageBackbone(Backbone):
+    """Activations of a Hugging Face vision-language model given an image and a prompt."""
+
+    default_batch_size = 4
+
+    def __init__(
+        self,
+        loaded: "LoadedModel",
+        *,
+        name: str,
+        prompt: str | None = None,
+        domain: str = "radiological",
+        pooling: str = "last_token",
+        vision_pooling: str = "mean",
+        padding_side: str | None = None,
+        provenance: str = "",
+    ) -> None:
+        import torch
+        from transformers import IdeficsProcessor
+
+        if pooling not in LM_POOLINGS:
+            raise ModelError(f"backbone {name!r}: unknown pooling {pooling!r}; choose from {LM_POOLINGS}")
+        if vision_pooling not in VISION_POOLINGS:
+            raise ModelError(
+                f"backbone {name!r}: unknown vision_pooling {vision_pooling!r}; choose from {VISION_POOLINGS}"
+            )
+        if prompt is None:
+            if domain not in DEFAULT_PROMPTS:
+                raise ModelError(f"backbone {name!r}: unknown domain {domain!r}; choose from {sorted(DEFAULT_PROMPTS)}")
+            prompt = DEFAULT_PROMPTS[domain]
+        self.name = name
+        self.loaded = loaded
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.tokenizer = self.processor.tokenizer
+        self.prompt = prompt
+        self.pooling = pooling
+        self.vision_pooling = vision_pooling
+        self.provenance = provenance or f"{loaded.source}" + (f"@{loaded.commit}" if loaded.commit else "")
+        if padding_side is not None:
+            if padding_side not in ("left", "right"):
+                raise ModelError(f"backbone {name!r}: padding_side must be 'left' or 'right', not {padding_side!r}")
+            self.tokenizer.padding_side = padding_side
+        if isinstance(self.processor, IdeficsProcessor):
+            self.style = "idefics"
+        elif getattr(self.processor, "chat_template", None):
+            self.style = "chat"
+        else:
+            raise ModelError(
+                f"backbone {name!r}: the processor of {loaded.source!r} ({type(self.processor).__name__}) has no chat "
+                "template, so there is no known way to put an image and a prompt into one turn for it"
+            )
+
+        self._decoder = self.model.get_decoder()
+        self._lm_layers = find_layer_list(self._decoder, "language-model")
+        self._vision = self._vision_module()
+        self._vision_layers = find_layer_list(self._vision, "vision")
+        self._vision_has_cls = any(n.endswith("class_embedding") for n, _ in self._vision.named_parameters())
+        if vision_pooling == "cls" and not self._vision_has_cls:
+            raise ModelError(
+                f"backbone {name!r}: the vision tower of {loaded.source!r} has no CLS token; use vision_pooling='mean'"
+            )
+        self._image_token_ids = self._find_image_token_ids()
+        base = self.model.base_model
+        self._computes_own_positions = hasattr(base, "get_rope_index") or self.style == "idefics"
+        self._torch = torch
+        self._rendered: str | None = None
+
+    # ------------------------------------------------------------------ model anatomy
+    def _vision_module(self) -> Any:
+        base = self.model.base_model
+        for attribute in ("vision_tower", "vision_model", "visual"):
+            module = getattr(base, attribute, None)
+            if module is not None:
+                return module
+        raise ModelError(f"backbone {self.name!r}: cannot find the vision tower of {type(self.model).__name__}")
+
+    def _find_image_token_ids(self) -> list[int]:
+        if self.style == "idefics":
+            tokens = _IDEFICS_IMAGE_TOKENS
+            ids = [self.tokenizer.convert_tokens_to_ids(t) for t in tokens]
+        else:
+            config = self.model.config
+            ids = [getattr(config, "image_token_id", None), getattr(config, "image_token_index", None)]
+            tokens = ("image_token_id",)
+        ids = sorted({int(i) for i in ids if i is not None and i != self.tokenizer.unk_token_id})
+        if not ids:
+            raise ModelError(f"backbone {self.name!r}: cannot find the image token ids ({tokens}) of {self.loaded.source!r}")
+        return ids
+
+    @property
+    def num_lm_layers(self) -> int:
+        return len(self._lm_layers)
+
+    @property
+    def num_vision_layers(self) -> int:
+        return len(self._vision_layers)
+
+    # ------------------------------------------------------------------ Backbone API
+    def layer_names(self) -> list[str]:
+        """Vision tower first (it feeds the LM), then the language model: shallow to deep."""
+        return [f"vision.{k}" for k in range(self.num_vision_layers + 1)] + [
+            str(k) for k in range(self.num_lm_layers + 1)
+        ]
+
+    def default_layers(self) -> list[str]:
+        return [str(self.num_lm_layers)]
+
+    def resolve_layers(self, spec: Any) -> list[str]:
+        """Integers and ``"a:b"`` slices index LM layers; ``"vision.k"`` / ``"vision.a:b"`` the tower."""
+        main = [str(k) for k in range(self.num_lm_layers + 1)]
+        vision = [f"vision.{k}" for k in range(self.num_vision_layers + 1)]
+        resolved = resolve_stack_layer(self, spec, main, vision)
+        return resolved if resolved is not None else super().resolve_layers(spec)
+
+    def rendered_prompt(self, prompt: str | None = None) -> str:
+        """The text the model sees for one image (before any image-token expansion)."""
+        prompt = self.prompt if prompt is None else prompt
+        if self.style == "chat":
+            return self.processor.apply_chat_template(self._messages(prompt), add_generation_prompt=True, tokenize=False)
+        blank = to_pil(np.zeros((8, 8, 3), np.float32))
+        encoded = self.processor(text=[self._idefics_sequence(blank, prompt)], add_end_of_utterance_token=False,
+                                 return_tensors="pt")
+        return self.tokenizer.decode(encoded["input_ids"][0])
+
+    def fingerprint(self) -> dict[str, Any]:
+        import transformers
+
+        if self._rendered is None:
+            self._rendered = self.rendered_prompt()
+        return {
+            "backbone": self.name,
+            **self.loaded.identity(),
+            "prompt": self.prompt,
+            "rendered_prompt": self._rendered,
+            "prompt_style": self.style,
+            "pooling": self.pooling,
+            "vision_pooling": self.vision_pooling,
+            "image_input": "float [0,1] -> round(x*255) uint8 RGB PIL -> model's own processor",
+            "transformers": transformers.__version__,
+        }
+
+    def extract(self, images: Sequence[np.ndarray], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.extract_with_prompts(images, [self.prompt] * len(images), layers)
+
+    def extract_with_prompts(
+        self, images: Sequence[np.ndarray], prompts: Sequence[str], layers: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """Like :meth:`extract`, with one prompt per image (batched with padding)."""
+        if len(images) != len(prompts):
+            raise ModelError(f"backbone {self.name!r}: {len(images)} images but {len(prompts)} prompts")
+        names = set(self.layer_names())
+        for layer in layers:
+            if layer not in names:
+                self.resolve_layers(layer)  # raises with the list of valid layers
+        if not images or not layers:
+            return {layer: np.zeros((len(images), 0), np.float32) for layer in layers}
+        lm = sorted({int(layer) for layer in layers if not layer.startswith("vision.")})
+        vision = sorted({int(layer.split(".", 1)[1]) for layer in layers if layer.startswith("vision.")})
+        inputs = self.encode([to_pil(image) for image in images], prompts)
+        captured, tower_kwargs = self._run(inputs, lm, vision)
+        out: dict[str, np.ndarray] = {}
+        for layer in layers:
+            if layer.startswith("vision."):
+                hidden = captured[("vision", int(layer.split(".", 1)[1]))]
+                pooled = self._pool_vision(hidden, inputs, tower_kwargs, len(images))
+            else:
+                pooled = self._pool_lm(captured[("lm", int(layer))], inputs)
+            out[layer] = pooled.numpy().astype(np.float32)
+        return out
+
+    def close(self) -> None:
+        import gc
+
+        self.model = self.loaded.model = None  # type: ignore[assignment]
+        gc.collect()
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ inputs
+    def _messages(self, prompt: str) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+    @staticmethod
+    def _idefics_sequence(image: Any, prompt: str) -> list[Any]:
+        return ["User:", image, prompt + _IDEFICS_END, "\nAssistant:"]
+
+    def encode(self, images: Sequence[Any], prompts: Sequence[str]) -> Any:
+        """Processor inputs for (PIL image, prompt) pairs, padded on the tokenizer's side, on CPU."""
+        if self.style == "idefics":
+            sequences = [self._idefics_sequence(image, prompt) for image, prompt in zip(images, prompts)]
+            return self.processor(text=sequences, add_end_of_utterance_token=False, padding=True, return_tensors="pt")
+        texts = [self.rendered_prompt(prompt) for prompt in prompts]
+        kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt"}
+        bos = self.tokenizer.bos_token
+        if bos and all(text.startswith(bos) for text in texts):
+            kwargs["add_special_tokens"] = False  # the template wrote BOS already
+        return self.processor(images=[[image] for image in images], text=texts, **kwargs)
+
+    def _input_device(self) -> Any:
+        """Where inputs go: the first accelerator in a device map (accelerate's hooks move them
+        on from there), else the embedding's device; offloaded ("disk"/meta) weights mean CPU."""
+        device_map = getattr(self.model, "hf_device_map", None)
+        if device_map:
+            for device in device_map.values():
+                if device not in ("cpu", "disk"):
+                    return self._torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+            return self._torch.device("cpu")
+        device = self.model.get_input_embeddings().weight.device
+        return self._torch.device("cpu") if device.type == "meta" else device
+
+    def _model_inputs(self, inputs: Any) -> dict[str, Any]:
+        torch = self._torch
+        device, dtype = self._input_device(), self.model.dtype
+        prepared = {
+            key: (value.to(device=device, dtype=dtype) if torch.is_floating_point(value) else value.to(device))
+            for key, value in inputs.items() if isinstance(value, torch.Tensor)
+        }
+        if not self._computes_own_positions and "attention_mask" in prepared:
+            # decoders default to positions 0..T-1, which shifts left-padded rows; count real tokens instead
+            mask = prepared["attention_mask"].long()
+            prepared["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        return prepared
+
+    # ------------------------------------------------------------------ forward with hooks
+    def _run(self, inputs: Any, lm: list[int], vision: list[int]) -> tuple[dict[tuple[str, int], Any], dict[str, Any]]:
+        """One forward pass that records the requested layers and stops right after the deepest."""
+        torch = self._torch
+        captured: dict[tuple[str, int], Any] = {}
+        tower_kwargs: dict[str, Any] = {}
+        last_lm = self.num_lm_layers
+        stop_at = ("lm", lm[-1]) if lm else ("vision", vision[-1])
+        handles = []
+
+        def store(key: tuple[str, int], tensor: Any) -> None:
+            if key in captured:
+                raise ModelError(f"backbone {self.name!r}: layer {key} ran twice in one forward pass; "
+                                 "this architecture is not supported by the layer hooks")
+            captured[key] = to_cpu(tensor)
+            if key == stop_at:
+                raise StopForward
+
+        def pre_hook(key: tuple[str, int]) -> Any:
+            return lambda module, args, kwargs: store(key, layer_input(args, kwargs))
+
+        def post_hook(key: tuple[str, int]) -> Any:
+            return lambda module, args, output: store(key, layer_output(output))
+
+        def record_tower(module: Any, args: tuple, kwargs: dict) -> None:
+            for key in ("patch_attention_mask", "grid_thw"):
+                if kwargs.get(key) is not None:
+                    tower_kwargs[key] = kwargs[key].detach().cpu()
+            if args and "grid_thw" not in tower_kwargs and len(args) > 1 and isinstance(args[1], torch.Tensor):
+                tower_kwargs["grid_thw"] = args[1].detach().cpu()  # Qwen2-VL's visual(pixels, grid_thw)
+
+        try:
+            if vision:
+                handles.append(self._vision.register_forward_pre_hook(record_tower, with_kwargs=True))
+            for k in vision:
+                layers = self._vision_layers
+                handles.append(layers[0].register_forward_pre_hook(pre_hook(("vision", 0)), with_kwargs=True) if k == 0
+                               else layers[k - 1].register_forward_hook(post_hook(("vision", k))))
+            for k in lm:
+                if k == 0:
+                    handles.append(self._lm_layers[0].register_forward_pre_hook(pre_hook(("lm", 0)), with_kwargs=True))
+                elif k == last_lm and getattr(self._decoder.config, "tie_last_hidden_states", True) is not False:
+                    handles.append(self._decoder.register_forward_hook(post_hook(("lm", k))))
+                else:
+                    handles.append(self._lm_layers[k - 1].register_forward_hook(post_hook(("lm", k))))
+            with torch.inference_mode():
+                try:
+                    self.model(**self._model_inputs(inputs), use_cache=False, return_dict=True)
+                except StopForward:
+                    pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [key for key in [*(("lm", k) for k in lm), *(("vision", k) for k in vision)] if key not in captured]
+        if missing:
+            raise ModelError(f"backbone {self.name!r}: layers {missing} were not reached in the forward pass")
+        return captured, tower_kwargs
+
+    # ------------------------------------------------------------------ pooling
+    def _pool_lm(self, hidden: Any, inputs: Any) -> Any:
+        torch = self._torch
+        input_ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+        if hidden.shape[:2] != input_ids.shape:
+            raise ModelError(f"backbone {self.name!r}: hidden states {tuple(hidden.shape)} do not line up with "
+                             f"the input ids {tuple(input_ids.shape)}")
+        image = torch.isin(input_ids, torch.tensor(self._image_token_ids)) & mask
+        rows = []
+        for b in range(hidden.shape[0]):
+            if self.pooling == "last_token":
+                rows.append(hidden[b, int(mask[b].nonzero().max())])
+                continue
+            select = {"mean": mask[b], "image_mean": image[b], "text_mean": mask[b] & ~image[b]}[self.pooling]
+            if not bool(select.any()):
+                raise ModelError(f"backbone {self.name!r}: pooling {self.pooling!r} found no tokens to average "
+                                 f"in sample {b} of the batch")
+            rows.append(hidden[b][select].mean(dim=0))  # indexing, not masking: padded rows may hold NaN
+        return torch.stack(rows)
+
+    def _pool_vision(self, hidden: Any, inputs: Any, tower_kwargs: dict[str, Any], batch: int) -> Any:
+        """One vector per image from vision-tower tokens, whatever the tower's batching: Qwen2-VL
+        packs all patches of all images in one sequence (split by ``grid_thw``); Idefics2/3 run
+        the real crops of every image (all-zero padding crops are dropped, the model's own rule);
+        others run one crop per image."""
+        torch = self._torch
+        if hidden.ndim == 2:
+            grid = tower_kwargs.get("grid_thw")
+            if grid is None or len(grid) != batch:
+                raise ModelError(f"backbone {self.name!r}: cannot split packed vision tokens into {batch} images")
+            if self.vision_pooling == "cls":
+                raise ModelError(f"backbone {self.name!r}: this vision tower has no CLS token")
+            return torch.stack([part.mean(dim=0) for part in hidden.split(grid.prod(-1).tolist())])
+        crops = hidden.shape[0]
+        if crops == batch:
+            counts = [1] * batch
+        else:
+            pixels = inputs.get("pixel_values")
+            if pixels is None or pixels.ndim != 5:
+                raise ModelError(f"backbone {self.name!r}: cannot map {crops} vision crops to {batch} images")
+            real = ~(pixels == 0).flatten(2).all(dim=-1)
+            counts = real.sum(dim=1).tolist()
+            if sum(counts) != crops:
+                raise ModelError(f"backbone {self.name!r}: cannot map {crops} vision crops to {batch} images")
+        valid = torch.ones(hidden.shape[:2], dtype=torch.bool)
+        patch_mask = tower_kwargs.get("patch_attention_mask")
+        if patch_mask is not None and patch_mask.shape[0] == crops:
+            flat = patch_mask.reshape(crops, -1).bool()
+            if flat.shape[1] == hidden.shape[1]:
+                valid = flat
+        if self._vision_has_cls:
+            valid[:, 0] = False
+        rows = []
+        for part, part_valid in zip(hidden.split(counts), valid.split(counts)):
+            if self.vision_pooling == "cls":
+                rows.append(part[:, 0].mean(dim=0))
+            else:
+                rows.append(part[part_valid].mean(dim=0))
+        return torch.stack(rows)
+
+
+# ---------------------------------------------------------------------------- factories
+def _vlm_options_doc() -> str:
+    return ("options: path, revision, prompt, domain, pooling, vision_pooling, dtype, device_map, max_memory, "
+            "offload_folder, quantization, trust_remote_code, download, padding_side")
+
+
+def _build_vlm(
+    source: str,
+    *,
+    name: str,
+    kind: str,
+    revision: str | None = None,
+    prompt: str | None = None,
+    domain: str = "radiological",
+    pooling: str = "last_token",
+    vision_pooling: str = "mean",
+    dtype: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, str] | None = None,
+    offload_folder: str | None = None,
+    quantization: str | None = None,
+    trust_remote_code: bool = False,
+    download: bool = False,
+    cache_dir: str | None = None,
+    padding_side: str | None = None,
+) -> HFVisionLanguageBackbone:
+    from medprobe.models.hf_loading import load_hf_model
+
+    loaded = load_hf_model(
+        source, kind=kind, revision=revision, dtype=dtype, device_map=device_map, max_memory=max_memory,  # type: ignore[arg-type]
+        offload_folder=offload_folder, quantization=quantization, trust_remote_code=trust_remote_code,
+        download=download, cache_dir=cache_dir,
+    )
+    return HFVisionLanguageBackbone(loaded, name=name, prompt=prompt, domain=domain, pooling=pooling,
+                                    vision_pooling=vision_pooling, padding_side=padding_side)
+
+
+def idefics_backbone(preset: str, path: str | None = None, **options: Any) -> HFVisionLanguageBackbone:
+    """An IDEFICS v1 preset; ``path=`` points at a local copy instead of the hub id."""
+    return _build_vlm(path or IDEFICS_PRESETS[preset], name=preset, kind="idefics", **options)
+
+
+def generic_hf_backbone(source: str, **options: Any) -> Backbone:
+    """``hf:<folder-or-hub-id>``: a chat-template VLM (or IDEFICS v1), or a CLIP model."""
+    from medprobe.models.hf_loading import model_type_of
+
+    if not source:
+        raise ModelError("backbone 'hf:' needs a model folder or hub id after the colon, e.g. hf:/models/smolvlm")
+    resolve = {k: options[k] for k in ("revision", "download", "cache_dir") if k in options}
+    if model_type_of(source, **resolve) == "clip":
+        return _clip(f"hf:{source}", source, **options)
+    return _build_vlm(source, name=f"hf:{source}", kind="auto", **options)
+
+
+def _clip(name: str, source: str, **options: Any) -> Backbone:
+    from medprobe.models.hf_clip import clip_backbone
+
+    return clip_backbone(name, source, **options)
+
+
+def _register() -> None:
+    memory = {
+        "idefics-9b": "~18 GB in bfloat16 (9B params); ~10 GB 8-bit",
+        "idefics-9b-instruct": "~18 GB in bfloat16 (9B params); ~10 GB 8-bit",
+        "idefics-80b": "~160 GB in bfloat16 (80B params); ~85 GB 8-bit; spread with device_map='auto'",
+        "idefics-80b-instruct": "~160 GB in bfloat16 (80B params); ~85 GB 8-bit; spread with device_map='auto'",
+    }
+    for preset, repo in IDEFICS_PRESETS.items():
+        register_backbone(
+            preset,
+            lambda preset=preset, **options: idefics_backbone(preset, **options),
+            f"IDEFICS v1 ({repo}), image + prompt, LM layers 0..L and vision.k; {_vlm_options_doc()}",
+            family="huggingface",
+            memory=memory[preset],
+        )
+    register_backbone(
+        "hf:",
+        generic_hf_backbone,
+        "any Hugging Face image-text-to-text model with a chat template (Idefics2/3, SmolVLM, LLaVA, Qwen2-VL) "
+        f"or CLIP checkpoint, from a folder or hub id: hf:<path-or-id>; {_vlm_options_doc()}",
+        family="huggingface",
+        memory="about 2 bytes per parameter in bfloat16, 4 in float32",
+    )
+    for preset, (repo, description) in CLIP_PRESETS.items():
+        register_backbone(
+            preset,
+            lambda preset=preset, repo=repo, path=None, **options: _clip(preset, path or repo, **options),
+            f"{description} [{repo}]; zero-shot via class names; options: path, revision, vision_pooling, dtype, "
+            "device_map, download",
+            family="huggingface",
+            memory="~0.6 GB in float32 (151M params)",
+        )
+
+
+_register()

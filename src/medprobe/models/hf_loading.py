@@ -1,0 +1,388 @@
+"""Loading Hugging Face checkpoints safely, offline-first, and with a fingerprint of what was loaded.
+
+Shared by the Hugging Face backbones (:mod:`medprobe.models.hf`) and anything else that needs a
+model + processor pair (e.g. the multiple-choice evaluation). Policies, and why:
+
+* **Local first.** A source is a local folder or a hub id. Hub ids are looked up in the Hugging
+  Face cache only (``local_files_only``) unless ``download=True``: a probing run should never start
+  a silent 160 GB download, and ``HF_HUB_OFFLINE=1`` always wins. A missing model is a
+  :class:`~medprobe.errors.ModelError` that says how to get it.
+* **Safe weights.** ``trust_remote_code`` is off unless the caller turns it on; when a folder holds
+  ``*.safetensors`` the loader insists on them (``use_safetensors=True``) so pickled ``.bin`` files
+  are never read, and downloads fetch safetensors only.
+* **Reproducible.** :func:`file_signatures` identifies the exact files (hub blobs by their sha256,
+  local weights by size + sampled hash), so feature caches are keyed on the weights, not a name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from medprobe.errors import ModelError
+
+ModelKind = Literal["auto", "idefics", "clip"]
+DTYPES = ("float32", "bfloat16", "float16")
+QUANTIZATIONS = ("8bit", "4bit")
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
+_SMALL_FILE_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken", ".py")
+#: pickled or foreign-framework weights never fetched by ``download=True``
+_DOWNLOAD_IGNORE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.ot", "*.gguf", "*.tflite"]
+_SAMPLE_BYTES = 1 << 20
+#: model types whose processors need torchvision only for video; images work without it
+_QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+
+@dataclass
+class LoadedModel:
+    """A model and its processor plus everything that identifies them."""
+
+    model: Any
+    processor: Any
+    #: what the user asked for: a hub id or a path
+    source: str
+    #: the local folder the files were read from (a hub-cache snapshot for hub ids)
+    directory: Path
+    #: the requested revision (hub ids only)
+    revision: str | None
+    #: the resolved hub commit, when loaded from the hub cache
+    commit: str | None
+    #: compute dtype name (one of :data:`DTYPES`)
+    dtype: str
+    quantization: str | None
+    #: ``{relative file name: signature}`` of the config, tokenizer, processor and weight files
+    files: dict[str, str] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """JSON-serialisable description for fingerprints: enough to know the exact model files."""
+        return {
+            "source": self.source,
+            "revision": self.revision,
+            "commit": self.commit,
+            "model_class": type(self.model).__name__,
+            "files": dict(self.files),
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+        }
+
+
+def _looks_like_path(source: str) -> bool:
+    """Hub ids are ``name`` or ``owner/name``; anything else (absolute, relative, ``~``) is a path."""
+    return (
+        source.startswith(("/", ".", "~", "\\"))
+        or source.count("/") > 1
+        or bool(re.match(r"^[A-Za-z]:[\\/]", source))
+        or os.sep != "/" and os.sep in source
+    )
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def resolve_model_dir(
+    source: str,
+    *,
+    revision: str | None = None,
+    download: bool = False,
+    cache_dir: str | Path | None = None,
+) -> tuple[Path, str | None]:
+    """The local folder holding ``source`` and the hub commit it corresponds to (if any).
+
+    ``source`` is an existing folder, or a hub id looked up in the Hugging Face cache (downloaded,
+    safetensors only, when ``download`` is set and the hub is not offline).
+    """
+    path = Path(source).expanduser()
+    if path.exists() or _looks_like_path(source):
+        if revision is not None:
+            raise ModelError(
+                f"model {source!r}: `revision` ({revision!r}) applies to hub ids only, not to a local folder"
+            )
+        if not path.is_dir():
+            raise ModelError(f"model folder not found: {path} (give the folder that holds config.json)")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model folder {path} has no config.json; is it a Hugging Face model folder?")
+        return path, None
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    local_only = not download or _hub_offline()
+    where = f" (revision {revision!r})" if revision else ""
+    try:
+        snapshot = Path(
+            snapshot_download(
+                repo_id=source,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_only,
+                ignore_patterns=_DOWNLOAD_IGNORE,
+            )
+        )
+    except (LocalEntryNotFoundError, FileNotFoundError) as error:
+        hint = (
+            "the hub is offline (HF_HUB_OFFLINE is set)" if _hub_offline() and download
+            else "pass download=True to fetch it" if not download else str(error)
+        )
+        raise ModelError(
+            f"model {source!r}{where} not found locally (Hugging Face cache "
+            f"{cache_dir or _default_cache()}); download it with `hf download {source}` "
+            f"(older huggingface_hub: `huggingface-cli download {source}`), set path: to a local copy, "
+            f"or {hint}"
+        ) from error
+    except HFValidationError as error:
+        raise ModelError(f"{source!r} is neither an existing folder nor a valid hub id: {error}") from error
+    except Exception as error:  # network/auth errors of an explicit download
+        raise ModelError(f"model {source!r}{where}: download failed: {error}") from error
+    if not (snapshot / "config.json").is_file():
+        raise ModelError(f"model {source!r}{where}: the cached copy at {snapshot} has no config.json")
+    commit = snapshot.name if re.fullmatch(r"[0-9a-f]{40}", snapshot.name) else None
+    return snapshot, commit
+
+
+def _default_cache() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _weights_signature(path: Path) -> str:
+    """Hub-cache blobs are named by their sha256 (free); other weight files are too big to hash
+    on every run, so they are identified by size plus a hash of their first and last MiB, which
+    differs between any two trainings or fine-tunes of the same architecture."""
+    target = path.resolve()
+    if re.fullmatch(r"[0-9a-f]{64}", target.name) and target.parent.name == "blobs":
+        return f"sha256:{target.name}"
+    size = target.stat().st_size
+    digest = hashlib.sha256()
+    with open(target, "rb") as handle:
+        digest.update(handle.read(_SAMPLE_BYTES))
+        if size > 2 * _SAMPLE_BYTES:
+            handle.seek(size - _SAMPLE_BYTES)
+            digest.update(handle.read(_SAMPLE_BYTES))
+    return f"size:{size};sampled-sha256:{digest.hexdigest()}"
+
+
+def file_signatures(directory: Path) -> dict[str, str]:
+    """Signatures of the files that define a model: configs, tokenizer/processor files, weights."""
+    signatures: dict[str, str] = {}
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        name = relative.as_posix()
+        if path.suffix in _WEIGHT_SUFFIXES:
+            signatures[name] = _weights_signature(path)
+        elif path.suffix in _SMALL_FILE_SUFFIXES and not name.lower().startswith("readme"):
+            signatures[name] = "sha256:" + _sha256_file(path)
+    return signatures
+
+
+def resolve_dtype(dtype: str | None) -> str:
+    """``None`` means bfloat16 on a GPU (what the study's models were released in), float32 on CPU."""
+    if dtype is None:
+        import torch
+
+        return "bfloat16" if torch.cuda.is_available() else "float32"
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; choose from {DTYPES}")
+    return dtype
+
+
+def _quantization_config(quantization: str | None, dtype: str) -> Any:
+    if quantization is None:
+        return None
+    if quantization not in QUANTIZATIONS:
+        raise ModelError(f"unknown quantization {quantization!r}; choose from {QUANTIZATIONS} or leave it unset")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError(
+            f"quantization={quantization!r} needs the bitsandbytes package, which is not installed: "
+            "`pip install bitsandbytes` (or `pip install 'medprobe[quant]'`), or load in bfloat16/float16 instead"
+        )
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, dtype))
+
+
+def _read_model_type(directory: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((directory / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError) as error:
+        raise ModelError(f"cannot read {directory / 'config.json'}: {error}") from error
+
+
+def model_type_of(source: str, **resolve_options: Any) -> str:
+    """``model_type`` from a source's config.json (resolving hub ids like :func:`load_hf_model`)."""
+    directory, _ = resolve_model_dir(source, **resolve_options)
+    return _read_model_type(directory)
+
+
+def load_hf_model(
+    source: str,
+    *,
+    kind: ModelKind = "auto",
+    revision: str | None = None,
+    dtype: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, str] | None = None,
+    offload_folder: str | Path | None = None,
+    quantization: str | None = None,
+    trust_remote_code: bool = False,
+    download: bool = False,
+    cache_dir: str | Path | None = None,
+) -> LoadedModel:
+    """Load a model + processor from a local folder or the Hugging Face cache.
+
+    ``kind`` picks the model class: ``"idefics"`` (``IdeficsForVisionText2Text``), ``"clip"``
+    (``CLIPModel``) or ``"auto"`` (``AutoModelForImageTextToText``). ``device_map`` /
+    ``max_memory`` / ``offload_folder`` go to accelerate (e.g. ``device_map="auto"`` spreads an
+    80B model over GPUs, CPU RAM and disk); by default the model sits on the single GPU if there is
+    one, else on the CPU. ``quantization`` is ``"8bit"`` / ``"4bit"`` (bitsandbytes) or None.
+    """
+    directory, commit = resolve_model_dir(source, revision=revision, download=download, cache_dir=cache_dir)
+    model_type = _read_model_type(directory)
+    if kind in ("idefics", "clip") and model_type != kind:
+        raise ModelError(
+            f"model {source!r} is a {model_type!r} model ({directory / 'config.json'}), not {kind!r}; "
+            f"use the generic backbone `hf:{source}` for it"
+        )
+    dtype = resolve_dtype(dtype)
+
+    import torch
+    import transformers
+
+    if kind == "idefics":
+        model_class, processor_class = transformers.IdeficsForVisionText2Text, transformers.IdeficsProcessor
+    elif kind == "clip":
+        model_class, processor_class = transformers.CLIPModel, transformers.CLIPProcessor
+    else:
+        model_class, processor_class = transformers.AutoModelForImageTextToText, transformers.AutoProcessor
+
+    if device_map is None and torch.cuda.is_available() and quantization is None:
+        device_map = "cuda:0" if torch.cuda.device_count() == 1 else "auto"
+    has_safetensors = any(directory.glob("*.safetensors"))
+    kwargs: dict[str, Any] = {
+        "dtype": getattr(torch, dtype),
+        "trust_remote_code": bool(trust_remote_code),
+        "local_files_only": True,
+        "use_safetensors": True if has_safetensors else None,
+    }
+    for key, value in (("device_map", device_map), ("max_memory", max_memory),
+                       ("offload_folder", str(offload_folder) if offload_folder else None),
+                       ("quantization_config", _quantization_config(quantization, dtype))):
+        if value is not None:
+            kwargs[key] = value
+    try:
+        model = model_class.from_pretrained(str(directory), **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as error:
+        raise ModelError(f"cannot load model {source!r} from {directory}: {type(error).__name__}: {error}") from error
+    model.eval()
+    processor = _load_processor(processor_class, directory, source, model_type, trust_remote_code)
+    return LoadedModel(
+        model=model, processor=processor, source=source, directory=directory, revision=revision, commit=commit,
+        dtype=dtype, quantization=quantization, files=file_signatures(directory),
+    )
+
+
+def _load_processor(processor_class: Any, directory: Path, source: str, model_type: str, trust_remote_code: bool) -> Any:
+    try:
+        return processor_class.from_pretrained(str(directory), trust_remote_code=bool(trust_remote_code),
+                                               local_files_only=True)
+    except ImportError as error:
+        if model_type in _QWEN_VL_TYPES and "torchvision" in str(error).lower():
+            return QwenVLImageProcessorWithoutVideo.from_directory(directory)
+        raise ModelError(f"cannot load the processor of {source!r} from {directory}: {error}") from error
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelError(f"cannot load the processor of {source!r} from {directory}: {error}") from error
+
+
+class QwenVLImageProcessorWithoutVideo:
+    """Image+text processor for Qwen2-VL / Qwen2.5-VL when torchvision is missing.
+
+    ``Qwen2VLProcessor`` refuses to load without torchvision because of its *video* processor,
+    though images only need the (PIL-based) image processor. This does the processor's image job:
+    preprocess images, expand each ``<|image_pad|>`` placeholder to ``t*h*w / merge_size**2`` copies
+    (one per merged patch), and return ``mm_token_type_ids`` (1 on image tokens), which the model
+    uses to build its 3-D M-RoPE positions. Only the calls medprobe makes are supported.
+    """
+
+    def __init__(self, tokenizer: Any, image_processor: Any, chat_template: str | None) -> None:
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.chat_template = chat_template
+        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> "QwenVLImageProcessorWithoutVideo":
+        import json
+
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        image_processor = AutoImageProcessor.from_pretrained(str(directory), local_files_only=True)
+        template = None
+        if (directory / "chat_template.jinja").is_file():
+            template = (directory / "chat_template.jinja").read_text()
+        elif (directory / "chat_template.json").is_file():
+            template = json.loads((directory / "chat_template.json").read_text()).get("chat_template")
+        return cls(tokenizer, image_processor, template or tokenizer.chat_template)
+
+    def apply_chat_template(self, conversation: list[dict[str, Any]], add_generation_prompt: bool = False,
+                            tokenize: bool = False, **kwargs: Any) -> str:
+        if tokenize:
+            raise ModelError("this torchvision-free Qwen2-VL processor renders text only (tokenize=False)")
+        return self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt, **kwargs)
+
+    def __call__(self, images: Sequence[Any] | None = None, text: Sequence[str] | str | None = None,
+                 return_tensors: str = "pt", **text_kwargs: Any) -> Any:
+        from transformers import BatchFeature
+
+        texts = [text] if isinstance(text, str) else list(text or [])
+        flat: list[Any] = []
+        for item in images or []:
+            flat.extend(item if isinstance(item, (list, tuple)) else [item])
+        image_inputs: dict[str, Any] = {}
+        if flat:
+            image_inputs = dict(self.image_processor(images=flat, return_tensors=return_tensors))
+            merge = int(getattr(self.image_processor, "merge_size", 2))
+            counts = iter((image_inputs["image_grid_thw"].prod(-1) // merge**2).tolist())
+            expanded = []
+            for sample in texts:
+                pieces = sample.split(self.image_token)
+                out = pieces[0]
+                for piece in pieces[1:]:
+                    try:
+                        out += self.image_token * int(next(counts)) + piece
+                    except StopIteration:
+                        raise ModelError("more image placeholders in the text than images given") from None
+                expanded.append(out)
+            if next(counts, None) is not None:
+                raise ModelError("more images given than image placeholders in the text")
+            texts = expanded
+        encoding = self.tokenizer(texts, return_tensors=return_tensors, **text_kwargs)
+        data = {**dict(encoding), **image_inputs}
+        data["mm_token_type_ids"] = (encoding["input_ids"] == self.image_token_id).long()
+        return BatchFeature(data=data)
