@@ -26,7 +26,8 @@ from medprobe.mcq.prompts import (
 )
 from medprobe.mcq.records import CaseResult
 
-OPTIONS = ["tumor", "nodule", "normal lesion", "cyst with edema", "fracture"]
+# words of the tiny test tokenizer (tests/tiny_models.py), so every option has its own tokens
+OPTIONS = ["tumor", "nodule", "normal lesion", "abnormal brain scan", "left lung x-ray"]
 # file order differs from date order on purpose: the two earliest are c3 and c1
 DATES = ["2020-03-01", "2020-01-15", "2020-05-01", "2020-01-02", "2020-04-01", "2020-06-01", "2020-02-01"]
 SHARES = [0.05, 0.3, 0.45, 0.7, 0.9, 1.0, 0.2]
@@ -71,7 +72,7 @@ def test_load_cases_resolves_answers_and_images(case_dir: Path) -> None:
 
 
 def test_answer_as_text_is_matched_ignoring_case_and_full_stop(tmp_path: Path) -> None:
-    folder = write_cases(tmp_path, n=3, mutate={1: lambda c: c.update(answer="Cyst with edema.")})
+    folder = write_cases(tmp_path, n=3, mutate={1: lambda c: c.update(answer="Abnormal brain  SCAN.")})
     assert load_cases(folder)[1].answer == 3
 
 
@@ -124,11 +125,11 @@ def test_n_options_setting_and_bad_json(tmp_path: Path) -> None:
     ("The answer is 5.", (4, "number")),
     ("Option 2", (1, "number")),
     ("I would pick option 1 here", (0, "number")),
-    ("3. fracture", (None, "conflict")),
-    ("Cyst with edema", (3, "exact")),
-    ("fracture.", (4, "exact")),
-    ("this looks like a fracture of the rib", (4, "substring")),
-    ("cyst with ede", (3, "substring")),
+    ("3. tumor", (None, "conflict")),
+    ("Abnormal Brain Scan", (3, "exact")),
+    ("tumor.", (0, "exact")),
+    ("this looks like a left lung x-ray to me", (4, "substring")),
+    ("abnormal brain sc", (3, "substring")),
     ("nodlue", (1, "fuzzy")),
     ("tumor or nodule", (None, "ambiguous")),
     ("7", (None, "unparseable")),
@@ -146,8 +147,8 @@ def test_parse_answer_numbers_and_text(reply: str, expected: tuple) -> None:
     ("(d)", (3, "letter")),
     ("Answer: B. nodule", (1, "letter")),
     ("Option E", (4, "letter")),
-    ("A. fracture", (None, "conflict")),
-    ("A fracture of the rib", (4, "substring")),
+    ("A. nodule", (None, "conflict")),
+    ("A nodule in the lung", (1, "substring")),
     ("a", (None, "unparseable")),
 ])
 def test_parse_answer_letters_only_when_lettered(reply: str, expected: tuple) -> None:
@@ -190,7 +191,7 @@ def test_prompt_shows_shot_answers_and_reasons_but_not_the_query_answer(case_dir
         assert f"{ANSWER_PREFIX} {shot.answer + 1}. {shot.answer_text}\nReason: {shot.explanation}" in text
     assert f"{ANSWER_PREFIX} {query.answer + 1}." not in text
     assert query.explanation not in text
-    assert query.vignette in text and "5. fracture" in text
+    assert query.vignette in text and "5. left lung x-ray" in text
     assert text.endswith("<end_of_utterance>\nAssistant:")
     assert text.count("User:") == 3 and text.count("<end_of_utterance>") == 5
     # without reasons
@@ -208,7 +209,7 @@ def test_lettered_prompt(case_dir: Path) -> None:
     shots, queries = select_shots(cases, 1)
     text = "".join(i for i in render_idefics(build_conversation(shots, queries[0], lettered=True))
                    if isinstance(i, str))
-    assert "\nE. fracture" in text and f"{ANSWER_PREFIX} {'ABCDE'[shots[0].answer]}." in text
+    assert "\nE. left lung x-ray" in text and f"{ANSWER_PREFIX} {'ABCDE'[shots[0].answer]}." in text
 
 
 # ------------------------------------------------------------------------------------- statistics
@@ -271,3 +272,193 @@ def test_outputs_written(tmp_path: Path) -> None:
     assert (tmp_path / "mcq_strata.png").read_bytes()[:4] == b"\x89PNG"
     assert b"<svg" in (tmp_path / "mcq_strata.svg").read_bytes()[:400]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------------- tiny models, end to end
+@pytest.fixture(scope="module")
+def tiny_vlms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """IDEFICS v1 (interleaved prompts) and two chat-template VLMs, saved like real checkpoints."""
+    from tiny_models import build_tiny_idefics, build_tiny_idefics3, build_tiny_llava
+
+    root = tmp_path_factory.mktemp("vlms")
+    return {"idefics": build_tiny_idefics(root / "idefics"), "llava": build_tiny_llava(root / "llava"),
+            "idefics3": build_tiny_idefics3(root / "idefics3")}
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_vlms: dict[str, Path]) -> dict:
+    """The tiny models loaded once through the run's own loader (shared by the tests below)."""
+    from medprobe.mcq.run import MCQModelConfig, load_model
+
+    return {family: load_model(MCQModelConfig(name=f"hf:{path}", dtype="float32"), Path.cwd())
+            for family, path in tiny_vlms.items()}
+
+
+def _run_config(case_dir: Path, model: str, **overrides) -> dict:
+    config = {"name": "t", "cases": str(case_dir), "model": {"name": model, "dtype": "float32"}, "max_new_tokens": 4}
+    config.update(overrides)
+    return config
+
+
+def _bias_lm_head(mcq, token: str, value: float = 60.0) -> None:
+    """Hand-set preference: an LM-head bias that gives ``token`` a huge logit at every position."""
+    import torch
+
+    head = mcq.model.get_output_embeddings()
+    bias = torch.zeros(head.weight.shape[0])
+    bias[mcq.tokenizer.convert_tokens_to_ids(token)] = value
+    head.bias = torch.nn.Parameter(bias)
+
+
+def _remove_bias(mcq) -> None:
+    mcq.model.get_output_embeddings().bias = None
+
+
+def test_prompt_styles_follow_each_processor(case_dir: Path, loaded) -> None:
+    cases = load_cases(case_dir)
+    shots, queries = select_shots(cases, 2)
+    turns = build_conversation(shots, queries[0])
+    assert loaded["idefics"].style == "idefics" and loaded["llava"].style == "chat"
+    # each chat template renders a reply after its generation prompt in its own way
+    assert loaded["llava"].answer_glue(turns) == " "
+    assert loaded["idefics3"].answer_glue(turns) == ""
+    inputs = loaded["idefics"].encode(turns, [""])
+    assert inputs["pixel_values"].shape[:2] == (1, 3)  # two shot images and the query's
+    text = loaded["llava"].tokenizer.decode(loaded["llava"].encode(turns, [""])["input_ids"][0])
+    assert text.count("assistant :") == 3  # two answered shots and the open query turn
+
+
+@pytest.mark.parametrize("family", ["idefics", "llava", "idefics3"])
+def test_loglik_matches_transformers_loss_and_batching(case_dir: Path, loaded, family: str) -> None:
+    """Summed log-probs equal -(HF's own label loss x tokens), and do not depend on batching
+    (options of different lengths are padded in a batch)."""
+    import torch
+
+    from medprobe.mcq.answer import answer_by_loglik
+    from medprobe.mcq.prompts import option_continuation
+
+    mcq = loaded[family]
+    cases = load_cases(case_dir)
+    shots, queries = select_shots(cases, 2)
+    query = queries[1]  # c2: two images
+    turns = build_conversation(shots, query)
+    batched = answer_by_loglik(mcq, query, turns, lettered=False, batch_size=5)
+    single = answer_by_loglik(mcq, query, turns, lettered=False, batch_size=1)
+    np.testing.assert_allclose(batched.logprob_sum, single.logprob_sum, rtol=1e-5, atol=1e-5)
+    assert len(set(batched.n_tokens)) > 1
+    context = mcq.answer_glue(turns) + ANSWER_PREFIX
+    for index, option in enumerate(query.options):
+        inputs = mcq.encode(turns, [context + option_continuation(index, option)])
+        n = batched.n_tokens[index]
+        labels = torch.full_like(inputs["input_ids"], -100)
+        labels[0, -n:] = inputs["input_ids"][0, -n:]
+        with torch.inference_mode():
+            loss = mcq.model(**inputs, labels=labels).loss
+        assert batched.logprob_sum[index] == pytest.approx(-float(loss) * n, abs=1e-4)
+    assert batched.logprob_mean == pytest.approx([s / n for s, n in zip(batched.logprob_sum, batched.n_tokens)])
+
+
+@pytest.mark.parametrize("family", ["idefics", "llava"])
+@pytest.mark.parametrize("method", ["loglik", "generate"])
+def test_hand_set_preference_wins_end_to_end(case_dir: Path, tmp_path: Path, loaded, tiny_vlms, family: str,
+                                             method: str) -> None:
+    """With a huge LM-head bias on "tumor", both methods must answer option 1 ("tumor") everywhere."""
+    from medprobe.mcq.run import run_mcq
+
+    mcq = loaded[family]
+    _bias_lm_head(mcq, "tumor")
+    try:
+        out = run_mcq(_run_config(case_dir, f"hf:{tiny_vlms[family]}", method=method), tmp_path / "out",
+                      show_progress=False, mcq_model=mcq)
+    finally:
+        _remove_bias(mcq)
+    rows = list(csv.DictReader((out / "mcq_cases.csv").open()))
+    assert [r["case_id"] for r in rows] == ["c0", "c2", "c4", "c5", "c6"]
+    assert {r["parsed_index"] for r in rows} == {"0"}
+    expected_correct = [str(r["correct_index"] == "0") for r in rows]
+    assert [r["correct"] for r in rows] == expected_correct
+    summary = json.loads((out / "mcq_results.json").read_text())
+    assert summary["n_cases"] == 5 and summary["n_shots"] == 2 and summary["shot_ids"] == ["c3", "c1"]
+    assert summary["accuracy"] == pytest.approx(expected_correct.count("True") / 5)
+    assert summary["n_unparseable"] == 0
+    if method == "generate":
+        assert all(r["raw_answer"].startswith("tumor tumor") for r in rows)
+        assert {r["parse_method"] for r in rows} == {"substring"}
+    else:
+        assert summary["accuracy_by_score"]["sum"]["accuracy"] == summary["accuracy"]
+        for r in rows:
+            sums = json.loads(r["logprob_sum"])
+            assert len(sums) == 5 and int(np.argmax(json.loads(r["logprob_mean"]))) == 0
+    assert (out / "mcq_strata.png").is_file() and (out / "mcq_strata.svg").is_file()
+
+
+def test_run_from_yaml_loads_the_saved_model_and_refuses_to_overwrite(case_dir: Path, tmp_path: Path,
+                                                                     tiny_vlms) -> None:
+    """The whole path from a run file: relative paths, model loading, outputs, overwrite guard."""
+    import yaml
+
+    from medprobe.mcq.run import run_mcq
+
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(_run_config(
+        Path("..") / case_dir.relative_to(tmp_path.parent), f"hf:{tiny_vlms['idefics3']}", output_dir="out")))
+    out = run_mcq(run_file, show_progress=False)
+    assert out == tmp_path / "out"
+    summary = json.loads((out / "mcq_results.json").read_text())
+    assert summary["model"].startswith("hf:") and summary["method"] == "loglik" and summary["score"] == "mean"
+    assert len(summary["strata"]) == 5 and {r["specialty"] for r in summary["per_specialty"]} == {"dermatology",
+                                                                                                   "radiology"}
+    with pytest.raises(ConfigError, match="already holds results"):
+        run_mcq(run_file, show_progress=False)
+    assert run_mcq(run_file, overwrite=True, show_progress=False) == out
+
+
+def test_sampled_tries_are_seeded_and_counted(case_dir: Path, tmp_path: Path, loaded, tiny_vlms) -> None:
+    from medprobe.mcq.run import run_mcq
+
+    config = _run_config(case_dir, f"hf:{tiny_vlms['llava']}", method="generate", decoding="sample", n_tries=3,
+                         seed=5)
+    first = run_mcq(config, tmp_path / "a", show_progress=False, mcq_model=loaded["llava"])
+    again = run_mcq(config, tmp_path / "b", show_progress=False, mcq_model=loaded["llava"])
+    rows = list(csv.DictReader((first / "mcq_cases.csv").open()))
+    assert len(rows) == 15 and [r["seed"] for r in rows[:3]] == ["5", "6", "7"]
+    assert rows == list(csv.DictReader((again / "mcq_cases.csv").open()))
+    summary = json.loads((first / "mcq_results.json").read_text())
+    within = [summary["correct_within_n"][str(n)]["accuracy"] for n in (1, 2, 3)]
+    assert within == sorted(within) and within[0] == summary["accuracy"]
+    by_case = {}
+    for r in rows:
+        by_case.setdefault(r["case_id"], []).append(r["correct"] == "True")
+    assert within[2] == pytest.approx(sum(any(v) for v in by_case.values()) / 5)
+    assert summary["n_unparseable"] == sum(r["parsed_index"] == "" for r in rows if r["try"] == "0")
+
+
+def test_run_file_validation(case_dir: Path) -> None:
+    """Inconsistent settings and typos are errors; the documented example is a valid run file."""
+    import yaml
+
+    from medprobe.mcq.run import parse_mcq_config
+
+    with pytest.raises(ConfigError, match="n_tries > 1 needs method: generate and decoding: sample"):
+        parse_mcq_config(_run_config(case_dir, "hf:x", n_tries=3))
+    with pytest.raises(ConfigError, match="model.temprature: unknown key"):
+        parse_mcq_config(_run_config(case_dir, "hf:x") | {"model": {"name": "hf:x", "temprature": 1}})
+    example = yaml.safe_load((Path(__file__).parents[1] / "configs" / "mcq_example.yaml").read_text())
+    dumped = parse_mcq_config(example, "mcq_example.yaml").model_dump()
+    for key, value in example.items():
+        expected = {**dumped[key], **value} if isinstance(value, dict) else value
+        assert dumped[key] == expected, key
+
+
+def test_model_source_resolution(tmp_path: Path) -> None:
+    """Presets map to hub ids, ``hf:`` folders resolve against the run file's folder, ``path`` wins."""
+    from medprobe.mcq.run import MCQModelConfig, model_source
+
+    (tmp_path / "models" / "vlm").mkdir(parents=True)
+    assert model_source(MCQModelConfig(name="idefics-9b-instruct"), tmp_path) == "HuggingFaceM4/idefics-9b-instruct"
+    assert model_source(MCQModelConfig(name="hf:models/vlm"), tmp_path) == str(tmp_path / "models" / "vlm")
+    assert model_source(MCQModelConfig(name="hf:org/some-vlm"), tmp_path) == "org/some-vlm"
+    assert model_source(MCQModelConfig(name="idefics-9b", path="models/vlm"), tmp_path) == str(
+        tmp_path / "models" / "vlm")
+    with pytest.raises(ConfigError, match="not a known VLM preset"):
+        model_source(MCQModelConfig(name="gpt-5v"), tmp_path)
