@@ -16,7 +16,6 @@ import io
 import json
 from bisect import bisect_right
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -122,14 +121,14 @@ def write_cases_csv(path: Path, results: Sequence[CaseResult]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in results:
-        row = asdict(r)
         writer.writerow({
             "case_id": r.case_id, "method": r.method, "try": r.try_index, "seed": r.seed,
             "raw_answer": r.raw_answer, "parsed_index": r.parsed_index, "parsed_option": r.parsed_option,
             "parse_method": r.parse_method, "correct_index": r.correct_index,
             "correct_option": r.correct_option, "correct": r.correct, "explanation": r.explanation,
             "human_correct": r.human_correct, "specialty": r.specialty,
-            **{key: json.dumps(row[key]) if row[key] else "" for key in ("logprob_sum", "n_tokens", "logprob_mean")},
+            **{key: json.dumps(getattr(r, key)) if getattr(r, key) else ""
+               for key in ("logprob_sum", "n_tokens", "logprob_mean")},
         })
     atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
 
