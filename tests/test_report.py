@@ -31,6 +31,7 @@ from medprobe.report import (
     load_run,
     mcq_strata,
     metric_bars,
+    per_group_bars,
     roc_curves,
     save_figures,
 )
@@ -45,6 +46,22 @@ def _fit_scores(rng: np.random.Generator, y: np.ndarray, n_classes: int, strengt
     logits = rng.normal(size=(len(y), n_classes)) + strength * np.eye(n_classes)[y]
     expo = np.exp(logits - logits.max(axis=1, keepdims=True))
     return expo / expo.sum(axis=1, keepdims=True)
+
+
+def _multilabel_scores(rng: np.random.Generator, truth: np.ndarray, strength: float) -> np.ndarray:
+    """Independent per-label probabilities (sigmoids), higher for present labels."""
+    return 1 / (1 + np.exp(-(strength * (2 * truth - 1) + rng.normal(size=truth.shape))))
+
+
+def _multilabel_metrics(truth: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    predicted = (scores >= 0.5).astype(int)
+    out = {"auc": roc_auc_score(truth, scores, average="macro"),
+           "f1_macro": f1_score(truth, predicted, average="macro"),
+           "accuracy": accuracy_score(truth, predicted)}
+    for k, name in enumerate(classes):
+        out[f"auc[{name}]"] = roc_auc_score(truth[:, k], scores[:, k])
+        out[f"f1[{name}]"] = f1_score(truth[:, k], predicted[:, k])
+    return out
 
 
 def _metrics(y: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
@@ -63,12 +80,20 @@ def _metrics(y: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> dict[
 def make_run_dir(path: Path, *, classes: Sequence[str] = ("normal", "pneumonia"),
                  backbones: dict[str, Sequence[str]] | None = None, fractions: Sequence[float] = (0.1, 0.5, 1.0),
                  seeds: Sequence[int] = (0, 1), n_test: int = 80, notes: str = "", skipped: Sequence[dict] = (),
-                 predictions: bool = True, label_efficiency: bool = True, seed: int = 0) -> Path:
-    """Write a run folder with the experiment's output schema; full-data fits use the first seed only."""
+                 predictions: bool = True, label_efficiency: bool = True, multilabel: bool = False,
+                 groups: Sequence[str] = (), seed: int = 0) -> Path:
+    """Write a run folder with the experiment's output schema; full-data fits use the first seed only.
+
+    ``groups``: per-group AUC rows (``auc@<group>``) for the selected layers, as with
+    ``stats.group_column``; the last group's AUC of the last backbone is undefined (null).
+    """
     backbones = backbones or {"clip-vit": ["layer_0", "layer_4", "layer_8", "layer_11"], "pixels": ["raw"]}
     rng = np.random.default_rng(seed)
     y = np.arange(n_test) % len(classes)
-    task_type = "binary" if len(classes) == 2 else "multiclass"
+    truth = (rng.random((n_test, len(classes))) < 0.4).astype(int)
+    truth[np.arange(len(classes)), np.arange(len(classes))] = 1  # every label present at least once
+    truth[len(classes):2 * len(classes)] = 0  # ... and absent at least once
+    task_type = "multilabel" if multilabel else "binary" if len(classes) == 2 else "multiclass"
     rows, prediction_frames, selected_values = [], [], {}
     for b_index, (backbone, layers) in enumerate(backbones.items()):
         for fraction in fractions:
@@ -76,8 +101,12 @@ def make_run_dir(path: Path, *, classes: Sequence[str] = ("normal", "pneumonia")
                 fits = []
                 for l_index, layer in enumerate(layers):
                     strength = 0.4 + 1.2 * fraction + 0.35 * l_index * (1 - 0.1 * l_index) - 0.4 * b_index
-                    scores = _fit_scores(rng, y, len(classes), strength)
-                    metrics = _metrics(y, scores, classes)
+                    if multilabel:
+                        scores = _multilabel_scores(rng, truth, strength)
+                        metrics = _multilabel_metrics(truth, scores, classes)
+                    else:
+                        scores = _fit_scores(rng, y, len(classes), strength)
+                        metrics = _metrics(y, scores, classes)
                     fits.append((layer, scores, metrics, metrics["auc"] + rng.normal(0, 0.02)))
                 best = max(range(len(fits)), key=lambda i: fits[i][3])
                 for i, (layer, scores, metrics, val_score) in enumerate(fits):
@@ -90,12 +119,28 @@ def make_run_dir(path: Path, *, classes: Sequence[str] = ("normal", "pneumonia")
                                      "selected": i == best, "C": float(10.0 ** (i % 3 - 1)),
                                      "val_score": float(val_score)})
                     frame = pd.DataFrame({"sample_id": [f"t{k:03d}" for k in range(n_test)], "backbone": backbone,
-                                          "layer": layer, "train_fraction": fraction, "seed": fit_seed, "y_true": y})
+                                          "layer": layer, "train_fraction": fraction, "seed": fit_seed})
                     for k, name in enumerate(classes):
+                        if multilabel:
+                            frame[f"true[{name}]"] = truth[:, k]
+                        else:
+                            frame["y_true"] = y
                         frame[f"score[{name}]"] = scores[:, k]
                     prediction_frames.append(frame)
                     if i == best:
                         selected_values[(backbone, fraction, fit_seed)] = (layer, metrics["auc"])
+                        member = (np.arange(n_test) // len(classes)) % max(len(groups), 1)
+                        for g_index, group in enumerate(groups):
+                            inside = member == g_index
+                            value = _metrics(y[inside], scores[inside], classes)["auc"]
+                            undefined = g_index == len(groups) - 1 and b_index == len(backbones) - 1
+                            rows.append({"task": "synthetic", "backbone": backbone, "layer": layer,
+                                         "train_fraction": fraction, "seed": fit_seed, "metric": f"auc@{group}",
+                                         "value": None if undefined else value, "sd": None if undefined else 0.05,
+                                         "ci_low": None if undefined else value - 0.1,
+                                         "ci_high": None if undefined else min(1.0, value + 0.1),
+                                         "n_test": int(inside.sum()), "n_bootstrap_dropped": 0, "selected": True,
+                                         "C": float(10.0 ** (i % 3 - 1)), "val_score": float(val_score)})
     comparisons = []
     names = list(backbones)
     for (backbone, fraction, fit_seed), (layer, value) in selected_values.items():
@@ -234,6 +279,9 @@ def check_results_tables(page: str, rows: list[dict[str, Any]], metric: str = "a
     for cells, row in zip(full["rows"], rows):
         assert cells[col["backbone"]] == row["backbone"] and cells[col["layer"]] == row["layer"]
         assert cells[col["metric"]] == row["metric"]
+        if row["value"] is None:  # undefined metric (JSON null)
+            assert cells[col["value"]] == "n/a" and cells[col["95% CI"]] == "n/a"
+            continue
         assert numbers(cells[col["value"]]) == pytest.approx([row["value"]], abs=TOL)
         assert numbers(cells[col["95% CI"]]) == pytest.approx([row["ci_low"], row["ci_high"]], abs=TOL)
         assert (cells[col["selected"]] == "✓") == row["selected"]
@@ -260,16 +308,26 @@ def binary_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = make_run_dir(tmp_path_factory.mktemp("multilabel"), classes=("effusion", "nodule", "cardiomegaly"),
+                        backbones={"vlm": ["l4", "l8"], "pixels": ["raw"]}, fractions=(0.5, 1.0), seeds=(0,),
+                        multilabel=True, seed=2)
+    build_report(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def multiclass_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = make_run_dir(tmp_path_factory.mktemp("multiclass"), classes=("adenosis", "fibroadenoma", "carcinoma & <b>"),
                         backbones={"vlm": ["l2", "l6", "l10"], "cnn": ["pool", "fc"], "pixels": ["raw"]},
-                        fractions=(0.05, 0.25, 1.0), seeds=(3, 4, 5), label_efficiency=False, seed=1)
+                        fractions=(0.05, 0.25, 1.0), seeds=(3, 4, 5), label_efficiency=False,
+                        groups=("liver", "kidney", "lung"), seed=1)
     build_report(path)
     return path
 
 
 # --------------------------------------------------------------------------- tables
-@pytest.mark.parametrize("run_fixture", ["binary_run", "multiclass_run"])
+@pytest.mark.parametrize("run_fixture", ["binary_run", "multiclass_run", "multilabel_run"])
 def test_tables_match_results_json(run_fixture: str, request: pytest.FixtureRequest) -> None:
     path: Path = request.getfixturevalue(run_fixture)
     rows = json.loads((path / "results.json").read_text())
@@ -351,7 +409,9 @@ def test_report_is_deterministic_and_atomic(binary_run: Path, tmp_path: Path) ->
 # --------------------------------------------------------------------------- figures
 @pytest.mark.parametrize("run_fixture, expected", [
     ("binary_run", {"metric_bars", "per_class_f1", "layer_curves", "label_efficiency", "roc_curves"}),
-    ("multiclass_run", {"metric_bars", "per_class_auc", "per_class_f1", "layer_curves", "label_efficiency",
+    ("multiclass_run", {"metric_bars", "per_class_auc", "per_class_f1", "per_group", "layer_curves",
+                        "label_efficiency", "roc_curves"}),
+    ("multilabel_run", {"metric_bars", "per_class_auc", "per_class_f1", "layer_curves", "label_efficiency",
                         "roc_curves"}),
 ])
 def test_figures_saved_as_png_and_svg(run_fixture: str, expected: set[str], request: pytest.FixtureRequest) -> None:
@@ -387,6 +447,23 @@ def test_metric_bars_show_values_and_cis(binary_run: Path) -> None:
     assert ax.get_ylabel() == "Test AUROC (positive class)"
 
 
+def test_per_group_bars(multiclass_run: Path) -> None:
+    run = load_run(multiclass_run)
+    ax = per_group_bars(run).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["liver", "kidney", "lung"]
+    rows = run.results
+    for container in [c for c in ax.containers if hasattr(c, "errorbar")]:
+        backbone = container.get_label().split(" (")[0]
+        part = rows[(rows["backbone"] == backbone) & (rows["train_fraction"] == 1.0) & rows["selected"]]
+        expected = [part[part["metric"] == f"auc@{g}"]["value"].iloc[0] for g in ("liver", "kidney", "lung")]
+        assert [p.get_height() for p in container.patches] == pytest.approx(expected, nan_ok=True)
+    assert np.isnan(container.patches[-1].get_height())  # undefined in that group: no bar, no error
+    page = (multiclass_run / "report.html").read_text(encoding="utf-8")
+    cells = [r for r in parse(page).tables["results"]["rows"] if r[4] == "auc@lung" and r[0] == "pixels"]
+    assert cells and all(c[5] == "n/a" and c[6] == "n/a" for c in cells)
+    assert "Some metrics are undefined (n/a)" in page
+
+
 def test_layer_curve_marks_selected_layer(multiclass_run: Path) -> None:
     run = load_run(multiclass_run)
     fig = layer_curves(run)
@@ -412,7 +489,7 @@ def test_label_efficiency_uses_log_x_and_seed_means(multiclass_run: Path) -> Non
     assert list(line.get_ydata()) == pytest.approx(expected.to_numpy())
 
 
-@pytest.mark.parametrize("run_fixture", ["binary_run", "multiclass_run"])
+@pytest.mark.parametrize("run_fixture", ["binary_run", "multiclass_run", "multilabel_run"])
 def test_roc_auc_matches_mann_whitney(run_fixture: str, request: pytest.FixtureRequest) -> None:
     path: Path = request.getfixturevalue(run_fixture)
     run = load_run(path)
@@ -426,6 +503,9 @@ def test_roc_auc_matches_mann_whitney(run_fixture: str, request: pytest.FixtureR
                            & (predictions["train_fraction"] == 1.0)]
         if run.task_type == "binary":
             truth, scores = part["y_true"].to_numpy() == 1, part[f"score[{run.classes[1]}]"].to_numpy()
+        elif run.task_type == "multilabel":  # micro-average: every label decision pooled
+            truth = (part[[f"true[{c}]" for c in run.classes]].to_numpy() == 1).ravel()
+            scores = part[[f"score[{c}]" for c in run.classes]].to_numpy().ravel()
         else:  # micro-average: every class-vs-rest decision pooled
             truth = (np.eye(len(run.classes))[part["y_true"]] == 1).ravel()
             scores = part[[f"score[{c}]" for c in run.classes]].to_numpy().ravel()

@@ -105,7 +105,8 @@ def metric_label(metric: str, task_type: str) -> str:
     if metric == "auc":
         return {"binary": "AUROC (positive class)", "multiclass": "AUROC (macro one-vs-rest)",
                 "multilabel": "AUROC (macro over labels)"}.get(task_type, "AUROC")
-    return {"f1_macro": "Macro F1", "accuracy": "Accuracy"}.get(metric, metric)
+    return {"auc_macro": "AUROC (macro over classes)", "f1_macro": "Macro F1", "accuracy": "Accuracy",
+            "exact_match": "Exact match"}.get(metric, metric)
 
 
 def backbone_colours(run: RunData) -> dict[str, str]:
@@ -216,14 +217,12 @@ def metric_bars(run: RunData) -> Figure:
     return fig
 
 
-# --------------------------------------------------------------------------- (b) per class
-def per_class_bars(run: RunData, family: str = "auc") -> Figure:
-    """Per-class ``family`` (``auc`` or ``f1``) of each backbone's selected layer, full train fraction."""
+# --------------------------------------------------------------------------- (b) per class / group
+def _member_bars(run: RunData, metrics: dict[str, str], *, what: str, ylabel: str, chance_metric: str) -> Figure:
+    """Grouped bars of several metrics (one per class or group) for each backbone's selected layer at
+    the largest train fraction, with their 95% CIs; ``metrics`` maps an x label to a metric name."""
     fraction = run.full_fraction
     rows = run.results
-    classes = [c for c in run.classes if f"{family}[{c}]" in set(rows["metric"])]
-    if not classes:
-        raise FigureSkipped(f"results.json has no per-class {family.upper()} rows ({family}[<class>])")
     colours = backbone_colours(run)
     entries: list[tuple[str, str, int, Any]] = []
     for backbone in run.backbones:
@@ -232,39 +231,68 @@ def per_class_bars(run: RunData, family: str = "auc") -> Figure:
         if layer is None:
             continue
         part = rows[(rows["backbone"] == backbone) & (rows["layer"] == layer) & (rows["train_fraction"] == fraction)
-                    & (rows["seed"] == seed)].set_index("metric")
-        entries.append((backbone, layer, seed, part))
+                    & (rows["seed"] == seed) & rows["metric"].isin(list(metrics.values()))]
+        entries.append((backbone, layer, seed, part.drop_duplicates("metric").set_index("metric")))
     if not entries:
         raise FigureSkipped(f"no backbone has a validation-selected layer at train fraction {fraction:g}")
+    labels = list(metrics)
     width = 0.8 / len(entries)
     with _style():
-        width_in = min(16.0, max(7.5, 3.0 + 0.32 * len(classes) * len(entries)))
+        width_in = min(16.0, max(7.5, 3.0 + 0.32 * len(labels) * len(entries)))
         fig = _new_figure(width_in, 4.3)
         ax = fig.add_subplot()
         for i, (backbone, layer, seed, part) in enumerate(entries):
-            names = [f"{family}[{c}]" for c in classes]
+            names = list(metrics.values())
             values = np.array([part["value"].get(n, np.nan) for n in names], dtype=float)
             low = np.array([part["ci_low"].get(n, np.nan) for n in names], dtype=float)
             high = np.array([part["ci_high"].get(n, np.nan) for n in names], dtype=float)
-            x = np.arange(len(classes)) - 0.4 + width * (i + 0.5)
+            x = np.arange(len(labels)) - 0.4 + width * (i + 0.5)
             ax.bar(x, values, width=width * 0.92, color=colours[backbone], label=f"{backbone} ({layer})",
                    yerr=_ci_errors(values, low, high), capsize=2, error_kw={"elinewidth": 0.9, "ecolor": "0.15"},
                    zorder=3)
-        _chance_line(ax, f"{family}[")
-        ax.set_xticks(range(len(classes)), classes)
-        _rotate_ticks(ax, classes)
-        ax.set_xlim(-0.6, len(classes) - 0.4)
+            for position in x[~np.isfinite(values)]:  # say "undefined" where a bar is missing
+                ax.text(position, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7,
+                        color=colours[backbone])
+        _chance_line(ax, chance_metric)
+        ax.set_xticks(range(len(labels)), labels)
+        _rotate_ticks(ax, labels)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_ylim(0, 1.05)
-        name = {"auc": "AUROC (class vs rest)", "f1": "F1 (class vs rest)"}.get(family, family)
-        ax.set_xlabel("Class")
-        ax.set_ylabel(f"Test {name}")
+        ax.set_xlabel(what.capitalize())
+        ax.set_ylabel(f"Test {ylabel}")
         seeds = sorted({str(seed) for _, _, seed, _ in entries})
-        ax.set_title(_wrap(f"Per-class test {name.split(' ')[0]} of the selected layer (95% CI), "
-                           f"train fraction {fraction:g}, seed {', '.join(seeds)}", width_in * 0.78))
+        ax.set_title(_wrap(f"Test {ylabel} per {what} of the selected layer (95% CI), train fraction {fraction:g}, "
+                           f"seed {', '.join(seeds)}", width_in * 0.78))
         ax.grid(axis="x", visible=False)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="backbone (layer)")
         fig.tight_layout()
     return fig
+
+
+def per_class_bars(run: RunData, family: str = "auc") -> Figure:
+    """Per-class ``family`` (``auc`` or ``f1``, class vs rest) of each backbone's selected layer."""
+    present = set(run.results["metric"])
+    metrics = {c: f"{family}[{c}]" for c in run.classes if f"{family}[{c}]" in present}
+    if not metrics:
+        raise FigureSkipped(f"results.json has no per-class {family.upper()} rows ({family}[<class>])")
+    name = {"auc": "AUROC", "f1": "F1"}.get(family, family)
+    return _member_bars(run, metrics, what="class", ylabel=f"{name} (class vs rest)", chance_metric=f"{family}[")
+
+
+def group_metrics(run: RunData) -> dict[str, str]:
+    """Group name -> metric name of the task metric per group (``<metric>@<group>``), in row order."""
+    prefix = f"{run.task_metric}@"
+    names = dict.fromkeys(m for m in run.results["metric"] if m.startswith(prefix))
+    return {m[len(prefix):]: m for m in names}
+
+
+def per_group_bars(run: RunData) -> Figure:
+    """Task metric per subgroup of the test set (e.g. per organ) for each backbone's selected layer."""
+    metrics = group_metrics(run)
+    if not metrics:
+        raise FigureSkipped(f"results.json has no per-group rows ({run.task_metric}@<group>)")
+    return _member_bars(run, metrics, what="group", ylabel=metric_label(run.task_metric, run.task_type),
+                        chance_metric=run.task_metric)
 
 
 # --------------------------------------------------------------------------- (c) layer sweep
@@ -309,7 +337,7 @@ def layer_curves(run: RunData) -> Figure:
             ax.set_xlabel("Layer (network order)")
             ax.set_ylabel(f"Test {metric_label(metric, run.task_type)}")
             ax.set_title(f"{backbone}: train fraction {fraction:g}, seed {seed}", loc="left")
-            ax.legend(loc="best", frameon=False)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.suptitle(_wrap(f"Linear-probe test {metric_label(metric, run.task_type)} by layer (95% CI band)",
                            width_in), fontsize=10)
         fig.tight_layout()
@@ -515,6 +543,13 @@ FIGURES: dict[str, tuple[str, str, Callable[[RunData], Figure]]] = {
         "error bars: 95% bootstrap CI.",
         lambda run: per_class_bars(run, "f1"),
     ),
+    "per_group": (
+        "Task metric per group",
+        "Task metric within each subgroup of the test set (e.g. per organ) for each backbone's selected layer at "
+        "the largest train fraction; error bars: 95% bootstrap CI resampled within the group. Missing bars: the "
+        "metric is undefined in that group (e.g. a class absent from it).",
+        per_group_bars,
+    ),
     "layer_curves": (
         "Layer sweep",
         "Test value of the task metric for a probe on each layer (band: 95% bootstrap CI). The star marks "
@@ -556,12 +591,17 @@ def _mcq_chance(summaries: Sequence[dict[str, Any]]) -> float:
 
 
 def _applicable(run: RunData, name: str) -> bool:
-    """Whether a figure belongs in this kind of run at all; a run without MCQ results has no MCQ
-    figure to miss, and in a binary task the per-class AUROC repeats the headline AUROC."""
+    """Whether a figure belongs in this kind of run at all (no note when not): a run without MCQ
+    results or subgroups has no such figure to miss, and in a binary task the per-class AUROC
+    repeats the headline AUROC."""
     if name == "mcq_strata":
         return bool(run.mcq)
     if name == "per_class_auc":
         return run.task_type != "binary"
+    if name == "per_class_f1":  # optional rows: not every metrics module reports per-class F1
+        return any(m.startswith("f1[") for m in run.results["metric"])
+    if name == "per_group":
+        return bool(group_metrics(run))
     return True
 
 

@@ -21,8 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import pandas as pd
-
 from medprobe.features.cache import atomic_write_bytes
 from medprobe.report.figures import FigureSet, metric_label, render_figures
 from medprobe.report.load import RunData, as_float, load_run
@@ -171,7 +169,7 @@ def summary_section(data: RunData) -> Markup:
         ("Bootstrap replicates", run.get("n_bootstrap")),
         ("Prompt", Markup(f"<code>{esc(run['prompt'])}</code>") if run.get("prompt") else "none (image only)"),
         ("Started", run.get("started")),
-        ("Finished", run.get("finished") + (f" ({_duration(run)})" if _duration(run) else "")
+        ("Finished", str(run["finished"]) + (f" ({_duration(run)})" if _duration(run) else "")
          if run.get("finished") else None),
     ]
     parts = [facts(items)]
@@ -340,6 +338,11 @@ MCQ_CASE_COLUMNS = ("case_id", "method", "try", "parsed_option", "correct_option
                     "human_correct", "specialty", "raw_answer")
 
 
+def _clip(text: str, limit: int) -> str:
+    """Shorten long model output for a table cell; the CSV keeps the full text."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def mcq_section(data: RunData) -> Markup:
     """The optional multiple-choice experiment; every key is optional, as its outputs may be partial."""
     parts = []
@@ -351,9 +354,10 @@ def mcq_section(data: RunData) -> Markup:
                      num(fmt_value_ci(item.get("accuracy"), item.get("ci_low"), item.get("ci_high")),
                          item.get("accuracy")),
                      num(str(unparseable) if unparseable is not None else "—", unparseable)])
-    parts.append(table(["model", "method", Cell("cases", numeric=True), Cell("shots", numeric=True),
-                        Cell("accuracy [95% CI]", numeric=True), Cell("unparseable answers", numeric=True)],
-                       body, table_id="mcq"))
+    if body:
+        parts.append(table(["model", "method", Cell("cases", numeric=True), Cell("shots", numeric=True),
+                            Cell("accuracy [95% CI]", numeric=True), Cell("unparseable answers", numeric=True)],
+                           body, table_id="mcq"))
     for item in data.mcq:
         name = item.get("model") or "model"
         strata = [s for s in item.get("strata") or [] if isinstance(s, dict)]
@@ -374,7 +378,7 @@ def mcq_section(data: RunData) -> Markup:
                                rows, sortable=True))
     if data.mcq_cases:
         columns = [c for c in MCQ_CASE_COLUMNS if c in data.mcq_cases[0]]
-        rows = [[(case.get(c) or "")[:300] for c in columns] for case in data.mcq_cases]
+        rows = [[_clip(case.get(c) or "", 300) for c in columns] for case in data.mcq_cases]
         parts.append(Markup(f"<h3>Answers ({len(rows)} rows of mcq_cases.csv)</h3>"))
         parts.append(table(columns, rows, table_id="mcq-cases", sortable=True, scroll=True))
     return section("mcq", "Multiple-choice questions", *parts)
@@ -457,7 +461,7 @@ def caveats(data: RunData, figures: FigureSet) -> list[str]:
     """Caveats that follow from the run itself, stated so nobody over-reads the numbers."""
     notes = []
     n_boot = data.run.get("n_bootstrap")
-    n_test = as_float(data.results["n_test"].max())
+    n_test = as_float(data.selected()["n_test"].max())  # group rows count only their group's samples
     notes.append(
         "95% CIs are percentile-bootstrap intervals over the test samples"
         + (f" ({n_boot} replicates)" if n_boot else "")
@@ -585,12 +589,12 @@ def render_page(data: RunData, figures: FigureSet) -> str:
                 f" · {len(data.backbones)} backbone{'s' if len(data.backbones) != 1 else ''}")
     sections = [summary_section(data), headline_section(data), figures_section(figures), comparisons_section(data),
                 label_efficiency_section(data)]
-    if data.mcq:
+    if data.mcq or data.mcq_cases:
         sections.append(mcq_section(data))
     sections += [results_section(data), inputs_section(data), provenance_section(data), notes_section(data, figures)]
     links = [("summary", "Summary"), ("headline", "Headline"), ("figures", "Figures"),
              ("comparisons", "Comparisons"), ("label-efficiency", "Label efficiency")]
-    if data.mcq:
+    if data.mcq or data.mcq_cases:
         links.append(("mcq", "MCQ"))
     links += [("results", "All results"), ("inputs", "Skipped/excluded"), ("provenance", "Provenance"),
               ("notes", "Notes & caveats")]
