@@ -194,7 +194,10 @@ _IDEFICS_CHAT = (
 
 
 def build_tiny_idefics2(directory: str | Path, *, seed: int = 0) -> Path:
-    """Idefics2: SigLIP-style vision tower (no CLS), perceiver connector, Mistral decoder."""
+    """Idefics2: SigLIP-style vision tower (no CLS), perceiver connector, Mistral decoder.
+
+    Images keep their aspect ratio (edges between 16 and 48 px), so a batch of differently shaped
+    images is padded per pixel and some vision patches are padding, as with the real model."""
     from transformers import (Idefics2Config, Idefics2ForConditionalGeneration, Idefics2ImageProcessor,
                               Idefics2Processor)
 
@@ -203,7 +206,7 @@ def build_tiny_idefics2(directory: str | Path, *, seed: int = 0) -> Path:
     latents = 4
     processor = Idefics2Processor(
         image_processor=Idefics2ImageProcessor(do_image_splitting=False,
-                                               size={"shortest_edge": 32, "longest_edge": 32}),
+                                               size={"shortest_edge": 16, "longest_edge": 48}),
         tokenizer=tok, image_seq_len=latents, chat_template=_IDEFICS_CHAT,
     )
     config = Idefics2Config(

@@ -10,6 +10,9 @@ Families (all registered here at import time; heavy imports happen only when one
   has a chat template (Idefics2/3, SmolVLM, LLaVA, Qwen2-VL, ...). The prompt is one user turn
   holding the image and the prompt text, rendered by the model's own chat template with
   ``add_generation_prompt=True``. A CLIP checkpoint given as ``hf:`` becomes a CLIP backbone.
+  Qwen2-VL's processor needs torchvision only for video; without it medprobe expands
+  ``<|image_pad|>`` itself (:class:`~medprobe.models.hf_loading.QwenVLImageProcessorWithoutVideo`).
+  SmolVLM's processor needs ``num2words`` and torchvision installed.
 * **CLIP / PLIP** (``clip-b32``, ``plip``): see :mod:`medprobe.models.hf_clip`.
 
 Layers (same convention as transformers' ``output_hidden_states=True``):
@@ -107,7 +110,6 @@ class HFVisionLanguageBackbone(Backbone):
         pooling: str = "last_token",
         vision_pooling: str = "mean",
         padding_side: str | None = None,
-        provenance: str = "",
     ) -> None:
         import torch
         from transformers import IdeficsProcessor
@@ -130,7 +132,7 @@ class HFVisionLanguageBackbone(Backbone):
         self.prompt = prompt
         self.pooling = pooling
         self.vision_pooling = vision_pooling
-        self.provenance = provenance or f"{loaded.source}" + (f"@{loaded.commit}" if loaded.commit else "")
+        self.provenance = loaded.source + (f"@{loaded.commit}" if loaded.commit else "")
         if padding_side is not None:
             if padding_side not in ("left", "right"):
                 raise ModelError(f"backbone {name!r}: padding_side must be 'left' or 'right', not {padding_side!r}")
@@ -311,7 +313,8 @@ class HFVisionLanguageBackbone(Backbone):
             for key, value in inputs.items() if isinstance(value, torch.Tensor)
         }
         if not self._computes_own_positions and "attention_mask" in prepared:
-            # decoders default to positions 0..T-1, which shifts left-padded rows; count real tokens instead
+            # positions count real tokens only (as generate() does): decoders default to 0..T-1, which
+            # shifts left-padded rows -- harmless under RoPE, wrong for absolute position embeddings
             mask = prepared["attention_mask"].long()
             prepared["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         return prepared
@@ -436,9 +439,8 @@ class HFVisionLanguageBackbone(Backbone):
 
 
 # ---------------------------------------------------------------------------- factories
-def _vlm_options_doc() -> str:
-    return ("options: path, revision, prompt, domain, pooling, vision_pooling, dtype, device_map, max_memory, "
-            "offload_folder, quantization, trust_remote_code, download, padding_side")
+_VLM_OPTIONS = ("options: path, revision, prompt, domain, pooling, vision_pooling, dtype, device_map, max_memory, "
+                "offload_folder, quantization, trust_remote_code, download, cache_dir, padding_side")
 
 
 def _build_vlm(
@@ -506,7 +508,7 @@ def _register() -> None:
         register_backbone(
             preset,
             lambda preset=preset, **options: idefics_backbone(preset, **options),
-            f"IDEFICS v1 ({repo}), image + prompt, LM layers 0..L and vision.k; {_vlm_options_doc()}",
+            f"IDEFICS v1 ({repo}), image + prompt, LM layers 0..L and vision.k; {_VLM_OPTIONS}",
             family="huggingface",
             memory=memory[preset],
         )
@@ -514,7 +516,7 @@ def _register() -> None:
         "hf:",
         generic_hf_backbone,
         "any Hugging Face image-text-to-text model with a chat template (Idefics2/3, SmolVLM, LLaVA, Qwen2-VL) "
-        f"or CLIP checkpoint, from a folder or hub id: hf:<path-or-id>; {_vlm_options_doc()}",
+        f"or CLIP checkpoint, from a folder or hub id: hf:<path-or-id>; {_VLM_OPTIONS}",
         family="huggingface",
         memory="about 2 bytes per parameter in bfloat16, 4 in float32",
     )

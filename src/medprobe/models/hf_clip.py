@@ -34,7 +34,7 @@ class ClipBackbone(Backbone):
 
     default_batch_size = 32
 
-    def __init__(self, loaded: "LoadedModel", *, name: str, vision_pooling: str = "cls", provenance: str = "") -> None:
+    def __init__(self, loaded: "LoadedModel", *, name: str, vision_pooling: str = "cls") -> None:
         import torch
 
         if vision_pooling not in VISION_POOLINGS:
@@ -46,7 +46,7 @@ class ClipBackbone(Backbone):
         self.model = loaded.model
         self.processor = loaded.processor
         self.vision_pooling = vision_pooling
-        self.provenance = provenance or loaded.source + (f"@{loaded.commit}" if loaded.commit else "")
+        self.provenance = loaded.source + (f"@{loaded.commit}" if loaded.commit else "")
         self._layers = find_layer_list(self.model.vision_model, "vision")
         self._torch = torch
 

@@ -73,8 +73,10 @@ def resolve_stack_layer(backbone: Backbone, spec: Any, main: list[str], vision: 
     Returns None when ``spec`` is none of those (the caller falls back to :meth:`Backbone.resolve_layers`)."""
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
         spec = str(int(spec))
-    if not isinstance(spec, str) or spec in backbone.layer_names():
+    if not isinstance(spec, str):
         return None
+    if spec in backbone.layer_names():
+        return [spec]
     match = re.fullmatch(r"(vision\.)?(-?\d+)", spec.strip())
     if match:
         stack = vision if match.group(1) else main

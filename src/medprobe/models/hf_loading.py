@@ -257,8 +257,8 @@ def load_hf_model(
     ``kind`` picks the model class: ``"idefics"`` (``IdeficsForVisionText2Text``), ``"clip"``
     (``CLIPModel``) or ``"auto"`` (``AutoModelForImageTextToText``). ``device_map`` /
     ``max_memory`` / ``offload_folder`` go to accelerate (e.g. ``device_map="auto"`` spreads an
-    80B model over GPUs, CPU RAM and disk); by default the model sits on the single GPU if there is
-    one, else on the CPU. ``quantization`` is ``"8bit"`` / ``"4bit"`` (bitsandbytes) or None.
+    80B model over GPUs, CPU RAM and disk); by default it is ``"auto"`` when CUDA is available
+    (everything on GPU 0 if it fits), else the model stays on the CPU. ``quantization`` is ``"8bit"`` / ``"4bit"`` (bitsandbytes) or None.
     """
     directory, commit = resolve_model_dir(source, revision=revision, download=download, cache_dir=cache_dir)
     model_type = _read_model_type(directory)
@@ -279,8 +279,8 @@ def load_hf_model(
     else:
         model_class, processor_class = transformers.AutoModelForImageTextToText, transformers.AutoProcessor
 
-    if device_map is None and torch.cuda.is_available() and quantization is None:
-        device_map = "cuda:0" if torch.cuda.device_count() == 1 else "auto"
+    if device_map is None and torch.cuda.is_available():
+        device_map = "auto"  # fills GPU 0 first, then the next GPUs, then CPU RAM
     has_safetensors = any(directory.glob("*.safetensors"))
     kwargs: dict[str, Any] = {
         "dtype": getattr(torch, dtype),
