@@ -572,6 +572,8 @@ def test_mcq_section_and_figure(tmp_path: Path) -> None:
     (lambda p: (p / "results.json").write_text('[{"task": '), "results.json is not valid JSON"),
     (lambda p: (p / "results.json").write_text('[{"task": "t"}]'), "result rows lack the field(s)"),
     (lambda p: (p / "run.json").write_text("[]"), "run.json must hold a JSON object"),
+    (lambda p: (p / "results.json").write_text(json.dumps(
+        [{**json.loads((p / "results.json").read_text())[0], "seed": "zero"}])), "row 0 needs a train_fraction"),
 ])
 def test_damaged_run_folder_names_the_file(tmp_path: Path, damage: Any, message: str) -> None:
     path = make_run_dir(tmp_path / "run", backbones={"pixels": ["raw"]}, fractions=(1.0,), seeds=(0,),

@@ -45,7 +45,7 @@ def console_lines(stderr: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = make_run_dir(tmp_path_factory.mktemp("run"), notes=f"reader note {EVIL}",
+    path = make_run_dir(tmp_path_factory.mktemp("run"), notes=f"reader note {EVIL}", groups=("ward A", "ward B"),
                         skipped=[{"sample_id": EVIL, "source": "/data/x.dcm", "error": "bad DICOM"}])
     (path / "mcq_results.json").write_text(json.dumps(MCQ_SUMMARY))
     return build_report(path)
@@ -79,7 +79,7 @@ def test_rendered_dom_tables_images_and_no_console_messages(report: Path, tmp_pa
     loaded = chromium("--dump-dom", probe.as_uri(), profile=tmp_path / "profile")
     assert console_lines(loaded.stderr) == []
     assert 'data-images-ok="yes"' in loaded.stdout
-    assert len(parse(loaded.stdout).images) == len(list((report.parent / "figures").glob("*.svg"))) == 6
+    assert len(parse(loaded.stdout).images) == len(list((report.parent / "figures").glob("*.svg"))) == 7
 
 
 def test_header_click_sorts_numerically(report: Path, tmp_path: Path) -> None:
@@ -93,12 +93,13 @@ def test_header_click_sorts_numerically(report: Path, tmp_path: Path) -> None:
     result = chromium("--dump-dom", clicked.as_uri(), profile=tmp_path / "profile")
     assert console_lines(result.stderr) == []
     cells = [row[column - 1] for row in parse(result.stdout).tables["results"]["rows"]]
-    values = [numbers(cell)[0] for cell in cells]
-    assert values == sorted(values) and values != [numbers(c[column - 1])[0] for c in
-                                                   parse(page).tables["results"]["rows"]]
+    rows = json.loads((report.parent / "results.json").read_text())
+    undefined = sum(r["value"] is None for r in rows)
+    assert undefined and cells[-undefined:] == ["n/a"] * undefined  # undefined values sort last
+    values = [numbers(cell)[0] for cell in cells[:-undefined]]
+    assert values == pytest.approx(sorted(r["value"] for r in rows if r["value"] is not None), abs=TOL)
+    assert cells != [row[column - 1] for row in parse(page).tables["results"]["rows"]]  # the order changed
     assert 'aria-sort="ascending"' in result.stdout
-    expected = sorted(r["value"] for r in json.loads((report.parent / "results.json").read_text()))
-    assert values == pytest.approx(expected, abs=TOL)
 
 
 def test_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:

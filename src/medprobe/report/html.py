@@ -557,8 +557,8 @@ SORT_SCRIPT = """
 (function(){try{
 function key(c){if(!c)return null;var s=c.getAttribute("data-sort");
  if(s!==null&&s!==""&&isFinite(+s))return +s;return c.hasAttribute("data-sort")?null:c.textContent.trim();}
-function cmp(a,b){if(a===null||a==="")return b===null||b===""?0:1;if(b===null||b==="")return -1;
- if(typeof a==="number"&&typeof b==="number")return a-b;
+function blank(v){return v===null||v==="";}
+function cmp(a,b){if(typeof a==="number"&&typeof b==="number")return a-b;
  return String(a).localeCompare(String(b),undefined,{numeric:true});}
 var tables=document.querySelectorAll("table.sortable");
 for(var t=0;t<tables.length;t++){(function(table){
@@ -570,7 +570,8 @@ for(var t=0;t<tables.length;t++){(function(table){
    th.setAttribute("aria-sort",up?"ascending":"descending");
    var rows=Array.prototype.slice.call(body.rows);
    rows.sort(function(r,s){var a=key(r.cells[col]),b=key(s.cells[col]);
-    var d=(a===null||a==="")||(b===null||b==="")?cmp(a,b):cmp(a,b)*(up?1:-1);return d;});
+    if(blank(a)||blank(b))return (blank(a)?1:0)-(blank(b)?1:0);  /* undefined values last either way */
+    return up?cmp(a,b):-cmp(a,b);});
    for(var k=0;k<rows.length;k++)body.appendChild(rows[k]);}
   th.addEventListener("click",sort);
   th.addEventListener("keydown",function(e){if(e.key==="Enter"||e.key===" "){e.preventDefault();sort();}});

@@ -51,6 +51,15 @@ def _results_frame(rows: Any, path: Path) -> pd.DataFrame:
     for column in NUMERIC_RESULT_COLUMNS:
         # JSON has no NaN in the strict sense: undefined values arrive as null; keep them as NaN.
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    # Rows are placed in tables and figures by these keys, so they must be well formed.
+    bad = frame.index[frame["train_fraction"].isna() | ~frame["train_fraction"].between(0, 1, inclusive="right")
+                      | ~frame["seed"].map(lambda v: isinstance(v, int) and not isinstance(v, bool))
+                      | ~frame["selected"].map(lambda v: isinstance(v, bool))]
+    if len(bad):
+        row = rows[int(bad[0])]
+        raise DataError(f"{path}: row {int(bad[0])} needs a train_fraction in (0, 1], an integer seed and a "
+                        f"true/false 'selected' (got {row.get('train_fraction')!r}, {row.get('seed')!r}, "
+                        f"{row.get('selected')!r})")
     frame["selected"] = frame["selected"].astype(bool)
     for column in ("backbone", "layer", "metric", "task"):
         frame[column] = frame[column].astype(str)
