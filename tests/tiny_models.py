@@ -11,7 +11,8 @@ building one takes well under a second on a CPU. The tokenizer is an offline wor
 real ids rather than ``<unk>``.
 
 Layer counts are chosen so early-stopping tests have something to skip: 3 language-model layers
-and 2 vision layers everywhere.
+and 2 vision layers everywhere. Importing this module sets ``HF_HUB_OFFLINE=1`` (unless already
+set) so nothing here ever tries the network.
 """
 
 from __future__ import annotations
