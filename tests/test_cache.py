@@ -113,3 +113,16 @@ def test_damaged_chunk_is_a_clear_error(tmp_path):
     cache.chunk_path("mean", 1).write_bytes(b"garbage")
     with pytest.raises(CacheError, match="chunk-000001"):
         cache.load("mean")
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from medprobe.features.cache import atomic_write_json
+
+    atomic_write_json(tmp_path / "x.json", {"a": float("nan")})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o666 & ~mask
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None}

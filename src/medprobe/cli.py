@@ -148,6 +148,27 @@ def demo(
 
 @app.command()
 @friendly_errors
+def mcq(
+    run_file: Path = typer.Argument(..., help="YAML MCQ run file (see configs/mcq_example.yaml)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: the run file's output_dir)"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Few-shot multiple-choice diagnosis (NEJM Image Challenge style) with a VLM."""
+    import json
+
+    from medprobe.mcq import run_mcq
+
+    folder = run_mcq(run_file, out_dir=out, overwrite=overwrite, show_progress=not quiet)
+    result = json.loads((folder / "mcq_results.json").read_text())
+    console.print(f"{result['model']} ({result['method']}): accuracy {result['accuracy']:.3f} "
+                  f"[{result['ci_low']:.3f}, {result['ci_high']:.3f}] on {result['n_cases']} cases; "
+                  f"{result['n_unparseable']} unparseable")
+    console.print(f"outputs: {folder}")
+
+
+@app.command()
+@friendly_errors
 def report(run_dir: Path = typer.Argument(..., help="a run's output folder")) -> None:
     """Regenerate report.html (and figures) from a run's saved outputs."""
     from medprobe.report import build_report

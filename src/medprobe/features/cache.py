@@ -68,6 +68,16 @@ def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:60]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; outputs should get the usual permissions.
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file, or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +88,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -266,6 +277,7 @@ class FeatureCache:
                 save_file({"features": np.ascontiguousarray(stored)}, tmp, metadata=metadata)
                 with open(tmp, "rb+") as handle:
                     os.fsync(handle.fileno())
+                os.chmod(tmp, FILE_MODE)
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
