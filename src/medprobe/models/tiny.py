@@ -1,6 +1,7 @@
 """Tiny, randomly initialised Hugging Face models of each family medprobe supports, saved to disk.
 
-Real weights cannot be downloaded here, so tests build each architecture from a config object,
+Used by the test suite and by ``medprobe bench`` (which needs a deep-but-small VLM). Real weights
+cannot be downloaded offline, so tests build each architecture from a config object,
 ``save_pretrained`` it (safetensors) together with its processor into a directory, and then load
 it back through exactly the code path a user's local copy of real weights takes.
 
@@ -150,9 +151,11 @@ def build_tiny_clip(directory: str | Path, *, seed: int = 0) -> Path:
     return path
 
 
-def build_tiny_llava(directory: str | Path, *, seed: int = 0) -> Path:
+def build_tiny_llava(directory: str | Path, *, seed: int = 0, lm_layers: int = LM_LAYERS, hidden_size: int = 32,
+                     image_size: int = 32) -> Path:
     """LLaVA-1.5 layout: CLIP vision tower (feature layer -2), MLP projector, LLaMA decoder, and a
-    ``USER: <image>\\n... ASSISTANT:`` chat template."""
+    ``USER: <image>\\n... ASSISTANT:`` chat template. ``lm_layers`` / ``hidden_size`` /
+    ``image_size`` make deeper, wider models for benchmarks."""
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
 
@@ -164,15 +167,16 @@ def build_tiny_llava(directory: str | Path, *, seed: int = 0) -> Path:
         "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
     )
     processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        image_processor=CLIPImageProcessor(size={"shortest_edge": image_size},
+                                           crop_size={"height": image_size, "width": image_size}),
         tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", image_token="<image>",
         num_additional_image_tokens=1, chat_template=template,
     )
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32,
+        vision_config=CLIPVisionConfig(image_size=image_size, patch_size=8, hidden_size=16, intermediate_size=32,
                                        num_hidden_layers=VISION_LAYERS, num_attention_heads=2, projection_dim=16),
-        text_config=LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                num_hidden_layers=LM_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+        text_config=LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                                num_hidden_layers=lm_layers, num_attention_heads=4, num_key_value_heads=2,
                                 max_position_embeddings=128, pad_token_id=tok.pad_token_id,
                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
         image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
