@@ -1,0 +1,8 @@
+"""Runs :mod:`medprobe.bench.extraction` (the code lives in the package so `medprobe bench` can run it)."""
+
+import sys
+
+from medprobe.bench.extraction import main
+
+if __name__ == "__main__":
+    sys.exit(main())

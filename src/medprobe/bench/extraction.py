@@ -1,0 +1,167 @@
+"""Extraction benchmark: the study's way vs medprobe's, on a deep tiny VLM built from a config.
+
+*Study-style*: one image per forward pass, ``output_hidden_states=True`` for every layer (LM head
+included), the pooled vector of every layer of every image kept in host RAM until the end.
+*medprobe*: batched forward passes that stop after the requested layer (no later blocks, no LM
+head), features streamed chunk by chunk into the on-disk cache.
+
+Both read layer 8 of a 24-layer LLaVA-layout model with the same prompt and last-token pooling;
+the benchmark checks the two give the same features (to float16 cache precision). Each
+measurement runs in its own subprocess so peak RSS (``ru_maxrss``) is that run's alone; it is
+measured at N and 4N images to show whether memory grows with the data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LAYER = "8"
+LM_LAYERS = 24
+
+
+def _images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.random((size, size, 3), dtype=np.float32) for _ in range(n)]
+
+
+def _dataset(n: int, size: int):
+    import pandas as pd
+
+    from medprobe.data.dataset import Dataset
+
+    images = _images(n, size)
+    table = pd.DataFrame({"sample_id": [f"img{i:06d}" for i in range(n)], "split": "train",
+                          "label": [i % 2 for i in range(n)], "group": None, "source": [f"mem:{i}" for i in range(n)]})
+    return Dataset("bench", table, ["a", "b"], "binary", lambda row: images[int(row["source"][4:])],
+                   preprocessing={"bench": 1})
+
+
+def _study_style(model_dir: Path, n: int, size: int) -> dict[str, Any]:
+    """Batch 1, every layer, all pooled vectors of all layers held in RAM."""
+    import torch
+
+    from medprobe.models.hf_common import to_pil
+    from medprobe.models.registry import create_backbone
+
+    backbone = create_backbone(f"hf:{model_dir}", dtype="float32")
+    model = backbone.model
+    held: list[list[np.ndarray]] = []
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for image in _images(n, size):
+            inputs = backbone.encode([to_pil(image)], [backbone.prompt])
+            out = model(**inputs, output_hidden_states=True, use_cache=False)
+            held.append([h[0, -1].float().numpy().copy() for h in out.hidden_states])
+    elapsed = time.perf_counter() - started
+    layer8 = np.stack([layers[int(LAYER)] for layers in held])
+    return {"seconds": elapsed, "features": layer8}
+
+
+def _medprobe(model_dir: Path, n: int, size: int, cache_root: Path, batch_size: int) -> dict[str, Any]:
+    from medprobe.features import extract_features
+    from medprobe.models.registry import create_backbone
+
+    backbone = create_backbone(f"hf:{model_dir}", dtype="float32")
+    dataset = _dataset(n, size)
+    started = time.perf_counter()
+    cache = extract_features(backbone, dataset, [LAYER], cache_root, batch_size=batch_size, chunk_size=64,
+                             show_progress=False)
+    elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "features": cache.load(LAYER)[1]}
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process; prints a JSON line."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.mode == "study":
+        result = _study_style(Path(args.model), args.n, args.size)
+    else:
+        result = _medprobe(Path(args.model), args.n, args.size, Path(args.cache), args.batch_size)
+    np.save(args.features, result["features"])
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"mode": args.mode, "n": args.n, "seconds": result["seconds"], "peak_rss_mb": peak_mb}))
+
+
+def _measure(mode: str, model_dir: Path, n: int, size: int, work: Path, batch_size: int, threads: int) -> dict:
+    features = work / f"{mode}-{n}.npy"
+    cache = work / f"cache-{mode}-{n}"
+    command = [sys.executable, "-m", "medprobe.bench.extraction", "--worker", "--mode", mode, "--model",
+               str(model_dir), "--n", str(n), "--size", str(size), "--cache", str(cache), "--features",
+               str(features), "--batch-size", str(batch_size), "--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["features"] = np.load(features)
+    return result
+
+
+def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
+    """Measure both ways side by side; returns images/s, their ratio and peak RSS at N and 4N."""
+    from medprobe.models.tiny import build_tiny_llava
+
+    n = 24 if quick else 150
+    size, batch_size = 64, 16
+    with tempfile.TemporaryDirectory(prefix="medprobe-bench-") as tmp:
+        work = Path(tmp)
+        model_dir = build_tiny_llava(work / "model", lm_layers=LM_LAYERS, hidden_size=256, image_size=size)
+        rows = {}
+        for mode in ("study", "medprobe"):
+            for count in (n, 4 * n):
+                rows[(mode, count)] = _measure(mode, model_dir, count, size, work, batch_size, threads)
+        reference, ours = rows[("study", n)]["features"], rows[("medprobe", n)]["features"]
+        max_abs_diff = float(np.abs(reference.astype(np.float16).astype(np.float32) - ours).max())
+    speed = {mode: (4 * n) / rows[(mode, 4 * n)]["seconds"] for mode in ("study", "medprobe")}
+    return {
+        "name": "extraction (24-layer tiny LLaVA, layer 8)",
+        "n": n,
+        "study_images_per_s": speed["study"],
+        "medprobe_images_per_s": speed["medprobe"],
+        "ratio": speed["medprobe"] / speed["study"],
+        "study_peak_rss_mb": {n: rows[("study", n)]["peak_rss_mb"], 4 * n: rows[("study", 4 * n)]["peak_rss_mb"]},
+        "medprobe_peak_rss_mb": {n: rows[("medprobe", n)]["peak_rss_mb"],
+                                 4 * n: rows[("medprobe", 4 * n)]["peak_rss_mb"]},
+        "max_abs_diff_vs_study": max_abs_diff,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["study", "medprobe"])
+    parser.add_argument("--model")
+    parser.add_argument("--n", type=int)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--cache")
+    parser.add_argument("--features")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(args)
+        return
+    result = run(quick=args.quick, threads=args.threads)
+    n = result["n"]
+    print(f"{result['name']}: study-style {result['study_images_per_s']:.1f} img/s, "
+          f"medprobe {result['medprobe_images_per_s']:.1f} img/s -> {result['ratio']:.1f}x")
+    for who in ("study", "medprobe"):
+        rss = result[f"{who}_peak_rss_mb"]
+        print(f"  peak RSS {who:>8}: N={n}: {rss[n]:.0f} MB, 4N={4 * n}: {rss[4 * n]:.0f} MB")
+    print(f"  max |feature difference| vs study-style (float16 cache): {result['max_abs_diff_vs_study']:.2e}")
+
+
+if __name__ == "__main__":
+    main()
