@@ -169,6 +169,37 @@ def mcq(
 
 @app.command()
 @friendly_errors
+def bench(
+    full: bool = typer.Option(False, "--full", help="the full sizes of benchmarks/README.md (minutes)"),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="bootstrap, probes and/or extraction"),
+) -> None:
+    """Check this machine: naive way vs medprobe, side by side (small sizes by default)."""
+    import importlib
+
+    names = only or ["bootstrap", "probes", "extraction"]
+    table = Table(title="medprobe bench" + (" (full size)" if full else " (quick sizes)"))
+    for column in ("benchmark", "naive", "medprobe", "speed-up", "agreement"):
+        table.add_column(column)
+    for name in names:
+        if name not in ("bootstrap", "probes", "extraction"):
+            raise typer.BadParameter(f"unknown benchmark {name!r}")
+        console.print(f"running {name} ...")
+        result = importlib.import_module(f"medprobe.bench.{name}").run(quick=not full)
+        if name == "extraction":
+            table.add_row(result["name"], f"{result['study_images_per_s']:.1f} img/s",
+                          f"{result['medprobe_images_per_s']:.1f} img/s", f"{result['ratio']:.1f}x",
+                          f"max |diff| {result['max_abs_diff_vs_study']:.1e}")
+        elif name == "probes":
+            table.add_row(result["name"], f"{result['naive_s']:.2f} s", f"{result['ours_s']:.2f} s",
+                          f"{result['ratio']:.1f}x", f"AUC {result['auc_naive']:.4f} vs {result['auc_ours']:.4f}")
+        else:
+            table.add_row(result["name"], f"{result['naive_s']:.2f} s", f"{result['ours_s']:.3f} s",
+                          f"{result['ratio']:.1f}x", f"max |diff| {result['max_abs_diff']:.1e}")
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
 def report(run_dir: Path = typer.Argument(..., help="a run's output folder")) -> None:
     """Regenerate report.html (and figures) from a run's saved outputs."""
     from medprobe.report import build_report
