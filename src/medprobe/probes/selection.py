@@ -1,0 +1,206 @@
+"""Choosing the regularisation strength C (and the layer) of a probe without looking at test data.
+
+* :func:`select_probe`: fit the whole C grid on the training split (one warm-started path) and
+  keep the C with the best score on the validation split.
+* :func:`cv_select`: for data without a validation split -- K folds inside the training data
+  (class-stratified, optionally grouped by patient), C chosen on the mean held-out score.
+* :func:`select_layer`: run :func:`select_probe` on each layer's features and keep the layer
+  with the best validation score.
+
+Refit policy (kept simple, as in the study): after choosing C on the validation split the probe
+that was fitted on the *training split alone* is returned -- it is not refitted on train + val, so
+its validation score is the one it was chosen by and the validation data stay out of the fit.
+:func:`cv_select` has no such probe (each fold's probe saw only part of the training data), so it
+refits once on all of the training data at the chosen C.
+
+Ties go to the smallest C (the simplest model) and, for layers, to the first layer given.
+
+Validation metrics (scikit-learn, per class then averaged):
+
+* ``"auc"``: binary -- AUC of the positive class; multiclass -- macro one-vs-rest AUC;
+  multilabel -- mean AUC over findings. Classes (findings) whose validation labels are all
+  positive or all negative have no AUC and are left out of the mean (with every class present
+  this is exactly ``roc_auc_score(average="macro", multi_class="ovr")``).
+* ``"f1"``: macro-F1 of the predicted classes (argmax, ties to the lower index; multilabel:
+  probability > 0.5), averaged over the classes that occur in the labels or the predictions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score, roc_auc_score
+
+from medprobe.errors import ConfigError, DataError
+from medprobe.probes.logistic import THRESHOLD, LinearProbe, TaskType, check_features, check_labels
+
+Metric = Literal["auc", "f1"]
+METRICS: tuple[str, ...] = ("auc", "f1")
+#: the default C grid: inverse L2 strengths from very strong to weak regularisation
+DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 2, 7))
+
+
+def validation_score(y_true: np.ndarray, probabilities: np.ndarray, task_type: TaskType, metric: Metric = "auc") -> float:
+    """Macro AUC (default) or macro-F1 of predicted probabilities; see the module docstring."""
+    if metric not in METRICS:
+        raise ConfigError(f"unknown selection metric {metric!r}; expected one of {', '.join(METRICS)}")
+    y = np.asarray(y_true)
+    p = np.asarray(probabilities)
+    if metric == "f1":
+        if task_type == "multilabel":
+            return float(f1_score(y, (p > THRESHOLD).astype(np.int64), average="macro", zero_division=np.nan))
+        return float(f1_score(y, np.argmax(p, axis=1), average="macro"))
+    if task_type == "binary":
+        columns = [(y == 1, p[:, 1])]
+    elif task_type == "multiclass":
+        columns = [(y == k, p[:, k]) for k in range(p.shape[1])]
+    else:
+        columns = [(y[:, k] == 1, p[:, k]) for k in range(p.shape[1])]
+    aucs = [roc_auc_score(positive, score) for positive, score in columns if 0 < positive.sum() < len(positive)]
+    if not aucs:
+        raise DataError("the validation labels have only one class (for every finding), so AUC is undefined; "
+                        "use a larger validation split or metric='f1'")
+    return float(np.mean(aucs))
+
+
+def _grid(Cs: Sequence[float]) -> list[float]:
+    values = [float(c) for c in Cs]
+    if not values or any(not np.isfinite(c) or c <= 0 for c in values):
+        raise ConfigError(f"Cs must be a non-empty list of positive finite numbers, got {list(Cs)}")
+    return sorted(set(values))
+
+
+def _best_index(scores: Sequence[float]) -> int:
+    """Index of the highest score; the first (smallest C / first layer) among ties."""
+    return int(np.argmax(np.asarray(scores, dtype=float)))
+
+
+def select_probe(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    task_type: TaskType,
+    Cs: Sequence[float] = DEFAULT_CS,
+    metric: Metric = "auc",
+    **probe_params: Any,
+) -> tuple[LinearProbe, pd.DataFrame]:
+    """Fit every C on train (one path), score each on val, return the best probe and the table.
+
+    ``probe_params`` go to :class:`LinearProbe` (``max_iter``, ``tol``, ``dtype``, ``device``,
+    ``n_classes``, ``history_size``). The table has one row per C (ascending): ``C``,
+    ``val_score``, ``n_iter``, ``converged``, ``fit_seconds``, ``selected``. The returned probe is
+    the one fitted on the training split (see the refit policy in the module docstring).
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"unknown selection metric {metric!r}; expected one of {', '.join(METRICS)}")
+    grid = _grid(Cs)
+    X_train = check_features(X_train, "X_train")
+    X_val = check_features(X_val, "X_val", X_train.shape[1])
+    _, k = check_labels(y_train, task_type, X_train.shape[0], "y_train", probe_params.get("n_classes"))
+    check_labels(y_val, task_type, X_val.shape[0], "y_val", k, require_all=False)
+
+    probes = LinearProbe(task_type, **probe_params).fit_path(X_train, y_train, grid)
+    scores = [validation_score(y_val, probe.predict_proba(X_val), task_type, metric) for probe in probes]
+    best = _best_index(scores)
+    table = pd.DataFrame({
+        "C": grid, "val_score": scores,
+        "n_iter": [p.n_iter_ for p in probes], "converged": [p.converged_ for p in probes],
+        "fit_seconds": [p.fit_seconds_ for p in probes], "selected": [i == best for i in range(len(grid))],
+    })
+    return probes[best], table
+
+
+def _fold_names(n_splits: int) -> list[str]:
+    return [f"fold{i}" for i in range(n_splits)]
+
+
+def cv_select(
+    X: np.ndarray,
+    y: np.ndarray,
+    task_type: TaskType,
+    Cs: Sequence[float] = DEFAULT_CS,
+    metric: Metric = "auc",
+    n_splits: int = 5,
+    groups: Sequence | np.ndarray | None = None,
+    seed: int = 0,
+    **probe_params: Any,
+) -> tuple[LinearProbe, pd.DataFrame]:
+    """Choose C by K-fold cross-validation inside the training data; refit on all of it.
+
+    Folds come from :func:`medprobe.data.splits.group_stratified_split` with K equal shares, so
+    they are class-stratified for all three task types and, with ``groups`` (a patient id per
+    sample), never split a patient across folds. Each fold's C path is scored on its held-out
+    fold; C maximises the mean held-out score. The table has ``C``, ``val_score`` (the mean),
+    ``val_std``, one ``fold<i>`` column per fold and ``selected``.
+    """
+    from medprobe.data.splits import group_stratified_split
+
+    if metric not in METRICS:
+        raise ConfigError(f"unknown selection metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if not (isinstance(n_splits, int) and n_splits >= 2):
+        raise ConfigError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+    grid = _grid(Cs)
+    X = check_features(X, "X")
+    labels, k = check_labels(y, task_type, X.shape[0], "y", probe_params.get("n_classes"))
+    names = _fold_names(n_splits)
+    folds = group_stratified_split(labels, groups, {name: 1.0 / n_splits for name in names}, seed)
+    if task_type == "multiclass":
+        probe_params = {**probe_params, "n_classes": k}
+
+    fold_scores: dict[str, list[float]] = {}
+    for name in names:
+        held_out = folds == name
+        if held_out.all() or not held_out.any():
+            raise DataError(f"cross-validation {name} is empty or holds every sample; use fewer folds")
+        try:
+            probes = LinearProbe(task_type, **probe_params).fit_path(X[~held_out], labels[~held_out], grid)
+            fold_scores[name] = [validation_score(labels[held_out], p.predict_proba(X[held_out]), task_type, metric)
+                                 for p in probes]
+        except DataError as error:
+            raise DataError(f"cross-validation {name} ({int(held_out.sum())} held-out samples): {error}") from error
+
+    table = pd.DataFrame({"C": grid, **fold_scores})
+    table["val_score"] = table[names].mean(axis=1)
+    table["val_std"] = table[names].std(axis=1, ddof=1)
+    best = _best_index(table["val_score"].to_numpy())
+    table["selected"] = np.arange(len(grid)) == best
+    probe = LinearProbe(task_type, C=grid[best], **probe_params).fit(X, labels)
+    return probe, table[["C", "val_score", "val_std", *names, "selected"]]
+
+
+def select_layer(
+    features_by_layer_train: Mapping[str, np.ndarray],
+    features_by_layer_val: Mapping[str, np.ndarray],
+    y_train: np.ndarray,
+    y_val: np.ndarray,
+    task_type: TaskType,
+    Cs: Sequence[float] = DEFAULT_CS,
+    metric: Metric = "auc",
+    **probe_params: Any,
+) -> tuple[str, dict[str, float], dict[str, LinearProbe]]:
+    """The layer whose val-selected probe scores best on validation.
+
+    Returns ``(best_layer, {layer: best val score}, {layer: its val-selected probe})``; every
+    layer gets its own C (via :func:`select_probe`). Layers are tried in the mapping's order.
+    """
+    layers = list(features_by_layer_train)
+    if not layers:
+        raise DataError("select_layer needs features of at least one layer")
+    if set(layers) != set(features_by_layer_val):
+        raise DataError(f"train and val features cover different layers: {sorted(layers)} vs "
+                        f"{sorted(features_by_layer_val)}")
+    scores: dict[str, float] = {}
+    probes: dict[str, LinearProbe] = {}
+    for layer in layers:
+        try:
+            probe, table = select_probe(features_by_layer_train[layer], y_train, features_by_layer_val[layer], y_val,
+                                        task_type, Cs=Cs, metric=metric, **probe_params)
+        except DataError as error:
+            raise DataError(f"layer {layer!r}: {error}") from error
+        probes[layer] = probe
+        scores[layer] = float(table.loc[table["selected"], "val_score"].iloc[0])
+    best = layers[_best_index([scores[layer] for layer in layers])]
+    return best, scores, probes

@@ -1,0 +1,396 @@
+"""Probes: agreement with scikit-learn's LogisticRegression, the C path, selection, input errors.
+
+References are independent: scikit-learn fitted on ``StandardScaler`` output, scikit-learn's
+metrics, and the objective ``0.5 ||W||^2 + C * sum(logloss)`` written out in NumPy.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.preprocessing import StandardScaler
+
+from medprobe.errors import ConfigError, DataError
+from medprobe.probes import (
+    LinearProbe,
+    cv_select,
+    select_layer,
+    select_probe,
+    validation_score,
+)
+
+SK_TIGHT = {"solver": "lbfgs", "tol": 1e-10, "max_iter": 10_000}
+
+
+def make_data(n: int, d: int, k: int, seed: int, noise: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Class means in a 3-D subspace plus noise; raw features with offsets, unequal scales and
+    one constant column, so the standardiser matters."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, size=n)
+    means = rng.normal(0, 1.0, size=(k, 3))
+    latent = means[y] + rng.normal(0, 1.0, size=(n, 3))
+    X = latent @ rng.normal(0, 1.0, size=(3, d)) + noise * rng.normal(size=(n, d))
+    X = X * np.exp(rng.normal(0, 1.5, size=d)) + rng.normal(0, 50, size=d)
+    X[:, 1] = 7.5
+    return X, y
+
+
+def multilabel_from(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Overlapping findings: finding j is present for class j, and randomly for some others."""
+    rng = np.random.default_rng(seed)
+    Y = np.eye(k, dtype=np.int64)[y]
+    Y[:, 0] |= (y == 1) & (rng.random(len(y)) < 0.5)
+    Y[:, 2] |= rng.random(len(y)) < 0.1
+    return Y
+
+
+def objective(probe_coef: np.ndarray, intercept: np.ndarray, Xs: np.ndarray, y: np.ndarray, C: float, kind: str) -> float:
+    """scikit-learn's primal objective: 0.5 ||W||^2 + C * sum of log-losses (NumPy, float64)."""
+    z = Xs @ probe_coef.T + intercept
+    if kind == "softmax":
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        loss = -log_p[np.arange(len(y)), y].sum()
+    else:
+        t = y.reshape(z.shape)
+        loss = (np.logaddexp(0, z) - t * z).sum()
+    return 0.5 * float((probe_coef ** 2).sum()) + C * float(loss)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    X, y = make_data(900, 30, 4, seed=0)
+    return {"X_train": X[:500], "y_train": y[:500], "X_val": X[500:700], "y_val": y[500:700],
+            "X_test": X[700:], "y_test": y[700:]}
+
+
+def standardised(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    scaler = StandardScaler().fit(data["X_train"])
+    return scaler.transform(data["X_train"]), scaler.transform(data["X_test"])
+
+
+# --------------------------------------------------------------------------- agreement with sklearn
+@pytest.mark.parametrize("dtype,tol,max_prob_diff", [("float64", 1e-7, 1e-4), ("float32", 1e-5, 1e-3)])
+@pytest.mark.parametrize("C", [0.01, 1.0])
+def test_binary_matches_sklearn(data, dtype, tol, max_prob_diff, C):
+    y = (data["y_train"] >= 2).astype(int)
+    y_test = (data["y_test"] >= 2).astype(int)
+    Xs, Xs_test = standardised(data)
+    reference = LogisticRegression(C=C, **SK_TIGHT).fit(Xs, y)
+    probe = LinearProbe("binary", C, tol=tol, dtype=dtype, device="cpu").fit(data["X_train"], y)
+
+    assert probe.coef_.shape == (1, 30) and probe.intercept_.shape == (1,)
+    np.testing.assert_allclose(probe.mean_, StandardScaler().fit(data["X_train"]).mean_, rtol=1e-12)
+    proba = probe.predict_proba(data["X_test"])
+    assert proba.shape == (len(y_test), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    assert np.abs(proba - reference.predict_proba(Xs_test)).max() < max_prob_diff
+    np.testing.assert_allclose(probe.coef_, reference.coef_, atol=10 * max_prob_diff)
+    np.testing.assert_allclose(probe.intercept_, reference.intercept_, atol=10 * max_prob_diff)
+    auc = roc_auc_score(y_test, proba[:, 1])
+    assert abs(auc - roc_auc_score(y_test, reference.predict_proba(Xs_test)[:, 1])) < 0.002
+    assert probe.coef_[0, 1] == 0.0  # the constant feature standardises to zeros and keeps no weight
+    np.testing.assert_array_equal(probe.predict(data["X_test"]), (proba[:, 1] > 0.5).astype(int))
+
+
+@pytest.mark.parametrize("dtype,tol,max_prob_diff", [("float64", 1e-7, 1e-4), ("float32", 1e-5, 1e-3)])
+@pytest.mark.parametrize("C", [0.01, 1.0])
+def test_multinomial_matches_sklearn(data, dtype, tol, max_prob_diff, C):
+    Xs, Xs_test = standardised(data)
+    reference = LogisticRegression(C=C, **SK_TIGHT).fit(Xs, data["y_train"])
+    probe = LinearProbe("multiclass", C, tol=tol, dtype=dtype, device="cpu").fit(data["X_train"], data["y_train"])
+
+    assert probe.coef_.shape == (4, 30) and probe.intercept_.shape == (4,)
+    proba = probe.predict_proba(data["X_test"])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert np.abs(proba - reference.predict_proba(Xs_test)).max() < max_prob_diff
+    np.testing.assert_allclose(probe.coef_, reference.coef_, atol=10 * max_prob_diff)
+    auc = roc_auc_score(data["y_test"], proba, multi_class="ovr")
+    assert abs(auc - roc_auc_score(data["y_test"], reference.predict_proba(Xs_test), multi_class="ovr")) < 0.002
+    np.testing.assert_array_equal(probe.predict(data["X_test"]), proba.argmax(axis=1))
+    np.testing.assert_array_equal(probe.classes_, np.arange(4))
+
+
+@pytest.mark.parametrize("dtype,tol,max_prob_diff", [("float64", 1e-7, 1e-4), ("float32", 1e-5, 1e-3)])
+def test_multilabel_matches_one_sklearn_model_per_finding(data, dtype, tol, max_prob_diff):
+    Y = multilabel_from(data["y_train"], 4, seed=1)
+    Y_test = multilabel_from(data["y_test"], 4, seed=2)
+    Xs, Xs_test = standardised(data)
+    probe = LinearProbe("multilabel", 0.1, tol=tol, dtype=dtype, device="cpu").fit(data["X_train"], Y)
+    proba = probe.predict_proba(data["X_test"])
+    assert proba.shape == (len(Y_test), 4)
+    for j in range(4):
+        reference = LogisticRegression(C=0.1, **SK_TIGHT).fit(Xs, Y[:, j])
+        assert np.abs(proba[:, j] - reference.predict_proba(Xs_test)[:, 1]).max() < max_prob_diff
+        np.testing.assert_allclose(probe.coef_[j], reference.coef_[0], atol=10 * max_prob_diff)
+        assert abs(roc_auc_score(Y_test[:, j], proba[:, j])
+                   - roc_auc_score(Y_test[:, j], reference.predict_proba(Xs_test)[:, 1])) < 0.002
+    np.testing.assert_array_equal(probe.predict(data["X_test"]), (proba > 0.5).astype(np.int64))
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+def test_weakly_regularised_objective_is_at_least_as_low_as_sklearn(data, kind):
+    """At large C the problem is ill-conditioned and scikit-learn stops on its relative-decrease
+    rule; our solution must still reach (at least) the same objective value."""
+    C = 100.0
+    Xs, _ = standardised(data)
+    y = data["y_train"] if kind == "softmax" else (data["y_train"] == 0).astype(int)
+    task = "multiclass" if kind == "softmax" else "binary"
+    reference = LogisticRegression(C=C, **SK_TIGHT).fit(Xs, y)
+    probe = LinearProbe(task, C, tol=1e-7, dtype="float64", max_iter=5000, device="cpu").fit(data["X_train"], y)
+    ours = objective(probe.coef_, probe.intercept_, Xs, y, C, kind)
+    theirs = objective(reference.coef_, reference.intercept_, Xs, y, C, kind)
+    assert ours <= theirs * (1 + 1e-9)
+    assert probe.converged_
+
+
+# --------------------------------------------------------------------------- the C path
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_path_equals_fitting_each_C_from_scratch(data, task):
+    y = {"binary": (data["y_train"] == 3).astype(int), "multiclass": data["y_train"],
+         "multilabel": multilabel_from(data["y_train"], 4, seed=3)}[task]
+    Cs = [1.0, 1e-3, 0.1, 1e-2]  # deliberately unsorted: results come back in this order
+    settings = {"tol": 1e-7, "dtype": "float64", "device": "cpu", "max_iter": 2000}
+    path = LinearProbe(task, **settings).fit_path(data["X_train"], y, Cs)
+    assert [p.C for p in path] == Cs
+    for probe, C in zip(path, Cs):
+        scratch = LinearProbe(task, C, **settings).fit(data["X_train"], y)
+        assert probe.converged_ and scratch.converged_
+        assert np.abs(probe.predict_proba(data["X_test"]) - scratch.predict_proba(data["X_test"])).max() < 1e-5
+        np.testing.assert_allclose(probe.coef_, scratch.coef_, atol=1e-4)
+
+
+def test_fit_is_deterministic_and_a_sklearn_estimator(data):
+    probe = LinearProbe("multiclass", 0.1, device="cpu")
+    first = clone(probe).fit(data["X_train"], data["y_train"])
+    second = clone(probe).fit(data["X_train"], data["y_train"])
+    np.testing.assert_array_equal(first.coef_, second.coef_)
+    np.testing.assert_array_equal(first.predict_proba(data["X_test"]), second.predict_proba(data["X_test"]))
+    assert probe.get_params()["C"] == 0.1 and not hasattr(probe, "coef_")
+    assert first.fit(data["X_train"], data["y_train"]) is first
+
+
+def test_float32_features_and_float_labels_give_the_same_probe(data):
+    """float32 features (what the cache stores) and float-typed labels are taken as they are."""
+    X32 = data["X_train"].astype(np.float32)
+    settings = {"C": 0.1, "tol": 1e-6, "dtype": "float64", "device": "cpu"}
+    probe32 = LinearProbe("multiclass", **settings).fit(X32, data["y_train"])
+    probe64 = LinearProbe("multiclass", **settings).fit(X32.astype(np.float64), data["y_train"].astype(float))
+    np.testing.assert_array_equal(probe32.coef_, probe64.coef_)
+
+
+def test_max_iter_reached_warns(data):
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        probe = LinearProbe("multiclass", 10.0, max_iter=2, tol=1e-9, device="cpu").fit(data["X_train"], data["y_train"])
+    assert not probe.converged_ and probe.n_iter_ == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_matches_cpu(data):
+    settings = {"tol": 1e-7, "dtype": "float64"}
+    cpu = LinearProbe("multiclass", 0.1, device="cpu", **settings).fit(data["X_train"], data["y_train"])
+    gpu = LinearProbe("multiclass", 0.1, device="cuda", **settings).fit(data["X_train"], data["y_train"])
+    assert np.abs(cpu.predict_proba(data["X_test"]) - gpu.predict_proba(data["X_test"])).max() < 1e-6
+
+
+# --------------------------------------------------------------------------- validation metric
+def test_validation_score_matches_sklearn(data):
+    rng = np.random.default_rng(5)
+    y = data["y_val"]
+    p = rng.dirichlet(np.ones(4), size=len(y))
+    p[np.arange(len(y)), y] += 0.3
+    p /= p.sum(axis=1, keepdims=True)
+    assert validation_score(y, p, "multiclass") == pytest.approx(roc_auc_score(y, p, multi_class="ovr"))
+    assert validation_score(y, p, "multiclass", "f1") == pytest.approx(f1_score(y, p.argmax(1), average="macro"))
+    b = (y == 0).astype(int)
+    pb = np.column_stack([1 - p[:, 0], p[:, 0]])
+    assert validation_score(b, pb, "binary") == pytest.approx(roc_auc_score(b, p[:, 0]))
+    Y = multilabel_from(y, 4, seed=6)
+    assert validation_score(Y, p, "multilabel") == pytest.approx(roc_auc_score(Y, p, average="macro"))
+    assert validation_score(Y, p, "multilabel", "f1") == pytest.approx(
+        f1_score(Y, (p > 0.5).astype(int), average="macro", zero_division=np.nan))
+    # a finding with no positives in val has no AUC: the mean runs over the other findings
+    Y[:, 3] = 0
+    expected = np.mean([roc_auc_score(Y[:, j], p[:, j]) for j in range(3)])
+    assert validation_score(Y, p, "multilabel") == pytest.approx(expected)
+    with pytest.raises(DataError, match="only one class"):
+        validation_score(np.zeros(len(y), dtype=int), pb, "binary")
+    with pytest.raises(ConfigError, match="selection metric"):
+        validation_score(b, pb, "binary", "accuracy")
+
+
+# --------------------------------------------------------------------------- selection
+@pytest.mark.parametrize("metric", ["auc", "f1"])
+def test_select_probe_maximises_the_validation_metric(data, metric):
+    Cs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    settings = {"tol": 1e-6, "dtype": "float64", "device": "cpu"}  # tight: F1 jumps with small changes
+    best, table = select_probe(data["X_train"], data["y_train"], data["X_val"], data["y_val"], "multiclass",
+                               Cs=Cs, metric=metric, **settings)
+    assert list(table["C"]) == Cs and int(table["selected"].sum()) == 1
+    # independent recomputation: one probe per C fitted on train only, scored with sklearn on val
+    expected = []
+    for C in Cs:
+        probe = LinearProbe("multiclass", C, **settings).fit(data["X_train"], data["y_train"])
+        proba = probe.predict_proba(data["X_val"])
+        expected.append(roc_auc_score(data["y_val"], proba, multi_class="ovr") if metric == "auc"
+                        else f1_score(data["y_val"], proba.argmax(1), average="macro"))
+    np.testing.assert_allclose(table["val_score"], expected, atol=1e-3)
+    assert best.C == table.loc[table["selected"], "C"].item()
+    assert table.loc[table["selected"], "val_score"].item() == table["val_score"].max()
+    # refit policy: the returned probe is the train-only fit (validation data never enter the fit)
+    train_only = LinearProbe("multiclass", best.C, **settings).fit(data["X_train"], data["y_train"])
+    np.testing.assert_allclose(best.predict_proba(data["X_test"]), train_only.predict_proba(data["X_test"]), atol=1e-4)
+
+
+def test_select_probe_fits_on_train_and_scores_on_val_only(data, monkeypatch):
+    """Spy on the probe: fitting sees exactly the training split, scoring exactly the validation split."""
+    fitted_on, scored_on = [], []
+    fit_path, predict_proba = LinearProbe.fit_path, LinearProbe.predict_proba
+
+    def spy_fit_path(self, X, y, Cs):
+        fitted_on.append((X, y))
+        return fit_path(self, X, y, Cs)
+
+    def spy_predict_proba(self, X):
+        scored_on.append(X)
+        return predict_proba(self, X)
+
+    monkeypatch.setattr(LinearProbe, "fit_path", spy_fit_path)
+    monkeypatch.setattr(LinearProbe, "predict_proba", spy_predict_proba)
+    select_probe(data["X_train"], data["y_train"], data["X_val"], data["y_val"], "multiclass",
+                 Cs=[1e-3, 1e-1, 10.0], device="cpu")
+    assert len(fitted_on) == 1 and fitted_on[0][0] is data["X_train"] and fitted_on[0][1] is data["y_train"]
+    assert len(scored_on) == 3 and all(X is data["X_val"] for X in scored_on)
+
+
+def test_select_probe_errors(data):
+    with pytest.raises(DataError, match="X_val has 29 features"):
+        select_probe(data["X_train"], data["y_train"], data["X_val"][:, 1:], data["y_val"], "multiclass")
+    y_val = data["y_val"].copy()
+    y_val[3] = 4
+    with pytest.raises(DataError, match=r"y_val has labels outside 0\.\.3.*\[4\]"):
+        select_probe(data["X_train"], data["y_train"], data["X_val"], y_val, "multiclass")
+    with pytest.raises(ConfigError, match="Cs"):
+        select_probe(data["X_train"], data["y_train"], data["X_val"], data["y_val"], "multiclass", Cs=[0.1, -1])
+    with pytest.raises(ConfigError, match="selection metric"):
+        select_probe(data["X_train"], data["y_train"], data["X_val"], data["y_val"], "multiclass", metric="acc")
+
+
+def test_cv_select_grouped_folds(data):
+    X, y = data["X_train"], data["y_train"]
+    groups = np.arange(len(y)) // 3  # patients with three images each
+    Cs = [1e-3, 1e-1, 10.0]
+    probe, table = cv_select(X, y, "multiclass", Cs=Cs, n_splits=3, groups=groups, seed=1, device="cpu")
+    assert list(table.columns) == ["C", "val_score", "val_std", "fold0", "fold1", "fold2", "selected"]
+    np.testing.assert_allclose(table["val_score"], table[["fold0", "fold1", "fold2"]].mean(axis=1))
+    assert probe.C == Cs[int(np.argmax(table["val_score"]))]
+    refit = LinearProbe("multiclass", probe.C, device="cpu").fit(X, y)
+    np.testing.assert_allclose(probe.coef_, refit.coef_, atol=1e-6)
+
+    from medprobe.data.splits import group_stratified_split
+    folds = group_stratified_split(y, groups, {f"fold{i}": 1 / 3 for i in range(3)}, seed=1)
+    assert all(len(set(folds[groups == g])) == 1 for g in np.unique(groups))  # no patient in two folds
+    held = folds == "fold1"
+    proba = LinearProbe("multiclass", Cs[0], device="cpu").fit(X[~held], y[~held]).predict_proba(X[held])
+    assert table["fold1"].iloc[0] == pytest.approx(roc_auc_score(y[held], proba, multi_class="ovr"), abs=2e-3)
+
+
+def test_cv_select_multilabel_and_fold_errors(data):
+    Y = multilabel_from(data["y_train"], 4, seed=7)
+    probe, table = cv_select(data["X_train"], Y, "multilabel", Cs=[1e-2, 1.0], n_splits=2, device="cpu")
+    assert probe.predict_proba(data["X_test"]).shape == (len(data["X_test"]), 4)
+    assert table["selected"].sum() == 1
+    rare = Y.copy()
+    rare[:, 3] = 0
+    rare[0, 3] = 1  # one positive: some fold's training part has none
+    with pytest.raises(DataError, match=r"cross-validation fold\d.*finding 3: no positives"):
+        cv_select(data["X_train"], rare, "multilabel", Cs=[1.0], n_splits=2, device="cpu")
+    with pytest.raises(ConfigError, match="n_splits"):
+        cv_select(data["X_train"], data["y_train"], "multiclass", n_splits=1)
+
+
+def test_select_layer_prefers_the_informative_layer(data):
+    rng = np.random.default_rng(9)
+    train = {"noise": rng.normal(size=data["X_train"].shape), "good": data["X_train"]}
+    val = {"noise": rng.normal(size=data["X_val"].shape), "good": data["X_val"]}
+    best, scores, probes = select_layer(train, val, data["y_train"], data["y_val"], "multiclass",
+                                        Cs=[1e-3, 1e-1], device="cpu")
+    assert best == "good" and list(scores) == ["noise", "good"]
+    assert scores["good"] > 0.7 > scores["noise"]
+    proba = probes["good"].predict_proba(data["X_val"])
+    assert scores["good"] == pytest.approx(roc_auc_score(data["y_val"], proba, multi_class="ovr"))
+    with pytest.raises(DataError, match="different layers"):
+        select_layer(train, {"good": val["good"]}, data["y_train"], data["y_val"], "multiclass")
+
+
+# --------------------------------------------------------------------------- input errors
+def test_non_finite_features_are_reported_with_rows_and_features(data):
+    X = data["X_train"].copy()
+    X[7, 4] = np.nan
+    X[12, 4] = np.inf
+    X[12, 9] = -np.inf
+    with pytest.raises(DataError, match=r"2 row\(s\) with NaN or inf values in 2 feature\(s\) \(first: row 7, feature 4\)"):
+        LinearProbe("multiclass").fit(X, data["y_train"])
+    with pytest.raises(DataError, match="X_train has 2 row"):
+        select_probe(X, data["y_train"], data["X_val"], data["y_val"], "multiclass")
+    probe = LinearProbe("multiclass", device="cpu").fit(data["X_train"], data["y_train"])
+    with pytest.raises(DataError, match="first: row 7"):
+        probe.predict_proba(X)
+
+
+@pytest.mark.parametrize("task,labels,message", [
+    ("multilabel", lambda y: y, r"multilabel task must be a 0/1 matrix"),
+    ("binary", lambda y: np.eye(4)[y], r"binary task must be a 1-D array"),
+    ("binary", lambda y: y, r"labels outside 0\.\.1"),
+    ("multiclass", lambda y: np.where(y == 0, -1, y), r"labels outside 0\.\.3.*\[-1\]"),
+    ("multiclass", lambda y: np.where(y == 1, 0, y), r"class\(es\) \[1\] of 0\.\.3 have no training samples"),
+    ("binary", lambda y: np.zeros_like(y), r"fewer than 2 classes \(only \[0\]\)"),
+    ("multiclass", lambda y: np.zeros_like(y), r"fewer than 2 classes"),
+    ("multiclass", lambda y: y[:-1], r"499 label rows but the features have 500 rows"),
+    ("multiclass", lambda y: y + 0.5, r"non-integer"),
+    ("multiclass", lambda y: np.where(y == 0, np.nan, y), r"missing label"),
+    ("multilabel", lambda y: np.eye(4, dtype=int)[y] * 2, r"must be 0/1"),
+    ("multilabel", lambda y: np.column_stack([np.eye(4, dtype=int)[y], np.ones_like(y)]), r"finding 4: no negatives"),
+])
+def test_label_errors(data, task, labels, message):
+    with pytest.raises(DataError, match=message):
+        LinearProbe(task, device="cpu").fit(data["X_train"], labels(data["y_train"]))
+
+
+def test_multiclass_missing_last_class_needs_n_classes(data):
+    y = np.where(data["y_train"] == 3, 2, data["y_train"])
+    with pytest.raises(DataError, match=r"class\(es\) \[3\]"):
+        LinearProbe("multiclass", n_classes=4, device="cpu").fit(data["X_train"], y)
+    with pytest.raises(DataError, match=r"labels outside 0\.\.2"):
+        LinearProbe("multiclass", n_classes=3, device="cpu").fit(data["X_train"], data["y_train"])
+
+
+def test_setting_and_usage_errors(data):
+    with pytest.raises(ConfigError, match="unknown task type"):
+        LinearProbe("regression").fit(data["X_train"], data["y_train"])
+    with pytest.raises(ConfigError, match="dtype"):
+        LinearProbe("multiclass", dtype="float16").fit(data["X_train"], data["y_train"])
+    with pytest.raises(ConfigError, match="repeated"):
+        LinearProbe("multiclass").fit_path(data["X_train"], data["y_train"], [0.1, 0.1])
+    with pytest.raises(DataError, match="not fitted"):
+        LinearProbe("multiclass").predict_proba(data["X_test"])
+    with pytest.raises(DataError, match="2-D array"):
+        LinearProbe("multiclass").fit(data["X_train"][:, 0], data["y_train"])
+    with pytest.raises(DataError, match="real numbers"):
+        LinearProbe("multiclass").fit(data["X_train"].astype(str), data["y_train"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            LinearProbe("multiclass", device="cuda").fit(data["X_train"], data["y_train"])
+
+
+def test_no_convergence_warnings_at_defaults(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        LinearProbe("multiclass").fit_path(data["X_train"], data["y_train"], [1e-4, 1e-2, 1.0, 100.0])
