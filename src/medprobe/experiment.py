@@ -16,6 +16,7 @@ import io
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
 
 import medprobe
 from medprobe.config import BackboneConfig, RunConfig
@@ -58,6 +60,7 @@ class ProbeOutcome:
     C: float
     val_score: float
     test_scores: np.ndarray
+    converged: bool = True
     selected: bool = False
 
 
@@ -239,15 +242,20 @@ class Experiment:
             candidates = []
             for layer in layers:
                 X = features[layer]
-                probe, table = select_probe(
-                    X[train], y_train, X[splits.index["val"]], splits.labels["val"], dataset.task_type,
-                    Cs=probe_config.Cs, metric=probe_config.selection_metric, max_iter=probe_config.max_iter,
-                    device=probe_config.device,
-                )
-                val_score = float(max(table["val_score"]))
+                with warnings.catch_warnings():
+                    # non-convergence at the extreme Cs of the grid is expected; it is recorded per
+                    # row in results.json ("converged") instead of flooding the terminal
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    probe, table = select_probe(
+                        X[train], y_train, X[splits.index["val"]], splits.labels["val"], dataset.task_type,
+                        Cs=probe_config.Cs, metric=probe_config.selection_metric, max_iter=probe_config.max_iter,
+                        device=probe_config.device, n_classes=len(dataset.classes),
+                    )
+                chosen = table[table["selected"]].iloc[0]
                 test_scores = probe.predict_proba(X[splits.index["test"]])
                 candidates.append(ProbeOutcome(spec.display_name, layer, fraction, seed, float(probe.C),
-                                               val_score, test_scores))
+                                               float(chosen["val_score"]), test_scores,
+                                               converged=bool(chosen["converged"])))
             best = max(candidates, key=lambda outcome: outcome.val_score)
             best.selected = True
             self.outcomes.extend(candidates)
@@ -271,6 +279,7 @@ class Experiment:
                     "ci_high": summary["ci_high"], "n_test": int(len(y_test)),
                     "n_bootstrap_dropped": int(summary["n_dropped"]),
                     "selected": outcome.selected, "C": outcome.C, "val_score": outcome.val_score,
+                    "converged": outcome.converged,
                 })
         rows.extend(self.group_rows(dataset, test_ids, y_test))
         comparisons = self.compare(dataset, y_test, indices)
