@@ -240,7 +240,12 @@ def _dinov2_layers(model_path: Path) -> dict[str, OnnxLayer]:
     """Map block i to the last residual ``Add`` of ``/backbone/encoder/layer.i`` (its output)."""
     import onnx
 
-    graph = onnx.load(str(model_path), load_external_data=False).graph
+    if not model_path.is_file():
+        raise ModelError(f"backbone 'dinov2-s-onnx': ONNX model file not found: {model_path}")
+    try:
+        graph = onnx.load(str(model_path), load_external_data=False).graph
+    except Exception as error:  # a damaged file
+        raise ModelError(f"backbone 'dinov2-s-onnx': cannot read ONNX file {model_path}: {error}") from error
     last_add: dict[int, str] = {}
     for node in graph.node:  # nodes are topologically sorted: the last Add of a block wins
         match = re.match(r"/backbone/encoder/layer\.(\d+)/Add(_\d+)?$", node.name)
