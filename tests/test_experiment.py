@@ -184,3 +184,34 @@ def test_real_pneumoniamnist_with_pixels(shared_data_dir, tmp_path):
     auc = next(r for r in rows if r["metric"] == "auc")
     assert auc["n_test"] == 624
     assert 0.8 < auc["value"] < 0.99 and auc["ci_low"] < auc["value"] < auc["ci_high"]
+
+
+def test_cli_turns_unexpected_errors_into_one_message(tmp_path, monkeypatch):
+    import medprobe.experiment as experiment
+
+    def broken(*args, **kwargs):
+        raise ValueError("something deep broke")
+
+    monkeypatch.setattr(experiment, "run_experiment", broken)
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text("data: {adapter: medmnist}\nbackbones: [{name: pixels}]\n")
+    result = CliRunner().invoke(app, ["run", str(run_file)])
+    assert result.exit_code == 1
+    assert "ValueError: something deep broke" in result.output and "MEDPROBE_DEBUG" in result.output
+
+
+def test_class_missing_from_test_is_a_clear_error(tmp_path):
+    data_dir = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in {"train": 40, "val": 20, "test": 20}.items():
+        arrays[f"{split}_images"] = (rng.random((count, 28, 28)) * 255).astype(np.uint8)
+        labels = rng.integers(0, 2, size=count) if split != "test" else np.ones(count, int)
+        arrays[f"{split}_labels"] = labels[:, None].astype(np.uint8)
+    (data_dir / "medmnist").mkdir(parents=True)
+    np.savez(data_dir / "medmnist" / "pneumoniamnist.npz", **arrays)
+    config = parse_config({"output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+                           "data": {"adapter": "medmnist", "root": str(data_dir)},
+                           "backbones": [{"name": "pixels"}]})
+    with pytest.raises(Exception, match=r"no samples in the test split: \['normal'\]"):
+        run_experiment(config, show_progress=False)

@@ -7,6 +7,7 @@ clear red message and exit code 2, never a bare traceback.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -33,6 +34,15 @@ def friendly_errors(command: Callable) -> Callable:
         except KeyboardInterrupt:
             console.print("[yellow]interrupted; the feature cache keeps every finished chunk, rerun to resume[/]")
             raise typer.Exit(130)
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise
+        except Exception as error:  # a bug or an environment problem: still one clear message
+            if os.environ.get("MEDPROBE_DEBUG"):
+                raise
+            console.print(f"[bold red]unexpected error:[/] {type(error).__name__}: {error}\n"
+                          "Set MEDPROBE_DEBUG=1 to see the traceback, and please report it.",
+                          highlight=False)
+            raise typer.Exit(1)
     return wrapper
 
 

@@ -118,15 +118,16 @@ def check_test_split(dataset: Dataset) -> None:
     dataset.split("train")
     if dataset.task_type == "multilabel":
         positives = labels.sum(axis=0)
-        negatives = len(labels) - positives
+        lacking = [c for c, p in zip(dataset.classes, positives) if p == 0 or p == len(labels)]
+        what = "findings with no positive (or no negative) test samples"
     else:
-        positives = np.bincount(labels, minlength=len(dataset.classes))
-        negatives = len(labels) - positives
-    empty = [c for c, p, n in zip(dataset.classes, positives, negatives) if p == 0 or n == 0]
-    if empty:
+        counts = np.bincount(labels, minlength=len(dataset.classes))
+        lacking = [c for c, n in zip(dataset.classes, counts) if n == 0]
+        what = "classes with no samples in the test split"
+    if lacking:
         raise DataError(
-            f"dataset {dataset.name!r}: class(es) {empty} have no positive (or no negative) samples in "
-            "the test split, so their AUC is undefined; change the split or drop the class"
+            f"dataset {dataset.name!r}: {what}: {lacking}; their AUC would be undefined. "
+            "Change the split or drop the class."
         )
 
 
