@@ -18,6 +18,7 @@ from medprobe.data.adapters import (
     resolve_data_root,
 )
 from medprobe.data.images import preprocess, preprocessing_fingerprint
+from medprobe.data.splits import group_stratified_split
 from medprobe.errors import ConfigError, DataError, ImageReadError
 
 RNG = np.random.default_rng(1)
@@ -189,6 +190,35 @@ def test_assign_splits_edge_cases():
         assign_splits([0, 1], None, (0.5, 0.5, 0.5))
     with pytest.raises(DataError):
         assign_splits([0, 1], ["a"])
+
+
+def test_assign_splits_is_the_shared_rule_over_non_zero_shares():
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(1, 4, 150)
+    groups = np.repeat([f"p{i}" for i in range(150)], sizes)
+    labels = np.repeat(rng.choice(["benign", "malignant", "normal"], 150), sizes)
+    for fractions in ((0.7, 0.1, 0.2), (0.8, 0.0, 0.2), (0.0, 0.5, 0.5)):
+        splits = assign_splits(labels, groups, fractions, seed=4)
+        wanted = {n: f for n, f in zip(("train", "val", "test"), fractions) if f > 0}
+        np.testing.assert_array_equal(splits, group_stratified_split(labels, groups, wanted, seed=4))
+        assert set(splits) == set(wanted)  # a 0 share stays empty, every other split is filled
+        table = pd.DataFrame({"group": groups, "split": splits})
+        assert (table.groupby("group")["split"].nunique() == 1).all()
+        for name, share in wanted.items():
+            assert abs(np.mean(splits == name) - share) < 0.04, (fractions, name)
+
+
+def test_assign_splits_loads_sets_with_fewer_groups_than_splits():
+    # Two patients cannot fill three splits: the set still loads (for inspection); groups stay whole.
+    splits = assign_splits(["a", "b", "a"], ["p1", "p2", "p1"], seed=3)
+    assert splits[0] == splits[2] and set(splits) <= {"train", "val", "test"}
+    assert np.array_equal(splits, assign_splits(["a", "b", "a"], ["p1", "p2", "p1"], seed=3))
+    with pytest.raises(ConfigError, match="three non-negative numbers"):
+        assign_splits([0, 1, 0], None, (0.9, 0.1))
+    with pytest.raises(ConfigError, match="non-negative"):
+        assign_splits([0, 1, 0], None, (1.1, -0.1, 0.0))
+    with pytest.raises(DataError, match="empty set"):
+        assign_splits([], None)
 
 
 # -------------------------------------------------------------------------- image folder

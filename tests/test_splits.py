@@ -100,6 +100,17 @@ def test_too_few_groups_and_bad_fractions_are_errors() -> None:
         group_stratified_split([0, 1, 1], ["a", "b"])
 
 
+def test_allow_empty_only_matters_when_groups_are_too_few() -> None:
+    labels, groups = random_cohort(4, n=400)
+    np.testing.assert_array_equal(
+        group_stratified_split(labels, groups, seed=3),
+        group_stratified_split(labels, groups, seed=3, allow_empty=True),
+    )
+    tiny_labels, tiny_groups = [0, 1, 0, 1], np.array(["a", "a", "b", "b"])
+    splits = group_stratified_split(tiny_labels, tiny_groups, seed=0, allow_empty=True)
+    assert groups_in_one_split(splits, tiny_groups)
+    assert set(splits) <= {"train", "val", "test"} and len(set(splits)) <= 2
+
 def test_tiny_split_is_never_left_empty() -> None:
     # Three equal groups and a 2% split: by lag alone the third group goes to train or test
     # (each lags 9.4 samples vs 1.2 for val), so val must be filled from the largest split.

@@ -5,8 +5,9 @@ Each adapter returns a :class:`~medprobe.data.dataset.Dataset` whose reader retu
 feature extractor can report (or skip) exactly the sample that failed. Images are only read when
 features are extracted, never while the table is built.
 
-:func:`assign_splits` is the one split rule used when a source has no splits of its own: groups
-(patients) stay whole, and each split gets its fraction of every class.
+:func:`assign_splits` carves splits when a source has none of its own: it takes train/val/test
+fractions as a 3-tuple and delegates to :func:`medprobe.data.splits.group_stratified_split`, the
+project's one split rule (groups stay whole, each split gets its fraction of every class).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 
 from medprobe.data.dataset import SPLITS, Dataset, TaskType
 from medprobe.data.images import looks_like_image, preprocess, preprocessing_fingerprint, read_image
+from medprobe.data.splits import group_stratified_split
 from medprobe.errors import ConfigError, DataError, ImageReadError
 
 DATA_DIR_ENV = "MEDPROBE_DATA_DIR"
@@ -57,51 +59,21 @@ def assign_splits(
     its own group. ``fractions``: train/val/test shares summing to 1 (a 0 share leaves that split
     empty).
 
-    Groups are visited largest first (ties in a seeded random order) and each goes, whole, to the
-    split that is relatively furthest from its target -- per class and in total -- so every split
-    ends near its fraction of each class and no patient is in two splits. Deterministic for a seed.
+    A thin adapter over :func:`medprobe.data.splits.group_stratified_split`, so data sets split
+    here and splits carved anywhere else follow one rule. Only the non-zero shares are passed on,
+    because that rule gives every split it is asked for at least one group; a 0 share thus leaves
+    its split empty. A data set with fewer groups than splits still loads (some splits stay
+    empty) so that tiny sets can be inspected; the stage that needs a missing split says so.
+    Deterministic for a seed.
     """
     shares = np.asarray(fractions, dtype=np.float64)
     if shares.shape != (3,) or (shares < 0).any() or not np.isclose(shares.sum(), 1.0):
-        raise ConfigError(f"split fractions must be three non-negative numbers summing to 1, got {fractions!r}")
-    label_array = np.asarray(labels, dtype=object if np.ndim(labels) == 1 else np.float64)
-    n = len(label_array)
-    if n == 0:
+        raise ConfigError(f"split fractions must be three non-negative numbers (train, val, test) "
+                          f"summing to 1, got {fractions!r}")
+    if len(labels) == 0:
         raise DataError("cannot split an empty set of samples")
-    if label_array.ndim == 2:
-        indicators = label_array
-    else:
-        _, codes = np.unique(label_array.astype(str), return_inverse=True)
-        indicators = np.eye(codes.max() + 1)[codes]
-    # One extra column counts samples, so split sizes are balanced as well as classes.
-    indicators = np.hstack([indicators, np.ones((n, 1))])
-
-    group_ids = [None] * n if groups is None else list(groups)
-    if len(group_ids) != n:
-        raise DataError(f"assign_splits: {n} labels but {len(group_ids)} group ids")
-    group_codes = np.empty(n, dtype=np.int64)
-    index: dict[tuple[str, Any], int] = {}
-    for i, group in enumerate(group_ids):
-        key = ("sample", i) if _is_missing(group) else ("group", group)
-        group_codes[i] = index.setdefault(key, len(index))
-    per_group = np.zeros((len(index), indicators.shape[1]))
-    np.add.at(per_group, group_codes, indicators)
-
-    rng = np.random.default_rng(seed)
-    visit = rng.permutation(len(index))
-    visit = visit[np.argsort(-per_group[visit, -1], kind="stable")]
-    target = shares[:, None] * indicators.sum(axis=0)[None, :]
-    assigned = np.zeros_like(target)
-    split_of_group = np.empty(len(index), dtype=np.int64)
-    for g in visit:
-        counts = per_group[g]
-        missing = (target - assigned) / np.where(target > 0, target, 1.0)
-        score = (missing * counts).sum(axis=1) / counts.sum()
-        score[shares == 0] = -np.inf
-        chosen = int(np.argmax(score))
-        split_of_group[g] = chosen
-        assigned[chosen] += counts
-    return np.asarray(SPLITS, dtype=object)[split_of_group[group_codes]]
+    wanted = {name: float(share) for name, share in zip(SPLITS, shares) if share > 0}
+    return group_stratified_split(labels, groups, wanted, seed, allow_empty=True)
 
 
 def _is_missing(value: Any) -> bool:

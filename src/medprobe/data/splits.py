@@ -105,20 +105,21 @@ def _assign_groups(
         placed_classes[split] += counts[g]
         placed_sizes[split] += sizes[g]
 
-    _fill_empty_splits(assignment, sizes, n_splits, rng)
+    if n_groups >= n_splits:
+        _fill_empty_splits(assignment, sizes, n_splits, rng)
     return assignment
 
 
 def _fill_empty_splits(assignment: np.ndarray, sizes: np.ndarray, n_splits: int, rng: np.random.Generator) -> None:
     """Give every split at least one group: a greedy pass can leave a tiny split empty when the
-    data has few groups, and an empty split would fail every later stage."""
+    data has few groups, and an empty split would fail every later stage. Needs at least as many
+    groups as splits: then, while a split is empty, some other split holds two or more groups
+    and can give up its smallest one."""
     for split in range(n_splits):
         if (assignment == split).any():
             continue
         groups_per_split = np.bincount(assignment, minlength=n_splits)
         donor = int(groups_per_split.argmax())
-        if groups_per_split[donor] < 2:
-            raise DataError(f"too few groups ({len(assignment)}) to fill {n_splits} splits")
         candidates = np.flatnonzero(assignment == donor)
         smallest = candidates[sizes[candidates] == sizes[candidates].min()]
         assignment[rng.choice(smallest)] = split
@@ -130,12 +131,17 @@ def group_stratified_split(
     groups: Sequence | np.ndarray | None = None,
     fractions: Mapping[str, float] | None = None,
     seed: int = 0,
+    *,
+    allow_empty: bool = False,
 ) -> np.ndarray:
     """Split name per sample: no group in two splits, class shares close to ``fractions``.
 
     ``fractions`` maps split names to positive shares summing to 1 (default train/val/test =
-    0.7/0.1/0.2). Shares are met per class in sample counts as closely as whole groups allow.
-    Raises :class:`DataError` when there are fewer groups than splits.
+    0.7/0.1/0.2). Shares are met per class in sample counts as closely as whole groups allow,
+    and every split gets at least one group. Fewer groups than splits raise :class:`DataError`
+    unless ``allow_empty``: then each group still goes where the greedy rule puts it and the
+    splits no group reaches stay empty (for loading tiny data sets, e.g. to inspect them; the
+    stage that needs a missing split reports it).
     """
     names, shares = _check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
     matrix = _label_matrix(labels)
@@ -144,7 +150,7 @@ def group_stratified_split(
     if n == 0:
         return np.array([], dtype=object)
     n_groups = int(codes.max()) + 1
-    if n_groups < len(names):
+    if n_groups < len(names) and not allow_empty:
         raise DataError(f"cannot split {n_groups} group(s) into {len(names)} splits {names}")
     assignment = _assign_groups(matrix, codes, shares, np.random.default_rng(seed))
     return np.array(names, dtype=object)[assignment[codes]]
