@@ -29,9 +29,9 @@ LAYER = "8"
 LM_LAYERS = 24
 
 
-def _images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.random((size, size, 3), dtype=np.float32) for _ in range(n)]
+def _image(index: int, size: int) -> np.ndarray:
+    """Image ``index``, generated on demand (like reading a file) so neither way holds them all."""
+    return np.random.default_rng(index).random((size, size, 3), dtype=np.float32)
 
 
 def _dataset(n: int, size: int):
@@ -39,10 +39,9 @@ def _dataset(n: int, size: int):
 
     from medprobe.data.dataset import Dataset
 
-    images = _images(n, size)
     table = pd.DataFrame({"sample_id": [f"img{i:06d}" for i in range(n)], "split": "train",
                           "label": [i % 2 for i in range(n)], "group": None, "source": [f"mem:{i}" for i in range(n)]})
-    return Dataset("bench", table, ["a", "b"], "binary", lambda row: images[int(row["source"][4:])],
+    return Dataset("bench", table, ["a", "b"], "binary", lambda row: _image(int(row["source"][4:]), size),
                    preprocessing={"bench": 1})
 
 
@@ -58,7 +57,7 @@ def _study_style(model_dir: Path, n: int, size: int) -> dict[str, Any]:
     held: list[list[np.ndarray]] = []
     started = time.perf_counter()
     with torch.inference_mode():
-        for image in _images(n, size):
+        for image in (_image(i, size) for i in range(n)):
             inputs = backbone.encode([to_pil(image)], [backbone.prompt])
             out = model(**inputs, output_hidden_states=True, use_cache=False)
             held.append([h[0, -1].float().numpy().copy() for h in out.hidden_states])
@@ -74,7 +73,7 @@ def _medprobe(model_dir: Path, n: int, size: int, cache_root: Path, batch_size: 
     backbone = create_backbone(f"hf:{model_dir}", dtype="float32")
     dataset = _dataset(n, size)
     started = time.perf_counter()
-    cache = extract_features(backbone, dataset, [LAYER], cache_root, batch_size=batch_size, chunk_size=64,
+    cache = extract_features(backbone, dataset, [LAYER], cache_root, batch_size=batch_size, chunk_size=128,
                              show_progress=False)
     elapsed = time.perf_counter() - started
     return {"seconds": elapsed, "features": cache.load(LAYER)[1]}
@@ -95,6 +94,7 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _measure(mode: str, model_dir: Path, n: int, size: int, work: Path, batch_size: int, threads: int) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
     features = work / f"{mode}-{n}.npy"
     cache = work / f"cache-{mode}-{n}"
     command = [sys.executable, "-m", "medprobe.bench.extraction", "--worker", "--mode", mode, "--model",
@@ -113,17 +113,24 @@ def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
     from medprobe.models.tiny import build_tiny_llava
 
     n = 24 if quick else 150
-    size, batch_size = 64, 16
+    size, batch_size = 64, 32
     with tempfile.TemporaryDirectory(prefix="medprobe-bench-") as tmp:
         work = Path(tmp)
         model_dir = build_tiny_llava(work / "model", lm_layers=LM_LAYERS, hidden_size=256, image_size=size)
         rows = {}
         for mode in ("study", "medprobe"):
-            for count in (n, 4 * n):
-                rows[(mode, count)] = _measure(mode, model_dir, count, size, work, batch_size, threads)
+            rows[(mode, n)] = _measure(mode, model_dir, n, size, work, batch_size, threads)
+        # The timed runs (4N) alternate twice and keep each way's faster run, so a burst of load
+        # on a shared machine does not decide the ratio.
+        seconds = {"study": [], "medprobe": []}
+        for repeat in range(2):
+            for mode in ("study", "medprobe"):
+                result = _measure(mode, model_dir, 4 * n, size, work / f"r{repeat}", batch_size, threads)
+                rows[(mode, 4 * n)] = result
+                seconds[mode].append(result["seconds"])
         reference, ours = rows[("study", n)]["features"], rows[("medprobe", n)]["features"]
         max_abs_diff = float(np.abs(reference.astype(np.float16).astype(np.float32) - ours).max())
-    speed = {mode: (4 * n) / rows[(mode, 4 * n)]["seconds"] for mode in ("study", "medprobe")}
+    speed = {mode: (4 * n) / min(seconds[mode]) for mode in ("study", "medprobe")}
     return {
         "name": "extraction (24-layer tiny LLaVA, layer 8)",
         "n": n,
