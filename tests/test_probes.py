@@ -77,7 +77,7 @@ def standardised(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- agreement with sklearn
-@pytest.mark.parametrize("dtype,tol,max_prob_diff", [("float64", 1e-7, 1e-4), ("float32", 1e-5, 1e-3)])
+@pytest.mark.parametrize("dtype,tol,max_prob_diff", [("float64", 1e-7, 1e-4), ("float32", 5e-5, 1e-3)])
 @pytest.mark.parametrize("C", [0.01, 1.0])
 def test_binary_matches_sklearn(data, dtype, tol, max_prob_diff, C):
     y = (data["y_train"] >= 2).astype(int)
@@ -100,7 +100,7 @@ def test_binary_matches_sklearn(data, dtype, tol, max_prob_diff, C):
     np.testing.assert_array_equal(probe.predict(data["X_test"]), (proba[:, 1] > 0.5).astype(int))
 
 
-@pytest.mark.parametrize("dtype,tol,max_prob_diff", [("float64", 1e-7, 1e-4), ("float32", 1e-5, 1e-3)])
+@pytest.mark.parametrize("dtype,tol,max_prob_diff", [("float64", 1e-7, 1e-4), ("float32", 5e-5, 1e-3)])
 @pytest.mark.parametrize("C", [0.01, 1.0])
 def test_multinomial_matches_sklearn(data, dtype, tol, max_prob_diff, C):
     Xs, Xs_test = standardised(data)
@@ -118,7 +118,7 @@ def test_multinomial_matches_sklearn(data, dtype, tol, max_prob_diff, C):
     np.testing.assert_array_equal(probe.classes_, np.arange(4))
 
 
-@pytest.mark.parametrize("dtype,tol,max_prob_diff", [("float64", 1e-7, 1e-4), ("float32", 1e-5, 1e-3)])
+@pytest.mark.parametrize("dtype,tol,max_prob_diff", [("float64", 1e-7, 1e-4), ("float32", 5e-5, 1e-3)])
 def test_multilabel_matches_one_sklearn_model_per_finding(data, dtype, tol, max_prob_diff):
     Y = multilabel_from(data["y_train"], 4, seed=1)
     Y_test = multilabel_from(data["y_test"], 4, seed=2)
