@@ -1,0 +1,31 @@
+"""`medprobe bench` runs the benchmarks; correctness of their comparisons (not speed) is checked."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from medprobe.cli import app
+
+
+def test_bench_bootstrap_quick_agrees_with_sklearn():
+    from medprobe.bench.bootstrap import run
+
+    result = run(quick=True)
+    assert result["max_abs_diff"] < 1e-12
+    assert result["naive_s"] > 0 and result["ours_s"] > 0
+
+
+def test_bench_cli_table():
+    result = CliRunner().invoke(app, ["bench", "--only", "bootstrap"])
+    assert result.exit_code == 0, result.output
+    assert "bootstrap_per_class_auc" in result.output and "max |diff|" in result.output
+
+
+@pytest.mark.slow
+def test_bench_probes_and_extraction_quick():
+    from medprobe.bench import extraction, probes
+
+    assert probes.run(quick=True)["auc_abs_diff"] <= 0.002
+    result = extraction.run(quick=True)
+    assert result["max_abs_diff_vs_study"] < 1e-2  # float16 cache vs float32 study-style features
