@@ -5,7 +5,7 @@ included), the pooled vector of every layer of every image kept in host RAM unti
 *medprobe*: batched forward passes that stop after the requested layer (no later blocks, no LM
 head), features streamed chunk by chunk into the on-disk cache.
 
-Both read layer 8 of a 24-layer LLaVA-layout model with the same prompt and last-token pooling;
+Both read layer 8 of a 32-layer (like IDEFICS-9B) LLaVA-layout model with the same prompt and last-token pooling;
 the benchmark checks the two give the same features (to float16 cache precision). Each
 measurement runs in its own subprocess so peak RSS (``ru_maxrss``) is that run's alone; it is
 measured at N and 4N images to show whether memory grows with the data set.
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 LAYER = "8"
-LM_LAYERS = 24
+LM_LAYERS = 32  # as IDEFICS-9B (LLaMA-7B) has; the issue asks for >= 24
 
 
 def _image(index: int, size: int) -> np.ndarray:
@@ -132,7 +132,7 @@ def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
         max_abs_diff = float(np.abs(reference.astype(np.float16).astype(np.float32) - ours).max())
     speed = {mode: (4 * n) / min(seconds[mode]) for mode in ("study", "medprobe")}
     return {
-        "name": "extraction (24-layer tiny LLaVA, layer 8)",
+        "name": f"extraction ({LM_LAYERS}-layer tiny LLaVA, layer {LAYER})",
         "n": n,
         "study_images_per_s": speed["study"],
         "medprobe_images_per_s": speed["medprobe"],
