@@ -113,6 +113,6 @@ def test_disk_full_is_a_clear_error(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module, "save_file", full)
+    monkeypatch.setattr(cache_module.os, "fsync", full)  # the kernel reports ENOSPC when data is flushed
     with pytest.raises(CacheError, match="disk full"):
         extract_features(ToyBackbone(), make_dataset(8), ["mean"], tmp_path, show_progress=False)

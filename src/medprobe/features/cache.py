@@ -41,7 +41,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 import medprobe
 from medprobe.errors import CacheError
@@ -268,20 +268,8 @@ class FeatureCache:
         # and resumed caches must be byte-identical to uninterrupted ones.
         metadata = {"medprobe": _canonical_json(
             {"layer": layer, "sample_ids": list(sample_ids), "skipped": list(skipped)})}
-        path = self.chunk_path(layer, index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _disk_errors(path):
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(fd)
-            try:
-                save_file({"features": np.ascontiguousarray(stored)}, tmp, metadata=metadata)
-                with open(tmp, "rb+") as handle:
-                    os.fsync(handle.fileno())
-                os.chmod(tmp, FILE_MODE)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        atomic_write_bytes(self.chunk_path(layer, index),
+                           save({"features": np.ascontiguousarray(stored)}, metadata=metadata))
 
     def mark_complete(self, layer: str) -> None:
         if self.missing([layer]):

@@ -12,12 +12,23 @@ the backbone, because only it knows which tokens are image tokens.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from medprobe.errors import ModelError
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a (model) file, read in 4 MiB blocks; part of backbone fingerprints."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class Backbone(ABC):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from medprobe.models.base import file_sha256
 from medprobe.errors import ModelError
 
 ModelKind = Literal["auto", "idefics", "clip"]
@@ -154,14 +155,6 @@ def _default_cache() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _weights_signature(path: Path) -> str:
     """Hub-cache blobs are named by their sha256 (free); other weight files are too big to hash
     on every run, so they are identified by size plus a hash of their first and last MiB, which
@@ -190,7 +183,7 @@ def file_signatures(directory: Path) -> dict[str, str]:
         if path.suffix in _WEIGHT_SUFFIXES:
             signatures[name] = _weights_signature(path)
         elif path.suffix in _SMALL_FILE_SUFFIXES and not name.lower().startswith("readme"):
-            signatures[name] = "sha256:" + _sha256_file(path)
+            signatures[name] = "sha256:" + file_sha256(path)
     return signatures
 
 

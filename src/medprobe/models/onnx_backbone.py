@@ -19,7 +19,6 @@ Presets wrap real pretrained networks that ship inside PyPI wheels (see ``RESOUR
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from medprobe.errors import ModelError
-from medprobe.models.base import Backbone
+from medprobe.models.base import Backbone, file_sha256
 from medprobe.models.imaging import normalise, resize_batch
 from medprobe.models.registry import register_backbone
 
@@ -46,14 +45,6 @@ POOLINGS = ("cls", "mean")
 class OnnxLayer:
     tensor: str
     kind: TensorKind
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _packaged_model(package: str, filename: str, pip_name: str) -> Path:
@@ -131,7 +122,7 @@ class OnnxBackbone(Backbone):
 
     def fingerprint(self) -> dict[str, Any]:
         if self._sha256 is None:
-            self._sha256 = _file_sha256(self.model_path)
+            self._sha256 = file_sha256(self.model_path)
         return {
             "backbone": self.name,
             "model_sha256": self._sha256,
