@@ -82,10 +82,11 @@ def extract(
 
     config, _ = _load(run_file, None)
     if engine:
-        config.extraction.engine = engine  # validated below by re-parsing
         from medprobe.config import parse_config
 
-        config = parse_config(config.model_dump(), str(run_file))
+        data = config.model_dump()
+        data["extraction"]["engine"] = engine  # validated like the run file itself
+        config = parse_config(data, f"{run_file} (--engine)")
     experiment = Experiment(config, show_progress=not quiet)
     dataset = experiment.load_data()
     for spec in config.backbones:

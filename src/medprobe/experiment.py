@@ -272,16 +272,7 @@ class Experiment:
             point = compute_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes)
             replicates = bootstrap_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes, indices)
             for metric, value in point.items():
-                summary = summarise(value, replicates[metric])
-                rows.append({
-                    "task": self.config.name, "backbone": outcome.backbone, "layer": outcome.layer,
-                    "train_fraction": outcome.train_fraction, "seed": outcome.seed, "metric": metric,
-                    "value": summary["value"], "sd": summary["sd"], "ci_low": summary["ci_low"],
-                    "ci_high": summary["ci_high"], "n_test": int(len(y_test)),
-                    "n_bootstrap_dropped": int(summary["n_dropped"]),
-                    "selected": outcome.selected, "C": outcome.C, "val_score": outcome.val_score,
-                    "converged": outcome.converged,
-                })
+                rows.append(self.result_row(outcome, metric, summarise(value, replicates[metric]), len(y_test)))
         rows.extend(self.group_rows(dataset, test_ids, y_test))
         comparisons = self.compare(dataset, y_test, indices)
         return rows, comparisons
@@ -301,15 +292,20 @@ class Experiment:
             for row in per_group_metrics(y_test, outcome.test_scores, groups, dataset.task_type, dataset.classes,
                                          metrics=[self.config.task_metric], n_replicates=self.config.stats.n_bootstrap,
                                          seed=self.config.seed):
-                rows.append({
-                    "task": self.config.name, "backbone": outcome.backbone, "layer": outcome.layer,
-                    "train_fraction": outcome.train_fraction, "seed": outcome.seed,
-                    "metric": f"{row['metric']}@{row['group']}", "value": row["value"], "sd": row["sd"],
-                    "ci_low": row["ci_low"], "ci_high": row["ci_high"], "n_test": row["n"],
-                    "n_bootstrap_dropped": int(row["n_dropped"]), "selected": True, "C": outcome.C,
-                    "val_score": outcome.val_score,
-                })
+                rows.append(self.result_row(outcome, f"{row['metric']}@{row['group']}", row, row["n"]))
         return rows
+
+    def result_row(self, outcome: ProbeOutcome, metric: str, summary: dict[str, Any], n_test: int) -> dict[str, Any]:
+        """One results.json row: a probe's metric with its bootstrap summary."""
+        return {
+            "task": self.config.name, "backbone": outcome.backbone, "layer": outcome.layer,
+            "train_fraction": outcome.train_fraction, "seed": outcome.seed, "metric": metric,
+            "value": summary["value"], "sd": summary["sd"], "ci_low": summary["ci_low"],
+            "ci_high": summary["ci_high"], "n_test": int(n_test),
+            "n_bootstrap_dropped": int(summary["n_dropped"]),
+            "selected": outcome.selected, "C": outcome.C, "val_score": outcome.val_score,
+            "converged": outcome.converged,
+        }
 
     def compare(self, dataset: Dataset, y_test: np.ndarray, indices: np.ndarray) -> list[dict[str, Any]]:
         """Paired tests of each backbone's selected layer against the reference backbone."""
