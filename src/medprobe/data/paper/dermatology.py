@@ -1,0 +1,172 @@
+"""Dermatology tasks: T3 ISIC 2018 (HAM10000) diagnoses, T4 SIIM-ISIC 2020 melanoma."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medprobe.data.dataset import Dataset
+from medprobe.errors import DataError
+from medprobe.data.paper.common import (
+    absolute,
+    check_fraction,
+    common_root,
+    drop_missing,
+    finish,
+    integers,
+    locate,
+    read_csv,
+    split_pool,
+)
+
+ISIC2018_CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+
+
+def _isic_labels(table: pd.DataFrame, where: str) -> np.ndarray:
+    """Class index per row from the one-hot ground-truth columns (exactly one 1 per row)."""
+    values = table[ISIC2018_CLASSES].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    valid = np.isin(values, (0.0, 1.0)).all(axis=1) & (values.sum(axis=1) == 1)
+    if not valid.all():
+        bad = table.loc[~valid, "image"].head(5).tolist()
+        raise DataError(f"{where}: rows must be one-hot over {ISIC2018_CLASSES}; not so for {bad}")
+    return values.argmax(axis=1)
+
+
+def load_isic2018(
+    image_dir: str | Path,
+    ground_truth_csv: str | Path,
+    *,
+    metadata_csv: str | Path | None = None,
+    val_image_dir: str | Path | None = None,
+    val_csv: str | Path | None = None,
+    test_image_dir: str | Path | None = None,
+    test_csv: str | Path | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    image_suffix: str = ".jpg",
+    check_files: bool = True,
+    max_size: int = 1024,
+) -> Dataset:
+    """T3: ISIC 2018 task 3 / HAM10000, 7 diagnoses.
+
+    ``ground_truth_csv``: ``ISIC2018_Task3_Training_GroundTruth.csv`` (``image, MEL, NV, BCC,
+    AKIEC, BKL, DF, VASC``, one-hot); images ``<image_dir>/<image><image_suffix>``. The official
+    validation and test sets are used when their CSV and folder are given (same CSV format);
+    otherwise ``val_fraction`` / ``test_fraction`` of the training images are drawn, by group.
+    ``metadata_csv`` (``HAM10000_metadata.csv``: ``lesion_id, image_id, dx, ...``) makes the lesion
+    the group, so several photographs of one lesion never span splits; its ``dx`` must agree with
+    the ground truth. Without it, every image is its own group.
+    """
+    check_fraction(val_fraction, "val_fraction")
+    check_fraction(test_fraction, "test_fraction")
+    sources = {"train": (image_dir, ground_truth_csv)}
+    for split, folder, csv in (("val", val_image_dir, val_csv), ("test", test_image_dir, test_csv)):
+        if (folder is None) != (csv is None):
+            raise DataError(f"ISIC 2018 official {split} set: give both {split}_image_dir and {split}_csv")
+        if folder is not None:
+            sources[split] = (folder, csv)
+    folders = {split: absolute(folder) for split, (folder, _) in sources.items()}
+    root = common_root(*folders.values())
+
+    lesions: dict[str, str] = {}
+    diagnoses: dict[str, str] = {}
+    if metadata_csv is not None:
+        metadata = read_csv(metadata_csv, "HAM10000 metadata", ["lesion_id", "image_id", "dx"])
+        lesions = dict(zip(metadata["image_id"], metadata["lesion_id"]))
+        diagnoses = dict(zip(metadata["image_id"], metadata["dx"].str.strip().str.upper()))
+
+    frames, excluded = [], []
+    for split, (_, csv) in sources.items():
+        table = read_csv(csv, f"ISIC 2018 {split} ground truth", ["image", *ISIC2018_CLASSES])
+        labels = _isic_labels(table, str(csv))
+        names = table["image"].str.strip()
+        disagree = [(n, diagnoses[n], ISIC2018_CLASSES[k]) for n, k in zip(names, labels)
+                    if n in diagnoses and diagnoses[n] != ISIC2018_CLASSES[k]]
+        if disagree:
+            raise DataError(f"{metadata_csv}: dx disagrees with {csv} for {len(disagree)} image(s), "
+                            f"e.g. (image, dx, ground truth) {disagree[:3]}")
+        frame = pd.DataFrame({
+            "sample_id": names,
+            "split": split,
+            "label": labels,
+            "group": [lesions.get(n) for n in names],
+            "source": locate(folders[split], [n + image_suffix for n in names], root, check_files),
+        })
+        frames.append(drop_missing(frame, excluded, folders[split]))
+    table = pd.concat(frames, ignore_index=True)
+
+    pool = (table["split"] == "train").to_numpy()
+    fractions = {"train": 1.0, "val": 0.0 if "val" in sources else val_fraction,
+                 "test": 0.0 if "test" in sources else test_fraction}
+    fractions["train"] = 1.0 - fractions["val"] - fractions["test"]
+    table.loc[pool, "split"] = split_pool(
+        table.loc[pool, "label"].to_numpy(), table.loc[pool, "group"].to_numpy(), fractions, seed
+    )
+    table["label"] = table["label"].astype(int).tolist()
+    official = [s for s in ("val", "test") if s in sources]
+    drawn = ", ".join(f"{s} {f:.0%}" for s, f in fractions.items() if f and s != "train") or "none"
+    description = ("ISIC 2018 task 3 (HAM10000), 7 diagnoses; "
+                   + (f"official {' and '.join(official)} set(s); " if official else "")
+                   + f"drawn from training: {drawn} (seed {seed}); "
+                   + f"groups: {'lesion_id' if lesions else 'none'}")
+    return finish("isic2018", table, ISIC2018_CLASSES, "multiclass", root, description, excluded, max_size)
+
+
+# ======================================================================= T4: SIIM-ISIC 2020
+SIIM_CLASSES = ["benign", "malignant"]
+
+
+def load_siim_isic2020(
+    image_dir: str | Path,
+    train_csv: str | Path,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    image_suffix: str = ".jpg",
+    check_files: bool = True,
+    max_size: int = 1024,
+) -> Dataset:
+    """T4: SIIM-ISIC Melanoma Classification 2020, benign vs malignant.
+
+    ``train_csv``: the challenge's ``train.csv`` (``image_name, patient_id, sex, age_approx,
+    anatom_site_general_challenge, diagnosis, benign_malignant, target``); images
+    ``<image_dir>/<image_name><image_suffix>`` (``.jpg``; ``.dcm`` for the DICOM release). The
+    challenge's test labels were never published, so train/val/test (default 70/10/20) are drawn
+    from the training set by ``patient_id``, stratified by ``target``. ``target`` must agree with
+    ``benign_malignant``. Kept columns: sex, age_approx, anatom_site_general_challenge, diagnosis.
+    """
+    check_fraction(val_fraction, "val_fraction")
+    check_fraction(test_fraction, "test_fraction")
+    folder = absolute(image_dir)
+    columns = ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge",
+               "diagnosis", "benign_malignant", "target"]
+    csv = read_csv(train_csv, "SIIM-ISIC 2020 train CSV", columns)
+    names = csv["image_name"].str.strip()
+    labels = integers(csv["target"], (0, 1), f"{train_csv} column target", names)
+    stated = csv["benign_malignant"].str.strip().str.lower()
+    mismatch = stated != np.asarray(SIIM_CLASSES, dtype=object)[labels]
+    if mismatch.any():
+        raise DataError(f"{train_csv}: target disagrees with benign_malignant for {names[mismatch][:5].tolist()}")
+    table = pd.DataFrame({
+        "sample_id": names,
+        "split": "train",
+        "label": labels,
+        "group": csv["patient_id"].str.strip(),
+        "source": locate(folder, [n + image_suffix for n in names], folder, check_files),
+        "sex": csv["sex"],
+        "age_approx": pd.to_numeric(csv["age_approx"], errors="coerce"),
+        "anatom_site_general_challenge": csv["anatom_site_general_challenge"],
+        "diagnosis": csv["diagnosis"],
+    })
+    excluded: list[dict] = []
+    table = drop_missing(table, excluded, folder)
+    fractions = {"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    table["split"] = split_pool(table["label"].to_numpy(), table["group"].to_numpy(), fractions, seed)
+    table["label"] = table["label"].astype(int).tolist()
+    description = (f"SIIM-ISIC 2020 training set split by patient (train/val/test "
+                   f"{fractions['train']:.0%}/{val_fraction:.0%}/{test_fraction:.0%}, seed {seed})")
+    return finish("siim_isic2020", table, SIIM_CLASSES, "binary", folder, description, excluded, max_size)
