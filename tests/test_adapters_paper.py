@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import pickle
-import re
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,11 @@ from medprobe.data.paper import (
     load_isic2018,
     load_kather,
     load_knee_kl,
-    load_padchest,
     load_pannuke,
     load_siim_isic2020,
     odir_eye_label,
-    padchest_csv_path,
-    parse_padchest_labels,
 )
-from medprobe.errors import DataError, ImageReadError
+from medprobe.errors import DataError
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -431,129 +427,6 @@ def test_odir_keyword_rule_and_xlsx_without_openpyxl(tmp_path: Path) -> None:
         with pytest.raises(DataError, match="openpyxl.*export the sheet to CSV"):
             load_airogs_odir(tmp_path / "airogs", tmp_path / "airogs" / "train_labels.csv",
                              tmp_path / "ODIR-5K" / "Training Images", xlsx)
-
-
-# ---------------------------------------------------------------------------- T7 PadChest
-PADCHEST_ROWS = [
-    # ImageID, ImageDir, PatientID, Projection, MethodLabel, Labels
-    ("p1_a.png", 0, "P1", "PA", "Physician", "['normal']"),
-    ("p1_b.png", 0, "P1", "L", "RNN_model", "['normal']"),          # patient also in test -> excluded
-    ("p2_a.png", 0, "P2", "PA", "Physician", "['pleural effusion', ' cardiomegaly']"),
-    ("p3_a.png", 1, "P3", "AP", "Physician", "['cardiomegaly', 'suboptimal study']"),
-    ("p4_a.png", 1, "P4", "PA", "Physician", "['normal', '']"),
-    ("p5_a.png", 1, "P5", "PA", "Physician", "['exclude']"),         # excluded
-    ("p6_a.png", 1, "P6", "PA", "Physician", None),                  # no labels
-    ("p7_a.png", 1, "P7", "PA", "Physician", "['pleural effusion']"),
-    ("p8_a.png", 1, "P8", "PA", "Physician", "['nodule']"),           # rare: dropped term
-    ("p9_a.png", 2, "P9", "PA", "Physician", "['unchanged']"),        # only an ignored term
-    ("p10_a.png", 2, "P10", "PA", "RNN_model", "['normal']"),
-    ("p10_b.png", 2, "P10", "L", "RNN_model", "['cardiomegaly', 'nodule']"),
-    ("p11_a.png", 2, "P11", "PA", "RNN_model", "['pleural effusion']"),
-    ("p12_a.png", 2, "P12", "PA", "RNN_model", "['nodule']"),
-    ("p13_a.png", 2, "P13", "PA", "RNN_model", "[]"),                  # empty list
-    ("p14_a.png", 2, "P14", "PA", "RNN_model", "['normal']"),
-    ("p15_a.png", 2, "P15", "PA", "RNN_model", "['cardiomegaly']"),
-]
-
-
-def make_padchest(tmp_path: Path, nested: bool = True) -> dict[str, np.ndarray]:
-    columns = ["ImageID", "ImageDir", "PatientID", "Projection", "MethodLabel", "Labels"]
-    table = pd.DataFrame(PADCHEST_ROWS, columns=columns)
-    table.insert(0, "Unnamed: 0", range(len(table)))
-    table["StudyID"] = "S" + table["PatientID"]
-    table["Report"] = "sin hallazg"
-    table.to_csv(tmp_path / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz", index=False)
-    pixels = {}
-    for i, (image_id, directory, *_rest) in enumerate(PADCHEST_ROWS):
-        folder = tmp_path / "images" / (str(directory) if nested else "")
-        folder.mkdir(parents=True, exist_ok=True)
-        grey = np.random.default_rng(i).integers(100, 4000, size=(9, 13)).astype(np.uint16)
-        Image.fromarray(grey).save(folder / image_id)  # 16-bit greyscale PNG
-        pixels[image_id] = grey
-    return pixels
-
-
-def test_padchest_fixture_rules(tmp_path: Path) -> None:
-    pixels = make_padchest(tmp_path)
-    csv = tmp_path / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
-    ds = load_padchest(tmp_path / "images", csv, min_test_positives=1, val_fraction=0.25, seed=0)
-    assert ds.task_type == "multilabel"
-    # test positives: normal 2, pleural effusion 2, cardiomegaly 2, nodule 1 (not > 1)
-    assert ds.classes == ["cardiomegaly", "normal", "pleural effusion"]
-    test = ds.split("test").set_index("sample_id")
-    assert sorted(test.index) == ["p1_a.png", "p2_a.png", "p3_a.png", "p4_a.png", "p7_a.png", "p8_a.png"]
-    assert test.loc["p2_a.png", "label"] == (0, 2)
-    assert test.loc["p3_a.png", "label"] == (0,)
-    assert test.loc["p8_a.png", "label"] == ()  # only a dropped finding: negative for all classes
-    reasons = {e["sample_id"]: e["reason"] for e in ds.excluded}
-    assert set(reasons) == {"p1_b.png", "p5_a.png", "p6_a.png", "p9_a.png", "p13_a.png"}
-    assert "manual images are in test" in reasons["p1_b.png"] and "exclude" in reasons["p5_a.png"]
-    train_val = ds.samples[ds.samples["split"] != "test"]
-    assert set(train_val["method_label"]) == {"RNN_model"} and set(train_val["split"]) == {"train", "val"}
-    assert no_group_leaks(ds)
-    assert ds.samples.set_index("sample_id").loc["p10_b.png", "source"] == "2/p10_b.png"
-    image = assert_reads_as(ds, "p2_a.png", pixels["p2_a.png"])
-    assert image.max() == 1.0
-
-    only_pa = load_padchest(tmp_path / "images", csv, min_test_positives=0, projections=["PA"], check_files=False)
-    assert set(only_pa.samples["projection"]) == {"PA"}
-    assert "p3_a.png" not in set(only_pa.samples["sample_id"])
-    assert "nodule" in only_pa.classes
-
-
-def test_padchest_flat_layout_missing_files_and_parser(tmp_path: Path) -> None:
-    make_padchest(tmp_path, nested=False)
-    (tmp_path / "images" / "p7_a.png").unlink()
-    csv = tmp_path / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
-    ds = load_padchest(tmp_path / "images", csv, min_test_positives=0)
-    assert ds.samples.set_index("sample_id").loc["p10_b.png", "source"] == "p10_b.png"
-    assert "p7_a.png" not in set(ds.samples["sample_id"])
-    assert any(e["sample_id"] == "p7_a.png" and "not found" in e["reason"] for e in ds.excluded)
-    unchecked = load_padchest(tmp_path / "images", csv, min_test_positives=0, check_files=False)
-    assert unchecked.samples.set_index("sample_id").loc["p10_b.png", "source"] == "p10_b.png"
-    row = unchecked.samples.set_index("sample_id").loc["p7_a.png"].copy()
-    row["sample_id"] = "p7_a.png"
-    with pytest.raises(ImageReadError) as error:
-        unchecked.read_image(row)
-    assert error.value.sample_id == "p7_a.png"
-
-    assert parse_padchest_labels("['a', ' b ', '', 'a']") == ["a", "b"]
-    assert parse_padchest_labels("[]") == []
-    assert parse_padchest_labels(float("nan")) is None
-    with pytest.raises(DataError, match="not a list literal"):
-        parse_padchest_labels("['a', __import__('os')]")
-    with pytest.raises(DataError, match="list of strings"):
-        parse_padchest_labels("[1, 2]")
-
-
-def test_padchest_real_label_csv() -> None:
-    csv = padchest_csv_path()
-    if csv is None:
-        pytest.skip("torchxrayvision (with its PadChest CSV) is not installed")
-    ds = load_padchest("/nonexistent/padchest/images", csv, check_files=False)
-    raw = pd.read_csv(csv, usecols=["ImageID", "PatientID", "MethodLabel", "Labels"], dtype=str)
-    assert len(raw) == 160_861
-    assert len(ds.samples) + len(ds.excluded) == len(raw)
-    physician = raw["MethodLabel"] == "Physician"
-    assert 0.2 < physician.mean() < 0.3
-    # Independent parse of the physician rows: quoted terms by regular expression.
-    terms = raw.loc[physician, "Labels"].map(
-        lambda v: None if not isinstance(v, str) else [t.strip() for t in re.findall(r"'([^']*)'", v)])
-    usable = terms.map(lambda t: t is not None and "exclude" not in t
-                       and any(x and x not in ("suboptimal study", "unchanged") for x in t))
-    assert len(ds.split("test")) == int(usable.sum())
-    normal_expected = int(terms[usable].map(lambda t: "normal" in t).sum())
-    test_labels = ds.labels(ds.split("test"))
-    assert "normal" in ds.classes
-    assert test_labels[:, ds.classes.index("normal")].sum() == normal_expected
-    assert (test_labels.sum(axis=0) > 50).all()
-    assert ds.classes == sorted(ds.classes, key=lambda c: -test_labels[:, ds.classes.index(c)].sum())
-    # No patient in two splits, and none of the test patients' automatic images anywhere.
-    assert no_group_leaks(ds)
-    test_patients = set(ds.split("test")["group"])
-    assert not test_patients & set(ds.samples.loc[ds.samples["split"] != "test", "group"])
-    assert (ds.samples.loc[ds.samples["split"] != "test", "method_label"] == "RNN_model").all()
-    assert abs(len(ds.split("val")) / (len(ds.split("val")) + len(ds.split("train"))) - 0.1) < 0.01
 
 
 # ----------------------------------------------------------------------------- T8 knee KL

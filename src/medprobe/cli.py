@@ -219,6 +219,65 @@ def report(run_dir: Path = typer.Argument(..., help="a run's output folder")) ->
     console.print(f"report: {path}")
 
 
+@app.command()
+@friendly_errors
+def data(
+    run_file: Path = typer.Argument(..., help="YAML run file"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON, every excluded row listed"),
+    check_files: Optional[bool] = typer.Option(
+        None, "--check-files/--no-check-files", help="override the run file's data.check_files"),
+    show_excluded: int = typer.Option(10, "--show-excluded", help="excluded rows to list (table view)"),
+) -> None:
+    """Summarise a run file's data without extracting: per split images, patients, positives per
+    class, and every excluded row with its reason."""
+    import json
+
+    from medprobe.data.loaders import load_dataset
+    from medprobe.data.summary import summarize_dataset
+
+    config, _ = _load(run_file, None)
+    data_config = config.data if check_files is None else config.data.model_copy(update={"check_files": check_files})
+    summary = summarize_dataset(load_dataset(data_config))
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=1, default=str) + "\n")
+        return
+    _print_data_summary(summary, show_excluded)
+
+
+def _print_data_summary(summary: dict, show_excluded: int) -> None:
+    splits = summary["splits"]
+    console.print(f"[bold]{summary['name']}[/] ({summary['task_type']}, {len(summary['classes'])} classes): "
+                  f"{summary['description']}", highlight=False)
+    table = Table(title="images and patients per split")
+    for column in ("", *splits, "all"):
+        table.add_column(column, justify="right")
+    for key, title in (("images", "images"), ("patients", "patients"),
+                       ("images_without_patient_id", "images without patient id")):
+        table.add_row(title, *(str(s[key]) for s in splits.values()), str(summary["all"][key]))
+    console.print(table)
+    positives = Table(title="positive images per class")
+    for column in ("class", *splits, "all"):
+        positives.add_column(column, justify="right")
+    for name in summary["classes"]:
+        positives.add_row(name, *(str(s["positives"][name]) for s in splits.values()),
+                          str(summary["all"]["positives"][name]))
+    console.print(positives)
+    excluded = summary["excluded"]
+    if not excluded["count"]:
+        console.print("excluded: none")
+        return
+    reasons = Table(title=f"excluded rows ({excluded['count']})")
+    reasons.add_column("reason")
+    reasons.add_column("rows", justify="right")
+    for reason, n in excluded["by_reason"].items():
+        reasons.add_row(reason, str(n))
+    console.print(reasons)
+    for row in excluded["rows"][:show_excluded]:
+        console.print("  " + ", ".join(f"{k}={v}" for k, v in row.items() if v not in (None, "")), highlight=False)
+    if excluded["count"] > show_excluded:
+        console.print(f"  ... {excluded['count'] - show_excluded} more (all of them with --json)")
+
+
 def _print_summary(run_dir: Path) -> None:
     import json
 

@@ -33,6 +33,9 @@ class DataConfig(Strict):
     on_error: Literal["raise", "skip"] = "raise"
     #: images larger than this are downsampled to fit (the study used 1024)
     max_image_size: int = Field(1024, ge=1)
+    #: look for every listed image while building the table (rows without a file are excluded and
+    #: listed); false builds it from the label files alone, e.g. for ``medprobe data`` without images
+    check_files: bool = True
 
 
 class BackboneConfig(Strict):

@@ -71,6 +71,8 @@ def load_dataset(config: DataConfig) -> Dataset:
             )
     if "max_size" in parameters and "max_size" not in options:
         options["max_size"] = config.max_image_size
+    if "check_files" in parameters and "check_files" not in options:
+        options["check_files"] = config.check_files
     if config.adapter == "medmnist" and "path" not in options:
         options["path"] = root
     return loader(**options)

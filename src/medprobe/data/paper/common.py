@@ -21,8 +21,10 @@ from medprobe.errors import DataError
 
 COLUMNS = ["sample_id", "split", "label", "group", "source"]
 
-def exclusion(sample_id: str, source: str, reason: str) -> dict[str, str]:
-    return {"sample_id": sample_id, "source": source, "reason": reason}
+def exclusion(sample_id: str, source: str, reason: str, **details: object) -> dict[str, object]:
+    """One excluded row: ``reason`` is the rule's fixed text (counted per reason by ``medprobe
+    data``); what differs per row (a count, a keyword) goes into ``details``."""
+    return {"sample_id": sample_id, "source": source, "reason": reason, **details}
 
 
 def read_csv(path: str | Path, what: str, required: Sequence[str]) -> pd.DataFrame:
@@ -121,7 +123,7 @@ def locate(
 def drop_missing(table: pd.DataFrame, excluded: list[dict], folder: Path) -> pd.DataFrame:
     missing = table["source"].isna()
     for sample_id in table.loc[missing, "sample_id"]:
-        excluded.append(exclusion(str(sample_id), "", f"image file not found under {folder}"))
+        excluded.append(exclusion(str(sample_id), "", "image file not found", folder=str(folder)))
     return table[~missing].reset_index(drop=True)
 
 
