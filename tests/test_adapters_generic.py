@@ -363,7 +363,7 @@ def test_manifest_label_errors(tmp_path):
     with pytest.raises(DataError, match="no image path column"):
         load_manifest(tmp_path / "np.csv")
     pd.DataFrame({"path": paths, "label": ["a", "", "b"]}).to_csv(tmp_path / "empty.csv", index=False)
-    with pytest.raises(DataError, match="line 3: empty label"):
+    with pytest.raises(DataError, match="line 3: no label"):
         load_manifest(tmp_path / "empty.csv")
     pd.DataFrame({"path": paths, "label": ["a", "b", "a"], "split": ["train", "exam", "test"]}).to_csv(
         tmp_path / "split.csv", index=False)
@@ -418,6 +418,58 @@ def test_manifest_root_relative_to_cwd_is_resolved(tmp_path, monkeypatch):
     pd.DataFrame({"path": paths, "label": ["a", "b"], "split": ["train", "test"]}).to_csv(
         tmp_path / "m.csv", index=False)
     monkeypatch.chdir(tmp_path)
-    dataset = load_manifest("m.csv")
+    dataset = load_manifest("m.csv", classes=["a", "b"])
     monkeypatch.chdir("/")  # the reader must not depend on the working directory
     assert dataset.read_image(dataset.samples.iloc[0]).shape == (8, 8, 3)
+
+
+# ------------------------------------------------- table-time checks (issue 10, generic adapters)
+def test_manifest_missing_images_are_excluded_when_the_table_is_built(tmp_path):
+    paths = make_images(tmp_path, 5)
+    (tmp_path / paths[1]).unlink()
+    (tmp_path / paths[3]).unlink()
+    pd.DataFrame({"path": paths, "label": ["a", "a", "b", "b", "b"],
+                  "split": ["train", "train", "train", "test", "test"]}).to_csv(tmp_path / "m.csv", index=False)
+    dataset = load_manifest(tmp_path / "m.csv")
+    assert dataset.sample_ids == [paths[0], paths[2], paths[4]]
+    assert [(e["sample_id"], e["reason"], e["where"]) for e in dataset.excluded] == [
+        (paths[1], "image file not found", "m.csv line 3"), (paths[3], "image file not found", "m.csv line 5")]
+    unchecked = load_manifest(tmp_path / "m.csv", check_files=False)
+    assert unchecked.sample_ids == paths and unchecked.excluded == []
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_na_and_none_labels_mean_no_label_in_csv_and_parquet(tmp_path, kind):
+    paths = make_images(tmp_path, 8)
+    labels = ["a", "NA", "b", None, "None", "a", "", "b"]
+    table = pd.DataFrame({"path": paths, "label": labels, "split": ["train"] * 6 + ["test"] * 2})
+    file = tmp_path / f"m.{kind}"
+    table.to_csv(file, index=False) if kind == "csv" else table.to_parquet(file)
+    with pytest.raises(DataError, match=r"(line 3|row 2): no label .*drop_unlabelled=True"):
+        load_manifest(file)
+    dataset = load_manifest(file, drop_unlabelled=True)
+    assert dataset.classes == ["a", "b"]  # "NA" / "None" never become classes
+    assert dataset.sample_ids == [paths[i] for i in (0, 2, 5, 7)]
+    assert [e["sample_id"] for e in dataset.excluded] == [paths[i] for i in (1, 3, 4, 6)]
+    assert {e["reason"] for e in dataset.excluded} == {"no label (drop_unlabelled)"}
+    # Multi-label: the same cells mean "no finding" (negative for every class), in both formats.
+    multi = load_manifest(file, multilabel=True)
+    np.testing.assert_array_equal(multi.labels(multi.samples).sum(axis=1), [1, 0, 1, 0, 0, 1, 0, 1])
+
+
+def test_new_label_in_test_is_an_error_at_load_time(tmp_path):
+    paths = make_images(tmp_path, 4)
+    pd.DataFrame({"path": paths, "label": ["a", "b", "a", "c"],
+                  "split": ["train", "train", "test", "test"]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match=r"m.csv line 5: a new label 'c' appeared in the test split"):
+        load_manifest(tmp_path / "m.csv")
+    assert load_manifest(tmp_path / "m.csv", classes=["a", "b", "c"]).classes == ["a", "b", "c"]
+
+
+def test_class_folder_only_under_test_is_an_error(tmp_path):
+    for split in ("train", "test"):
+        for cls in ("benign", "malignant"):
+            write_png(tmp_path / split / cls / "1.png")
+    write_png(tmp_path / "test" / "malignat" / "2.png")  # misspelt: exists only under test/
+    with pytest.raises(DataError, match=r"\['test/malignat'\] have no counterpart under the train folder"):
+        load_image_folder(tmp_path)

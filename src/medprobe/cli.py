@@ -249,18 +249,18 @@ def _print_data_summary(summary: dict, show_excluded: int) -> None:
     console.print(f"[bold]{summary['name']}[/] ({summary['task_type']}, {len(summary['classes'])} classes): "
                   f"{summary['description']}", highlight=False)
     table = Table(title="images and patients per split")
-    for column in ("", *splits, "all"):
+    columns = {**splits, "train+val": summary["train+val"], "all": summary["all"]}
+    for column in ("", *columns):
         table.add_column(column, justify="right")
     for key, title in (("images", "images"), ("patients", "patients"),
                        ("images_without_patient_id", "images without patient id")):
-        table.add_row(title, *(str(s[key]) for s in splits.values()), str(summary["all"][key]))
+        table.add_row(title, *(str(s[key]) for s in columns.values()))
     console.print(table)
     positives = Table(title="positive images per class")
-    for column in ("class", *splits, "all"):
+    for column in ("class", *columns):
         positives.add_column(column, justify="right")
     for name in summary["classes"]:
-        positives.add_row(name, *(str(s["positives"][name]) for s in splits.values()),
-                          str(summary["all"]["positives"][name]))
+        positives.add_row(name, *(str(s["positives"][name]) for s in columns.values()))
     console.print(positives)
     excluded = summary["excluded"]
     if not excluded["count"]:

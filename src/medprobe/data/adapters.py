@@ -363,7 +363,8 @@ def load_image_folder(
 
     * ``root/train/<class>/...``, ``root/val/<class>/...``, ``root/test/<class>/...`` (also
       ``valid``/``validation``/``testing``...): those splits are used as given; a missing ``val``
-      is carved from train later by the experiment.
+      is carved from train later by the experiment. A class folder under ``val``/``test`` with
+      no folder of that name under ``train`` is an error (usually a misspelt folder).
     * ``root/<class>/...``: splits are carved with :func:`assign_splits` (stratified, seeded,
       ``fractions`` train/val/test).
 
@@ -402,6 +403,14 @@ def load_image_folder(
         raise DataError(f"{root}: no class folders found (expected {root}/<class>/<image files>)")
 
     folder_classes = sorted({class_dir.name for _, class_dir in layout})
+    if split_dirs:
+        in_train = {class_dir.name for split, class_dir in layout if split == "train"}
+        untrained = {class_dir.relative_to(root).as_posix() for split, class_dir in layout
+                     if split != "train" and class_dir.name not in in_train}
+        if untrained:
+            raise DataError(f"{root}: class folder(s) {sorted(untrained)} have no counterpart under the train "
+                            "folder; a probe cannot learn a class it never sees in training (check the "
+                            "folder name's spelling, or add its training images)")
     if classes is None:
         names = folder_classes
     else:
@@ -442,6 +451,11 @@ def load_image_folder(
 
 
 # ---------------------------------------------------------------------------------- manifest
+#: Label cells that mean "no label given", the same in CSV and Parquet: a Parquet null, an empty
+#: CSV cell, and these texts (any case), which R, pandas and spreadsheets write for missing values.
+MISSING_LABEL_TEXTS = frozenset({"", "na", "n/a", "nan", "none", "null"})
+
+
 def _cell_text(value: Any) -> str:
     """A manifest cell as text: '' for missing, integral floats without '.0' (Parquet NaN columns)."""
     if _is_missing(value):
@@ -486,6 +500,8 @@ def load_manifest(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     allow_outside_root: bool = False,
+    drop_unlabelled: bool = False,
+    check_files: bool = True,
     max_size: int = 1024,
     name: str | None = None,
 ) -> Dataset:
@@ -501,7 +517,18 @@ def load_manifest(
     Image paths are relative to ``root`` (default: the manifest's folder) and must stay inside it
     after resolving ``..`` and symlinks, unless ``allow_outside_root``. Without a split column,
     splits are carved by patient with :func:`assign_splits`. Classes are sorted (numerically when
-    all are integers) unless ``classes`` gives them. Missing image files are reported when read.
+    all are integers) unless ``classes`` gives them.
+
+    Missing labels mean the same in CSV and Parquet: a null, an empty cell, or the text ``NA``,
+    ``N/A``, ``NaN``, ``None`` or ``null`` (any case) is "no label given". A single-label row
+    without a label is an error naming the row; for multi-label rows it means "no finding"
+    (negative for every class). ``drop_unlabelled=True`` instead leaves such rows out, each listed
+    in ``Dataset.excluded``. Without ``classes``, a label seen in val/test but in no train row of
+    the file's own split column is an error at load time (a probe cannot learn a class it never saw).
+
+    ``check_files`` (default): rows whose image file does not exist are left out when the table is
+    built and listed in ``Dataset.excluded`` ("image file not found"); ``False`` builds the table
+    from the manifest alone (e.g. ``medprobe data`` before the images are copied).
     """
     manifest = Path(path).expanduser()
     table, where = _read_table(manifest)
@@ -521,9 +548,35 @@ def load_manifest(
     base = Path(root).expanduser() if root is not None else manifest.parent
     base = base.resolve()
     sources = _manifest_sources(column(path_name, "image path"), base, where, allow_outside_root)
-    if not any((Path(s) if Path(s).is_absolute() else base / s).is_file() for s in sources):
-        raise DataError(f"manifest {manifest}: none of its {len(sources)} image files exist under {base} "
-                        f"(first: {sources[0]!r}); check `root`")
+    excluded: list[dict] = []
+    keep = np.ones(len(table), dtype=bool)
+    if check_files:
+        exists = np.array([(Path(s) if Path(s).is_absolute() else base / s).is_file() for s in sources])
+        if not exists.any():
+            raise DataError(f"manifest {manifest}: none of its {len(sources)} image files exist under {base} "
+                            f"(first: {sources[0]!r}); check `root`, or set data.check_files: false to "
+                            "summarise the manifest without images")
+        for i in np.flatnonzero(~exists):
+            excluded.append({"sample_id": sources[i], "source": sources[i], "reason": "image file not found",
+                             "where": where(i)})
+        keep &= exists
+    if drop_unlabelled and label_columns is None:
+        unlabelled = np.array([_cell_text(v).lower() in MISSING_LABEL_TEXTS for v in column(label_column, "label")])
+        for i in np.flatnonzero(unlabelled & keep):
+            excluded.append({"sample_id": sources[i], "source": sources[i], "reason": "no label (drop_unlabelled)",
+                             "where": where(i)})
+        keep &= ~unlabelled
+    if not keep.all():
+        if not keep.any():
+            raise DataError(f"manifest {manifest}: no row left after leaving out {len(excluded)} rows "
+                            f"({sorted({e['reason'] for e in excluded})})")
+        rows = np.flatnonzero(keep)
+        table = table.iloc[rows].reset_index(drop=True)
+        sources = [sources[i] for i in rows]
+        where_in_file = where
+
+        def where(i: int) -> str:  # errors keep naming the row as it stands in the file
+            return where_in_file(int(rows[i]))
 
     if label_columns is not None:
         names = [str(c) for c in (classes if classes is not None else label_columns)]
@@ -533,6 +586,7 @@ def load_manifest(
         is_multilabel = True
     else:
         texts = [_cell_text(v) for v in column(label_column, "label")]
+        texts = ["" if text.lower() in MISSING_LABEL_TEXTS else text for text in texts]
         names, labels = _named_labels(texts, classes, multilabel, label_separator, where)
         is_multilabel = multilabel
 
@@ -545,6 +599,9 @@ def load_manifest(
             splits.append(SPLIT_ALIASES[text])
     else:
         splits = None
+
+    if splits is not None and classes is None:
+        _check_labels_seen_in_train(names, labels, splits, is_multilabel, where, manifest)
 
     group_name = group_column or next((c for c in ("patient_id", "group") if c in table.columns), None)
     groups = [(_cell_text(v) or None) for v in column(group_name, "group")] if group_name else [None] * len(table)
@@ -576,8 +633,23 @@ def load_manifest(
         read_image=FileImageReader(base, max_size),
         root=base,
         description=description,
+        excluded=excluded,
         preprocessing=preprocessing_fingerprint(max_size),
     )
+
+
+def _check_labels_seen_in_train(
+    names: list[str], labels: list[Any], splits: list[str], multilabel: bool,
+    where: Callable[[int], str], manifest: Path,
+) -> None:
+    """Without a ``classes`` list the classes come from the file, so a typo or a new class that
+    only val/test carry would silently become a class no probe was trained on: say so now."""
+    in_train = {k for lab, s in zip(labels, splits) if s == "train" for k in (lab if multilabel else (lab,))}
+    for i, (lab, split) in enumerate(zip(labels, splits)):
+        new = [names[k] for k in (lab if multilabel else (lab,)) if k not in in_train]
+        if split != "train" and new:
+            raise DataError(f"{where(i)}: a new label {new[0]!r} appeared in the {split} split that no train "
+                            f"row of {manifest.name} has; fix the label, or pass classes= to allow it")
 
 
 def _manifest_sources(
@@ -628,7 +700,8 @@ def _named_labels(
     labels: list[Any] = []
     for i, row in enumerate(per_row):
         if not multilabel and not row[0]:
-            raise DataError(f"{where(i)}: empty label")
+            raise DataError(f"{where(i)}: no label (empty, NA or None); pass drop_unlabelled=True to leave "
+                            "such rows out")
         unknown = [label for label in row if label not in index]
         if unknown:
             hint = (f"; for multi-label rows pass multilabel=True (separator {separator!r})"

@@ -9,7 +9,7 @@ it. Everything comes from the :class:`~medprobe.data.dataset.Dataset` table alon
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -25,8 +25,8 @@ def _positives(dataset: Dataset, labels: np.ndarray) -> dict[str, int]:
     return {name: int(n) for name, n in zip(dataset.classes, counts)}
 
 
-def _split_summary(dataset: Dataset, name: str | None) -> dict[str, Any]:
-    rows = dataset.samples if name is None else dataset.samples[dataset.samples["split"] == name]
+def _split_summary(dataset: Dataset, names: Sequence[str]) -> dict[str, Any]:
+    rows = dataset.samples[dataset.samples["split"].isin(names)]
     groups = rows["group"].dropna()
     return {
         "images": int(len(rows)),
@@ -39,8 +39,9 @@ def _split_summary(dataset: Dataset, name: str | None) -> dict[str, Any]:
 
 
 def summarize_dataset(dataset: Dataset) -> dict[str, Any]:
-    """A JSON-ready summary: splits (plus ``all``), exclusions counted by reason and listed."""
-    splits = {name: _split_summary(dataset, name) for name in SPLITS if dataset.has_split(name)}
+    """A JSON-ready summary: splits, ``train+val`` (what a study usually calls its training set),
+    ``all``, and the exclusions counted by reason and listed one by one."""
+    splits = {name: _split_summary(dataset, (name,)) for name in SPLITS if dataset.has_split(name)}
     reasons = Counter(str(row.get("reason", "no reason given")) for row in dataset.excluded)
     return {
         "name": dataset.name,
@@ -48,7 +49,8 @@ def summarize_dataset(dataset: Dataset) -> dict[str, Any]:
         "task_type": dataset.task_type,
         "classes": list(dataset.classes),
         "splits": splits,
-        "all": _split_summary(dataset, None),
+        "train+val": _split_summary(dataset, ("train", "val")),
+        "all": _split_summary(dataset, SPLITS),
         "excluded": {
             "count": len(dataset.excluded),
             "by_reason": dict(reasons.most_common()),
