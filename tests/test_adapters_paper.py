@@ -129,18 +129,20 @@ PANNUKE_CASES = [
     ((0, (0, 0, 0, 0)), 0),    # no nucleus at all
     ((10, (30, 0, 0, 0)), None),  # 10 of 40 = 25%
     ((5, (0, 0, 0, 0)), None),   # too few
-    ((10, (0, 0, 0, 20)), 1),   # 10 of 30 = 33%: both limits just met
+    ((10, (0, 0, 0, 20)), None),  # exactly 10 neoplastic (33%): not *more than* 10
+    ((11, (0, 0, 0, 20)), 1),   # 11 of 31 = 35%: both limits just met
     ((12, (0, 28, 0, 0)), None),  # exactly 30%: not above
     ((1, (0, 0, 2, 0)), None),
 ]
 
 
-def make_pannuke_fold(folder: Path, fold: int, published_layout: bool, size: int = 24) -> np.ndarray:
+def make_pannuke_fold(folder: Path, fold: int, published_layout: bool, size: int = 24, repeat: int = 1) -> np.ndarray:
+    """Patch ``i`` is case ``i % len(PANNUKE_CASES)``; tissue ``Organ<fold><i % 3>``."""
     rng = np.random.default_rng(fold)
-    n = len(PANNUKE_CASES)
+    n = len(PANNUKE_CASES) * repeat
     images = rng.uniform(20, 240, size=(n, size, size, 3))  # PanNuke stores float64 pixels
     masks = np.zeros((n, size, size, 6))
-    for i, ((neoplastic, others), _) in enumerate(PANNUKE_CASES):
+    for i, ((neoplastic, others), _) in enumerate(PANNUKE_CASES * repeat):
         draw_nuclei(masks[i], 0, neoplastic, rng, first_id=1)
         next_id = neoplastic + 1
         for channel, count in enumerate(others, start=1):
@@ -171,43 +173,63 @@ def test_count_nuclei_matches_brute_force() -> None:
 
 def test_pannuke_labels_exclusions_folds_and_layouts(tmp_path: Path) -> None:
     images = {fold: make_pannuke_fold(tmp_path, fold, published_layout=fold != 3) for fold in (1, 2, 3)}
-    ds = load_pannuke(tmp_path)
+    ds = load_pannuke(tmp_path, val_fraction=0.0)
     assert ds.classes == ["benign", "malignant"] and ds.task_type == "binary"
     kept = [i for i, (_, label) in enumerate(PANNUKE_CASES) if label is not None]
     assert len(ds.samples) == 3 * len(kept)
     assert len(ds.excluded) == 3 * (len(PANNUKE_CASES) - len(kept))
-    for fold, split in ((1, "train"), (2, "val"), (3, "test")):
-        rows = ds.samples[ds.samples["fold"] == fold]
-        assert set(rows["split"]) == {split}
+    samples = ds.samples.set_index("sample_id")
+    for fold in (1, 2, 3):
         for i, (counts, label) in enumerate(PANNUKE_CASES):
             sample_id = f"fold{fold}/{i:05d}"
             if label is None:
-                assert sample_id not in set(ds.samples["sample_id"])
+                assert sample_id not in samples.index
             else:
-                row = rows.set_index("sample_id").loc[sample_id]
+                row = samples.loc[sample_id]
                 assert row["label"] == label
                 assert row["n_neoplastic"] == counts[0] and row["n_nuclei"] == counts[0] + sum(counts[1])
                 assert row["organ"] == f"Organ{fold}{i % 3}"
-    reasons = {e["sample_id"]: e["reason"] for e in ds.excluded}
-    assert reasons["fold1/00003"].startswith("ambiguous: 10 neoplastic of 40 nuclei")
+    details = {e["sample_id"]: (e["n_neoplastic"], e["n_nuclei"]) for e in ds.excluded}
+    assert details["fold1/00003"] == (10, 40) and details["fold2/00005"] == (10, 30)  # exactly 10: not malignant
+    assert len({e["reason"] for e in ds.excluded}) == 1  # one rule, counted as one reason
+    assert set(ds.samples["split"]) == {"train", "test"}
     assert ds.samples["group"].isna().all() and "organ" in ds.samples.columns
-    image = assert_reads_as(ds, "fold3/00005", images[3][5])
+    image = assert_reads_as(ds, "fold3/00006", images[3][6])
     assert image.shape == (24, 24, 3)
     # Readers travel to worker processes: the memory maps are reopened there.
     reader = pickle.loads(pickle.dumps(ds.read_image))
     row = ds.samples.iloc[0]
     np.testing.assert_array_equal(reader(row), ds.read_image(row))
 
-    swapped = load_pannuke(tmp_path, train_folds=(2, 3), val_folds=(), test_folds=(1,))
-    assert set(swapped.split("test")["fold"]) == {1} and not swapped.has_split("val")
+    by_fold = load_pannuke(tmp_path, test_fraction=None, test_folds=[3], val_fraction=0.0)
+    assert set(by_fold.split("test")["fold"]) == {3} and set(by_fold.split("train")["fold"]) == {1, 2}
+
+
+def test_pannuke_study_split_is_80_20_stratified_and_seeded(tmp_path: Path) -> None:
+    for fold in (1, 2, 3):
+        make_pannuke_fold(tmp_path, fold, published_layout=True, size=16, repeat=5)
+    ds = load_pannuke(tmp_path, val_fraction=0.0, seed=0)
+    samples = ds.samples
+    assert len(samples) == 3 * 5 * sum(label is not None for _, label in PANNUKE_CASES)
+    test = samples["split"] == "test"
+    assert int(test.sum()) == round(0.2 * len(samples))
+    # every label x tissue stratum keeps its 20 % share in test
+    shares = samples.assign(test=test).groupby(["label", "organ"])["test"].mean()
+    assert (shares.between(0.1, 0.3)).all(), shares
+    assert load_pannuke(tmp_path, val_fraction=0.0, seed=0).samples.equals(samples)
+    other = load_pannuke(tmp_path, val_fraction=0.0, seed=1)
+    assert set(other.split("test")["sample_id"]) != set(ds.split("test")["sample_id"])
+    with_val = load_pannuke(tmp_path, val_fraction=0.1, seed=0)
+    assert set(with_val.split("test")["sample_id"]) == set(ds.split("test")["sample_id"])
+    assert 0 < len(with_val.split("val")) <= 0.2 * int((~test).sum())  # strata of ~3 patches round down
 
 
 def test_pannuke_errors(tmp_path: Path) -> None:
     make_pannuke_fold(tmp_path, 1, published_layout=True)
     with pytest.raises(DataError, match="PanNuke fold 2 not found"):
         load_pannuke(tmp_path)
-    with pytest.raises(DataError, match="assigned to both"):
-        load_pannuke(tmp_path, train_folds=(1,), val_folds=(1,), test_folds=(1,))
+    with pytest.raises(DataError, match="not both or neither"):
+        load_pannuke(tmp_path, test_folds=(1,))
     make_pannuke_fold(tmp_path, 2, published_layout=False)
     make_pannuke_fold(tmp_path, 3, published_layout=False)
     np.save(tmp_path / "fold3" / "types.npy", np.array(["Breast"] * len(PANNUKE_CASES), dtype=object))

@@ -203,41 +203,50 @@ class PanNukeReader:
 def load_pannuke(
     root: str | Path,
     *,
-    train_folds: Sequence[int] = (1,),
-    val_folds: Sequence[int] = (2,),
-    test_folds: Sequence[int] = (3,),
+    folds: Sequence[int] = (1, 2, 3),
+    test_fraction: float | None = 0.2,
+    test_folds: Sequence[int] = (),
+    val_fraction: float = 0.1,
     min_neoplastic: int = 10,
     min_neoplastic_fraction: float = 0.3,
+    seed: int = 0,
     max_size: int = 1024,
 ) -> Dataset:
-    """T2: PanNuke 256x256 patches, benign vs malignant by their nuclei.
+    """T2: PanNuke 256x256 patches, benign vs malignant by their nuclei, as the study ran it.
 
     Layouts: see :func:`pannuke_fold_files`. ``masks.npy`` is ``(N, 256, 256, 6)``, channels
     Neoplastic, Inflammatory, Connective/Soft tissue, Dead, Epithelial, Background; the first five
-    hold instance ids. Per patch (nuclei counted by :func:`count_nuclei`):
+    hold instance ids. Per patch (nuclei counted by :func:`count_nuclei`), the study's rule:
 
-    * malignant: ``>= min_neoplastic`` neoplastic nuclei and neoplastic ``> min_neoplastic_fraction``
-      of all nuclei;
+    * malignant: *more than* ``min_neoplastic`` (10) neoplastic nuclei, and neoplastic nuclei
+      more than ``min_neoplastic_fraction`` (30 %) of all nuclei; a patch with exactly 10 is not;
     * benign: no neoplastic nucleus (patches without any nucleus included);
     * anything else is ambiguous and goes to ``Dataset.excluded`` with its counts.
 
-    Splits by fold, default the PanNuke benchmark's fold 1 train, fold 2 val, fold 3 test (an
-    empty ``val_folds`` leaves val to be carved later). There are no patient ids (groups ``None``);
-    the tissue type from ``types.npy`` is kept in the ``organ`` column, with ``fold``,
-    ``n_neoplastic`` and ``n_nuclei``. Sample ids: ``fold<k>/<index>`` (5 digits).
+    Split: the study reports 4,971 train / 1,263 test patches (6,234 kept, about 80/20) but does
+    not publish which; PanNuke publishes three folds and no slide or patient ids. So by default
+    the kept patches of ``folds`` are pooled and ``test_fraction`` (0.2) of them drawn as test,
+    stratified by label and tissue type, seeded by ``seed`` (patches of one slide may then sit on
+    both sides, as they may have in the study). ``test_fraction=None`` with ``test_folds`` (e.g.
+    ``[3]``) uses whole published folds as test instead. Val: ``val_fraction`` of the training
+    patches, stratified the same way. The tissue type from ``types.npy`` is kept in the ``organ``
+    column, with ``fold``, ``n_neoplastic`` and ``n_nuclei``. Sample ids: ``fold<k>/<index>``.
     """
     folder = absolute(root)
-    assignment: dict[int, str] = {}
-    for split, folds in (("train", train_folds), ("val", val_folds), ("test", test_folds)):
-        for fold in folds:
-            if fold in assignment:
-                raise DataError(f"PanNuke fold {fold} assigned to both {assignment[fold]!r} and {split!r}")
-            assignment[int(fold)] = split
-    if not any(s == "train" for s in assignment.values()) or not any(s == "test" for s in assignment.values()):
-        raise DataError("PanNuke needs at least one train fold and one test fold")
+    check_fraction(val_fraction, "val_fraction")
+    folds = [int(f) for f in folds]
+    test_folds = [int(f) for f in test_folds]
+    if (test_fraction is None) == (not test_folds):
+        raise DataError("PanNuke: give either test_fraction (a seeded draw from the pooled folds) or "
+                        "test_folds (whole folds as test, with test_fraction: null), not both or neither")
+    if test_fraction is not None and not 0 < test_fraction < 1:
+        raise DataError(f"PanNuke test_fraction must be in (0, 1), got {test_fraction}")
+    unknown = sorted(set(test_folds) - set(folds))
+    if unknown or len(set(folds)) != len(folds) or not folds:
+        raise DataError(f"PanNuke: folds {folds} must be distinct and include the test folds {test_folds}")
 
     frames, excluded = [], []
-    for fold, split in sorted(assignment.items()):
+    for fold in folds:
         files = pannuke_fold_files(folder, fold)
         images = _load_array(files["images"], mmap=True)
         masks = _load_array(files["masks"], mmap=True)
@@ -249,20 +258,20 @@ def load_pannuke(
             )
         counts = count_nuclei(masks)
         neoplastic, nuclei = counts[:, 0], counts.sum(axis=1)
-        malignant = (neoplastic >= min_neoplastic) & (neoplastic > min_neoplastic_fraction * nuclei)
+        malignant = (neoplastic > min_neoplastic) & (neoplastic > min_neoplastic_fraction * nuclei)
         benign = neoplastic == 0
         images_source = files["images"].relative_to(folder).as_posix()
         ids = [f"fold{fold}/{i:05d}" for i in range(len(images))]
         for i in np.flatnonzero(~(malignant | benign)):
             excluded.append(exclusion(
                 ids[i], f"{images_source}#{i}",
-                f"ambiguous: {neoplastic[i]} neoplastic of {nuclei[i]} nuclei (benign needs 0; malignant "
-                f">= {min_neoplastic} and > {min_neoplastic_fraction:.0%})",
+                f"ambiguous: some neoplastic nuclei, but not > {min_neoplastic} and > "
+                f"{min_neoplastic_fraction:.0%} of all", n_neoplastic=int(neoplastic[i]), n_nuclei=int(nuclei[i]),
             ))
         keep = malignant | benign
         frames.append(pd.DataFrame({
             "sample_id": np.asarray(ids)[keep],
-            "split": split,
+            "split": "test" if fold in test_folds else "train",
             "label": malignant[keep].astype(int),
             "group": None,
             "source": [f"{images_source}#{i}" for i in np.flatnonzero(keep)],
@@ -272,10 +281,17 @@ def load_pannuke(
             "n_nuclei": nuclei[keep],
         }))
     table = pd.concat(frames, ignore_index=True)
+    strata = (table["label"].astype(str) + "/" + table["organ"]).to_numpy()
+    if test_fraction is not None:
+        table["split"] = split_pool(strata, None, {"train": 1 - test_fraction, "test": test_fraction}, seed)
+    pool = (table["split"] == "train").to_numpy()
+    if val_fraction > 0:
+        table.loc[pool, "split"] = split_pool(strata[pool], None, {"train": 1 - val_fraction, "val": val_fraction}, seed)
     table["label"] = table["label"].astype(int).tolist()
-    folds_text = ", ".join(f"fold {f} {s}" for f, s in sorted(assignment.items()))
-    description = (f"PanNuke ({folds_text}); malignant: >= {min_neoplastic} neoplastic nuclei and > "
-                   f"{min_neoplastic_fraction:.0%} of nuclei, benign: none; {len(excluded)} ambiguous "
-                   "patches excluded")
+    test_text = (f"test {test_fraction:.0%} drawn from folds {folds} (stratified by label and tissue, seed {seed})"
+                 if test_fraction is not None else f"test folds {test_folds}")
+    description = (f"PanNuke: {test_text}, val {val_fraction:.0%} of train; malignant: > {min_neoplastic} "
+                   f"neoplastic nuclei and > {min_neoplastic_fraction:.0%} of nuclei, benign: none; "
+                   f"{len(excluded)} ambiguous patches excluded")
     return finish("pannuke", table, PANNUKE_CLASSES, "binary", folder, description, excluded, max_size,
-                   reader=PanNukeReader(folder, max_size))
+                  reader=PanNukeReader(folder, max_size))
