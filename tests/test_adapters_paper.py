@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -291,7 +292,7 @@ def test_isic2018_official_splits_missing_images_and_checks(tmp_path: Path) -> N
     ds = load_isic2018(
         tmp_path / "ISIC2018_Task3_Training_Input", tmp_path / "ISIC2018_Task3_Training_GroundTruth.csv",
         val_image_dir=tmp_path / "ISIC2018_Task3_Validation_Input",
-        val_csv=tmp_path / "ISIC2018_Task3_Validation_GroundTruth.csv",
+        val_csv=tmp_path / "ISIC2018_Task3_Validation_GroundTruth.csv", official_val_to_train=False,
     )
     assert sorted(ds.split("val")["sample_id"]) == val_names
     assert label_of(ds, val_names[3]) == 3
@@ -318,6 +319,29 @@ def test_isic2018_official_splits_missing_images_and_checks(tmp_path: Path) -> N
                       tmp_path / "ISIC2018_Task3_Training_GroundTruth.csv")
 
 
+def test_isic2018_official_test_and_train_plus_validation_as_the_study(tmp_path: Path) -> None:
+    names, labels, lesions = make_isic(tmp_path, n_lesions=35)
+    sets = {}
+    for part, first, n in (("Validation", 34321, 14), ("Test", 34524, 21)):
+        sets[part] = [f"ISIC_{first + i:07d}" for i in range(n)]
+        for i, name in enumerate(sets[part]):
+            write_rgb(tmp_path / f"ISIC2018_Task3_{part}_Input" / f"{name}.jpg", seed=900 + i)
+        one_hot_csv(tmp_path / f"ISIC2018_Task3_{part}_GroundTruth.csv", sets[part], [i % 7 for i in range(n)])
+    ds = load_isic2018(
+        tmp_path / "ISIC2018_Task3_Training_Input", tmp_path / "ISIC2018_Task3_Training_GroundTruth.csv",
+        metadata_csv=tmp_path / "HAM10000_metadata.csv",
+        val_image_dir=tmp_path / "ISIC2018_Task3_Validation_Input",
+        val_csv=tmp_path / "ISIC2018_Task3_Validation_GroundTruth.csv",
+        test_image_dir=tmp_path / "ISIC2018_Task3_Test_Input", test_csv=tmp_path / "ISIC2018_Task3_Test_GroundTruth.csv",
+    )
+    assert sorted(ds.split("test")["sample_id"]) == sets["Test"]  # the official test list, exactly
+    train_val = ds.samples[ds.samples["split"] != "test"]
+    assert set(train_val["sample_id"]) == set(names) | set(sets["Validation"])  # trained on train + validation
+    assert set(train_val["official_set"]) == {"train", "val"} and set(train_val["split"]) == {"train", "val"}
+    assert abs((train_val["split"] == "val").mean() - 0.1) < 0.05 and no_group_leaks(ds)
+    assert label_of(ds, sets["Test"][4]) == 4
+
+
 # ----------------------------------------------------------------------- T4 SIIM-ISIC 2020
 def test_siim_isic2020_patient_split_and_columns(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
@@ -339,7 +363,7 @@ def test_siim_isic2020_patient_split_and_columns(tmp_path: Path) -> None:
     assert ds.samples["group"].str.startswith("IP_").all()
     for split in ("train", "val", "test"):
         assert ds.labels(ds.split(split)).sum() >= 1  # 15 malignant patients reach every split
-    assert abs(ds.samples["split"].eq("test").mean() - 0.2) < 0.07
+    assert abs(ds.samples["split"].eq("test").mean() - 7_081 / 33_126) < 0.07  # the study's 79/21
     assert label_of(ds, "ISIC_0000000") == 1
     assert {"sex", "age_approx", "anatom_site_general_challenge", "diagnosis"} <= set(ds.samples.columns)
     assert_reads_as(ds, "ISIC_0000003")
@@ -383,17 +407,67 @@ def test_eyepacs_aptos_external_test_and_eye_pairs(tmp_path: Path) -> None:
                            tmp_path / "aptos" / "train_images", tmp_path / "aptos" / "train.csv")
 
 
+def test_eyepacs_train_and_test_solution_pooled_as_the_study(tmp_path: Path) -> None:
+    """Kaggle's trainLabels.csv + retinopathy_solution.csv (image, level, Usage) pooled, by patient."""
+    def write_part(folder: str, patients: range) -> list[dict]:
+        rows = []
+        for patient in patients:
+            for eye in ("left", "right"):
+                rows.append({"image": f"{patient}_{eye}", "level": patient % 5})
+                write_rgb(tmp_path / "eyepacs" / folder / f"{patient}_{eye}.jpeg", seed=patient, size=(6, 6))
+        return rows
+    train_rows = write_part("train", range(2, 122, 2))  # Kaggle numbers patients once across both parts
+    test_rows = write_part("test", range(1, 81, 2))
+    for i, row in enumerate(test_rows):
+        row["Usage"] = "Public" if i % 3 == 0 else "Private"
+    pd.DataFrame(train_rows).to_csv(tmp_path / "eyepacs" / "trainLabels.csv", index=False)
+    pd.DataFrame(test_rows).to_csv(tmp_path / "eyepacs" / "retinopathy_solution.csv", index=False)
+    aptos = [{"id_code": f"{i:04x}c1434d8d7", "diagnosis": i % 5} for i in range(10)]
+    for row in aptos:
+        write_rgb(tmp_path / "aptos" / "train_images" / f"{row['id_code']}.png", seed=7, size=(11, 9))
+    pd.DataFrame(aptos).to_csv(tmp_path / "aptos" / "train.csv", index=False)
+    (tmp_path / "eyepacs" / "test" / "5_left.jpeg").unlink()
+
+    ds = load_eyepacs_aptos(tmp_path / "eyepacs" / "train", tmp_path / "eyepacs" / "trainLabels.csv",
+                            tmp_path / "aptos" / "train_images", tmp_path / "aptos" / "train.csv",
+                            eyepacs_test_dir=tmp_path / "eyepacs" / "test",
+                            eyepacs_test_csv=tmp_path / "eyepacs" / "retinopathy_solution.csv", seed=0)
+    eyepacs = ds.samples[ds.samples["cohort"] == "EyePACS"]
+    assert len(eyepacs) == len(train_rows) + len(test_rows) - 1  # both Kaggle parts, one image missing
+    assert [(e["sample_id"], e["reason"]) for e in ds.excluded] == [("eyepacs/5_left", "image file not found")]
+    assert eyepacs["kaggle_part"].value_counts().to_dict() == {"train": 120, "test/Private": 52, "test/Public": 27}
+    assert set(eyepacs["split"]) == {"train", "val"} and (ds.split("test")["cohort"] == "APTOS-2019").all()
+    assert no_group_leaks(ds)
+    assert eyepacs.groupby("group").size().max() == 2  # the two eyes of a patient stay together
+    share = (eyepacs["split"] == "val").mean()
+    assert abs(share - 15_078 / 88_702) < 0.05  # the study's 73,622 / 15,078 division
+    assert ds.samples.set_index("sample_id").loc["eyepacs/3_left", "source"] == "eyepacs/test/3_left.jpeg"
+    twice = pd.DataFrame(train_rows[:2]).assign(Usage="Public")
+    twice.to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(DataError, match="listed in both label files"):
+        load_eyepacs_aptos(tmp_path / "eyepacs" / "train", tmp_path / "eyepacs" / "trainLabels.csv",
+                           tmp_path / "aptos" / "train_images", tmp_path / "aptos" / "train.csv",
+                           eyepacs_test_dir=tmp_path / "eyepacs" / "train", eyepacs_test_csv=tmp_path / "twice.csv")
+    pd.DataFrame(test_rows).drop(columns="Usage").to_csv(tmp_path / "no_usage.csv", index=False)
+    with pytest.raises(DataError, match="Usage"):
+        load_eyepacs_aptos(tmp_path / "eyepacs" / "train", tmp_path / "eyepacs" / "trainLabels.csv",
+                           tmp_path / "aptos" / "train_images", tmp_path / "aptos" / "train.csv",
+                           eyepacs_test_dir=tmp_path / "eyepacs" / "test", eyepacs_test_csv=tmp_path / "no_usage.csv")
+
+
 # ------------------------------------------------------------------------ T6 AIROGS / ODIR
-ODIR_KEYWORDS = [  # (left, right) keywords -> expected labels per eye
-    (("normal fundus", "glaucoma"), (0, 1)),
-    (("suspected glaucoma，cataract", "normal fundus，lens dust"), (1, 0)),
-    (("moderate non proliferative retinopathy", "normal fundus"), (None, 0)),
-    (("cataract", "Glaucoma"), (None, 1)),
-    (("normal fundus", "normal fundus"), (0, 0)),
+ODIR_KEYWORDS = [  # (left, right) keywords -> labels per eye: all eyes (study), glaucoma-or-normal only
+    (("normal fundus", "glaucoma"), (0, 1), (0, 1)),
+    (("suspected glaucoma，cataract", "normal fundus，lens dust"), (1, 0), (1, 0)),
+    (("moderate non proliferative retinopathy", "normal fundus"), (0, 0), (None, 0)),
+    (("cataract", "Glaucoma"), (0, 1), (None, 1)),
+    (("normal fundus", "normal fundus"), (0, 0), (0, 0)),
 ]
+ODIR_XLSX = "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
 
 
 def make_airogs_odir(tmp_path: Path) -> None:
+    """AIROGS parts and ODIR-5K as published: the .xlsx annotation sheet and ``Training Images``."""
     airogs = []
     for i in range(40):
         challenge_id = f"TRAIN{i:06d}"
@@ -401,20 +475,24 @@ def make_airogs_odir(tmp_path: Path) -> None:
         write_rgb(tmp_path / "airogs" / str(i % 2) / f"{challenge_id}.jpg", seed=i, size=(10, 10))
     pd.DataFrame(airogs).to_csv(tmp_path / "airogs" / "train_labels.csv", index=False)
     rows = []
-    for patient, ((left, right), _) in enumerate(ODIR_KEYWORDS):
+    for patient, ((left, right), _, _) in enumerate(ODIR_KEYWORDS):
         rows.append({"ID": patient, "Patient Age": 60, "Patient Sex": "Male",
                      "Left-Fundus": f"{patient}_left.jpg", "Right-Fundus": f"{patient}_right.jpg",
                      "Left-Diagnostic Keywords": left, "Right-Diagnostic Keywords": right,
                      **{c: 0 for c in "NDGCAHMO"}})
         for side in ("left", "right"):
             write_rgb(tmp_path / "ODIR-5K" / "Training Images" / f"{patient}_{side}.jpg", seed=patient, size=(12, 12))
-    pd.DataFrame(rows).to_csv(tmp_path / "ODIR-5K" / "annotations.csv", index=False)
+    table = pd.DataFrame(rows)
+    table.to_csv(tmp_path / "ODIR-5K" / "annotations_export.csv", index=False)
+    pytest.importorskip("openpyxl")
+    table.to_excel(tmp_path / "ODIR-5K" / ODIR_XLSX, index=False)
 
 
-def test_airogs_odir_labels_parts_and_exclusions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("annotations", [ODIR_XLSX, "annotations_export.csv"])
+def test_airogs_odir_all_eyes_as_the_study(tmp_path: Path, annotations: str) -> None:
     make_airogs_odir(tmp_path)
     ds = load_airogs_odir(tmp_path / "airogs", tmp_path / "airogs" / "train_labels.csv",
-                          tmp_path / "ODIR-5K" / "Training Images", tmp_path / "ODIR-5K" / "annotations.csv",
+                          tmp_path / "ODIR-5K" / "Training Images", tmp_path / "ODIR-5K" / annotations,
                           val_fraction=0.25, seed=0)
     assert ds.classes == ["no glaucoma", "glaucoma"] and ds.task_type == "binary"
     airogs = ds.samples[ds.samples["cohort"] == "AIROGS"]
@@ -422,33 +500,38 @@ def test_airogs_odir_labels_parts_and_exclusions(tmp_path: Path) -> None:
     assert airogs.groupby("split")["label"].sum().to_dict() == {"train": 6, "val": 2}  # 8 RG, 25% in val
     assert airogs.set_index("sample_id").loc["airogs/TRAIN000003", "source"] == "airogs/1/TRAIN000003.jpg"
     test = ds.split("test").set_index("sample_id")
-    for patient, (_, expected) in enumerate(ODIR_KEYWORDS):
+    assert len(test) == 2 * len(ODIR_KEYWORDS) and ds.excluded == []  # every eye of every patient
+    for patient, (_, expected, _) in enumerate(ODIR_KEYWORDS):
         for side, label in zip(("left", "right"), expected):
-            sample_id = f"odir/{patient}_{side}.jpg"
-            if label is None:
-                assert sample_id not in test.index
-            else:
-                assert test.loc[sample_id, "label"] == label
-                assert test.loc[sample_id, "group"] == f"odir:{patient}"
-    assert sorted(e["sample_id"] for e in ds.excluded) == ["odir/2_left.jpg", "odir/3_left.jpg"]
+            assert test.loc[f"odir/{patient}_{side}.jpg", "label"] == label
+            assert test.loc[f"odir/{patient}_{side}.jpg", "group"] == f"odir:{patient}"
     assert_reads_as(ds, "odir/1_left.jpg")
     assert_reads_as(ds, "airogs/TRAIN000010")
 
+    narrow = load_airogs_odir(tmp_path / "airogs", tmp_path / "airogs" / "train_labels.csv",
+                              tmp_path / "ODIR-5K" / "Training Images", tmp_path / "ODIR-5K" / annotations,
+                              all_odir_eyes=False, check_files=False)
+    narrow_test = narrow.split("test").set_index("sample_id")
+    for patient, (_, _, expected) in enumerate(ODIR_KEYWORDS):
+        for side, label in zip(("left", "right"), expected):
+            sample_id = f"odir/{patient}_{side}.jpg"
+            assert (sample_id not in narrow_test.index) if label is None else narrow_test.loc[sample_id, "label"] == label
+    assert sorted(e["sample_id"] for e in narrow.excluded) == ["odir/2_left.jpg", "odir/3_left.jpg"]
 
-def test_odir_keyword_rule_and_xlsx_without_openpyxl(tmp_path: Path) -> None:
+
+def test_odir_xlsx_without_openpyxl_says_what_to_do(tmp_path: Path, monkeypatch) -> None:
+    make_airogs_odir(tmp_path)
+    monkeypatch.setitem(sys.modules, "openpyxl", None)  # as if not installed
+    with pytest.raises(DataError, match="openpyxl.*export the sheet to CSV"):
+        load_airogs_odir(tmp_path / "airogs", tmp_path / "airogs" / "train_labels.csv",
+                         tmp_path / "ODIR-5K" / "Training Images", tmp_path / "ODIR-5K" / ODIR_XLSX)
+
+
+def test_odir_keyword_rule() -> None:
     assert odir_eye_label("normal fundus") == 0
     assert odir_eye_label("glaucoma, mild nonproliferative retinopathy") == 1
-    assert odir_eye_label("lens dust") is None
-    assert odir_eye_label(float("nan")) is None
-    try:
-        import openpyxl  # noqa: F401
-    except ImportError:
-        make_airogs_odir(tmp_path)
-        xlsx = tmp_path / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
-        xlsx.write_bytes(b"PK\x03\x04")
-        with pytest.raises(DataError, match="openpyxl.*export the sheet to CSV"):
-            load_airogs_odir(tmp_path / "airogs", tmp_path / "airogs" / "train_labels.csv",
-                             tmp_path / "ODIR-5K" / "Training Images", xlsx)
+    assert odir_eye_label("lens dust") == 0 and odir_eye_label("lens dust", all_eyes=False) is None
+    assert odir_eye_label(float("nan")) is None and odir_eye_label("  ") is None
 
 
 # ----------------------------------------------------------------------------- T8 knee KL
@@ -516,3 +599,16 @@ def test_run_file_reaches_a_paper_adapter(tmp_path: Path) -> None:
     ds = load_dataset(config)
     assert ds.name == "knee_kl" and ds.preprocessing["max_size"] == 4
     assert assert_reads_as(ds, "OAI/00007_L.png").shape == (4, 3, 3)
+
+
+def test_every_paper_run_file_names_options_its_adapter_takes() -> None:
+    from medprobe.config import load_config
+    from medprobe.data.loaders import adapter_names
+
+    repo = Path(__file__).resolve().parents[1]
+    loaders = {task.adapter_name: task.loader for task in PAPER_TASKS.values()}
+    for task_id, task in PAPER_TASKS.items():
+        config = load_config(repo / "configs" / "paper" / f"{task_id}.yaml")
+        assert config.data.adapter == task.adapter_name and task.adapter_name in adapter_names()
+        accepted = set(inspect.signature(loaders[task.adapter_name]).parameters)
+        assert set(config.data.options) <= accepted, (task_id, set(config.data.options) - accepted)

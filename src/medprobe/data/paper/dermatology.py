@@ -43,6 +43,7 @@ def load_isic2018(
     val_csv: str | Path | None = None,
     test_image_dir: str | Path | None = None,
     test_csv: str | Path | None = None,
+    official_val_to_train: bool = True,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
@@ -50,15 +51,25 @@ def load_isic2018(
     check_files: bool = True,
     max_size: int = 1024,
 ) -> Dataset:
-    """T3: ISIC 2018 task 3 / HAM10000, 7 diagnoses.
+    """T3: ISIC 2018 task 3 / HAM10000, 7 diagnoses, as the study ran it.
+
+    The study tested on the official ISIC 2018 test set (1,512 images) and trained on the official
+    training and validation images (10,015 + 193 = 10,208). ``configs/paper/t3.yaml`` does that:
+    give ``test_image_dir``/``test_csv`` (``ISIC2018_Task3_Test_Input``,
+    ``ISIC2018_Task3_Test_GroundTruth.csv``) and ``val_image_dir``/``val_csv``
+    (``ISIC2018_Task3_Validation_Input``, ``ISIC2018_Task3_Validation_GroundTruth.csv``); with
+    ``official_val_to_train`` (default) the official validation images join the training pool and
+    the probe's val split (``val_fraction``) is drawn from that pool by lesion, since the study
+    names no validation split of its own. ``official_val_to_train=False`` keeps the official
+    validation set as val.
 
     ``ground_truth_csv``: ``ISIC2018_Task3_Training_GroundTruth.csv`` (``image, MEL, NV, BCC,
-    AKIEC, BKL, DF, VASC``, one-hot); images ``<image_dir>/<image><image_suffix>``. The official
-    validation and test sets are used when their CSV and folder are given (same CSV format);
-    otherwise ``val_fraction`` / ``test_fraction`` of the training images are drawn, by group.
-    ``metadata_csv`` (``HAM10000_metadata.csv``: ``lesion_id, image_id, dx, ...``) makes the lesion
-    the group, so several photographs of one lesion never span splits; its ``dx`` must agree with
-    the ground truth. Without it, every image is its own group.
+    AKIEC, BKL, DF, VASC``, one-hot; the validation and test files have the same columns); images
+    ``<image_dir>/<image><image_suffix>``. Without an official test set, ``test_fraction`` of the
+    training pool is drawn as test (by group). ``metadata_csv`` (``HAM10000_metadata.csv``:
+    ``lesion_id, image_id, dx, ...``) makes the lesion the group, so several photographs of one
+    lesion never span splits; its ``dx`` must agree with the ground truth. Images it does not
+    cover (the official validation and test images) are their own group.
     """
     check_fraction(val_fraction, "val_fraction")
     check_fraction(test_fraction, "test_fraction")
@@ -78,6 +89,7 @@ def load_isic2018(
         lesions = dict(zip(metadata["image_id"], metadata["lesion_id"]))
         diagnoses = dict(zip(metadata["image_id"], metadata["dx"].str.strip().str.upper()))
 
+    pooled_val = official_val_to_train and "val" in sources
     frames, excluded = [], []
     for split, (_, csv) in sources.items():
         table = read_csv(csv, f"ISIC 2018 {split} ground truth", ["image", *ISIC2018_CLASSES])
@@ -90,25 +102,27 @@ def load_isic2018(
                             f"e.g. (image, dx, ground truth) {disagree[:3]}")
         frame = pd.DataFrame({
             "sample_id": names,
-            "split": split,
+            "split": "train" if split == "val" and pooled_val else split,
             "label": labels,
             "group": [lesions.get(n) for n in names],
             "source": locate(folders[split], [n + image_suffix for n in names], root, check_files),
+            "official_set": split,
         })
         frames.append(drop_missing(frame, excluded, folders[split]))
     table = pd.concat(frames, ignore_index=True)
 
     pool = (table["split"] == "train").to_numpy()
-    fractions = {"train": 1.0, "val": 0.0 if "val" in sources else val_fraction,
+    fractions = {"train": 1.0, "val": 0.0 if "val" in sources and not pooled_val else val_fraction,
                  "test": 0.0 if "test" in sources else test_fraction}
     fractions["train"] = 1.0 - fractions["val"] - fractions["test"]
     table.loc[pool, "split"] = split_pool(
         table.loc[pool, "label"].to_numpy(), table.loc[pool, "group"].to_numpy(), fractions, seed
     )
     table["label"] = table["label"].astype(int).tolist()
-    official = [s for s in ("val", "test") if s in sources]
+    official = [s for s in ("val", "test") if s in sources and not (s == "val" and pooled_val)]
     drawn = ", ".join(f"{s} {f:.0%}" for s, f in fractions.items() if f and s != "train") or "none"
     description = ("ISIC 2018 task 3 (HAM10000), 7 diagnoses; "
+                   + ("official validation images trained on; " if pooled_val else "")
                    + (f"official {' and '.join(official)} set(s); " if official else "")
                    + f"drawn from training: {drawn} (seed {seed}); "
                    + f"groups: {'lesion_id' if lesions else 'none'}")
@@ -117,6 +131,8 @@ def load_isic2018(
 
 # ======================================================================= T4: SIIM-ISIC 2020
 SIIM_CLASSES = ["benign", "malignant"]
+#: The study's split of the 33,126 training images: 26,045 train / 7,081 test by patient.
+STUDY_SIIM_TEST_FRACTION = round(7_081 / 33_126, 4)
 
 
 def load_siim_isic2020(
@@ -124,7 +140,7 @@ def load_siim_isic2020(
     train_csv: str | Path,
     *,
     val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    test_fraction: float = STUDY_SIIM_TEST_FRACTION,
     seed: int = 0,
     image_suffix: str = ".jpg",
     check_files: bool = True,
@@ -135,8 +151,11 @@ def load_siim_isic2020(
     ``train_csv``: the challenge's ``train.csv`` (``image_name, patient_id, sex, age_approx,
     anatom_site_general_challenge, diagnosis, benign_malignant, target``); images
     ``<image_dir>/<image_name><image_suffix>`` (``.jpg``; ``.dcm`` for the DICOM release). The
-    challenge's test labels were never published, so train/val/test (default 70/10/20) are drawn
-    from the training set by ``patient_id``, stratified by ``target``. ``target`` must agree with
+    challenge's test labels were never published, so the study split the 33,126 training images by
+    patient into 26,045 train and 7,081 test (about 79/21). Its patient list is not published: the
+    default ``test_fraction`` (0.2138 = 7,081 / 33,126) draws a test set of that size by
+    ``patient_id``, stratified by ``target`` and seeded, and ``val_fraction`` (0.1 of all images)
+    comes out of the study's training share. ``target`` must agree with
     ``benign_malignant``. Kept columns: sex, age_approx, anatom_site_general_challenge, diagnosis.
     """
     check_fraction(val_fraction, "val_fraction")
