@@ -535,47 +535,75 @@ def test_odir_keyword_rule() -> None:
 
 
 # ----------------------------------------------------------------------------- T8 knee KL
-def make_knees(tmp_path: Path) -> pd.DataFrame:
-    rows = []
-    for cohort, n_patients in (("OAI", 40), ("MOST", 15)):
-        for patient in range(n_patients):
-            for side in ("L", "R"):
-                path = f"{cohort}/{patient:05d}_{side}.png"
-                grade = "" if (cohort == "OAI" and patient == 0 and side == "R") else str((patient + (side == "R")) % 5)
-                rows.append({"path": path, "kl_grade": grade, "patient_id": f"{patient:05d}", "cohort": cohort})
-                grey = np.full((8, 6), 50 + patient, dtype=np.uint8)
-                (tmp_path / cohort).mkdir(exist_ok=True)
-                Image.fromarray(grey).save(tmp_path / path)
-    table = pd.DataFrame(rows)
-    table.to_csv(tmp_path / "knees.csv", index=False)
-    return table
+def make_knees(tmp_path: Path) -> dict[str, int]:
+    """OAI kxr_sq_bu00/01.txt and a MOST reading file in their published text layouts, plus one
+    image per graded knee named by the default pattern; returns the expected grade per sample id."""
+    rng = np.random.default_rng(8)
+    expected: dict[str, int] = {}
+    for visit in ("00", "01"):
+        lines = [f"ID|SIDE|READPRJ|V{visit}XRKL|VERSION"]
+        for patient in range(9000001, 9000061):
+            for side_code, side in (("1", "R"), ("2", "L")):
+                grade = int(rng.integers(0, 5))
+                cell = "." if (patient == 9000001 and side == "R" and visit == "00") else str(grade)
+                lines.append(f"{patient}|{side_code}: {'Right' if side == 'R' else 'Left'}|15|{cell}|3.1")
+                if cell != ".":
+                    expected[f"OAI/{patient}_V{visit}_{side}"] = grade
+        lines.append("9000002|1|37|4|3.1")  # a second reading project for one knee: not a new image
+        (tmp_path / f"kxr_sq_bu{visit}.txt").write_text("\n".join(lines) + "\n")
+    most = ["MOSTID|V0XLKL|V0XRKL|V2XLKL|V2XRKL"]
+    for patient in range(1, 31):
+        cells = [str(int(rng.integers(0, 5))) for _ in range(4)]
+        if patient == 3:
+            cells[3] = ""
+        most.append(f"MB{patient:04d}|" + "|".join(cells))
+        for (visit, side), cell in zip((("0", "L"), ("0", "R"), ("2", "L"), ("2", "R")), cells):
+            if cell:
+                expected[f"MOST/MB{patient:04d}_V{visit}_{side}"] = int(cell)
+    (tmp_path / "most_xray_kl.txt").write_text("\n".join(most) + "\n")
+    for sample_id in expected:
+        file = tmp_path / "knees" / f"{sample_id}.png"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 6), 40 + len(sample_id), dtype=np.uint8)).save(file)
+    return expected
 
 
-def test_knee_kl_cohort_test_and_patient_split(tmp_path: Path) -> None:
-    make_knees(tmp_path)
-    ds = load_knee_kl(tmp_path / "knees.csv", tmp_path, test_cohort="MOST", seed=0)
+def test_knee_kl_published_files_per_cohort_test_sets(tmp_path: Path) -> None:
+    expected = make_knees(tmp_path)
+    (tmp_path / "knees" / "MOST" / "MB0005_V0_L.png").unlink()
+    ds = load_knee_kl(tmp_path / "knees", oai_kl_dir=tmp_path, oai_visits=["00", "01"],
+                      most_kl_file=tmp_path / "most_xray_kl.txt", seed=0)
     assert ds.classes == ["KL0", "KL1", "KL2", "KL3", "KL4"] and ds.task_type == "multiclass"
-    assert (ds.split("test")["cohort"] == "MOST").all() and len(ds.split("test")) == 30
-    assert set(ds.samples.loc[ds.samples["cohort"] == "OAI", "split"]) == {"train", "val"}
-    assert [e["sample_id"] for e in ds.excluded] == ["OAI/00000_R.png"]
-    # Patient 00000 exists in both cohorts: different people, different groups.
-    assert {"OAI:00000", "MOST:00000"} <= set(ds.samples["group"])
-    assert no_group_leaks(ds)
-    assert label_of(ds, "MOST/00003_R.png") == 4
-    image = assert_reads_as(ds, "OAI/00007_L.png")
+    samples = ds.samples.set_index("sample_id")
+    assert set(samples.index) == set(expected) - {"MOST/MB0005_V0_L"}
+    assert all(samples.loc[s, "label"] == g for s, g in expected.items() if s in samples.index)
+    reasons = sorted((e["sample_id"], e["reason"]) for e in ds.excluded)
+    assert reasons == [("MOST/MB0003_V2_R", "no KL grade"), ("MOST/MB0005_V0_L", "image file not found"),
+                       ("OAI/9000001_V00_R", "no KL grade"),
+                       ("OAI/9000002_V00_R", "another reading of the same knee and visit"),
+                       ("OAI/9000002_V01_R", "another reading of the same knee and visit")]
+    # A test set from each cohort, by patient; both visits of a patient stay together.
+    test = ds.split("test")
+    assert set(test["cohort"]) == {"OAI", "MOST"} and no_group_leaks(ds)
+    for cohort, n_patients in (("OAI", 60), ("MOST", 30)):
+        patients = test.loc[test["cohort"] == cohort, "group"].nunique()
+        assert abs(patients / n_patients - 0.14) < 0.08, (cohort, patients)
+    assert {"OAI:9000007", "MOST:MB0007"} <= set(ds.samples["group"])
+    image = assert_reads_as(ds, "OAI/9000007_V01_L")
     assert np.allclose(image, 1.0)  # a constant image normalised to its maximum
+    assert load_knee_kl(tmp_path / "knees", oai_kl_dir=tmp_path, check_files=False).samples["cohort"].unique().tolist() == ["OAI"]
 
-    mixed = load_knee_kl(tmp_path / "knees.csv", tmp_path, seed=0)
-    assert set(mixed.samples["split"]) == {"train", "val", "test"} and no_group_leaks(mixed)
-    assert abs(mixed.samples["split"].eq("test").mean() - 0.2) < 0.08
-
-    table = pd.read_csv(tmp_path / "knees.csv", dtype=str)
-    table.loc[3, "kl_grade"] = "5"
-    table.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(DataError, match="not in \\[0, 1, 2, 3, 4\\]"):
-        load_knee_kl(tmp_path / "bad.csv", tmp_path)
-    with pytest.raises(DataError, match="no rows of test_cohort 'CHECK'"):
-        load_knee_kl(tmp_path / "knees.csv", tmp_path, test_cohort="CHECK")
+    bad = (tmp_path / "kxr_sq_bu00.txt").read_text().replace("|15|3|", "|15|8|", 1)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "KXR_SQ_BU00.TXT").write_text(bad)
+    with pytest.raises(DataError, match="must be 0-4"):
+        load_knee_kl(tmp_path / "knees", oai_kl_dir=tmp_path / "bad", check_files=False)
+    with pytest.raises(DataError, match="visit '03' not found"):
+        load_knee_kl(tmp_path / "knees", oai_kl_dir=tmp_path, oai_visits=["03"])
+    with pytest.raises(DataError, match="oai_kl_dir and/or most_kl_file"):
+        load_knee_kl(tmp_path / "knees")
+    with pytest.raises(DataError, match="none of the .* knee images"):
+        load_knee_kl(tmp_path / "knees", most_kl_file=tmp_path / "most_xray_kl.txt", image_pattern="{patient}.dcm")
 
 
 # ------------------------------------------------------------------------------ registry
@@ -594,11 +622,10 @@ def test_registry_matches_the_study() -> None:
 def test_run_file_reaches_a_paper_adapter(tmp_path: Path) -> None:
     make_knees(tmp_path)
     config = DataConfig(adapter="knee_kl", root=str(tmp_path),
-                        options={"csv_path": "knees.csv", "root": ".", "test_cohort": "MOST"},
-                        max_image_size=4)
+                        options={"image_dir": "knees", "most_kl_file": "most_xray_kl.txt"}, max_image_size=4)
     ds = load_dataset(config)
     assert ds.name == "knee_kl" and ds.preprocessing["max_size"] == 4
-    assert assert_reads_as(ds, "OAI/00007_L.png").shape == (4, 3, 3)
+    assert assert_reads_as(ds, "MOST/MB0007_V2_L").shape == (4, 3, 3)
 
 
 def test_every_paper_run_file_names_options_its_adapter_takes() -> None:
