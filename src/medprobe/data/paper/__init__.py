@@ -1,17 +1,26 @@
 """Adapters for the study's eight tasks, each reading its data set's published on-disk format.
 
-=====  ==================  ==========================================  ===========  ==========
-task   adapter             data (train/val -> test)                    labels       metric
-=====  ==================  ==========================================  ===========  ==========
-t1     ``kather``          NCT-CRC-HE-100K -> CRC-VAL-HE-7K            9 tissues    F1 (macro)
-t2     ``pannuke``         PanNuke fold 1 / fold 2 -> fold 3           benign/mal.  F1 (macro)
-t3     ``isic2018``        HAM10000 (ISIC 2018 task 3)                 7 diagnoses  AUC
-t4     ``siim_isic2020``   SIIM-ISIC 2020 train, split by patient      benign/mal.  AUC
-t5     ``eyepacs_aptos``   EyePACS -> APTOS-2019 (external)            5 DR grades  AUC
-t6     ``airogs_odir``     AIROGS -> ODIR-2019 (external)              glaucoma     AUC
-t7     ``padchest``        PadChest automatic labels -> manual labels  findings     AUC
-t8     ``knee_kl``         OAI / MOST knee radiographs                 KL 0-4       AUC
-=====  ==================  ==========================================  ===========  ==========
+Each adapter follows the study's rules where the study states them and the public files allow;
+its docstring (and the run file ``configs/paper/t<k>.yaml``) gives the study's numbers and says
+where public files cannot reproduce them. ``medprobe data RUN.yaml`` shows what an adapter builds.
+
+=====  ==================  ==============================================  ===========  ==========
+task   adapter             data (train/val -> test)                        labels       metric
+=====  ==================  ==============================================  ===========  ==========
+t1     ``kather``          NCT-CRC-HE-100K -> CRC-VAL-HE-7K                9 tissues    F1 (macro)
+t2     ``pannuke``         PanNuke folds 1-3 pooled, seeded 80/20          benign/mal.  F1 (macro)
+t3     ``isic2018``        ISIC 2018 train + validation -> official test   7 diagnoses  AUC
+t4     ``siim_isic2020``   SIIM-ISIC 2020 train, 79/21 by patient          benign/mal.  AUC
+t5     ``eyepacs_aptos``   EyePACS Kaggle train + test -> APTOS-2019       5 DR grades  AUC
+t6     ``airogs_odir``     AIROGS -> all ODIR-5K eyes (external)           glaucoma     AUC
+t7     ``padchest``        PadChest frontal; test = 30 % of radiologist-   findings     AUC
+                           labelled patients
+t8     ``knee_kl``         OAI / MOST, a test set per cohort               KL 0-4       AUC
+=====  ==================  ==============================================  ===========  ==========
+
+Modules by task family: :mod:`.pathology` (t1, t2), :mod:`.dermatology` (t3, t4),
+:mod:`.ophthalmology` (t5, t6), :mod:`.padchest` (t7), :mod:`.knee` (t8); shared helpers in
+:mod:`.common`.
 
 Conventions shared by all adapters:
 
@@ -25,6 +34,8 @@ Conventions shared by all adapters:
 * Splits the data set does not define are drawn with
   :func:`medprobe.data.splits.group_stratified_split` (whole patients, stratified by class,
   seeded by ``seed``).
+* Every rule that drops a row lists it in ``Dataset.excluded`` with a fixed reason per rule, so
+  ``medprobe data`` counts the rows each rule removed.
 * ``check_files=True`` lists the image folders once and drops (into ``Dataset.excluded``, with the
   reason) rows whose image is missing; a folder holding none of the listed images is an error, as
   it almost always means a wrong path. Images may sit directly in the folder or in subfolders.
