@@ -121,8 +121,10 @@ class Dataset:
         """Labels of the given rows: ``(n,)`` int class indices, or ``(n, K)`` 0/1 for multi-label."""
         if self.task_type == "multilabel":
             matrix = np.zeros((len(rows), len(self.classes)), dtype=np.int64)
-            for i, label in enumerate(rows["label"]):
-                matrix[i, list(label)] = 1
+            labels = rows["label"].tolist()
+            lengths = np.fromiter((len(label) for label in labels), dtype=np.int64, count=len(labels))
+            flat = np.fromiter((k for label in labels for k in label), dtype=np.int64, count=int(lengths.sum()))
+            matrix[np.repeat(np.arange(len(labels)), lengths), flat] = 1
             return matrix
         return rows["label"].to_numpy(dtype=np.int64)
 
