@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from medprobe.data.adapters import FileImageReader
+from medprobe.data.shared import FileImageReader
 from medprobe.data.dataset import Dataset, TaskType
 from medprobe.data.images import preprocessing_fingerprint
 from medprobe.data.splits import group_stratified_split
