@@ -194,6 +194,9 @@ def test_pannuke_labels_exclusions_folds_and_layouts(tmp_path: Path) -> None:
     assert details["fold1/00003"] == (10, 40) and details["fold2/00005"] == (10, 30)  # exactly 10: not malignant
     assert len({e["reason"] for e in ds.excluded}) == 1  # one rule, counted as one reason
     assert set(ds.samples["split"]) == {"train", "test"}
+    n_malignant = 3 * sum(label == 1 for _, label in PANNUKE_CASES)
+    assert [(r["selected"], r["of"]) for r in ds.selection] == [
+        (n_malignant, 3 * len(PANNUKE_CASES)), (len(ds.samples) - n_malignant, 3 * len(PANNUKE_CASES))]
     assert ds.samples["group"].isna().all() and "organ" in ds.samples.columns
     image = assert_reads_as(ds, "fold3/00006", images[3][6])
     assert image.shape == (24, 24, 3)

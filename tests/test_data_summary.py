@@ -35,7 +35,9 @@ def test_summary_counts_multilabel_and_exclusions() -> None:
     })
     excluded = [{"sample_id": "x1", "reason": "too small"}, {"sample_id": "x2", "reason": "too small"},
                 {"sample_id": "x3", "reason": "no label"}]
-    ds = Dataset("toy", samples, ["a", "b", "c", "d"], "multilabel", never_read, excluded=excluded)
+    selection = [{"rule": "test drawn", "selected": 3, "of": 9, "unit": "patients"}]
+    ds = Dataset("toy", samples, ["a", "b", "c", "d"], "multilabel", never_read, excluded=excluded,
+                 selection=selection)
     summary = summarize_dataset(ds)
     for split in ("train", "val", "test"):
         rows = samples["split"] == split
@@ -49,6 +51,7 @@ def test_summary_counts_multilabel_and_exclusions() -> None:
     assert summary["all"]["positives"]["d"] == 0
     assert summary["excluded"]["by_reason"] == {"too small": 2, "no label": 1}
     assert [row["sample_id"] for row in summary["excluded"]["rows"]] == ["x1", "x2", "x3"]
+    assert summary["selection"] == selection
     json.dumps(summary)  # JSON-ready
 
 

@@ -82,6 +82,8 @@ def test_padchest_rules_on_fixture(tmp_path: Path) -> None:
     test = ds.split("test")
     test_patients = set(test["group"])
     assert len(test_patients) == 6 and all(p.startswith("R") for p in test_patients)
+    drawn = [rule for rule in ds.selection if rule["rule"].startswith("test: radiologist-labelled patients")]
+    assert drawn == [{"rule": drawn[0]["rule"], "selected": 6, "of": 20, "unit": "patients"}]
     assert set(test["method_label"]) == {"Physician"}
     for patient in test_patients:
         assert set(samples.index[samples["group"] == patient]) <= set(test["sample_id"])
@@ -185,6 +187,9 @@ def test_padchest_real_csv_reproduces_the_study(tmp_path: Path, monkeypatch) -> 
     assert abs((kept["MethodLabel"] == "Physician").mean() - 0.279) < 0.005
     by_reason = summary["excluded"]["by_reason"]
     assert by_reason["projection not in ['AP', 'AP_horizontal', 'PA']"] == int((~raw["Projection"].isin(["PA", "AP", "AP_horizontal"])).sum())
+    drawn = next(rule for rule in summary["selection"] if rule["unit"] == "patients")
+    radiologist_patients = kept.loc[kept["MethodLabel"] == "Physician", "PatientID"].nunique()
+    assert (drawn["selected"], drawn["of"]) == (splits["test"]["patients"], radiologist_patients) == (7_272, 24_239)
     everything = summary["excluded"]["rows"]
     assert len(everything) == summary["excluded"]["count"] and all(row["reason"] for row in everything)
 

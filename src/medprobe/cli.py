@@ -262,6 +262,13 @@ def _print_data_summary(summary: dict, show_excluded: int) -> None:
     for name in summary["classes"]:
         positives.add_row(name, *(str(s["positives"][name]) for s in columns.values()))
     console.print(positives)
+    if summary["selection"]:
+        rules = Table(title="selection rules")
+        for column in ("rule", "selected", "of"):
+            rules.add_column(column, justify="left" if column == "rule" else "right")
+        for rule in summary["selection"]:
+            rules.add_row(rule["rule"], f"{rule['selected']} {rule['unit']}", f"{rule['of']} {rule['unit']}")
+        console.print(rules)
     excluded = summary["excluded"]
     if not excluded["count"]:
         console.print("excluded: none")

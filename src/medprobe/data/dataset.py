@@ -53,6 +53,10 @@ class Dataset:
     # How ``read_image`` preprocesses (e.g. ``{"max_size": 1024, "version": ...}``); hashed into the
     # feature cache key so a change of preprocessing never reuses stale features.
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    # Rules that choose images rather than drop them (e.g. "test = 30 % of the radiologist-labelled
+    # patients"), each ``{"rule": text, "selected": n, "of": m, "unit": "images"|"patients"}``, so
+    # ``medprobe data`` reports their counts next to the exclusions.
+    selection: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -145,4 +149,5 @@ class Dataset:
             description=self.description,
             excluded=list(self.excluded),
             preprocessing=dict(self.preprocessing),
+            selection=list(self.selection),
         )

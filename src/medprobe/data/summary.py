@@ -40,7 +40,8 @@ def _split_summary(dataset: Dataset, names: Sequence[str]) -> dict[str, Any]:
 
 def summarize_dataset(dataset: Dataset) -> dict[str, Any]:
     """A JSON-ready summary: splits, ``train+val`` (what a study usually calls its training set),
-    ``all``, and the exclusions counted by reason and listed one by one."""
+    ``all``, the selection rules with their counts, and the exclusions counted by reason and
+    listed one by one."""
     splits = {name: _split_summary(dataset, (name,)) for name in SPLITS if dataset.has_split(name)}
     reasons = Counter(str(row.get("reason", "no reason given")) for row in dataset.excluded)
     return {
@@ -51,6 +52,7 @@ def summarize_dataset(dataset: Dataset) -> dict[str, Any]:
         "splits": splits,
         "train+val": _split_summary(dataset, ("train", "val")),
         "all": _split_summary(dataset, SPLITS),
+        "selection": [dict(rule) for rule in dataset.selection],
         "excluded": {
             "count": len(dataset.excluded),
             "by_reason": dict(reasons.most_common()),

@@ -137,6 +137,7 @@ def finish(
     excluded: list[dict],
     max_size: int,
     reader: Callable[[pd.Series], np.ndarray] | None = None,
+    selection: list[dict] | None = None,
 ) -> Dataset:
     """Order the columns, normalise missing groups to ``None`` and build the checked Dataset."""
     extras = [c for c in table.columns if c not in COLUMNS]
@@ -153,6 +154,7 @@ def finish(
         description=description,
         excluded=excluded,
         preprocessing=preprocessing_fingerprint(max_size),
+        selection=selection or [],
     )
 
 
@@ -164,6 +166,11 @@ def split_pool(
     if set(shares) == {"train"}:
         return np.full(len(labels), "train", dtype=object)
     return group_stratified_split(labels, groups, shares, seed)
+
+
+def selected(rule: str, n: int, of: int, unit: str = "images") -> dict[str, object]:
+    """One selection rule's count for ``Dataset.selection`` (see ``medprobe data``)."""
+    return {"rule": rule, "selected": int(n), "of": int(of), "unit": unit}
 
 
 def check_fraction(value: float, what: str) -> float:

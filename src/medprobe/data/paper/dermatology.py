@@ -18,6 +18,7 @@ from medprobe.data.paper.common import (
     integers,
     locate,
     read_csv,
+    selected,
     split_pool,
 )
 
@@ -126,7 +127,11 @@ def load_isic2018(
                    + (f"official {' and '.join(official)} set(s); " if official else "")
                    + f"drawn from training: {drawn} (seed {seed}); "
                    + f"groups: {'lesion_id' if lesions else 'none'}")
-    return finish("isic2018", table, ISIC2018_CLASSES, "multiclass", root, description, excluded, max_size)
+    counts = table["official_set"].value_counts()
+    selection = [selected(f"official {part} images, used as {'train/val' if part != 'test' else 'test'}",
+                          int(counts.get(part, 0)), len(table)) for part in sources]
+    return finish("isic2018", table, ISIC2018_CLASSES, "multiclass", root, description, excluded, max_size,
+                  selection=selection)
 
 
 # ======================================================================= T4: SIIM-ISIC 2020

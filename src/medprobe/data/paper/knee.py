@@ -32,7 +32,15 @@ from typing import Sequence
 import pandas as pd
 
 from medprobe.data.dataset import Dataset
-from medprobe.data.paper.common import absolute, check_fraction, drop_missing, exclusion, finish, split_pool
+from medprobe.data.paper.common import (
+    absolute,
+    check_fraction,
+    drop_missing,
+    exclusion,
+    finish,
+    selected,
+    split_pool,
+)
 from medprobe.errors import DataError
 
 KL_CLASSES = ["KL0", "KL1", "KL2", "KL3", "KL4"]
@@ -199,4 +207,9 @@ def load_knee_kl(
     cohorts = sorted(table["cohort"].unique())
     description = (f"Knee KL grade ({', '.join(cohorts)}): per cohort by patient, test {test_fraction:.0%}, "
                    f"val {val_fraction:.0%} (stratified by grade, seed {seed}); images {image_pattern}")
-    return finish("knee_kl", table, KL_CLASSES, "multiclass", folder, description, excluded, max_size)
+    selection = [selected(f"{cohort} test patients (study: {STUDY_KNEE_TEST[cohort][1]})",
+                          table.loc[(table["cohort"] == cohort) & (table["split"] == "test"), "group"].nunique(),
+                          table.loc[table["cohort"] == cohort, "group"].nunique(), "patients")
+                 for cohort in cohorts]
+    return finish("knee_kl", table, KL_CLASSES, "multiclass", folder, description, excluded, max_size,
+                  selection=selection)

@@ -21,6 +21,7 @@ from medprobe.data.paper.common import (
     locate,
     read_csv,
     require_columns,
+    selected,
     split_pool,
 )
 
@@ -133,7 +134,11 @@ def load_eyepacs_aptos(
     pooled = "train + test (solution file)" if len(parts) == 2 else "train only"
     description = (f"DR grading: EyePACS Kaggle {pooled} as train/val (val {val_fraction:.1%} by patient, "
                    f"seed {seed}), APTOS-2019 external test")
-    return finish("eyepacs_aptos", table, DR_CLASSES, "multiclass", root, description, excluded, max_size)
+    parts_count = train["kaggle_part"].str.split("/").str[0].value_counts()
+    selection = [selected(f"EyePACS Kaggle {part} images pooled into train/val", int(n), len(train))
+                 for part, n in sorted(parts_count.items(), reverse=True)]
+    return finish("eyepacs_aptos", table, DR_CLASSES, "multiclass", root, description, excluded, max_size,
+                  selection=selection)
 
 
 # ====================================================================== T6: AIROGS -> ODIR

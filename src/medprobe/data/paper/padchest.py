@@ -45,6 +45,7 @@ from medprobe.data.paper.common import (
     finish,
     locate,
     require_columns,
+    selected,
 )
 
 PADCHEST_COLUMNS = ["ImageID", "ImageDir", "StudyID", "PatientID", "Projection", "MethodLabel", "Labels"]
@@ -213,6 +214,11 @@ def load_padchest(
                                    {"train": 1 - test_fraction, "test": test_fraction}, seed)
     is_test = np.zeros(len(csv), dtype=bool)
     is_test[candidates[drawn[patient_of_row] == "test"]] = True
+    selection = [
+        selected("radiologist-labelled (Physician) images among those kept", len(candidates), int(keep.sum())),
+        selected(f"test: radiologist-labelled patients drawn ({test_fraction:.0%}, stratified, seed {seed})",
+                 int((drawn == "test").sum()), len(patient_ids), "patients"),
+    ]
 
     rows = np.flatnonzero(keep)
     directories = csv["ImageDir"].fillna("").str.strip().to_numpy()[rows]
@@ -259,4 +265,7 @@ def load_padchest(
                    f"patients (stratified, seed {seed}); train/val = all other images (val "
                    f"{val_fraction:.0%} by patient); {len(classes)} findings with > {min_test_positives} "
                    "test positives")
-    return finish("padchest", table, classes, "multilabel", folder, description, excluded, max_size)
+    selection.append(selected(f"findings with > {min_test_positives} test positives (the classes)",
+                              len(classes), len(test_counts), "findings"))
+    return finish("padchest", table, classes, "multilabel", folder, description, excluded, max_size,
+                  selection=selection)

@@ -19,6 +19,7 @@ from medprobe.data.paper.common import (
     exclusion,
     finish,
     folder_prefix,
+    selected,
     split_pool,
 )
 
@@ -293,5 +294,9 @@ def load_pannuke(
     description = (f"PanNuke: {test_text}, val {val_fraction:.0%} of train; malignant: > {min_neoplastic} "
                    f"neoplastic nuclei and > {min_neoplastic_fraction:.0%} of nuclei, benign: none; "
                    f"{len(excluded)} ambiguous patches excluded")
+    n_patches = len(table) + len(excluded)
+    selection = [selected(f"malignant: > {min_neoplastic} neoplastic nuclei and > {min_neoplastic_fraction:.0%} "
+                          "of nuclei", int(table["label"].sum()), n_patches),
+                 selected("benign: no neoplastic nucleus", int(len(table) - table["label"].sum()), n_patches)]
     return finish("pannuke", table, PANNUKE_CLASSES, "binary", folder, description, excluded, max_size,
-                  reader=PanNukeReader(folder, max_size))
+                  reader=PanNukeReader(folder, max_size), selection=selection)
