@@ -115,7 +115,8 @@ def locate(
     if file_names and all(f is None for f in found):
         raise DataError(
             f"none of the {len(file_names)} listed images were found under {folder} "
-            f"(looked for e.g. {list(file_names[:3])}); check the image folder path"
+            f"(looked for e.g. {list(file_names[:3])}); check the image folder path, or set "
+            "data.check_files: false to check the label files without images (medprobe data)"
         )
     return found
 
