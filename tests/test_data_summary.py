@@ -100,3 +100,15 @@ def test_check_files_false_in_the_run_file_needs_no_images(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["all"]["images"] == 12 and summary["excluded"]["count"] == 0
+
+
+def test_data_command_reports_bad_input_as_one_clear_error(tmp_path: Path) -> None:
+    run_file = make_manifest_run(tmp_path, check_files=None)
+    for image in (tmp_path / "img").iterdir():
+        image.unlink()
+    result = CliRunner().invoke(app, ["data", str(run_file)])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())  # the console wraps long lines
+    assert "none of its 12 image files exist" in message and "check_files: false" in message
+    missing = CliRunner().invoke(app, ["data", str(tmp_path / "absent.yaml")])
+    assert missing.exit_code == 2 and "run file not found" in missing.output
