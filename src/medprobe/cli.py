@@ -93,7 +93,8 @@ def extract(
         if backbone and spec.display_name not in backbone:
             continue
         cache, layers = experiment.extract(spec, dataset)
-        console.print(f"[green]{spec.display_name}[/]: {len(layers)} layer(s) cached in {cache.path}")
+        console.print(f"[green]{spec.display_name}[/]: {len(layers)} layer(s) cached as {cache.dtype_name} in "
+                      f"{cache.path}")
 
 
 @app.command()
@@ -233,6 +234,10 @@ def _print_summary(run_dir: Path) -> None:
             table.add_row(row["backbone"], row["layer"], f"{row['train_fraction']:g}", str(row["seed"]),
                           f"{row['value']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]", str(row["n_test"]))
     console.print(table)
+    for info in summary.get("backbones", []):
+        if info.get("cache_dtype"):
+            console.print(f"features of {info['label']}: read as {info['cache_dtype']} from {info['cache_dir']}",
+                          highlight=False)
     console.print(f"results: {run_dir / 'results.json'}\nreport:  {run_dir / 'report.html'}")
 
 
