@@ -220,6 +220,67 @@ def report(run_dir: Path = typer.Argument(..., help="a run's output folder")) ->
     console.print(f"report: {path}")
 
 
+cache_app = typer.Typer(no_args_is_help=True, help="Check and clean the feature cache.")
+app.add_typer(cache_app, name="cache")
+
+
+def _default_cache_root() -> Path:
+    from medprobe.config import RunConfig
+
+    return RunConfig.model_construct(cache_dir=None).resolved_cache_dir()
+
+
+@cache_app.command("verify")
+@friendly_errors
+def cache_verify(
+    path: Optional[Path] = typer.Argument(None, help="a cache root or one entry (default: $MEDPROBE_CACHE_DIR "
+                                                      "or ~/.cache/medprobe/features)"),
+) -> None:
+    """Read every feature chunk against its checksum; list the bad ones (exit 1 if any). Changes nothing."""
+    from medprobe.features.maintenance import verify_cache
+
+    report = verify_cache(path or _default_cache_root())
+    for error in report.bad:
+        console.print(f"[red]bad[/] {error.path}: {error.reason}", highlight=False)
+    for entry in report.other_format:
+        console.print(f"[yellow]not checked[/] {entry}: another cache format, never read by this medprobe "
+                      "(`medprobe cache gc` removes it)", highlight=False)
+    for chunk in report.quarantined:
+        console.print(f"[yellow]moved aside[/] {chunk}: failed a read; the next extraction recomputes it",
+                      highlight=False)
+    console.print(f"{report.chunks_checked} chunk(s) in {report.entries} entr{'y' if report.entries == 1 else 'ies'} "
+                  f"checked: {len(report.bad)} bad", highlight=False)
+    if report.bad:
+        console.print("A bad chunk is never used: the next read moves it aside and the next "
+                      "`medprobe extract RUN.yaml` (or `medprobe run`) recomputes it.")
+        raise typer.Exit(1)
+
+
+@cache_app.command("gc")
+@friendly_errors
+def cache_gc(
+    runs: list[Path] = typer.Option(..., "--runs", help="folder(s) searched (recursively) for run.json files; "
+                                                         "repeat for several"),
+    path: Optional[Path] = typer.Argument(None, help="the cache root (default: $MEDPROBE_CACHE_DIR or "
+                                                      "~/.cache/medprobe/features)"),
+    yes: bool = typer.Option(False, "--yes", help="really delete (default: only list what would go)"),
+) -> None:
+    """Remove cache entries that no run.json under --runs references (dry run unless --yes)."""
+    from medprobe.features.maintenance import collect_garbage
+
+    report = collect_garbage(path or _default_cache_root(), runs, delete=yes)
+    verb = "deleted" if yes else "would delete"
+    for entry, size in report.unreferenced:
+        console.print(f"{verb} {entry} ({size / 2**20:.1f} MiB)", highlight=False)
+    for entry in report.skipped:
+        console.print(f"[yellow]skipped[/] {entry}: being written by another process, or not writable",
+                      highlight=False)
+    total = sum(size for _, size in report.unreferenced) / 2**20
+    console.print(f"{len(report.referenced)} entr{'y' if len(report.referenced) == 1 else 'ies'} referenced by "
+                  f"{report.run_files} run.json file(s) kept; {len(report.unreferenced)} unreferenced "
+                  f"({total:.1f} MiB) {verb}" + ("" if yes else "; pass --yes to delete them"), highlight=False)
+
+
 def _print_summary(run_dir: Path) -> None:
     import json
 
