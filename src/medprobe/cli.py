@@ -241,18 +241,18 @@ def cache_verify(
 
     report = verify_cache(path or _default_cache_root())
     for error in report.bad:
-        console.print(f"[red]bad[/] {error.path}: {error.reason}", highlight=False)
+        console.print(f"[red]bad[/] {error.path}: {error.reason}", highlight=False, soft_wrap=True)
     for entry in report.other_format:
         console.print(f"[yellow]not checked[/] {entry}: another cache format, never read by this medprobe "
-                      "(`medprobe cache gc` removes it)", highlight=False)
+                      "(`medprobe cache gc` removes it)", highlight=False, soft_wrap=True)
     for chunk in report.quarantined:
         console.print(f"[yellow]moved aside[/] {chunk}: failed a read; the next extraction recomputes it",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     console.print(f"{report.chunks_checked} chunk(s) in {report.entries} entr{'y' if report.entries == 1 else 'ies'} "
-                  f"checked: {len(report.bad)} bad", highlight=False)
+                  f"checked: {len(report.bad)} bad", highlight=False, soft_wrap=True)
     if report.bad:
         console.print("A bad chunk is never used: the next read moves it aside and the next "
-                      "`medprobe extract RUN.yaml` (or `medprobe run`) recomputes it.")
+                      "`medprobe extract RUN.yaml` (or `medprobe run`) recomputes it.", soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -271,14 +271,14 @@ def cache_gc(
     report = collect_garbage(path or _default_cache_root(), runs, delete=yes)
     verb = "deleted" if yes else "would delete"
     for entry, size in report.unreferenced:
-        console.print(f"{verb} {entry} ({size / 2**20:.1f} MiB)", highlight=False)
+        console.print(f"{verb} {entry} ({size / 2**20:.1f} MiB)", highlight=False, soft_wrap=True)
     for entry in report.skipped:
         console.print(f"[yellow]skipped[/] {entry}: being written by another process, or not writable",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     total = sum(size for _, size in report.unreferenced) / 2**20
     console.print(f"{len(report.referenced)} entr{'y' if len(report.referenced) == 1 else 'ies'} referenced by "
                   f"{report.run_files} run.json file(s) kept; {len(report.unreferenced)} unreferenced "
-                  f"({total:.1f} MiB) {verb}" + ("" if yes else "; pass --yes to delete them"), highlight=False)
+                  f"({total:.1f} MiB) {verb}" + ("" if yes else "; pass --yes to delete them"), highlight=False, soft_wrap=True)
 
 
 def _print_summary(run_dir: Path) -> None:
