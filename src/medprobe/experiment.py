@@ -33,7 +33,7 @@ from medprobe.data.dataset import Dataset
 from medprobe.data.loaders import load_dataset
 from medprobe.errors import CacheError, ConfigError, DataError
 from medprobe.features.cache import FeatureCache, atomic_write_bytes, atomic_write_json
-from medprobe.features.extract import extract_features, open_cache, other_dtype_entries
+from medprobe.features.extract import existing_cache, extract_features, other_dtype_entries
 from medprobe.models.registry import create_backbone
 from medprobe.probes import select_probe
 from medprobe.stats import (
@@ -200,15 +200,16 @@ class Experiment:
             layers = backbone.resolve_layers(spec.layers)
             extraction = self.config.extraction
             if self.cached_only:
-                cache = open_cache(backbone, dataset, self.config.resolved_cache_dir(), extraction.chunk_size,
-                                   extraction.dtype)
-                absent = [layer for layer in layers if not cache.is_complete(layer)]
+                root = self.config.resolved_cache_dir()
+                cache = existing_cache(backbone, dataset, root, extraction.dtype)
+                absent = [layer for layer in layers if cache is None or not cache.is_complete(layer)]
                 if absent:
-                    others = other_dtype_entries(backbone, dataset, self.config.resolved_cache_dir(), extraction.dtype)
+                    others = other_dtype_entries(backbone, dataset, root, extraction.dtype)
                     hint = (f" (an entry stored in another dtype exists, {others[0]}, but the run file asks for "
                             f"{extraction.dtype} and features are never converted)" if others else "")
+                    where = cache.path if cache is not None else root
                     raise CacheError(f"{spec.display_name}: layers {absent} are not in the {extraction.dtype} cache "
-                                     f"{cache.path}{hint}; run `medprobe extract RUN.yaml` first")
+                                     f"{where}{hint}; run `medprobe extract RUN.yaml` first")
             elif extraction.engine == "ray":
                 from medprobe.features.ray_engine import extract_features_ray
 

@@ -243,7 +243,9 @@ class FeatureCache:
             raise CacheError(f"{self.path} is not a medprobe feature cache (no meta.json)")
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         if self.meta.get("format") != FORMAT_VERSION:
-            raise CacheError(f"{self.path}: cache format {self.meta.get('format')} is not {FORMAT_VERSION}")
+            raise CacheError(f"{self.path}: cache format {self.meta.get('format')} is not {FORMAT_VERSION} (an entry "
+                             "of another medprobe version, never read by this one); extract again, and remove old "
+                             "entries with `medprobe cache gc`")
         self.sample_ids: list[str] = json.loads((self.path / "sample_ids.json").read_text())
         self.chunk_size: int = int(self.meta["chunk_size"])
         self.dtype = DTYPES[self.meta["dtype"]]

@@ -100,6 +100,13 @@ def open_cache(backbone: Backbone, dataset: Dataset, cache_root: str | Path, chu
     )
 
 
+def existing_cache(backbone: Backbone, dataset: Dataset, cache_root: str | Path, dtype: str) -> FeatureCache | None:
+    """The entry for this setting and dtype if it exists; creates nothing (for probing from the
+    cache only, which must not leave empty entries behind)."""
+    path = entry_path(cache_root, backbone.name, cache_fingerprint(backbone, dataset), dataset.sample_ids, dtype)
+    return FeatureCache(path) if (path / "meta.json").is_file() else None
+
+
 def other_dtype_entries(backbone: Backbone, dataset: Dataset, cache_root: str | Path, dtype: str) -> list[Path]:
     """Entries of the same setting stored in another dtype: named in errors, never read instead."""
     fingerprint = cache_fingerprint(backbone, dataset)
