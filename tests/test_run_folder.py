@@ -44,7 +44,8 @@ def _config(root: Path, out: Path, n_bootstrap: int) -> dict:
     return {
         "name": "folder-run", "output_dir": str(out), "cache_dir": str(root / "cache"),
         "data": {"adapter": "medmnist", "root": str(root / "data"), "options": {"flag": "pneumoniamnist"}},
-        "backbones": [{"name": "pixels", "options": {"size": 6}}, {"name": "pixels", "label": "px4", "options": {"size": 4}}],
+        "backbones": [{"name": "pixels", "options": {"size": 6}},
+                      {"name": "pixels", "label": "px4", "options": {"size": 4}}],
         "probe": {"train_fractions": [1.0], "Cs": [0.1, 1.0]},
         "stats": {"n_bootstrap": n_bootstrap, "reference": "pixels"},
     }
@@ -68,8 +69,9 @@ def references(tmp_path_factory):
     marks = {}
     for n, other in ((20, 40), (40, 20)):
         for mine, theirs in zip(rows[n], rows[other]):
-            if mine["selected"] and fmt_ci(mine["ci_low"], mine["ci_high"]) != fmt_ci(theirs["ci_low"], theirs["ci_high"]):
-                marks[n] = fmt_ci(mine["ci_low"], mine["ci_high"])
+            shown = fmt_ci(mine["ci_low"], mine["ci_high"])
+            if mine["selected"] and shown != fmt_ci(theirs["ci_low"], theirs["ci_high"]):
+                marks[n] = shown
                 break
     assert set(marks) == {20, 40}
     return root, refs, marks

@@ -278,7 +278,8 @@ def cache_gc(
     total = sum(size for _, size in report.unreferenced) / 2**20
     console.print(f"{len(report.referenced)} entr{'y' if len(report.referenced) == 1 else 'ies'} referenced by "
                   f"{report.run_files} run.json file(s) kept; {len(report.unreferenced)} unreferenced "
-                  f"({total:.1f} MiB) {verb}" + ("" if yes else "; pass --yes to delete them"), highlight=False, soft_wrap=True)
+                  f"({total:.1f} MiB) {verb}" + ("" if yes else "; pass --yes to delete them"),
+                  highlight=False, soft_wrap=True)
 
 
 def _print_summary(run_dir: Path) -> None:

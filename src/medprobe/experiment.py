@@ -230,7 +230,8 @@ class Experiment:
             self.backbone_info.append({
                 "name": spec.name, "label": spec.display_name, "layers": layers,
                 "fingerprint": cache.meta["fingerprint"]["backbone"], "cache_dir": str(cache.path),
-                "cache_key": cache.meta["key"], "cache_dtype": cache.dtype_name, "provenance": getattr(backbone, "provenance", ""),
+                "cache_key": cache.meta["key"], "cache_dtype": cache.dtype_name,
+                "provenance": getattr(backbone, "provenance", ""),
                 "prompt": getattr(backbone, "prompt", None),
             })
         finally:

@@ -22,8 +22,8 @@ killed run leaves the staging folder (with its marker) next to the old complete 
 was killed between the two renames of step 2 (microseconds), no target but both complete folders.
 :func:`recover`, called before the next run for the same target, finishes or undoes such a swap:
 a staging folder without its marker is a finished run and is moved into place when there is no
-target, otherwise (or with its marker) it is deleted, and a ``previous`` folder is put back (no target) or emptied of your files into the
-target and deleted.
+target, otherwise (or with its marker) it is deleted; a ``previous`` folder is put back when there
+is no target, otherwise your files in it are moved into the target and the rest is deleted.
 """
 
 from __future__ import annotations
