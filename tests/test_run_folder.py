@@ -304,3 +304,23 @@ def test_external_sigkill_of_medprobe_run_at_random_moments(references, tmp_path
         if final == 40:  # the overwrite finished before the kill: start again from the old run
             out = _old_run(root, f"random-kills-{len(seen)}-{rng.random():.6f}")
             run_file.write_text(yaml.safe_dump(_config(root, out, 40)))
+
+
+def test_symlinked_output_folder_stays_a_link_to_the_new_outputs(references, tmp_path):
+    root, refs, marks = references
+    real = _old_run(root, "real-target")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    report = run_experiment(parse_config(_config(root, link, 40)), overwrite=True, show_progress=False)
+    assert report == link / "report.html"
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert _assert_whole_run(real, refs, marks) == 40 and (real / "notes.txt").is_file()
+
+
+def test_overwriting_the_current_folder_keeps_the_process_in_it(references, monkeypatch):
+    root, refs, marks = references
+    out = _old_run(root, "cwd-run")
+    monkeypatch.chdir(out)
+    report = run_experiment(parse_config(_config(root, Path("."), 40)), overwrite=True, show_progress=False)
+    assert Path(report).is_file() and Path("notes.txt").read_text() == "my notes"
+    assert Path.cwd() == out.resolve() and _assert_whole_run(out, refs, marks) == 40

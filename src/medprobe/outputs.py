@@ -177,7 +177,10 @@ def staged_run_folder(target: str | Path, owned: Iterable[str]) -> Iterator[Path
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        cwd = os.getcwd()
         moved = _swap_in(staging, target, owned)
+        if Path(cwd) == target or target in Path(cwd).parents:
+            os.chdir(cwd)  # the process sat in the old folder, now deleted: follow the path to the new one
         if moved:
             from medprobe.progress import console
 
