@@ -116,3 +116,77 @@ def test_disk_full_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_module.os, "fsync", full)  # the kernel reports ENOSPC when data is flushed
     with pytest.raises(CacheError, match="disk full"):
         extract_features(ToyBackbone(), make_dataset(8), ["mean"], tmp_path, show_progress=False)
+
+
+# ------------------------------------------------- corrupted features and dtype, through the CLI
+def _run_file(tmp_path: Path, **extraction) -> Path:
+    import yaml
+
+    from test_run_folder import _config, _write_medmnist
+
+    _write_medmnist(tmp_path / "data" / "medmnist" / "pneumoniamnist.npz")
+    config = _config(tmp_path, tmp_path / "out", 20)
+    config["extraction"] = {"chunk_size": 32, **extraction}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _flat(text: str) -> str:
+    """Terminal output without the line breaks rich inserts into long paths."""
+    return "".join(text.split())
+
+
+def test_flipped_feature_bytes_stop_the_run_and_extraction_repairs_them(tmp_path):
+    """The issue's reproduction: overwritten tensor bytes used to change results.json silently."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from medprobe.cli import app
+
+    run_file = _run_file(tmp_path)
+    runner = CliRunner()
+    first = runner.invoke(app, ["run", str(run_file), "--quiet"])
+    assert first.exit_code == 0, first.output
+    results = (tmp_path / "out" / "results.json").read_bytes()
+    entry = Path(json.loads((tmp_path / "out" / "run.json").read_text())["backbones"][0]["cache_dir"])
+    chunk = sorted(entry.glob("layers/*/chunk-000001.safetensors"))[0]
+    data = bytearray(chunk.read_bytes())
+    data[8 + int.from_bytes(data[:8], "little") + 11] ^= 0x01  # one bit of one feature value
+    chunk.write_bytes(bytes(data))
+    probed = runner.invoke(app, ["probe", str(run_file), "--overwrite", "--quiet"])
+    assert probed.exit_code == 2, probed.output
+    assert _flat(str(chunk)) in _flat(probed.output) and "medprobeextractRUN.yaml" in _flat(probed.output)
+    assert (tmp_path / "out" / "results.json").read_bytes() == results  # the old outputs stand
+    repaired = runner.invoke(app, ["extract", str(run_file), "--quiet"])
+    assert repaired.exit_code == 0, repaired.output
+    again = runner.invoke(app, ["probe", str(run_file), "--overwrite", "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "out" / "results.json").read_bytes() == results
+
+
+def test_float32_run_reads_float32_and_says_so(tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from medprobe.cli import app
+
+    run_file = _run_file(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", str(run_file), "--quiet"]).exit_code == 0
+    half = json.loads((tmp_path / "out" / "run.json").read_text())["backbones"]
+    config = yaml.safe_load(run_file.read_text())
+    config["extraction"]["dtype"] = "float32"
+    run_file.write_text(yaml.safe_dump(config))
+    refused = runner.invoke(app, ["probe", str(run_file), "--overwrite", "--quiet"])  # cached float16 only
+    assert refused.exit_code == 2 and "anotherdtype" in _flat(refused.output), refused.output
+    full_run = runner.invoke(app, ["run", str(run_file), "--overwrite", "--quiet"])
+    assert full_run.exit_code == 0, full_run.output
+    full = json.loads((tmp_path / "out" / "run.json").read_text())["backbones"]
+    assert [b["cache_dtype"] for b in half] == ["float16", "float16"]
+    assert [b["cache_dtype"] for b in full] == ["float32", "float32"]
+    assert {b["cache_dir"] for b in full}.isdisjoint(b["cache_dir"] for b in half)
+    assert "readasfloat32" in _flat(full_run.output) and "float16" not in full_run.output

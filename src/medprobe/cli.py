@@ -93,7 +93,8 @@ def extract(
         if backbone and spec.display_name not in backbone:
             continue
         cache, layers = experiment.extract(spec, dataset)
-        console.print(f"[green]{spec.display_name}[/]: {len(layers)} layer(s) cached in {cache.path}")
+        console.print(f"[green]{spec.display_name}[/]: {len(layers)} layer(s) cached as {cache.dtype_name} in "
+                      f"{cache.path}")
 
 
 @app.command()
@@ -285,6 +286,68 @@ def _print_data_summary(summary: dict, show_excluded: int) -> None:
         console.print(f"  ... {excluded['count'] - show_excluded} more (all of them with --json)")
 
 
+cache_app = typer.Typer(no_args_is_help=True, help="Check and clean the feature cache.")
+app.add_typer(cache_app, name="cache")
+
+
+def _default_cache_root() -> Path:
+    from medprobe.config import RunConfig
+
+    return RunConfig.model_construct(cache_dir=None).resolved_cache_dir()
+
+
+@cache_app.command("verify")
+@friendly_errors
+def cache_verify(
+    path: Optional[Path] = typer.Argument(None, help="a cache root or one entry (default: $MEDPROBE_CACHE_DIR "
+                                                      "or ~/.cache/medprobe/features)"),
+) -> None:
+    """Read every feature chunk against its checksum; list the bad ones (exit 1 if any). Changes nothing."""
+    from medprobe.features.maintenance import verify_cache
+
+    report = verify_cache(path or _default_cache_root())
+    for error in report.bad:
+        console.print(f"[red]bad[/] {error.path}: {error.reason}", highlight=False, soft_wrap=True)
+    for entry in report.other_format:
+        console.print(f"[yellow]not checked[/] {entry}: another cache format, never read by this medprobe "
+                      "(`medprobe cache gc` removes it)", highlight=False, soft_wrap=True)
+    for chunk in report.quarantined:
+        console.print(f"[yellow]moved aside[/] {chunk}: failed a read; the next extraction recomputes it",
+                      highlight=False, soft_wrap=True)
+    console.print(f"{report.chunks_checked} chunk(s) in {report.entries} entr{'y' if report.entries == 1 else 'ies'} "
+                  f"checked: {len(report.bad)} bad", highlight=False, soft_wrap=True)
+    if report.bad:
+        console.print("A bad chunk is never used: the next read moves it aside and the next "
+                      "`medprobe extract RUN.yaml` (or `medprobe run`) recomputes it.", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@cache_app.command("gc")
+@friendly_errors
+def cache_gc(
+    runs: list[Path] = typer.Option(..., "--runs", help="folder(s) searched (recursively) for run.json files; "
+                                                         "repeat for several"),
+    path: Optional[Path] = typer.Argument(None, help="the cache root (default: $MEDPROBE_CACHE_DIR or "
+                                                      "~/.cache/medprobe/features)"),
+    yes: bool = typer.Option(False, "--yes", help="really delete (default: only list what would go)"),
+) -> None:
+    """Remove cache entries that no run.json under --runs references (dry run unless --yes)."""
+    from medprobe.features.maintenance import collect_garbage
+
+    report = collect_garbage(path or _default_cache_root(), runs, delete=yes)
+    verb = "deleted" if yes else "would delete"
+    for entry, size in report.unreferenced:
+        console.print(f"{verb} {entry} ({size / 2**20:.1f} MiB)", highlight=False, soft_wrap=True)
+    for entry in report.skipped:
+        console.print(f"[yellow]skipped[/] {entry}: being written by another process, or not writable",
+                      highlight=False, soft_wrap=True)
+    total = sum(size for _, size in report.unreferenced) / 2**20
+    console.print(f"{len(report.referenced)} entr{'y' if len(report.referenced) == 1 else 'ies'} referenced by "
+                  f"{report.run_files} run.json file(s) kept; {len(report.unreferenced)} unreferenced "
+                  f"({total:.1f} MiB) {verb}" + ("" if yes else "; pass --yes to delete them"),
+                  highlight=False, soft_wrap=True)
+
+
 def _print_summary(run_dir: Path) -> None:
     import json
 
@@ -299,6 +362,10 @@ def _print_summary(run_dir: Path) -> None:
             table.add_row(row["backbone"], row["layer"], f"{row['train_fraction']:g}", str(row["seed"]),
                           f"{row['value']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]", str(row["n_test"]))
     console.print(table)
+    for info in summary.get("backbones", []):
+        if info.get("cache_dtype"):
+            console.print(f"features of {info['label']}: read as {info['cache_dtype']} from {info['cache_dir']}",
+                          highlight=False)
     console.print(f"results: {run_dir / 'results.json'}\nreport:  {run_dir / 'report.html'}")
 
 

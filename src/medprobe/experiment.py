@@ -33,7 +33,7 @@ from medprobe.data.dataset import Dataset
 from medprobe.data.loaders import load_dataset
 from medprobe.errors import CacheError, ConfigError, DataError
 from medprobe.features.cache import FeatureCache, atomic_write_bytes, atomic_write_json
-from medprobe.features.extract import extract_features, open_cache
+from medprobe.features.extract import existing_cache, extract_features, other_dtype_entries
 from medprobe.models.registry import create_backbone
 from medprobe.probes import select_probe
 from medprobe.stats import (
@@ -85,15 +85,25 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+#: entries of a run folder that are medprobe's: replaced by a new run; every other entry is kept
+RUN_FOLDER_OWNED = (*OUTPUT_FILES, "figures")
+
+
 def prepare_output_dir(path: Path, overwrite: bool) -> None:
-    """Never overwrite a previous run's results unless asked."""
+    """Never overwrite a previous run's results unless asked. First finishes or undoes the folder
+    swap of a run that was killed (:func:`medprobe.outputs.recover`), so the check sees whole runs."""
+    from medprobe.outputs import recover
+
+    for note in recover(path, RUN_FOLDER_OWNED):
+        from medprobe.progress import console
+
+        console.print(f"[yellow]{note}[/]", highlight=False)
     existing = [name for name in OUTPUT_FILES if (path / name).exists()]
     if existing and not overwrite:
         raise ConfigError(
             f"output folder {path} already holds results ({', '.join(existing)}); "
             "pass --overwrite or choose another --out"
         )
-    path.mkdir(parents=True, exist_ok=True)
 
 
 def ensure_validation_split(dataset: Dataset, fraction: float, seed: int) -> Dataset:
@@ -190,12 +200,16 @@ class Experiment:
             layers = backbone.resolve_layers(spec.layers)
             extraction = self.config.extraction
             if self.cached_only:
-                cache = open_cache(backbone, dataset, self.config.resolved_cache_dir(), extraction.chunk_size,
-                                   extraction.dtype)
-                absent = [layer for layer in layers if not cache.is_complete(layer)]
+                root = self.config.resolved_cache_dir()
+                cache = existing_cache(backbone, dataset, root, extraction.dtype)
+                absent = [layer for layer in layers if cache is None or not cache.is_complete(layer)]
                 if absent:
-                    raise CacheError(f"{spec.display_name}: layers {absent} are not in the cache {cache.path}; "
-                                     "run `medprobe extract` first")
+                    others = other_dtype_entries(backbone, dataset, root, extraction.dtype)
+                    hint = (f" (an entry stored in another dtype exists, {others[0]}, but the run file asks for "
+                            f"{extraction.dtype} and features are never converted)" if others else "")
+                    where = cache.path if cache is not None else root
+                    raise CacheError(f"{spec.display_name}: layers {absent} are not in the {extraction.dtype} cache "
+                                     f"{where}{hint}; run `medprobe extract RUN.yaml` first")
             elif extraction.engine == "ray":
                 from medprobe.features.ray_engine import extract_features_ray
 
@@ -216,7 +230,8 @@ class Experiment:
             self.backbone_info.append({
                 "name": spec.name, "label": spec.display_name, "layers": layers,
                 "fingerprint": cache.meta["fingerprint"]["backbone"], "cache_dir": str(cache.path),
-                "cache_key": cache.meta["key"], "provenance": getattr(backbone, "provenance", ""),
+                "cache_key": cache.meta["key"], "cache_dtype": cache.dtype_name,
+                "provenance": getattr(backbone, "provenance", ""),
                 "prompt": getattr(backbone, "prompt", None),
             })
         finally:
@@ -367,7 +382,24 @@ class Experiment:
         atomic_write_bytes(self.output_dir / "predictions.parquet", buffer.getvalue())
 
     def run(self) -> Path:
+        """Run every stage; the outputs are written into a staging folder that replaces the output
+        folder as a whole at the end (:mod:`medprobe.outputs`), so a killed run never leaves new
+        numbers next to an old report. Returns the report's path."""
+        from medprobe.outputs import build_report_as, staged_run_folder
+
         prepare_output_dir(self.output_dir, self.overwrite)
+        final = self.output_dir
+        with staged_run_folder(final, RUN_FOLDER_OWNED) as staging:
+            self.output_dir = staging  # every writer below targets the staging folder
+            try:
+                self.run_stages()
+                build_report_as(staging, final)
+            finally:
+                self.output_dir = final
+        return final / "report.html"
+
+    def run_stages(self) -> None:
+        """Data, extraction, probes and statistics; writes every output but the report."""
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         started = time.perf_counter()
         dataset = self.load_data()
@@ -392,9 +424,6 @@ class Experiment:
         self.write_predictions(dataset, test_ids, y_test)
         self.timings["total_s"] = round(time.perf_counter() - started, 3)
         atomic_write_json(self.output_dir / "run.json", self.run_summary(dataset, rows, started_at))
-        from medprobe.report import build_report
-
-        return build_report(self.output_dir)
 
     def run_summary(self, dataset: Dataset, rows: list[dict], started_at: str) -> dict[str, Any]:
         counts = {}

@@ -7,22 +7,32 @@ Layout of one cache entry (a folder under the cache root)::
                                        sample-id digest, chunk size, dtype, medprobe version
         sample_ids.json                the ordered sample ids the chunks are cut from
         layers/<layer>/chunk-000000.safetensors   one array per layer per chunk
-        layers/<layer>/COMPLETE        written once every chunk of that layer exists
+        layers/<layer>/COMPLETE        written once every chunk of that layer is durable and verified
         .lock                          held (flock) by the process that is writing
 
-``key`` hashes the backbone fingerprint (model file / revision, prompt, template, pooling, dtype),
-the preprocessing fingerprint and the ordered sample ids, so a changed setting never reads stale
-features. Layers are *not* part of the key: asking for another layer later adds files to the same
-entry and computes only what is missing.
+``key`` hashes the backbone fingerprint (model file / revision, prompt, template, pooling, compute
+dtype), the preprocessing fingerprint, the ordered sample ids and the *storage* dtype, so a changed
+setting never reads stale features and a float32 request never reads float16 data. Layers are
+*not* part of the key: asking for another layer later adds files to the same entry and computes
+only what is missing.
 
 Why this is crash-safe: every chunk file is written to a temporary name in the same folder,
-flushed, fsynced and renamed into place, so a chunk file either exists whole or not at all.
-Resuming recomputes only chunks whose file is absent; chunk boundaries and batches are a pure
-function of the sample order, so a resumed cache is bit-identical to an uninterrupted one. A layer
-is only readable after its ``COMPLETE`` marker exists.
+flushed, fsynced, renamed into place and the folder fsynced, so a chunk file either exists whole
+or not at all, also after a power loss. Resuming recomputes only chunks whose file is absent;
+chunk boundaries and batches are a pure function of the sample order, so a resumed cache is
+bit-identical to an uninterrupted one. A layer is only readable after its ``COMPLETE`` marker
+exists, and the marker is written only after every chunk of the layer has been read back and
+verified.
 
-Chunks are safetensors files (one tensor named ``features``; the chunk's sample ids and skipped
-samples are in the header metadata), a format that cannot execute code when read.
+Why chunks carry a checksum: a bad disk, a partial copy or a sync tool can change the bytes of a
+finished chunk without breaking its format, and such features would silently move every number
+computed from them. Each chunk's metadata holds the sha256 of its tensor bytes, shape, dtype and
+sample ids (:func:`chunk_digest`), checked on every read. A chunk that fails is never used: it is
+moved aside to ``chunk-NNNNNN.safetensors.corrupt``, its layer loses its ``COMPLETE`` marker, and
+the next extraction recomputes it.
+
+Chunks are safetensors files (one tensor named ``features``; the chunk's sample ids, skipped
+samples and checksum are in the header metadata), a format that cannot execute code when read.
 """
 
 from __future__ import annotations
@@ -46,7 +56,11 @@ from safetensors.numpy import save
 import medprobe
 from medprobe.errors import CacheError
 
-FORMAT_VERSION = 1
+#: 2: chunks carry a checksum and the storage dtype is part of the key. Entries of format 1 get
+#: other keys, so they are never read (``medprobe cache gc`` removes them).
+FORMAT_VERSION = 2
+#: suffix of a chunk file that failed its checksum and was moved aside
+CORRUPT_SUFFIX = ".corrupt"
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
@@ -58,9 +72,10 @@ def sample_ids_digest(sample_ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sample_ids).encode()).hexdigest()
 
 
-def cache_key(fingerprint: dict[str, Any], sample_ids: Sequence[str]) -> str:
-    """Hash of everything that determines the features (layers excluded, see module docstring)."""
-    payload = {"fingerprint": fingerprint, "samples": sample_ids_digest(sample_ids), "format": FORMAT_VERSION}
+def cache_key(fingerprint: dict[str, Any], sample_ids: Sequence[str], dtype: str = "float16") -> str:
+    """Hash of everything that determines the stored features (layers excluded, see module docstring)."""
+    payload = {"fingerprint": fingerprint, "samples": sample_ids_digest(sample_ids), "format": FORMAT_VERSION,
+               "dtype": dtype}
     return hashlib.sha256(_canonical_json(payload).encode()).hexdigest()[:20]
 
 
@@ -78,10 +93,36 @@ def _current_umask() -> int:
 FILE_MODE = 0o666 & ~_current_umask()
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable: POSIX only persists a folder's entries when
+    the folder itself is fsynced, so without this a power loss can undo a rename that returned."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):  # folder fsync unsupported here
+            raise
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    """``mkdir -p`` whose new folders survive a power loss (each new folder's parent is fsynced)."""
+    created = []
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    Path(path).mkdir(parents=True, exist_ok=True)
+    for folder in reversed(created):
+        fsync_dir(folder.parent)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file, or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` so that readers see the old file, or the whole new one, also after
+    a crash or a power loss (file fsynced before the rename, folder fsynced after it)."""
     with _disk_errors(path):
+        make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -93,6 +134,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        fsync_dir(path.parent)
 
 
 def _json_safe(value: Any) -> Any:
@@ -135,6 +177,62 @@ class ChunkPlan:
     stop: int
 
 
+class CorruptChunkError(CacheError):
+    """A chunk file that cannot be parsed or whose content does not match its checksum."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+class BadChunksError(CacheError):
+    """Chunks of a layer failed verification; they were moved aside (see the message) and the next
+    extraction recomputes them."""
+
+    def __init__(self, message: str, paths: Sequence[Path]) -> None:
+        super().__init__(message)
+        self.paths = list(paths)
+
+
+def chunk_digest(info: dict[str, Any], array: np.ndarray) -> str:
+    """sha256 over a chunk's metadata (layer, sample ids, skipped samples), dtype, shape and tensor
+    bytes: a flipped bit anywhere in what a reader uses changes it."""
+    header = _canonical_json({"info": info, "dtype": str(array.dtype), "shape": list(array.shape)})
+    digest = hashlib.sha256(header.encode())
+    digest.update(b"\0")
+    if array.size:  # (a memoryview of an empty array cannot be cast to bytes)
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return digest.hexdigest()
+
+
+def read_chunk_file(path: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """``(info, features)`` of one chunk file, verified against its checksum.
+
+    Raises :class:`CorruptChunkError` when the file is unreadable, lacks a checksum or does not
+    match it; the caller decides what to do (never use it).
+    """
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+            array = handle.get_tensor("features")
+    except FileNotFoundError:
+        raise
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CorruptChunkError(path, f"unreadable ({error})") from error
+    try:
+        info = json.loads(metadata["medprobe"])
+        expected = info.pop("sha256")
+        info = {key: info[key] for key in ("layer", "sample_ids", "skipped")}
+    except (KeyError, TypeError, ValueError) as error:
+        raise CorruptChunkError(path, f"metadata damaged or without checksum ({error!r})") from error
+    if chunk_digest(info, array) != expected:
+        raise CorruptChunkError(path, "content does not match its checksum (changed on disk after it was written)")
+    if len(info["sample_ids"]) != len(array):
+        raise CorruptChunkError(path, f"{len(array)} rows for {len(info['sample_ids'])} sample ids")
+    return info, array
+
+
 class FeatureCache:
     """One cache entry: the features of one backbone setting on one ordered list of samples."""
 
@@ -145,7 +243,9 @@ class FeatureCache:
             raise CacheError(f"{self.path} is not a medprobe feature cache (no meta.json)")
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         if self.meta.get("format") != FORMAT_VERSION:
-            raise CacheError(f"{self.path}: cache format {self.meta.get('format')} is not {FORMAT_VERSION}")
+            raise CacheError(f"{self.path}: cache format {self.meta.get('format')} is not {FORMAT_VERSION} (an entry "
+                             "of another medprobe version, never read by this one); extract again, and remove old "
+                             "entries with `medprobe cache gc`")
         self.sample_ids: list[str] = json.loads((self.path / "sample_ids.json").read_text())
         self.chunk_size: int = int(self.meta["chunk_size"])
         self.dtype = DTYPES[self.meta["dtype"]]
@@ -162,8 +262,8 @@ class FeatureCache:
         chunk_size: int = 256,
         dtype: str = "float16",
     ) -> "FeatureCache":
-        """The entry for this setting, created if new. An existing entry keeps its own chunk size
-        and dtype (those are storage details, not part of the key) so it is never overwritten."""
+        """The entry for this setting and storage dtype, created if new. An existing entry keeps
+        its own chunk size (a storage detail that changes no value, not part of the key)."""
         if dtype not in DTYPES:
             raise CacheError(f"unknown cache dtype {dtype!r}; choose from {sorted(DTYPES)}")
         if chunk_size < 1:
@@ -171,11 +271,11 @@ class FeatureCache:
         sample_ids = [str(s) for s in sample_ids]
         if len(set(sample_ids)) != len(sample_ids):
             raise CacheError("duplicate sample ids given to the feature cache")
-        key = cache_key(fingerprint, sample_ids)
-        path = Path(root).expanduser() / f"{_safe_name(backbone_name)}-{key}"
+        path = entry_path(root, backbone_name, fingerprint, sample_ids, dtype)
+        key = path.name.rsplit("-", 1)[1]
         if not (path / "meta.json").is_file():
             with _disk_errors(path):
-                path.mkdir(parents=True, exist_ok=True)
+                make_dirs(path)
             atomic_write_json(path / "sample_ids.json", sample_ids)
             atomic_write_json(
                 path / "meta.json",
@@ -192,7 +292,8 @@ class FeatureCache:
                 },
             )
         cache = cls(path)
-        if cache.meta["fingerprint"] != json.loads(_canonical_json(fingerprint)) or cache.sample_ids != sample_ids:
+        if (cache.meta["fingerprint"] != json.loads(_canonical_json(fingerprint)) or cache.sample_ids != sample_ids
+                or cache.dtype_name != dtype):
             raise CacheError(f"{path}: existing cache does not match the request (hash collision?)")
         return cache
 
@@ -215,7 +316,15 @@ class FeatureCache:
         return todo
 
     def is_complete(self, layer: str) -> bool:
-        return (self.path / "layers" / _layer_dir(layer) / "COMPLETE").is_file()
+        return self._marker(layer).is_file()
+
+    def _marker(self, layer: str) -> Path:
+        return self.path / "layers" / _layer_dir(layer) / "COMPLETE"
+
+    @property
+    def dtype_name(self) -> str:
+        """The dtype the features are stored in (``load`` returns them as float32)."""
+        return str(self.meta["dtype"])
 
     # -------------------------------------------------------------- writing
     @contextmanager
@@ -266,17 +375,27 @@ class FeatureCache:
                              f"({int(bad_rows.sum())} in chunk {index}): {reason}")
         # A single metadata key: safetensors writes the header's metadata map in arbitrary key order,
         # and resumed caches must be byte-identical to uninterrupted ones.
-        metadata = {"medprobe": _canonical_json(
-            {"layer": layer, "sample_ids": list(sample_ids), "skipped": list(skipped)})}
-        atomic_write_bytes(self.chunk_path(layer, index),
-                           save({"features": np.ascontiguousarray(stored)}, metadata=metadata))
+        # The checksum sits inside that one key, so the file stays deterministic.
+        info = json.loads(_canonical_json({"layer": layer, "sample_ids": list(sample_ids), "skipped": list(skipped)}))
+        stored = np.ascontiguousarray(stored)
+        metadata = {"medprobe": _canonical_json({**info, "sha256": chunk_digest(info, stored)})}
+        path = self.chunk_path(layer, index)
+        atomic_write_bytes(path, save({"features": stored}, metadata=metadata))
+        _corrupt_path(path).unlink(missing_ok=True)  # the chunk it replaces, moved aside on a failed read
 
     def mark_complete(self, layer: str) -> None:
+        """Write the layer's ``COMPLETE`` marker after reading back and verifying every chunk.
+
+        Each chunk was fsynced (file and folder) when written, so the marker never vouches for a
+        chunk a power loss could still take away. A chunk failing its checksum is moved aside and
+        the layer stays incomplete: :class:`CacheError` names the files, and the next extraction
+        recomputes them.
+        """
         if self.missing([layer]):
             raise CacheError(f"layer {layer!r} of {self.path} still has missing chunks")
         ids, array, skipped = self._read_chunks(layer)
         atomic_write_json(
-            self.path / "layers" / _layer_dir(layer) / "COMPLETE",
+            self._marker(layer),
             {"layer": layer, "n_samples": len(ids), "dim": int(array.shape[1]), "skipped": skipped},
         )
 
@@ -306,26 +425,78 @@ class FeatureCache:
         return json.loads(marker.read_text())["skipped"] if marker.is_file() else []
 
     def _read_chunks(self, layer: str) -> tuple[list[str], np.ndarray, list[dict[str, str]]]:
+        """Every chunk of ``layer``, verified; any bad chunk is moved aside and reported (all of
+        them at once, by path) instead of being used."""
         ids: list[str] = []
         parts: list[np.ndarray] = []
         skipped: list[dict[str, str]] = []
+        bad: list[CorruptChunkError] = []
         for chunk in self.chunks():
             path = self.chunk_path(layer, chunk.index)
             try:
-                with safe_open(str(path), framework="numpy") as handle:
-                    metadata = handle.metadata() or {}
-                    parts.append(handle.get_tensor("features"))
-            except (SafetensorError, OSError, ValueError) as error:
-                raise CacheError(f"cannot read feature chunk {path}: {error}; delete it and resume") from error
-            info = json.loads(metadata["medprobe"])
+                info, array = read_chunk_file(path)
+            except FileNotFoundError:
+                bad.append(CorruptChunkError(path, "missing"))
+                continue
+            except CorruptChunkError as error:
+                bad.append(error)
+                continue
+            if array.dtype != self.dtype:
+                bad.append(CorruptChunkError(path, f"holds {array.dtype}, the entry stores {self.dtype_name}"))
+                continue
+            parts.append(array)
             ids.extend(info["sample_ids"])
             skipped.extend(info["skipped"])
+        if bad:
+            raise BadChunksError(self._quarantine(layer, bad), [error.path for error in bad])
         parts = [part for part in parts if len(part)]  # chunks whose every image was skipped
         array = np.concatenate(parts) if parts else np.zeros((0, 0), self.dtype)
         return ids, array, skipped
 
+    def _quarantine(self, layer: str, bad: Sequence[CorruptChunkError]) -> str:
+        """Move bad chunks aside and drop the layer's marker so the next extraction recomputes
+        them; returns the message that names them and that repair."""
+        self._marker(layer).unlink(missing_ok=True)
+        lines = []
+        for error in bad:
+            note = ""
+            if error.path.is_file():
+                try:
+                    os.replace(error.path, _corrupt_path(error.path))
+                    fsync_dir(error.path.parent)
+                    note = f" (moved aside to {_corrupt_path(error.path).name})"
+                except OSError as move_error:
+                    note = f" (could not move it aside: {move_error.strerror}; delete it by hand)"
+            lines.append(f"  {error.path}: {error.reason}{note}")
+        return (f"layer {layer!r} of the feature cache {self.path}: {len(bad)} bad chunk(s), not used:\n"
+                + "\n".join(lines)
+                + f"\nThey are recomputed by the next extraction: rerun `medprobe extract RUN.yaml` "
+                  f"(or `medprobe run RUN.yaml`). Check a whole cache with `medprobe cache verify`.")
+
+    def verify(self) -> tuple[int, list[CorruptChunkError]]:
+        """Read every chunk file of every layer (complete or not) against its checksum, changing
+        nothing; returns the number checked and the bad ones."""
+        checked, bad = 0, []
+        for path in sorted(self.path.glob("layers/*/chunk-*.safetensors")):
+            checked += 1
+            try:
+                read_chunk_file(path)
+            except CorruptChunkError as error:
+                bad.append(error)
+        return checked, bad
+
     def remove(self) -> None:
         shutil.rmtree(self.path)
+
+
+def entry_path(root: str | Path, backbone_name: str, fingerprint: dict[str, Any], sample_ids: Sequence[str],
+               dtype: str) -> Path:
+    """The folder of the entry for this setting (it need not exist)."""
+    return Path(root).expanduser() / f"{_safe_name(backbone_name)}-{cache_key(fingerprint, sample_ids, dtype)}"
+
+
+def _corrupt_path(path: Path) -> Path:
+    return path.with_name(path.name + CORRUPT_SUFFIX)
 
 
 def _layer_dir(layer: str) -> str:
@@ -342,4 +513,5 @@ def load(cache_dir: str | Path, layer: str) -> tuple[list[str], np.ndarray]:
     return FeatureCache(Path(cache_dir)).load(layer)
 
 
-__all__ = ["FeatureCache", "load", "cache_key", "atomic_write_json", "atomic_write_bytes"]
+__all__ = ["FeatureCache", "load", "cache_key", "entry_path", "atomic_write_json", "atomic_write_bytes", "fsync_dir",
+           "make_dirs", "read_chunk_file", "CorruptChunkError", "BadChunksError"]

@@ -8,6 +8,7 @@ crashed run resumes where it stopped.
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import pandas as pd
 
 from medprobe.data.dataset import Dataset
 from medprobe.errors import DataError, ImageReadError
-from medprobe.features.cache import FeatureCache
+from medprobe.features.cache import DTYPES, BadChunksError, FeatureCache, entry_path
 from medprobe.models.base import Backbone
 from medprobe.progress import progress_bar
 
@@ -91,10 +92,26 @@ def store_chunk(cache: FeatureCache, index: int, layers: Sequence[str], chunk: C
 
 def open_cache(backbone: Backbone, dataset: Dataset, cache_root: str | Path, chunk_size: int,
                dtype: str) -> FeatureCache:
+    """The cache entry of this backbone on this data set in storage ``dtype`` (created if new):
+    entries are per dtype, so a float32 request never reads float16 features."""
     return FeatureCache.open_or_create(
         cache_root, backbone.name, cache_fingerprint(backbone, dataset), dataset.sample_ids,
         chunk_size=chunk_size, dtype=dtype,
     )
+
+
+def existing_cache(backbone: Backbone, dataset: Dataset, cache_root: str | Path, dtype: str) -> FeatureCache | None:
+    """The entry for this setting and dtype if it exists; creates nothing (for probing from the
+    cache only, which must not leave empty entries behind)."""
+    path = entry_path(cache_root, backbone.name, cache_fingerprint(backbone, dataset), dataset.sample_ids, dtype)
+    return FeatureCache(path) if (path / "meta.json").is_file() else None
+
+
+def other_dtype_entries(backbone: Backbone, dataset: Dataset, cache_root: str | Path, dtype: str) -> list[Path]:
+    """Entries of the same setting stored in another dtype: named in errors, never read instead."""
+    fingerprint = cache_fingerprint(backbone, dataset)
+    return [path for other in sorted(DTYPES) if other != dtype
+            if (path := entry_path(cache_root, backbone.name, fingerprint, dataset.sample_ids, other)).is_dir()]
 
 
 def extract_features(
@@ -111,34 +128,57 @@ def extract_features(
 ) -> FeatureCache:
     """Make sure ``layers`` of ``backbone`` on every sample of ``dataset`` are in the cache.
 
-    Returns the cache entry; read features with ``cache.load(layer)``.
+    Chunks that fail their checksum when a layer is completed are moved aside, reported (a
+    :class:`CorruptChunkWarning` naming each file) and recomputed in the same call. Returns the
+    cache entry; read features with ``cache.load(layer)``.
     """
     layers = backbone.resolve_layers(layers if isinstance(layers, str) else list(layers))
     cache = open_cache(backbone, dataset, cache_root, chunk_size, dtype)
-    todo = cache.missing(layers)
-    if todo:
-        batch_size = batch_size or backbone.default_batch_size
-        plans = {plan.index: plan for plan in cache.chunks()}
-        with cache.writer_lock():
-            todo = cache.missing(layers)  # another process may have finished some meanwhile
-            order = sorted(todo)
-            n_images = sum(plans[i].stop - plans[i].start for i in order)
-            with ThreadPoolExecutor(max_workers=1) as reader, progress_bar(
-                f"{backbone.name}: extracting {len(layers)} layer(s)", total=n_images, enabled=show_progress
-            ) as advance:
-                def submit(i: int):
-                    plan = plans[i]
-                    return reader.submit(read_chunk, dataset, dataset.samples.iloc[plan.start:plan.stop], on_error)
+    batch_size = batch_size or backbone.default_batch_size
+    _compute_missing(backbone, dataset, cache, layers, batch_size, on_error, show_progress)
+    try:
+        _mark_complete(cache, layers)
+    except BadChunksError as error:
+        warnings.warn(f"{error}\nRecomputing them now.", CorruptChunkWarning, stacklevel=2)
+        _compute_missing(backbone, dataset, cache, layers, batch_size, on_error, show_progress)
+        _mark_complete(cache, layers)  # chunks corrupted again right after writing: a disk problem, raised
+    return cache
 
-                pending = submit(order[0])
-                for position, index in enumerate(order):
-                    chunk = pending.result()
-                    if position + 1 < len(order):
-                        pending = submit(order[position + 1])
-                    features = compute_chunk(backbone, chunk, todo[index], batch_size)
-                    store_chunk(cache, index, todo[index], chunk, features)
-                    advance(plans[index].stop - plans[index].start)
+
+class CorruptChunkWarning(UserWarning):
+    """A cached chunk failed its checksum; it was moved aside and is being recomputed."""
+
+
+def _mark_complete(cache: FeatureCache, layers: Sequence[str]) -> None:
     for layer in layers:
         if not cache.is_complete(layer):
             cache.mark_complete(layer)
-    return cache
+
+
+def _compute_missing(backbone: Backbone, dataset: Dataset, cache: FeatureCache, layers: Sequence[str],
+                     batch_size: int, on_error: OnError, show_progress: bool) -> None:
+    """Compute and store every (chunk, layer) file still absent, streaming chunk by chunk."""
+    if not cache.missing(layers):
+        return
+    plans = {plan.index: plan for plan in cache.chunks()}
+    with cache.writer_lock():
+        todo = cache.missing(layers)  # another process may have finished some meanwhile
+        if not todo:
+            return
+        order = sorted(todo)
+        n_images = sum(plans[i].stop - plans[i].start for i in order)
+        with ThreadPoolExecutor(max_workers=1) as reader, progress_bar(
+            f"{backbone.name}: extracting {len(layers)} layer(s)", total=n_images, enabled=show_progress
+        ) as advance:
+            def submit(i: int):
+                plan = plans[i]
+                return reader.submit(read_chunk, dataset, dataset.samples.iloc[plan.start:plan.stop], on_error)
+
+            pending = submit(order[0])
+            for position, index in enumerate(order):
+                chunk = pending.result()
+                if position + 1 < len(order):
+                    pending = submit(order[position + 1])
+                features = compute_chunk(backbone, chunk, todo[index], batch_size)
+                store_chunk(cache, index, todo[index], chunk, features)
+                advance(plans[index].stop - plans[index].start)

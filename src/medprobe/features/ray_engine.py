@@ -20,7 +20,8 @@ Why it is built this way:
   (its defaults are ``max_restarts=-1`` and ``max_task_retries=-1``; overriding them needs the
   deprecated ``**ray_remote_args``). Unbounded retries would loop forever on a chunk that always
   kills its worker (e.g. an image that exhausts host memory), so a small ledger actor counts the
-  starts of each chunk and the run stops with a clear error after ``max_chunk_attempts``. Finished
+  starts of each chunk and the run stops with a clear error once a chunk has used its
+  ``max_chunk_attempts`` attempts (in total, the first one included: 3 by default). Finished
   chunks stay in the cache either way, so calling :func:`extract_features_ray` again resumes
   (a retried chunk recomputes only the layers whose files are still absent).
 * **Errors keep their type.** Ray wraps exceptions raised in actors into its own types, so a
@@ -152,7 +153,8 @@ class _ChunkWorker:
                 raise MedprobeError(
                     f"chunk {index} (samples {start}..{stop - 1}, first id "
                     f"{self.dataset.samples['sample_id'].iloc[start]!r}) killed its worker process "
-                    f"{attempt - 1} times (last on host {self.host}); a likely cause is running out of memory "
+                    f"{attempt - 1} times, every attempt it is allowed (max_chunk_attempts={self.max_chunk_attempts} "
+                    f"attempts in total; last on host {self.host}); a likely cause is running out of memory "
                     "on one of its images. Chunks finished so far are kept: fix the cause (more memory per "
                     "worker, smaller batch_size) and run again to resume, or raise max_chunk_attempts"
                 )

@@ -1,0 +1,152 @@
+"""Looking after a feature cache: ``medprobe cache verify`` and ``medprobe cache gc``.
+
+``verify_cache`` reads every chunk of every entry against its checksum and changes nothing: the
+chunks it lists are the ones the next read would refuse (and move aside for recomputation).
+
+``collect_garbage`` removes the entries no run references. *Referenced* means: the entry's cache
+key (or folder) is recorded in the ``backbones`` list of a ``run.json`` found anywhere under the
+run folders you name; every ``medprobe run`` writes one. Entries you only filled with
+``medprobe extract`` and never ran are therefore unreferenced, and entries of an older cache format
+(which this medprobe never reads) are removed unless a run still names them. Folders without a
+``meta.json`` are not medprobe's and are never touched; an entry another process is writing (its
+``.lock`` is held) is skipped. Nothing is deleted without ``delete=True`` (``--yes``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from medprobe.errors import CacheError, ConfigError
+from medprobe.features.cache import CORRUPT_SUFFIX, FORMAT_VERSION, CorruptChunkError, FeatureCache
+
+
+@dataclass
+class VerifyReport:
+    entries: int = 0
+    chunks_checked: int = 0
+    bad: list[CorruptChunkError] = field(default_factory=list)
+    #: entries of another cache format: not checkable, never read by this medprobe
+    other_format: list[Path] = field(default_factory=list)
+    #: chunks moved aside after a failed read, waiting for the next extraction
+    quarantined: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class GcReport:
+    referenced: list[Path] = field(default_factory=list)
+    unreferenced: list[tuple[Path, int]] = field(default_factory=list)  # (entry, bytes)
+    #: entries another process is writing (lock held), or in a folder this process cannot write
+    skipped: list[Path] = field(default_factory=list)
+    deleted: bool = False
+    run_files: int = 0
+
+
+def cache_entries(path: str | Path) -> list[Path]:
+    """The entries under a cache root, or ``[path]`` when it is an entry itself."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise CacheError(f"{path} is not a folder; give a cache root or one entry of it")
+    if (path / "meta.json").is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if (p / "meta.json").is_file())
+
+
+def _format(entry: Path) -> object:
+    try:
+        return json.loads((entry / "meta.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def verify_cache(path: str | Path) -> VerifyReport:
+    """Check every chunk of every entry under ``path`` (a cache root or one entry)."""
+    report = VerifyReport()
+    for entry in cache_entries(path):
+        report.entries += 1
+        if _format(entry) != FORMAT_VERSION:
+            report.other_format.append(entry)
+            continue
+        cache = FeatureCache(entry)
+        checked, bad = cache.verify()
+        report.chunks_checked += checked
+        report.bad.extend(bad)
+        for layer in cache.layers():  # a complete layer must still have every chunk
+            for chunk in cache.chunks():
+                chunk_path = cache.chunk_path(layer, chunk.index)
+                if not chunk_path.is_file():
+                    report.bad.append(CorruptChunkError(chunk_path, "missing from a layer marked complete"))
+        report.quarantined.extend(sorted(entry.glob(f"layers/*/*{CORRUPT_SUFFIX}")))
+    return report
+
+
+def referenced_keys(run_dirs: Iterable[str | Path]) -> tuple[set[str], set[Path], int]:
+    """Cache keys and entry folders named by the ``run.json`` files under ``run_dirs``."""
+    keys: set[str] = set()
+    folders: set[Path] = set()
+    n_files = 0
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir).expanduser()
+        if not run_dir.is_dir():
+            raise ConfigError(f"run folder {run_dir} does not exist")
+        for run_file in sorted(run_dir.rglob("run.json")):
+            try:
+                backbones = json.loads(run_file.read_text()).get("backbones") or []
+            except (OSError, ValueError, AttributeError):
+                continue  # not a medprobe run.json
+            n_files += 1
+            for info in backbones:
+                if isinstance(info, dict):
+                    if info.get("cache_key"):
+                        keys.add(str(info["cache_key"]))
+                    if info.get("cache_dir"):
+                        folders.add(Path(info["cache_dir"]).expanduser().resolve())
+    return keys, folders, n_files
+
+
+def _entry_key(entry: Path) -> str | None:
+    try:
+        return json.loads((entry / "meta.json").read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _size(entry: Path) -> int:
+    return sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+
+
+def collect_garbage(cache_root: str | Path, run_dirs: Iterable[str | Path], *, delete: bool = False) -> GcReport:
+    """Find (and with ``delete`` remove) the entries of ``cache_root`` no run under ``run_dirs``
+    references; see the module docstring for what counts as referenced."""
+    run_dirs = list(run_dirs)
+    if not run_dirs:
+        raise ConfigError("name at least one run folder (--runs): without one every entry would count as unused")
+    keys, folders, n_files = referenced_keys(run_dirs)
+    report = GcReport(run_files=n_files)
+    for entry in cache_entries(cache_root):
+        if _entry_key(entry) in keys or entry.resolve() in folders:
+            report.referenced.append(entry)
+            continue
+        try:
+            lock = open(entry / ".lock", "a+")
+        except OSError:  # a read-only cache: nothing can be removed from it anyway
+            report.skipped.append(entry)
+            continue
+        with lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                report.skipped.append(entry)
+                continue
+            report.unreferenced.append((entry, _size(entry)))
+            if delete:
+                shutil.rmtree(entry)
+    report.deleted = delete
+    return report
+
+
+__all__ = ["verify_cache", "collect_garbage", "referenced_keys", "cache_entries", "VerifyReport", "GcReport"]
