@@ -7,6 +7,15 @@ makes the comparisons paired.
 
 from medprobe.stats.binomial import BINOMIAL_METHODS, binomial_ci
 from medprobe.stats.bootstrap import bootstrap_indices, bootstrap_metrics, resample_counts, summarise
+from medprobe.stats.cluster import (
+    BOOTSTRAP_UNITS,
+    BootstrapUnit,
+    ClusteredIndices,
+    cluster_bootstrap_indices,
+    cluster_codes,
+    has_clusters,
+    resampling_plan,
+)
 from medprobe.stats.groups import per_group_metrics
 from medprobe.stats.metrics import (
     MULTILABEL_THRESHOLD,
@@ -20,6 +29,8 @@ from medprobe.stats.metrics import (
 from medprobe.stats.paired import delong_auc, delong_test, paired_bootstrap_test
 
 __all__ = [
+    "BOOTSTRAP_UNITS", "BootstrapUnit", "ClusteredIndices", "cluster_bootstrap_indices", "cluster_codes",
+    "has_clusters", "resampling_plan",
     "BINOMIAL_METHODS", "MULTILABEL_THRESHOLD", "TASK_TYPES", "TaskType", "WeightedEvaluator",
     "binomial_ci", "bootstrap_indices", "bootstrap_metrics", "check_inputs", "compute_metrics",
     "delong_auc", "delong_test", "metric_names", "paired_bootstrap_test", "per_group_metrics",
