@@ -7,6 +7,7 @@ makes the comparisons paired.
 
 from medprobe.stats.binomial import BINOMIAL_METHODS, binomial_ci
 from medprobe.stats.bootstrap import bootstrap_indices, bootstrap_metrics, resample_counts, summarise
+from medprobe.stats.calibration import CalibrationEvaluator, calibration_summary
 from medprobe.stats.cluster import (
     BOOTSTRAP_UNITS,
     BootstrapUnit,
@@ -26,11 +27,19 @@ from medprobe.stats.metrics import (
     compute_metrics,
     metric_names,
 )
-from medprobe.stats.paired import delong_auc, delong_test, paired_bootstrap_test
+from medprobe.stats.multiplicity import benjamini_hochberg, holm
+from medprobe.stats.paired import (
+    REPLICATE_T_TEST_WARNING,
+    delong_auc,
+    delong_test,
+    paired_bootstrap_test,
+    replicate_t_test,
+)
 
 __all__ = [
     "BOOTSTRAP_UNITS", "BootstrapUnit", "ClusteredIndices", "cluster_bootstrap_indices", "cluster_codes",
-    "has_clusters", "resampling_plan",
+    "has_clusters", "resampling_plan", "CalibrationEvaluator", "calibration_summary", "benjamini_hochberg", "holm",
+    "REPLICATE_T_TEST_WARNING", "replicate_t_test",
     "BINOMIAL_METHODS", "MULTILABEL_THRESHOLD", "TASK_TYPES", "TaskType", "WeightedEvaluator",
     "binomial_ci", "bootstrap_indices", "bootstrap_metrics", "check_inputs", "compute_metrics",
     "delong_auc", "delong_test", "metric_names", "paired_bootstrap_test", "per_group_metrics",

@@ -13,16 +13,16 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.stats import norm, rankdata
+from scipy.stats import norm, rankdata, ttest_rel
 
 from medprobe.errors import ConfigError, DataError
 from medprobe.stats.bootstrap import bootstrap_metrics
-from medprobe.stats.cluster import cluster_codes, has_clusters
+from medprobe.stats.cluster import ClusteredIndices, cluster_codes, has_clusters
 from medprobe.stats.metrics import TaskType, compute_metrics
 
 
 def paired_bootstrap_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, task_type: TaskType,
-                          classes: Sequence[str], metric: str, indices: np.ndarray, *,
+                          classes: Sequence[str], metric: str, indices: np.ndarray | ClusteredIndices, *,
                           level: float = 0.95) -> dict[str, float | int]:
     """Difference ``metric(a) - metric(b)`` with a paired bootstrap CI and two-sided p-value.
 
@@ -57,6 +57,33 @@ def paired_bootstrap_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np
     return {"diff": value_a - value_b, "ci_low": float(low), "ci_high": float(high),
             "p_value": min(1.0, 2 * min(at_most_zero, at_least_zero)), "sd": float(kept.std(ddof=1)),
             "value_a": value_a, "value_b": value_b, "n_dropped": int(differences.size - kept.size)}
+
+
+REPLICATE_T_TEST_WARNING = (
+    "paired t-test on bootstrap replicates (the study's test), for reproduction only: not a valid "
+    "test. Its standard error treats the R replicates as R independent observations, so t grows "
+    "like sqrt(R) on the same data (and p shrinks towards 0) however small the difference; use "
+    "the paired bootstrap or DeLong p-value instead.")
+
+
+def replicate_t_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, task_type: TaskType,
+                     classes: Sequence[str], metric: str,
+                     indices: np.ndarray | ClusteredIndices) -> dict[str, Any]:
+    """The study's "paired two-tailed t-test on bootstrap replicates", kept to reproduce its numbers.
+
+    ``scipy.stats.ttest_rel`` on the two models' per-replicate metric values (replicates where
+    either is undefined dropped). Returns ``t, p_value, df, n_replicates`` and ``warning``
+    (:data:`REPLICATE_T_TEST_WARNING`): the test answers nothing about the models, because R is
+    the analyst's choice, not a sample size.
+    """
+    replicates_a = bootstrap_metrics(y_true, scores_a, task_type, classes, indices, metrics=[metric])[metric]
+    replicates_b = bootstrap_metrics(y_true, scores_b, task_type, classes, indices, metrics=[metric])[metric]
+    kept = np.isfinite(replicates_a) & np.isfinite(replicates_b)
+    if kept.sum() < 2:
+        raise DataError(f"only {int(kept.sum())} bootstrap replicates define {metric!r}; no t-test")
+    result = ttest_rel(replicates_a[kept], replicates_b[kept])
+    return {"t": float(result.statistic), "p_value": float(result.pvalue), "df": int(kept.sum() - 1),
+            "n_replicates": int(kept.sum()), "warning": REPLICATE_T_TEST_WARNING}
 
 
 def _binary_labels(y_true: np.ndarray) -> np.ndarray:
@@ -183,4 +210,4 @@ def delong_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
             "method": method}
 
 
-__all__ = ["paired_bootstrap_test", "delong_auc", "delong_test"]
+__all__ = ["paired_bootstrap_test", "delong_auc", "delong_test", "replicate_t_test", "REPLICATE_T_TEST_WARNING"]
