@@ -197,10 +197,10 @@ def obuchowski_reference(y: np.ndarray, scores: list[np.ndarray], patients: np.n
     cov = np.zeros((k, k))
     for a in range(k):
         for b in range(k):
-            s10 = big_i / ((big_i - 1) * big_m) * sum((v10_i[a, c] - m_i[c] * aucs[a]) * (v10_i[b, c] - m_i[c] * aucs[b])
-                                                      for c in range(big_i))
-            s01 = big_i / ((big_i - 1) * big_n) * sum((v01_i[a, c] - n_i[c] * aucs[a]) * (v01_i[b, c] - n_i[c] * aucs[b])
-                                                      for c in range(big_i))
+            s10 = big_i / ((big_i - 1) * big_m) * sum(
+                (v10_i[a, c] - m_i[c] * aucs[a]) * (v10_i[b, c] - m_i[c] * aucs[b]) for c in range(big_i))
+            s01 = big_i / ((big_i - 1) * big_n) * sum(
+                (v01_i[a, c] - n_i[c] * aucs[a]) * (v01_i[b, c] - n_i[c] * aucs[b]) for c in range(big_i))
             s11_ab = big_i / (big_i - 1) * sum((v10_i[a, c] - m_i[c] * aucs[a]) * (v01_i[b, c] - n_i[c] * aucs[b])
                                                for c in range(big_i))
             s11_ba = big_i / (big_i - 1) * sum((v10_i[b, c] - m_i[c] * aucs[b]) * (v01_i[a, c] - n_i[c] * aucs[a])

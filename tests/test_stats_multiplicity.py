@@ -53,3 +53,21 @@ def test_known_small_example_and_missing_values() -> None:
     assert holm([]).size == 0
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         holm([0.2, 1.5])
+
+
+def test_ratio_intervals_two_level_bootstrap_reference() -> None:
+    """Per replicate r: S seeds re-drawn (the same draws as a generator with the same seed),
+    their mean on r over the full-data value on r; percentile interval."""
+    from medprobe.stats import ratio_intervals
+
+    rng = np.random.default_rng(0)
+    seeds = 0.7 + rng.normal(0, 0.02, (3, 400))
+    full = 0.8 + rng.normal(0, 0.02, 400)
+    out = ratio_intervals(seeds, full, True, np.random.default_rng(9))
+    drawn = np.random.default_rng(9).integers(0, 3, size=(400, 3))
+    ratios = [seeds[drawn[r], r].mean() / full[r] for r in range(400)]
+    corrected = [(seeds[drawn[r], r].mean() - 0.5) / (full[r] - 0.5) for r in range(400)]
+    assert out["fraction_of_full_ci_low"] == pytest.approx(np.percentile(ratios, 2.5), abs=1e-12)
+    assert out["fraction_of_full_ci_high"] == pytest.approx(np.percentile(ratios, 97.5), abs=1e-12)
+    assert out["chance_corrected_ci_low"] == pytest.approx(np.percentile(corrected, 2.5), abs=1e-12)
+    assert "chance_corrected_ci_low" not in ratio_intervals(seeds, full, False, np.random.default_rng(9))

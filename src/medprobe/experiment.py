@@ -39,14 +39,14 @@ from medprobe.probes import select_probe
 from medprobe.progress import console
 from medprobe.stats import (
     REPLICATE_T_TEST_WARNING,
-    benjamini_hochberg,
+    add_adjusted_p_values,
     bootstrap_metrics,
     calibration_summary,
     compute_metrics,
     delong_test,
-    holm,
     paired_bootstrap_test,
     per_group_metrics,
+    ratio_intervals,
     replicate_t_test,
     resampling_plan,
     summarise,
@@ -166,54 +166,6 @@ def train_subset(splits: Splits, fraction: float, seed: int, split: str = "train
 
     train_groups = splits.groups[splits.index[split]]
     return np.asarray(subsample_train(np.arange(n_train), splits.labels[split], train_groups, fraction, seed))
-
-
-def adjust_p_values(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add ``p_holm``, ``p_bh`` and ``n_family`` to every comparison row.
-
-    A family is one pair of probes (train fraction, seed, backbones), one test and one metric
-    kind: the per-class rows ``auc[...]`` (or ``f1[...]``) of a pair form one family, a headline
-    row a family of its own (adjusted = raw). Rows without a p-value get None and do not count."""
-    families: dict[tuple, list[int]] = {}
-    for position, row in enumerate(comparisons):
-        kind = row["metric"].split("[")[0] + "[]" if "[" in row["metric"] else row["metric"]
-        key = (row["train_fraction"], row["seed"], row["backbone_a"], row["backbone_b"], row["test"], kind)
-        families.setdefault(key, []).append(position)
-    for members in families.values():
-        p = np.array([np.nan if comparisons[i]["p_value"] is None else comparisons[i]["p_value"] for i in members])
-        for i, p_holm, p_bh in zip(members, holm(p), benjamini_hochberg(p)):
-            defined = np.isfinite(p_holm)
-            comparisons[i].update(p_holm=float(p_holm) if defined else None, p_bh=float(p_bh) if defined else None,
-                                  n_family=int(np.isfinite(p).sum()))
-    return comparisons
-
-
-def ratio_intervals(seed_replicates: np.ndarray, full_replicates: np.ndarray, chance_corrected: bool,
-                    rng: np.random.Generator, level: float = 0.95) -> dict[str, Any]:
-    """Percentile CIs of "fraction of full" (and the chance-corrected AUC ratio) by a two-level
-    bootstrap: ``seed_replicates`` is (S seeds, R test replicates), ``full_replicates`` (R,); on
-    replicate r, S seeds are re-drawn with replacement and their mean on r is divided by the
-    full-data value on r (see :meth:`Experiment.label_efficiency`)."""
-    n_seeds, n_replicates = seed_replicates.shape
-    drawn = rng.integers(0, n_seeds, size=(n_replicates, n_seeds))
-    numerator = seed_replicates[drawn, np.arange(n_replicates)[:, None]].mean(axis=1)
-    bounds = [50 * (1 - level), 50 * (1 + level)]
-
-    def interval(values: np.ndarray) -> tuple[float | None, float | None]:
-        finite = values[np.isfinite(values)]
-        if finite.size < 2:
-            return None, None
-        low, high = np.percentile(finite, bounds)
-        return float(low), float(high)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = dict(zip(("fraction_of_full_ci_low", "fraction_of_full_ci_high"),
-                       interval(numerator / full_replicates)))
-        if chance_corrected:
-            out.update(zip(("chance_corrected_ci_low", "chance_corrected_ci_high"),
-                           interval((numerator - 0.5) / (full_replicates - 0.5))))
-    out["ratio_ci_method"] = "two-level bootstrap: test replicates x seeds (with replacement)"
-    return out
 
 
 class Experiment:
@@ -398,7 +350,8 @@ class Experiment:
                                              metrics=[self.config.task_metric], n_replicates=stats_config.n_bootstrap,
                                              seed=self.config.seed, patients=patients,
                                              bootstrap_unit=stats_config.bootstrap_unit):
-                    name = f"{row['metric']}@{column}={row['group']}" if qualified else f"{row['metric']}@{row['group']}"
+                    label = f"{column}={row['group']}" if qualified else row["group"]
+                    name = f"{row['metric']}@{label}"
                     result = self.result_row(outcome, name, row, row["n"])
                     result.update(group_column=column, group=row["group"], bootstrap_unit=row["bootstrap_unit"],
                                   n_units=row["n_units"])
@@ -413,7 +366,7 @@ class Experiment:
             "value": summary["value"], "sd": summary["sd"], "ci_low": summary["ci_low"],
             "ci_high": summary["ci_high"], "n_test": int(n_test),
             "n_bootstrap_dropped": int(summary["n_dropped"]),
-            "bootstrap_unit": self.resampling["bootstrap_unit"], "n_units": self.resampling["n_units"],
+            **getattr(self, "resampling", {"bootstrap_unit": None, "n_units": None}),
             "selected": outcome.selected, "C": outcome.C, "val_score": outcome.val_score,
             "converged": outcome.converged, "n_train": outcome.n_train, "n_val": outcome.n_val,
         }
@@ -455,7 +408,7 @@ class Experiment:
             if self.config.stats.delong:
                 comparisons.extend({**base, **row} for row in self.delong_rows(dataset, y_test, outcome, other,
                                                                                 patients))
-        return adjust_p_values(comparisons)
+        return add_adjusted_p_values(comparisons)
 
     def paired_bootstrap_row(self, dataset: Dataset, y_test: np.ndarray, a: ProbeOutcome, b: ProbeOutcome,
                              metric: str, indices: Any) -> dict[str, Any]:
@@ -479,7 +432,8 @@ class Experiment:
         if dataset.task_type == "binary":
             targets = [("auc", y_test, 1)]
         else:
-            truth = y_test if dataset.task_type == "multilabel" else (y_test[:, None] == np.arange(len(dataset.classes)))
+            truth = (y_test if dataset.task_type == "multilabel"
+                     else y_test[:, None] == np.arange(len(dataset.classes)))
             targets = [(f"auc[{c}]", truth[:, k].astype(int), k) for k, c in enumerate(dataset.classes)]
         rows = []
         for metric, labels, column in targets:

@@ -27,7 +27,8 @@ from medprobe.stats.metrics import (
     compute_metrics,
     metric_names,
 )
-from medprobe.stats.multiplicity import benjamini_hochberg, holm
+from medprobe.stats.efficiency import ratio_intervals
+from medprobe.stats.multiplicity import add_adjusted_p_values, benjamini_hochberg, holm
 from medprobe.stats.paired import (
     REPLICATE_T_TEST_WARNING,
     delong_auc,
@@ -39,7 +40,7 @@ from medprobe.stats.paired import (
 __all__ = [
     "BOOTSTRAP_UNITS", "BootstrapUnit", "ClusteredIndices", "cluster_bootstrap_indices", "cluster_codes",
     "has_clusters", "resampling_plan", "CalibrationEvaluator", "calibration_summary", "benjamini_hochberg", "holm",
-    "REPLICATE_T_TEST_WARNING", "replicate_t_test",
+    "REPLICATE_T_TEST_WARNING", "replicate_t_test", "add_adjusted_p_values", "ratio_intervals",
     "BINOMIAL_METHODS", "MULTILABEL_THRESHOLD", "TASK_TYPES", "TaskType", "WeightedEvaluator",
     "binomial_ci", "bootstrap_indices", "bootstrap_metrics", "check_inputs", "compute_metrics",
     "delong_auc", "delong_test", "metric_names", "paired_bootstrap_test", "per_group_metrics",

@@ -10,7 +10,7 @@ NaN entries (a test that could not be run) stay NaN and do not count towards the
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -57,4 +57,24 @@ def benjamini_hochberg(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["holm", "benjamini_hochberg"]
+def add_adjusted_p_values(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``p_holm``, ``p_bh`` and ``n_family`` to every comparison row.
+
+    A family is one pair of probes (train fraction, seed, backbones), one test and one metric
+    kind: the per-class rows ``auc[...]`` (or ``f1[...]``) of a pair form one family, a headline
+    row a family of its own (adjusted = raw). Rows without a p-value get None and do not count."""
+    families: dict[tuple, list[int]] = {}
+    for position, row in enumerate(comparisons):
+        kind = row["metric"].split("[")[0] + "[]" if "[" in row["metric"] else row["metric"]
+        key = (row["train_fraction"], row["seed"], row["backbone_a"], row["backbone_b"], row["test"], kind)
+        families.setdefault(key, []).append(position)
+    for members in families.values():
+        p = np.array([np.nan if comparisons[i]["p_value"] is None else comparisons[i]["p_value"] for i in members])
+        for i, p_holm, p_bh in zip(members, holm(p), benjamini_hochberg(p)):
+            defined = np.isfinite(p_holm)
+            comparisons[i].update(p_holm=float(p_holm) if defined else None, p_bh=float(p_bh) if defined else None,
+                                  n_family=int(np.isfinite(p).sum()))
+    return comparisons
+
+
+__all__ = ["holm", "benjamini_hochberg", "add_adjusted_p_values"]
