@@ -44,12 +44,12 @@ from medprobe.stats import (
     calibration_summary,
     compute_metrics,
     delong_test,
-    paired_bootstrap_test,
+    paired_difference,
     per_group_metrics,
     ratio_intervals,
-    replicate_t_test,
     resampling_plan,
     summarise,
+    t_test_on_replicates,
 )
 
 OUTPUT_FILES = ("results.json", "predictions.parquet", "comparisons.json", "run.json", "report.html")
@@ -285,21 +285,23 @@ class Experiment:
         indices, unit = resampling_plan(patients, len(y_test), stats_config.n_bootstrap, self.config.seed,
                                         stats_config.bootstrap_unit)
         self.resampling = unit
-        self.task_replicates: dict[tuple[str, float, int], np.ndarray] = {}
+        # point values and replicates of every metric of each selected probe, kept for the paired
+        # tests and label efficiency (the same replicates, never recomputed)
+        self.selected_replicates: dict[tuple[str, float, int], tuple[dict, dict]] = {}
         self.statistics_warnings: list[str] = []
         rows: list[dict[str, Any]] = []
         for outcome in self.outcomes:
             point = compute_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes)
             replicates = bootstrap_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes, indices)
             if outcome.selected:
-                self.task_replicates[(outcome.backbone, outcome.train_fraction, outcome.seed)] = \
-                    replicates[self.config.task_metric]
+                key = (outcome.backbone, outcome.train_fraction, outcome.seed)
+                self.selected_replicates[key] = (point, replicates)
             for metric, value in point.items():
                 rows.append(self.result_row(outcome, metric, summarise(value, replicates[metric]), len(y_test)))
         rows.extend(self.calibration_rows(dataset, y_test, indices))
         rows.extend(self.group_rows(dataset, test_ids, y_test))
         self.warn_unconverged()
-        comparisons = self.compare(dataset, y_test, indices, patients)
+        comparisons = self.compare(dataset, y_test, patients)
         return rows, comparisons
 
     @staticmethod
@@ -371,8 +373,7 @@ class Experiment:
             "converged": outcome.converged, "n_train": outcome.n_train, "n_val": outcome.n_val,
         }
 
-    def compare(self, dataset: Dataset, y_test: np.ndarray, indices: Any,
-                patients: np.ndarray | None = None) -> list[dict[str, Any]]:
+    def compare(self, dataset: Dataset, y_test: np.ndarray, patients: np.ndarray | None = None) -> list[dict[str, Any]]:
         """Paired tests of each backbone's selected layer against the reference backbone.
 
         Per pair: the paired bootstrap on the task metric and, for multi-class / multi-label
@@ -395,14 +396,14 @@ class Experiment:
                 continue
             base = {"task": self.config.name, "train_fraction": fraction, "seed": seed,
                     "backbone_a": backbone, "layer_a": outcome.layer, "backbone_b": reference, "layer_b": other.layer}
-            headline = {**base, **self.paired_bootstrap_row(dataset, y_test, outcome, other, metric, indices), **unit}
+            pair = (self.selected_replicates[(backbone, fraction, seed)],
+                    self.selected_replicates[(reference, fraction, seed)])
+            headline = {**base, **self.paired_bootstrap_row(pair, metric), **unit}
             comparisons.append(headline)
             for name in [f"{per_class}[{c}]" for c in dataset.classes] if per_class else []:
-                comparisons.append({**base, **self.paired_bootstrap_row(dataset, y_test, outcome, other, name,
-                                                                          indices), **unit})
+                comparisons.append({**base, **self.paired_bootstrap_row(pair, name), **unit})
             if self.config.stats.paired_t_test:
-                test = replicate_t_test(y_test, outcome.test_scores, other.test_scores, dataset.task_type,
-                                        dataset.classes, metric, indices)
+                test = t_test_on_replicates(pair[0][1][metric], pair[1][1][metric], metric)
                 comparisons.append({**base, "metric": metric, "test": "replicate_t_test", "diff": headline["diff"],
                                     "ci_low": None, "ci_high": None, **test, **unit})
             if self.config.stats.delong:
@@ -410,12 +411,14 @@ class Experiment:
                                                                                 patients))
         return add_adjusted_p_values(comparisons)
 
-    def paired_bootstrap_row(self, dataset: Dataset, y_test: np.ndarray, a: ProbeOutcome, b: ProbeOutcome,
-                             metric: str, indices: Any) -> dict[str, Any]:
-        """One paired-bootstrap comparison; an undefined metric is a row with a note, not an error."""
+    @staticmethod
+    def paired_bootstrap_row(pair: tuple[tuple[dict, dict], tuple[dict, dict]], metric: str) -> dict[str, Any]:
+        """One paired-bootstrap comparison from both probes' ``(point, replicates)`` on the shared
+        replicates; an undefined metric is a row with a note, not an error."""
+        (point_a, replicates_a), (point_b, replicates_b) = pair
         try:
-            test = paired_bootstrap_test(y_test, a.test_scores, b.test_scores, dataset.task_type,
-                                         dataset.classes, metric, indices)
+            test = paired_difference(point_a[metric], point_b[metric], replicates_a[metric], replicates_b[metric],
+                                     metric)
         except DataError as error:
             return {"metric": metric, "test": "paired_bootstrap", "diff": None, "ci_low": None, "ci_high": None,
                     "p_value": None, "note": str(error)}
@@ -468,7 +471,7 @@ class Experiment:
         frame = pd.DataFrame([r for r in rows if r["selected"] and r["metric"] == metric])
         if frame.empty or frame["train_fraction"].nunique() < 2:
             return []
-        replicates = getattr(self, "task_replicates", {})
+        replicates = {key: kept[1][metric] for key, kept in getattr(self, "selected_replicates", {}).items()}
         rng = np.random.default_rng(self.config.seed)
         summary = []
         for backbone, part in frame.groupby("backbone", sort=False):

@@ -34,13 +34,16 @@ from medprobe.stats.paired import (
     delong_auc,
     delong_test,
     paired_bootstrap_test,
+    paired_difference,
     replicate_t_test,
+    t_test_on_replicates,
 )
 
 __all__ = [
     "BOOTSTRAP_UNITS", "BootstrapUnit", "ClusteredIndices", "cluster_bootstrap_indices", "cluster_codes",
     "has_clusters", "resampling_plan", "CalibrationEvaluator", "calibration_summary", "benjamini_hochberg", "holm",
     "REPLICATE_T_TEST_WARNING", "replicate_t_test", "add_adjusted_p_values", "ratio_intervals",
+    "paired_difference", "t_test_on_replicates",
     "BINOMIAL_METHODS", "MULTILABEL_THRESHOLD", "TASK_TYPES", "TaskType", "WeightedEvaluator",
     "binomial_ci", "bootstrap_indices", "bootstrap_metrics", "check_inputs", "compute_metrics",
     "delong_auc", "delong_test", "metric_names", "paired_bootstrap_test", "per_group_metrics",

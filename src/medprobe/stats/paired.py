@@ -37,8 +37,6 @@ def paired_bootstrap_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np
     models give p = 1. Returns ``diff, ci_low, ci_high, p_value, sd, value_a, value_b,
     n_dropped``; the CI is the percentile interval of ``d_r``.
     """
-    if not 0 < level < 1:
-        raise ConfigError(f"confidence level must be between 0 and 1, got {level}")
     a, b = np.asarray(scores_a), np.asarray(scores_b)
     if a.shape != b.shape:
         raise DataError(f"paired test needs both models' scores on the same samples; shapes {a.shape} and {b.shape}")
@@ -46,6 +44,18 @@ def paired_bootstrap_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np
     value_b = compute_metrics(y_true, b, task_type, classes, metrics=[metric])[metric]
     replicates_a = bootstrap_metrics(y_true, a, task_type, classes, indices, metrics=[metric])[metric]
     replicates_b = bootstrap_metrics(y_true, b, task_type, classes, indices, metrics=[metric])[metric]
+    return paired_difference(value_a, value_b, replicates_a, replicates_b, metric, level=level)
+
+
+def paired_difference(value_a: float, value_b: float, replicates_a: np.ndarray, replicates_b: np.ndarray,
+                      metric: str = "metric", *, level: float = 0.95) -> dict[str, float | int]:
+    """:func:`paired_bootstrap_test` from values already computed: both models' point values and
+    their per-replicate values on the *same* replicates (e.g. kept from scoring each model)."""
+    if not 0 < level < 1:
+        raise ConfigError(f"confidence level must be between 0 and 1, got {level}")
+    replicates_a, replicates_b = np.asarray(replicates_a, dtype=float), np.asarray(replicates_b, dtype=float)
+    if replicates_a.shape != replicates_b.shape:
+        raise DataError(f"paired replicates differ in number: {replicates_a.shape} and {replicates_b.shape}")
     differences = replicates_a - replicates_b
     kept = differences[np.isfinite(differences)]
     if kept.size < 2:
@@ -78,6 +88,12 @@ def replicate_t_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndar
     """
     replicates_a = bootstrap_metrics(y_true, scores_a, task_type, classes, indices, metrics=[metric])[metric]
     replicates_b = bootstrap_metrics(y_true, scores_b, task_type, classes, indices, metrics=[metric])[metric]
+    return t_test_on_replicates(replicates_a, replicates_b, metric)
+
+
+def t_test_on_replicates(replicates_a: np.ndarray, replicates_b: np.ndarray, metric: str = "metric") -> dict[str, Any]:
+    """:func:`replicate_t_test` from both models' per-replicate values on the same replicates."""
+    replicates_a, replicates_b = np.asarray(replicates_a, dtype=float), np.asarray(replicates_b, dtype=float)
     kept = np.isfinite(replicates_a) & np.isfinite(replicates_b)
     if kept.sum() < 2:
         raise DataError(f"only {int(kept.sum())} bootstrap replicates define {metric!r}; no t-test")
@@ -210,4 +226,5 @@ def delong_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
             "method": method}
 
 
-__all__ = ["paired_bootstrap_test", "delong_auc", "delong_test", "replicate_t_test", "REPLICATE_T_TEST_WARNING"]
+__all__ = ["paired_bootstrap_test", "paired_difference", "delong_auc", "delong_test", "replicate_t_test",
+           "t_test_on_replicates", "REPLICATE_T_TEST_WARNING"]
