@@ -4,7 +4,8 @@
 feature cache, then for every train fraction and seed it fits a probe per layer (C chosen on the
 validation split), picks the layer with the best validation score, and evaluates every probe on
 the test split with bootstrap CIs. All backbones are scored on the *same* bootstrap replicates of
-the same test samples, which is what makes the paired comparisons valid.
+the same test samples, which is what makes the paired comparisons valid; the replicates resample
+test patients (all their images together) whenever a patient has several images.
 
 Outputs (``output_dir``): ``results.json``, ``predictions.parquet``, ``comparisons.json``,
 ``run.json`` (what produced the numbers) and ``report.html``.

@@ -1,8 +1,9 @@
-"""Statistics stage: metrics, bootstrap CIs, paired model comparisons, binomial CIs.
+"""Statistics stage: metrics, bootstrap CIs, paired model comparisons, calibration, multiplicity.
 
 Plain numpy arrays in, plain dicts of floats out; nothing here keeps state between calls. The
-same ``bootstrap_indices`` matrix must be passed for every model of a comparison: that is what
-makes the comparisons paired.
+same replicates (:func:`resampling_plan`: patient-level :class:`ClusteredIndices` when patients
+have several images, else a ``bootstrap_indices`` matrix) must be passed for every model of a
+comparison: that is what makes the comparisons paired.
 """
 
 from medprobe.stats.binomial import BINOMIAL_METHODS, binomial_ci
