@@ -237,3 +237,30 @@ def test_val_follows_fraction_subsamples_validation(tmp_path) -> None:
     assert small["n_val"].between(13, 17).all() and small["n_train"].between(38, 42).all()
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
     assert summary["statistics"]["bootstrap_unit"] == "image"  # MedMNIST has no patient ids
+
+
+def test_f1_task_metric_gets_per_class_f1_comparisons() -> None:
+    dataset, y, ids = clustered_dataset("multiclass", seed=4)
+    exp = experiment(dataset, y)
+    exp.config.task_metric = "f1_macro"
+    _, comparisons = exp.score(dataset, ids, y)
+    paired = [c for c in comparisons if c["test"] == "paired_bootstrap"]
+    assert [c["metric"] for c in paired] == ["f1_macro", "f1[a]", "f1[b]", "f1[c]"]
+    point = exp.selected_replicates[("b", 1.0, 0)][0]
+    reference = exp.selected_replicates[("a", 1.0, 0)][0]
+    assert paired[1]["diff"] == pytest.approx(point["f1[a]"] - reference["f1[a]"], abs=1e-12)
+    # DeLong still compares the per-class AUCs; no macro row since the task metric is not AUC
+    assert [c["metric"] for c in comparisons if c["test"] == "delong"] == ["auc[a]", "auc[b]", "auc[c]"]
+
+
+def test_stats_options_are_validated() -> None:
+    from medprobe.errors import ConfigError
+
+    base = {"data": {"adapter": "medmnist"}, "backbones": [{"name": "a"}]}
+    with pytest.raises(ConfigError, match="stats.bootstrap_unit"):
+        parse_config({**base, "stats": {"bootstrap_unit": "eye"}})
+    with pytest.raises(ConfigError, match="stats.calibration_bins"):
+        parse_config({**base, "stats": {"calibration_bins": 1}})
+    config = parse_config({**base, "probe": {"val_follows_fraction": True}})
+    assert config.probe.val_follows_fraction and config.stats.bootstrap_unit == "patient"
+    assert config.stats.group_columns == [] and config.stats.paired_t_test is False
