@@ -248,3 +248,18 @@ def test_clustered_delong_with_one_image_per_patient_is_delong() -> None:
     clustered = delong_test(y, score_a, score_b, patients=singletons)
     assert clustered["method"] == "delong"
     assert clustered == delong_test(y, score_a, score_b)
+
+
+def test_group_with_a_single_patient_has_no_interval() -> None:
+    y, score_a, _, patients = clustered_task(20, seed=13, max_images=4)
+    codes = cluster_codes(patients)
+    lone = codes == np.argmax(np.bincount(codes))  # the patient with the most images (>= 2 here)
+    assert lone.sum() >= 2
+    sites = np.where(lone, "single", "rest")
+    rows = per_group_metrics(y, as_probabilities(score_a), sites, "binary", ["neg", "pos"], metrics=["accuracy"],
+                             n_replicates=50, patients=patients)
+    single = next(r for r in rows if r["group"] == "single")
+    assert single["n_units"] == 1 and single["n"] == lone.sum()
+    assert np.isnan(single["sd"]) and np.isnan(single["ci_low"]) and single["n_dropped"] == 50
+    rest = next(r for r in rows if r["group"] == "rest")
+    assert rest["n_units"] == 19 and rest["sd"] > 0

@@ -25,7 +25,8 @@ def per_group_metrics(y_true: np.ndarray, scores: np.ndarray, groups: Sequence[A
     within a group is reported as NaN rather than raised: the other groups' numbers stay usable.
     Bootstrap replicates resample within each group (seeded by ``seed``): the group's patients
     when ``patients`` (one id per sample) shows several images per patient and ``bootstrap_unit``
-    is ``"patient"`` (see :func:`~medprobe.stats.cluster.resampling_plan`), else its images.
+    is ``"patient"`` (see :func:`~medprobe.stats.cluster.resampling_plan`), else its images. A
+    group of one patient has no SD or CI (NaN), not a zero-width one.
     """
     y, s = check_inputs(y_true, scores, task_type, classes)
     labels = pd.Series(np.asarray(groups, dtype=object).ravel())
@@ -46,6 +47,8 @@ def per_group_metrics(y_true: np.ndarray, scores: np.ndarray, groups: Sequence[A
             indices, unit = resampling_plan(None if patient_ids is None else patient_ids[members], members.size,
                                             n_replicates, seed, bootstrap_unit)
             replicates = bootstrap_metrics(y[members], s[members], task_type, classes, indices, metrics=metrics)
+            if unit["n_units"] < 2:  # one patient (or image): resampling it says nothing about spread
+                replicates = {name: np.full(n_replicates, np.nan) for name in replicates}
         for metric, value in values.items():
             row: dict[str, Any] = {"group": group, "n": int(members.size), "metric": metric, "value": value}
             if n_replicates > 0:
