@@ -32,6 +32,7 @@ from medprobe.stats import (
     delong_auc,
     delong_test,
     paired_bootstrap_test,
+    replicate_t_test,
     summarise,
 )
 
@@ -94,6 +95,20 @@ def run(quick: bool = False, seed: int = 0) -> dict[str, Any]:
     }
 
 
+def t_test_growth(replicate_counts: tuple[int, ...] = (100, 1000, 10000), seed: int = 0) -> list[dict[str, Any]]:
+    """The study's t-test on bootstrap replicates vs the paired bootstrap p-value, on one clustered
+    null test set (true difference 0) and more and more replicates of it."""
+    y, a, b, patients = simulate(np.random.default_rng(seed), FULL["n_patients"], FULL["images_per_patient"])
+    rows = []
+    for n_replicates in replicate_counts:
+        indices = cluster_bootstrap_indices(patients, n_replicates, seed=seed)
+        t_test = replicate_t_test(y, a, b, "binary", CLASSES, "auc", indices)
+        paired = paired_bootstrap_test(y, a, b, "binary", CLASSES, "auc", indices)
+        rows.append({"n_replicates": n_replicates, "t": t_test["t"], "t_p_value": t_test["p_value"],
+                     "paired_bootstrap_p_value": paired["p_value"]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer simulated data sets and replicates")
@@ -109,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     for method, rates in result["delong"].items():
         label = "DeLong (images independent)" if method == "delong" else "clustered DeLong (Obuchowski)"
         print(f"{label:<28}{rates['ci_coverage']:>17.3f}{rates['type_i_error']:>20.3f}")
+    print("\nthe study's t-test on bootstrap replicates, one null test set (true difference 0):")
+    for row in t_test_growth():
+        print(f"  R = {row['n_replicates']:>6}: t = {row['t']:7.1f}, p = {row['t_p_value']:.2g}; "
+              f"paired bootstrap p = {row['paired_bootstrap_p_value']:.3f}")
+    if args.quick:
+        print("(quick size: too few test sets to check the targets; run without --quick)")
+        return 0
     patient = result["bootstrap"]["patient"]
     if not (0.93 <= patient["ci_coverage"] <= 0.97 and patient["type_i_error"] <= 0.06):
         print("FAIL: patient-level bootstrap misses its targets (coverage 0.93-0.97, type-I <= 0.06)",
