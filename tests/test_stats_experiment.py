@@ -264,3 +264,42 @@ def test_stats_options_are_validated() -> None:
     config = parse_config({**base, "probe": {"val_follows_fraction": True}})
     assert config.probe.val_follows_fraction and config.stats.bootstrap_unit == "patient"
     assert config.stats.group_columns == [] and config.stats.paired_t_test is False
+
+
+def test_end_to_end_run_with_patients_resamples_patients(tmp_path) -> None:
+    """A manifest with 3 images per patient: results, comparisons, groups and run.json say
+    "patient", and the per-sex rows resample the patients of each sex."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    records = []
+    for patient in range(60):
+        split = "train" if patient < 30 else "val" if patient < 40 else "test"
+        label = int(rng.random() < 0.5)
+        sex = "F" if patient % 2 else "M"
+        for image in range(3):
+            pixels = np.clip(rng.random((12, 12)) * 160 + 40 * label + rng.normal(0, 30), 0, 255).astype(np.uint8)
+            name = f"p{patient:02d}_{image}.png"
+            Image.fromarray(pixels).convert("RGB").save(tmp_path / name)
+            records.append({"path": name, "label": ["benign", "malignant"][label], "patient_id": f"p{patient:02d}",
+                            "split": split, "sex": sex})
+    pd.DataFrame(records).to_csv(tmp_path / "manifest.csv", index=False)
+    config = parse_config({
+        "name": "clustered", "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+        "data": {"adapter": "manifest", "options": {"path": str(tmp_path / "manifest.csv"), "extra_columns": ["sex"]}},
+        "backbones": [{"name": "pixels", "options": {"size": 4}}, {"name": "pixels", "label": "p8",
+                                                                 "options": {"size": 8}}],
+        "probe": {"Cs": [0.1, 1.0]},
+        "stats": {"n_bootstrap": 50, "group_columns": ["sex"]},
+    })
+    run_experiment(config, show_progress=False)
+    out = tmp_path / "out"
+    rows = json.loads((out / "results.json").read_text())
+    assert {r["bootstrap_unit"] for r in rows} == {"patient"}
+    assert {r["n_units"] for r in rows if "@" not in r["metric"]} == {20}
+    assert {r["n_units"] for r in rows if r["metric"].startswith("auc@sex=")} == {10}
+    comparisons = json.loads((out / "comparisons.json").read_text())
+    assert {c["bootstrap_unit"] for c in comparisons} == {"patient"}
+    assert next(c for c in comparisons if c["test"] == "delong")["method"] == "obuchowski"
+    statistics = json.loads((out / "run.json").read_text())["statistics"]
+    assert statistics["bootstrap_unit"] == "patient" and statistics["n_units"] == 20
