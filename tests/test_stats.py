@@ -52,8 +52,13 @@ def make_task(task_type: str, n: int = 150, seed: int = 0, decimals: int | None 
     return y, scores, classes
 
 
-def sklearn_metrics(y: np.ndarray, scores: np.ndarray, task_type: str, classes: list[str]) -> dict[str, float]:
-    """The reference: scikit-learn on the rows as given (NaN where it refuses an AUC)."""
+def sklearn_metrics(y: np.ndarray, scores: np.ndarray, task_type: str, classes: list[str],
+                    f1_classes: np.ndarray | None = None) -> dict[str, float]:
+    """The reference: scikit-learn on the rows as given (NaN where it refuses an AUC or an F1).
+
+    ``f1_classes`` (bool per class): the class set macro F1 averages over, when it is not the one
+    of these rows (a bootstrap replicate keeps the point estimate's set); NaN if one of them has
+    no F1 on these rows."""
 
     def auc(labels: np.ndarray, column: np.ndarray) -> float:
         if labels.min() == labels.max():  # roc_auc_score raises: only one class present
@@ -61,17 +66,24 @@ def sklearn_metrics(y: np.ndarray, scores: np.ndarray, task_type: str, classes: 
         return roc_auc_score(labels, column)
 
     out: dict[str, float] = {}
+    labels = list(range(len(classes)))
     if task_type == "multilabel":
         per_class = [auc(y[:, k], scores[:, k]) for k in range(len(classes))]
         predicted = (scores > 0.5).astype(int)
         out["f1_macro"] = f1_score(y, predicted, average="macro", zero_division=np.nan)
+        per_class_f1 = f1_score(y, predicted, average=None, zero_division=np.nan)
         out["accuracy"] = 1 - hamming_loss(y, predicted)
         out["exact_match"] = accuracy_score(y, predicted)
     else:
         per_class = [auc((y == k).astype(int), scores[:, k]) for k in range(len(classes))]
         predicted = scores.argmax(axis=1)
         out["f1_macro"] = f1_score(y, predicted, average="macro")
+        per_class_f1 = f1_score(y, predicted, labels=labels, average=None, zero_division=np.nan)
         out["accuracy"] = accuracy_score(y, predicted)
+    for name, value in zip(classes, per_class_f1):
+        out[f"f1[{name}]"] = float(value)
+    if f1_classes is not None:
+        out["f1_macro"] = float(np.mean(per_class_f1[f1_classes]))  # NaN if one of them is undefined
     for name, value in zip(classes, per_class):
         out[f"auc[{name}]"] = value
     out["auc_macro"] = float(np.mean(per_class))
@@ -207,6 +219,31 @@ def test_resample_counts_match_bincount_per_row() -> None:
         assert np.array_equal(row, np.bincount(drawn, minlength=37))
 
 
+def point_f1_classes(y: np.ndarray, scores: np.ndarray, task_type: str, n_classes: int) -> np.ndarray:
+    """Classes present in the labels or the predictions of the full sample: macro F1's class set."""
+    if task_type == "multilabel":
+        return (y == 1).any(axis=0) | (scores > 0.5).any(axis=0)
+    return np.isin(np.arange(n_classes), y) | np.isin(np.arange(n_classes), scores.argmax(axis=1))
+
+
+def test_macro_f1_keeps_the_point_estimates_class_set_in_replicates() -> None:
+    """A replicate that draws no sample of a class (present and predicted in the full test set)
+    has no macro F1, rather than a mean over the other classes."""
+    y, scores, classes = make_task("multiclass", n=60, seed=1, rare=1)
+    rare = len(classes) - 1
+    scores[y != rare, rare] = 0.0  # only the rare sample predicts the rare class
+    scores[y == rare] = np.eye(len(classes))[rare]
+    indices = bootstrap_indices(len(y), 200, seed=0)
+    ours = bootstrap_metrics(y, scores, "multiclass", classes, indices, metrics=["f1_macro", "f1[tumor]"])
+    drew_rare = (y[indices] == rare).any(axis=1)
+    assert 0 < (~drew_rare).sum() < 200
+    assert np.isnan(ours["f1_macro"][~drew_rare]).all() and np.isnan(ours["f1[tumor]"][~drew_rare]).all()
+    for r in np.flatnonzero(drew_rare):
+        rows = indices[r]
+        expected = f1_score(y[rows], scores[rows].argmax(1), labels=range(len(classes)), average="macro")
+        assert ours["f1_macro"][r] == pytest.approx(expected, abs=TOL)
+
+
 @pytest.mark.parametrize("task_type", ["binary", "multiclass", "multilabel"])
 def test_bootstrap_replicates_equal_sklearn_loop(task_type: str) -> None:
     """Tied scores and a rare class (3 positives), so some replicates miss it: those must be
@@ -217,8 +254,9 @@ def test_bootstrap_replicates_equal_sklearn_loop(task_type: str) -> None:
     assert set(ours) == set(metric_names(task_type, classes))
     rare = f"auc[{classes[-1]}]"
     assert 0 < np.isnan(ours[rare]).sum() < 60
+    f1_classes = point_f1_classes(y, scores, task_type, len(classes))
     for r, rows in enumerate(indices):
-        reference = sklearn_metrics(y[rows], scores[rows], task_type, classes)
+        reference = sklearn_metrics(y[rows], scores[rows], task_type, classes, f1_classes)
         for name, value in reference.items():
             if np.isnan(value):
                 assert np.isnan(ours[name][r]), (r, name)

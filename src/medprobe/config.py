@@ -77,6 +77,9 @@ class ProbeConfig(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0])
     #: when the data has no validation split: carve this fraction of train (grouped by patient)
     val_fraction: float = Field(0.1, gt=0, lt=1)
+    #: subsample the validation split like train at each fraction (same fraction, seed, grouping),
+    #: so that 1 % of the training labels is not tuned on a full validation split
+    val_follows_fraction: bool = False
     max_iter: int = Field(500, ge=1)
     device: str = "auto"
 
@@ -98,12 +101,24 @@ class ProbeConfig(Strict):
 
 class StatsConfig(Strict):
     n_bootstrap: int = Field(1000, ge=10)
+    #: what the bootstrap resamples. "patient": whole patients (all their images) whenever some
+    #: test patient has several images, else images (the same thing then); "image": always images,
+    #: the study's way, which treats a patient's images as independent (too narrow CIs)
+    bootstrap_unit: Literal["patient", "image"] = "patient"
     #: two-sided paired tests: each backbone's best layer vs this one (display name)
     reference: str | None = None
-    #: also DeLong's test for AUC differences (binary and per class)
+    #: also DeLong's test for AUC differences (binary and per class; Obuchowski's clustered form
+    #: when patients have several images)
     delong: bool = True
     #: report metrics per value of this sample-table column (e.g. organ)
     group_column: str | None = None
+    #: several such columns (e.g. [sex, age_band, site]); rows are named <metric>@<column>=<value>
+    group_columns: list[str] = Field(default_factory=list)
+    #: equal-width probability bins of the calibration error (ECE) and reliability diagram
+    calibration_bins: int = Field(10, ge=2, le=100)
+    #: for reproducing the study only: its paired two-tailed t-test on bootstrap replicates. Not a
+    #: valid test (its statistic grows with n_bootstrap); stored with a warning in comparisons.json
+    paired_t_test: bool = False
 
 
 class RunConfig(Strict):

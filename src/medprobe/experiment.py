@@ -4,7 +4,8 @@
 feature cache, then for every train fraction and seed it fits a probe per layer (C chosen on the
 validation split), picks the layer with the best validation score, and evaluates every probe on
 the test split with bootstrap CIs. All backbones are scored on the *same* bootstrap replicates of
-the same test samples, which is what makes the paired comparisons valid.
+the same test samples, which is what makes the paired comparisons valid; the replicates resample
+test patients (all their images together) whenever a patient has several images.
 
 Outputs (``output_dir``): ``results.json``, ``predictions.parquet``, ``comparisons.json``,
 ``run.json`` (what produced the numbers) and ``report.html``.
@@ -36,14 +37,20 @@ from medprobe.features.cache import FeatureCache, atomic_write_bytes, atomic_wri
 from medprobe.features.extract import existing_cache, extract_features, other_dtype_entries
 from medprobe.models.registry import create_backbone
 from medprobe.probes import select_probe
+from medprobe.progress import console
 from medprobe.stats import (
-    bootstrap_indices,
+    REPLICATE_T_TEST_WARNING,
+    add_adjusted_p_values,
     bootstrap_metrics,
+    calibration_summary,
     compute_metrics,
     delong_test,
-    paired_bootstrap_test,
+    paired_difference,
     per_group_metrics,
+    ratio_intervals,
+    resampling_plan,
     summarise,
+    t_test_on_replicates,
 )
 
 OUTPUT_FILES = ("results.json", "predictions.parquet", "comparisons.json", "run.json", "report.html")
@@ -62,6 +69,9 @@ class ProbeOutcome:
     test_scores: np.ndarray
     converged: bool = True
     selected: bool = False
+    #: training / validation samples the probe actually used (after the one-per-class top-up)
+    n_train: int | None = None
+    n_val: int | None = None
 
 
 @dataclass
@@ -157,16 +167,16 @@ def align_features(dataset: Dataset, ids: list[str], skipped: list[dict[str, str
     return Splits(ids, index, labels, groups, skipped)
 
 
-def train_subset(splits: Splits, fraction: float, seed: int) -> np.ndarray:
-    """Indices into the train split of the samples used at this label fraction (stratified by
-    class, grouped by patient)."""
-    n_train = len(splits.index["train"])
+def train_subset(splits: Splits, fraction: float, seed: int, split: str = "train") -> np.ndarray:
+    """Indices into the train split (or ``split``, e.g. val with ``probe.val_follows_fraction``)
+    of the samples used at this label fraction (stratified by class, grouped by patient)."""
+    n_train = len(splits.index[split])
     if fraction >= 1.0:
         return np.arange(n_train)
     from medprobe.data.splits import subsample_train
 
-    train_groups = splits.groups[splits.index["train"]]
-    return np.asarray(subsample_train(np.arange(n_train), splits.labels["train"], train_groups, fraction, seed))
+    train_groups = splits.groups[splits.index[split]]
+    return np.asarray(subsample_train(np.arange(n_train), splits.labels[split], train_groups, fraction, seed))
 
 
 class Experiment:
@@ -255,6 +265,8 @@ class Experiment:
         for fraction, seed in plans:
             local = train_subset(splits, fraction, seed)
             train, y_train = splits.index["train"][local], splits.labels["train"][local]
+            val_local = train_subset(splits, fraction if probe_config.val_follows_fraction else 1.0, seed, "val")
+            val, y_val = splits.index["val"][val_local], splits.labels["val"][val_local]
             candidates = []
             for layer in layers:
                 X = features[layer]
@@ -263,7 +275,7 @@ class Experiment:
                     # row in results.json ("converged") instead of flooding the terminal
                     warnings.simplefilter("ignore", ConvergenceWarning)
                     probe, table = select_probe(
-                        X[train], y_train, X[splits.index["val"]], splits.labels["val"], dataset.task_type,
+                        X[train], y_train, X[val], y_val, dataset.task_type,
                         Cs=probe_config.Cs, metric=probe_config.selection_metric, max_iter=probe_config.max_iter,
                         device=probe_config.device, n_classes=len(dataset.classes),
                     )
@@ -271,7 +283,8 @@ class Experiment:
                 test_scores = probe.predict_proba(X[splits.index["test"]])
                 candidates.append(ProbeOutcome(spec.display_name, layer, fraction, seed, float(probe.C),
                                                float(chosen["val_score"]), test_scores,
-                                               converged=bool(chosen["converged"])))
+                                               converged=bool(chosen["converged"]), n_train=len(local),
+                                               n_val=len(val_local)))
             best = max(candidates, key=lambda outcome: outcome.val_score)
             best.selected = True
             self.outcomes.extend(candidates)
@@ -280,55 +293,117 @@ class Experiment:
 
     # -------------------------------------------------------------- statistics
     def score(self, dataset: Dataset, test_ids: list[str], y_test: np.ndarray) -> tuple[list[dict], list[dict]]:
+        """results.json and comparisons.json rows. Every SD, CI and paired test uses one set of
+        replicates, drawn over the test *patients* when some have several images (see
+        :func:`medprobe.stats.resampling_plan`), so both models of a comparison share them."""
         stats_config = self.config.stats
-        indices = bootstrap_indices(len(y_test), stats_config.n_bootstrap, seed=self.config.seed)
+        patients = self.test_column(dataset, test_ids, "group")
+        indices, unit = resampling_plan(patients, len(y_test), stats_config.n_bootstrap, self.config.seed,
+                                        stats_config.bootstrap_unit)
+        self.resampling = unit
+        # point values and replicates of every metric of each selected probe, kept for the paired
+        # tests and label efficiency (the same replicates, never recomputed)
+        self.selected_replicates: dict[tuple[str, float, int], tuple[dict, dict]] = {}
+        self.statistics_warnings: list[str] = []
         rows: list[dict[str, Any]] = []
         for outcome in self.outcomes:
             point = compute_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes)
             replicates = bootstrap_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes, indices)
+            if outcome.selected:
+                key = (outcome.backbone, outcome.train_fraction, outcome.seed)
+                self.selected_replicates[key] = (point, replicates)
             for metric, value in point.items():
                 rows.append(self.result_row(outcome, metric, summarise(value, replicates[metric]), len(y_test)))
+        rows.extend(self.calibration_rows(dataset, y_test, indices))
         rows.extend(self.group_rows(dataset, test_ids, y_test))
-        comparisons = self.compare(dataset, y_test, indices)
+        self.warn_unconverged()
+        comparisons = self.compare(dataset, y_test, patients)
         return rows, comparisons
 
-    def group_rows(self, dataset: Dataset, test_ids: list[str], y_test: np.ndarray) -> list[dict[str, Any]]:
-        """Task metric per value of ``stats.group_column`` (e.g. per organ), selected layers only."""
-        column = self.config.stats.group_column
-        if column is None:
-            return []
+    @staticmethod
+    def test_column(dataset: Dataset, test_ids: list[str], column: str) -> np.ndarray:
+        """``column`` of the sample table for the test samples, in ``test_ids`` order."""
         if column not in dataset.samples.columns:
-            raise ConfigError(f"stats.group_column: {column!r} is not a column of the sample table "
+            raise ConfigError(f"stats: {column!r} is not a column of the sample table "
                               f"(columns: {list(dataset.samples.columns)})")
         by_id = dataset.samples.set_index(dataset.samples["sample_id"].astype(str))[column]
-        groups = by_id.loc[test_ids].to_numpy()
+        return by_id.loc[test_ids].to_numpy(dtype=object)
+
+    def warn_unconverged(self) -> None:
+        """A selected probe whose solver stopped at max_iter: said on the console and in run.json."""
+        for outcome in self.outcomes:
+            if outcome.selected and not outcome.converged:
+                message = (f"selected probe did not converge: {outcome.backbone} layer {outcome.layer} "
+                           f"(train fraction {outcome.train_fraction}, seed {outcome.seed}, C={outcome.C:g}); "
+                           "raise probe.max_iter or check feature scaling")
+                self.statistics_warnings.append(message)
+                console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    def calibration_rows(self, dataset: Dataset, y_test: np.ndarray, indices: Any) -> list[dict[str, Any]]:
+        """ECE with CI and reliability-bin data (``metric="ece"``) for every selected probe."""
         rows = []
         for outcome in (o for o in self.outcomes if o.selected):
-            for row in per_group_metrics(y_test, outcome.test_scores, groups, dataset.task_type, dataset.classes,
-                                         metrics=[self.config.task_metric], n_replicates=self.config.stats.n_bootstrap,
-                                         seed=self.config.seed):
-                rows.append(self.result_row(outcome, f"{row['metric']}@{row['group']}", row, row["n"]))
+            summary = calibration_summary(y_test, outcome.test_scores, dataset.task_type, dataset.classes, indices,
+                                          n_bins=self.config.stats.calibration_bins)
+            row = self.result_row(outcome, "ece", summary, len(y_test))
+            row.update({key: summary[key] for key in ("calibrated", "n_bins", "reliability")})
+            rows.append(row)
+        return rows
+
+    def group_rows(self, dataset: Dataset, test_ids: list[str], y_test: np.ndarray) -> list[dict[str, Any]]:
+        """Task metric per value of ``stats.group_column`` / each of ``stats.group_columns`` (e.g.
+        per organ, sex, site), selected layers only, resampling patients within each group.
+        Named ``<metric>@<value>`` for ``group_column`` and ``<metric>@<column>=<value>`` otherwise."""
+        stats_config = self.config.stats
+        columns = ([(stats_config.group_column, False)] if stats_config.group_column else []) + \
+            [(column, True) for column in stats_config.group_columns]
+        if not columns:
+            return []
+        patients = self.test_column(dataset, test_ids, "group")
+        rows = []
+        for column, qualified in columns:
+            groups = self.test_column(dataset, test_ids, column)
+            for outcome in (o for o in self.outcomes if o.selected):
+                for row in per_group_metrics(y_test, outcome.test_scores, groups, dataset.task_type, dataset.classes,
+                                             metrics=[self.config.task_metric], n_replicates=stats_config.n_bootstrap,
+                                             seed=self.config.seed, patients=patients,
+                                             bootstrap_unit=stats_config.bootstrap_unit):
+                    label = f"{column}={row['group']}" if qualified else row["group"]
+                    name = f"{row['metric']}@{label}"
+                    result = self.result_row(outcome, name, row, row["n"])
+                    result.update(group_column=column, group=row["group"], bootstrap_unit=row["bootstrap_unit"],
+                                  n_units=row["n_units"])
+                    rows.append(result)
         return rows
 
     def result_row(self, outcome: ProbeOutcome, metric: str, summary: dict[str, Any], n_test: int) -> dict[str, Any]:
-        """One results.json row: a probe's metric with its bootstrap summary."""
+        """One results.json row: a probe's metric with its bootstrap summary and resampling unit."""
         return {
             "task": self.config.name, "backbone": outcome.backbone, "layer": outcome.layer,
             "train_fraction": outcome.train_fraction, "seed": outcome.seed, "metric": metric,
             "value": summary["value"], "sd": summary["sd"], "ci_low": summary["ci_low"],
             "ci_high": summary["ci_high"], "n_test": int(n_test),
             "n_bootstrap_dropped": int(summary["n_dropped"]),
+            **getattr(self, "resampling", {"bootstrap_unit": None, "n_units": None}),
             "selected": outcome.selected, "C": outcome.C, "val_score": outcome.val_score,
-            "converged": outcome.converged,
+            "converged": outcome.converged, "n_train": outcome.n_train, "n_val": outcome.n_val,
         }
 
-    def compare(self, dataset: Dataset, y_test: np.ndarray, indices: np.ndarray) -> list[dict[str, Any]]:
-        """Paired tests of each backbone's selected layer against the reference backbone."""
+    def compare(self, dataset: Dataset, y_test: np.ndarray, patients: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Paired tests of each backbone's selected layer against the reference backbone.
+
+        Per pair: the paired bootstrap on the task metric and, for multi-class / multi-label
+        tasks, on each class's AUC (or F1); DeLong (clustered when patients have several images)
+        on the AUC, per class where there are several; optionally the study's replicate t-test.
+        ``p_holm`` / ``p_bh`` adjust each family of per-class rows (same pair, fraction, seed,
+        test and metric kind) for multiplicity; a headline row is a family of one."""
         names = [b.display_name for b in self.config.backbones]
         reference = self.config.stats.reference or (names[0] if len(names) > 1 else None)
         if reference is None:
             return []
         metric = self.config.task_metric
+        unit = {"bootstrap_unit": self.resampling["bootstrap_unit"], "n_units": self.resampling["n_units"]}
+        per_class = {"auc": "auc", "f1_macro": "f1"}.get(metric) if dataset.task_type != "binary" else None
         selected = {(o.backbone, o.train_fraction, o.seed): o for o in self.outcomes if o.selected}
         comparisons = []
         for (backbone, fraction, seed), outcome in sorted(selected.items()):
@@ -337,30 +412,118 @@ class Experiment:
                 continue
             base = {"task": self.config.name, "train_fraction": fraction, "seed": seed,
                     "backbone_a": backbone, "layer_a": outcome.layer, "backbone_b": reference, "layer_b": other.layer}
-            test = paired_bootstrap_test(y_test, outcome.test_scores, other.test_scores, dataset.task_type,
-                                         dataset.classes, metric, indices)
-            comparisons.append({**base, "metric": metric, "test": "paired_bootstrap",
-                                **{k: float(test[k]) for k in ("diff", "ci_low", "ci_high", "p_value")}})
-            if self.config.stats.delong and dataset.task_type == "binary":
-                result = delong_test(y_test, outcome.test_scores[:, 1], other.test_scores[:, 1])
-                comparisons.append({**base, "metric": "auc", "test": "delong",
-                                    **{k: float(result[k]) for k in ("diff", "ci_low", "ci_high", "p_value")}})
-        return comparisons
+            pair = (self.selected_replicates[(backbone, fraction, seed)],
+                    self.selected_replicates[(reference, fraction, seed)])
+            headline = {**base, **self.paired_bootstrap_row(pair, metric), **unit}
+            comparisons.append(headline)
+            for name in [f"{per_class}[{c}]" for c in dataset.classes] if per_class else []:
+                comparisons.append({**base, **self.paired_bootstrap_row(pair, name), **unit})
+            if self.config.stats.paired_t_test:
+                test = t_test_on_replicates(pair[0][1][metric], pair[1][1][metric], metric)
+                comparisons.append({**base, "metric": metric, "test": "replicate_t_test", "diff": headline["diff"],
+                                    "ci_low": None, "ci_high": None, **test, **unit})
+            if self.config.stats.delong:
+                comparisons.extend({**base, **row} for row in self.delong_rows(dataset, y_test, outcome, other,
+                                                                                patients))
+        return add_adjusted_p_values(comparisons)
+
+    @staticmethod
+    def paired_bootstrap_row(pair: tuple[tuple[dict, dict], tuple[dict, dict]], metric: str) -> dict[str, Any]:
+        """One paired-bootstrap comparison from both probes' ``(point, replicates)`` on the shared
+        replicates; an undefined metric is a row with a note, not an error."""
+        (point_a, replicates_a), (point_b, replicates_b) = pair
+        try:
+            test = paired_difference(point_a[metric], point_b[metric], replicates_a[metric], replicates_b[metric],
+                                     metric)
+        except DataError as error:
+            return {"metric": metric, "test": "paired_bootstrap", "diff": None, "ci_low": None, "ci_high": None,
+                    "p_value": None, "note": str(error)}
+        return {"metric": metric, "test": "paired_bootstrap",
+                **{k: float(test[k]) for k in ("diff", "ci_low", "ci_high", "p_value")},
+                "n_bootstrap_dropped": int(test["n_dropped"])}
+
+    def delong_rows(self, dataset: Dataset, y_test: np.ndarray, a: ProbeOutcome, b: ProbeOutcome,
+                    patients: np.ndarray | None) -> list[dict[str, Any]]:
+        """DeLong rows: the positive class for binary tasks, every class (one-vs-rest) otherwise.
+        A class DeLong cannot serve (too few positives or negatives) is a row with a note; the
+        macro AUC of a multi-class task is not a single AUC, which a row says as well."""
+        clustered = patients if self.resampling["bootstrap_unit"] == "patient" else None
+        if dataset.task_type == "binary":
+            targets = [("auc", y_test, 1)]
+        else:
+            truth = (y_test if dataset.task_type == "multilabel"
+                     else y_test[:, None] == np.arange(len(dataset.classes)))
+            targets = [(f"auc[{c}]", truth[:, k].astype(int), k) for k, c in enumerate(dataset.classes)]
+        rows = []
+        for metric, labels, column in targets:
+            try:
+                result = delong_test(labels, a.test_scores[:, column], b.test_scores[:, column], patients=clustered)
+            except DataError as error:
+                rows.append({"metric": metric, "test": "delong", "diff": None, "ci_low": None, "ci_high": None,
+                             "p_value": None, "note": f"DeLong not applicable: {error}"})
+                continue
+            rows.append({"metric": metric, "test": "delong", "method": result["method"],
+                         **{k: float(result[k]) for k in ("diff", "ci_low", "ci_high", "p_value", "z")},
+                         "bootstrap_unit": "patient" if result["method"] == "obuchowski" else "image"})
+        if dataset.task_type != "binary" and self.config.task_metric == "auc":
+            rows.append({"metric": "auc", "test": "delong", "diff": None, "ci_low": None, "ci_high": None,
+                         "p_value": None, "note": "DeLong compares one AUC; the macro AUC is compared by the "
+                                                  "paired bootstrap, the classes by the per-class DeLong rows"})
+        return rows
 
     def label_efficiency(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Mean (over seeds) task metric per fraction and its share of the full-data value."""
-        frame = pd.DataFrame([r for r in rows if r["selected"] and r["metric"] == self.config.task_metric])
+        """Task metric per train fraction and its share of the full-data value, with CIs.
+
+        ``value_mean`` / ``value_sd``: mean and SD (ddof=1; None with one seed) over seeds.
+        ``fraction_of_full`` = mean over seeds / full-data value; ``chance_corrected_ratio`` =
+        (mean AUC - 0.5) / (full AUC - 0.5) for AUC task metrics. Their CIs are percentile
+        intervals of a two-level bootstrap: replicate r re-draws the test patients (the shared
+        replicates of all rows) and the seeds (S of the S seeds, with replacement), and takes the
+        ratio of the drawn seeds' mean on replicate r to the full-data value on replicate r; so
+        the CI holds test-set and seed-to-seed variation, and the correlation between the
+        numerator and the denominator (same test patients). ``n_train`` / ``n_val``: the sizes
+        actually used (after the one-per-class top-up), per seed and their mean."""
+        metric = self.config.task_metric
+        frame = pd.DataFrame([r for r in rows if r["selected"] and r["metric"] == metric])
         if frame.empty or frame["train_fraction"].nunique() < 2:
             return []
+        replicates = {key: kept[1][metric] for key, kept in getattr(self, "selected_replicates", {}).items()}
+        rng = np.random.default_rng(self.config.seed)
         summary = []
         for backbone, part in frame.groupby("backbone", sort=False):
-            full = part[part["train_fraction"] == 1.0]["value"].mean()
+            full_rows = part[part["train_fraction"] == 1.0]
+            full = float(full_rows["value"].mean()) if len(full_rows) else float("nan")
+            full_replicates = [replicates[(backbone, 1.0, int(s))] for s in full_rows["seed"]
+                               if (backbone, 1.0, int(s)) in replicates]
+            full_r = np.mean(full_replicates, axis=0) if full_replicates else None
             for fraction, at in part.groupby("train_fraction"):
-                summary.append({"backbone": backbone, "train_fraction": float(fraction),
-                                "value_mean": float(at["value"].mean()), "value_sd": float(at["value"].std(ddof=0)),
-                                "n_seeds": int(len(at)),
-                                "fraction_of_full": float(at["value"].mean() / full) if full == full else None})
+                values = at["value"].to_numpy(dtype=float)
+                entry: dict[str, Any] = {
+                    "backbone": backbone, "train_fraction": float(fraction), "value_mean": float(values.mean()),
+                    "value_sd": float(values.std(ddof=1)) if values.size > 1 else None, "n_seeds": int(values.size),
+                    "seeds": [int(s) for s in at["seed"]],
+                    "n_train": [None if n is None or n != n else int(n) for n in at["n_train"]],
+                    "n_val": [None if n is None or n != n else int(n) for n in at["n_val"]],
+                    "fraction_of_full": float(values.mean() / full) if full == full else None,
+                    "chance_corrected_ratio": (float((values.mean() - 0.5) / (full - 0.5))
+                                               if metric == "auc" and full == full and full != 0.5 else None),
+                }
+                known = [n for n in entry["n_train"] if n is not None]
+                entry["n_train_mean"] = float(np.mean(known)) if known else None
+                seed_replicates = [replicates.get((backbone, float(fraction), int(s))) for s in at["seed"]]
+                if full_r is not None and all(r is not None for r in seed_replicates):
+                    entry.update(ratio_intervals(np.stack(seed_replicates), full_r, metric == "auc", rng))
+                summary.append(entry)
         return summary
+
+    def statistics_summary(self) -> dict[str, Any]:
+        """run.json ``statistics``: how the uncertainty was computed, and warnings to show."""
+        resampling = getattr(self, "resampling", {"bootstrap_unit": None, "n_units": None})
+        return {**resampling, "n_bootstrap": self.config.stats.n_bootstrap,
+                "bootstrap_unit_requested": self.config.stats.bootstrap_unit,
+                "ci": "percentile, 95 %", "multiplicity": "Holm and Benjamini-Hochberg across classes",
+                "paired_t_test_warning": REPLICATE_T_TEST_WARNING if self.config.stats.paired_t_test else None,
+                "warnings": list(getattr(self, "statistics_warnings", []))}
 
     # ------------------------------------------------------------------ outputs
     def write_predictions(self, dataset: Dataset, test_ids: list[str], y_test: np.ndarray) -> None:
@@ -449,6 +612,7 @@ class Experiment:
             "started": started_at, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "timings": self.timings, "notes": self.config.notes,
             "label_efficiency": self.label_efficiency(rows),
+            "statistics": self.statistics_summary(),
             "command": " ".join(sys.argv),
             "config": self.config.model_dump(),
         }

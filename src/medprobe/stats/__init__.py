@@ -1,12 +1,23 @@
-"""Statistics stage: metrics, bootstrap CIs, paired model comparisons, binomial CIs.
+"""Statistics stage: metrics, bootstrap CIs, paired model comparisons, calibration, multiplicity.
 
 Plain numpy arrays in, plain dicts of floats out; nothing here keeps state between calls. The
-same ``bootstrap_indices`` matrix must be passed for every model of a comparison: that is what
-makes the comparisons paired.
+same replicates (:func:`resampling_plan`: patient-level :class:`ClusteredIndices` when patients
+have several images, else a ``bootstrap_indices`` matrix) must be passed for every model of a
+comparison: that is what makes the comparisons paired.
 """
 
 from medprobe.stats.binomial import BINOMIAL_METHODS, binomial_ci
 from medprobe.stats.bootstrap import bootstrap_indices, bootstrap_metrics, resample_counts, summarise
+from medprobe.stats.calibration import CalibrationEvaluator, calibration_summary
+from medprobe.stats.cluster import (
+    BOOTSTRAP_UNITS,
+    BootstrapUnit,
+    ClusteredIndices,
+    cluster_bootstrap_indices,
+    cluster_codes,
+    has_clusters,
+    resampling_plan,
+)
 from medprobe.stats.groups import per_group_metrics
 from medprobe.stats.metrics import (
     MULTILABEL_THRESHOLD,
@@ -17,9 +28,23 @@ from medprobe.stats.metrics import (
     compute_metrics,
     metric_names,
 )
-from medprobe.stats.paired import delong_auc, delong_test, paired_bootstrap_test
+from medprobe.stats.efficiency import ratio_intervals
+from medprobe.stats.multiplicity import add_adjusted_p_values, benjamini_hochberg, holm
+from medprobe.stats.paired import (
+    REPLICATE_T_TEST_WARNING,
+    delong_auc,
+    delong_test,
+    paired_bootstrap_test,
+    paired_difference,
+    replicate_t_test,
+    t_test_on_replicates,
+)
 
 __all__ = [
+    "BOOTSTRAP_UNITS", "BootstrapUnit", "ClusteredIndices", "cluster_bootstrap_indices", "cluster_codes",
+    "has_clusters", "resampling_plan", "CalibrationEvaluator", "calibration_summary", "benjamini_hochberg", "holm",
+    "REPLICATE_T_TEST_WARNING", "replicate_t_test", "add_adjusted_p_values", "ratio_intervals",
+    "paired_difference", "t_test_on_replicates",
     "BINOMIAL_METHODS", "MULTILABEL_THRESHOLD", "TASK_TYPES", "TaskType", "WeightedEvaluator",
     "binomial_ci", "bootstrap_indices", "bootstrap_metrics", "check_inputs", "compute_metrics",
     "delong_auc", "delong_test", "metric_names", "paired_bootstrap_test", "per_group_metrics",

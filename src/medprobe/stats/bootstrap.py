@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from medprobe.errors import ConfigError, DataError
+from medprobe.stats.cluster import ClusteredIndices
 from medprobe.stats.metrics import TaskType, WeightedEvaluator
 
 #: counts per block of replicates (R_block * n_samples): a speed/memory knob, never changes results
@@ -74,22 +75,36 @@ def resample_counts(indices: np.ndarray, n: int) -> np.ndarray:
 
 
 def bootstrap_metrics(y_true: np.ndarray, scores: np.ndarray, task_type: TaskType, classes: Sequence[str],
-                      indices: np.ndarray, *, metrics: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+                      indices: np.ndarray | ClusteredIndices, *,
+                      metrics: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """``{metric: (R,) array}``: each metric on each resample ``y_true[indices[r]]``, ``scores[indices[r]]``.
 
+    ``indices`` is an image-level ``(R, m)`` index matrix or patient-level
+    :class:`~medprobe.stats.cluster.ClusteredIndices` (every image of a drawn patient counted).
     Equal (to float rounding) to calling scikit-learn on every resample; NaN where a replicate
     leaves a metric undefined (see the module docstring). ``metrics`` restricts the work to
     those names, e.g. the one metric a paired test needs.
     """
     evaluator = WeightedEvaluator(y_true, scores, task_type, classes, metrics)
     n = evaluator.n_samples
-    indices = _check_indices(indices, n)
-    n_replicates = indices.shape[0]
+    if isinstance(indices, ClusteredIndices):
+        if indices.n_samples != n:
+            raise DataError(f"patient-level replicates cover {indices.n_samples} samples, the scores {n}")
+        n_replicates = indices.n_replicates
+
+        def counts(start: int, stop: int) -> np.ndarray:
+            return indices.counts(start, stop)
+    else:
+        matrix = _check_indices(indices, n)
+        n_replicates = matrix.shape[0]
+
+        def counts(start: int, stop: int) -> np.ndarray:
+            return resample_counts(matrix[start:stop], n)
     out = {name: np.empty(n_replicates) for name in evaluator.metrics}
     block = max(1, BLOCK_ELEMENTS // n)
     for start in range(0, n_replicates, block):
         stop = min(start + block, n_replicates)
-        values = evaluator.evaluate(resample_counts(indices[start:stop], n))
+        values = evaluator.evaluate(counts(start, stop))
         for name, value in values.items():
             out[name][start:stop] = value
     return out

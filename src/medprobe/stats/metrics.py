@@ -24,9 +24,14 @@ Metric names (see :func:`metric_names`):
   the macro AUC.
 * ``f1_macro``: single-label tasks predict the argmax class (a tie goes to the lower class index;
   for binary this means "positive iff p1 > 0.5"); multilabel predicts a finding when its
-  probability is > 0.5. The macro average runs over the classes whose F1 is defined, i.e. that
-  occur in the labels or the predictions. For single-label tasks this equals scikit-learn's
-  ``f1_score(average="macro")``; for multilabel ``f1_score(average="macro", zero_division=nan)``.
+  probability is > 0.5. The macro average runs over the classes whose F1 is defined on the
+  scored samples as given, i.e. that occur in their labels or predictions. For single-label tasks
+  this equals scikit-learn's ``f1_score(average="macro")``; for multilabel
+  ``f1_score(average="macro", zero_division=nan)``. A count vector (bootstrap replicate) averages
+  over that *same* class set; a replicate in which one of those classes is neither present nor
+  predicted has no macro F1 (NaN), like ``auc_macro``, instead of averaging over fewer classes.
+* ``f1[<class>]``: that class's F1 (one-vs-rest on the predictions above); NaN where the class is
+  neither present nor predicted.
 * ``accuracy``: single-label: share of samples whose argmax is the true class. Multilabel: the
   mean over findings of the per-finding accuracy (``1 - hamming_loss``), because exact-match
   accuracy is close to 0 with many findings and says little; exact match is reported as well.
@@ -52,7 +57,8 @@ MULTILABEL_THRESHOLD = 0.5
 def metric_names(task_type: TaskType, classes: Sequence[str]) -> list[str]:
     """All metric names :func:`compute_metrics` returns for this task, in report order."""
     _check_task_type(task_type)
-    names = ["auc", "auc_macro", *[f"auc[{c}]" for c in classes], "f1_macro", "accuracy"]
+    names = ["auc", "auc_macro", *[f"auc[{c}]" for c in classes], "f1_macro", *[f"f1[{c}]" for c in classes],
+             "accuracy"]
     if task_type == "multilabel":
         names.append("exact_match")
     return names
@@ -221,6 +227,8 @@ class WeightedEvaluator:
             predicted = s.argmax(axis=1)[:, None] == np.arange(n_classes)
         self._truth = truth
         self._needs_labels = any(not m.startswith("auc") for m in self.metrics)
+        # classes whose F1 is defined on the samples as given: the fixed set macro F1 averages over
+        self._f1_classes = truth.any(axis=0) | predicted.any(axis=0)
         # 0/1 columns whose count-weighted sums give the confusion counts in one matrix product.
         self._indicators = np.hstack([truth, predicted, truth & predicted]).astype(np.float64)
         if task_type == "multilabel":
@@ -256,8 +264,12 @@ class WeightedEvaluator:
             support, predicted, hits = (confusion[:, i * n_classes:(i + 1) * n_classes] for i in range(3))
             f1_denominator = support + predicted
             f1_defined = f1_denominator > 0
-            f1 = np.divide(2.0 * hits, f1_denominator, out=np.zeros_like(hits), where=f1_defined)
-            out["f1_macro"] = f1.sum(axis=1) / f1_defined.sum(axis=1)
+            f1 = np.divide(2.0 * hits, f1_denominator, out=np.full_like(hits, np.nan), where=f1_defined)
+            for k, name in enumerate(self.classes):
+                out[f"f1[{name}]"] = f1[:, k]
+            # NaN-propagating mean over the fixed class set: a replicate lacking one of them has none
+            out["f1_macro"] = (f1[:, self._f1_classes].mean(axis=1) if self._f1_classes.any()
+                               else np.full(counts.shape[0], np.nan))
             total = weights.sum(axis=1)
             if self.task_type == "multilabel":
                 agreement = weights @ self._agreement
