@@ -8,7 +8,7 @@ reply does not negate it, and it is not named merely as a piece of another optio
 Everything else is reported as unparseable (``None``) with the reason, and counted as wrong, so a
 lenient parser cannot inflate accuracy:
 
-* ``multiple`` -- two or more options named ("Option 2 or option 3", "(2) or (3)",
+* ``multiple`` -- two or more options named ("Option 2 or option 3", "(2) or (3)", "2 or option 3",
   "4. Tuberculosis; 3. Sarcoidosis", "Pneumonia or Pneumocystis pneumonia", "3. tumor" when
   option 3 is not the tumor);
 * ``negated`` -- a negation next to the answer ("Not sarcoidosis", "Pneumonia, not pneumocystis
@@ -54,6 +54,8 @@ _NUMBER_LABEL = re.compile(
     r"|[(\[]\s*(?P<b>\d{1,2})\s*[)\]]"
     r"|#\s*(?P<c>\d{1,2})\b"
     r"|(?<![\w.,])(?P<d>\d{1,2})\s*[.):](?!\d))", re.IGNORECASE)
+# an unmarked number ("2 or option 3", "2 (sarcoidosis)"), not a decimal, a percentage or "45-year"
+_BARE_NUMBER = re.compile(r"(?<![\w.,#(\[-])\d{1,2}(?![\w.,%)\]:-])")
 # marked letter labels (only when options are lettered): "(C)", "[c]", "C.", "C)", "C:", "option C"
 _LETTER_LABEL = re.compile(
     r"(?:\b(?i:option|choice)\s*[(\[]?\s*(?P<a>[A-Za-z])\b\s*[)\]]?"
@@ -142,6 +144,17 @@ def _label_mentions(segment: str, n: int, lettered: bool, texts: Sequence[_Menti
             value = int(next(g for g in match.groups() if g is not None))
             if not _inside(match.start(), match.end(), texts):
                 found.append(_Mention(value - 1 if 1 <= value <= n else -1, match.start(), match.end(), "number"))
+        for match in _BARE_NUMBER.finditer(segment):
+            if _inside(match.start(), match.end(), texts) or any(
+                    m.start <= match.start() < m.end for m in found):
+                continue
+            after = segment[match.end():]
+            word_at = match.end() + len(after) - len(after.lstrip())
+            # "3 weeks of fever" is a duration; "3 sarcoidosis" and "2 (sarcoidosis)" are labels
+            if re.match(r"\s*[^\W\d_]", after) and not any(t.start == word_at for t in texts):
+                continue
+            value = int(match.group())
+            found.append(_Mention(value - 1 if 1 <= value <= n else -1, match.start(), match.end(), "number"))
         if lettered:
             for match in _LETTER_LABEL.finditer(segment):
                 letter = next(g for g in match.groups() if g is not None)
