@@ -183,15 +183,15 @@ def _bias(mcq, token: str | None) -> None:
 
 
 @pytest.mark.parametrize("family", ["idefics", "llava"])
-def test_one_run_gives_primary_within_n_and_order_robustness(case_dir: Path, tmp_path: Path, models,
-                                                             family: str) -> None:
+def test_one_run_gives_primary_within_n_and_order_robustness(tmp_path: Path, models, family: str) -> None:
     """A model biased towards "tumor" answers it greedily, in every sampled try and under every
     option order and shot order: primary = within-n = accuracy on the "tumor" cases, nothing changes."""
     from medprobe.mcq.run import run_mcq
 
     mcq, path = models[family]
-    config = {"name": "t", "cases": str(case_dir), "model": {"name": f"hf:{path}"}, "method": "generate",
-              "n_tries": 2, "max_new_tokens": 3, "seed": 1,
+    folder = write_cases(tmp_path / "small", n=5)  # shots c3, c1; three cases to answer
+    config = {"name": "t", "cases": str(folder), "model": {"name": f"hf:{path}"}, "method": "generate",
+              "n_tries": 2, "max_new_tokens": 2, "seed": 1,
               "order_robustness": {"permutations": 2, "swap_shots": True}}
     _bias(mcq, "tumor")
     try:
@@ -201,7 +201,7 @@ def test_one_run_gives_primary_within_n_and_order_robustness(case_dir: Path, tmp
     summary = json.loads((out / "mcq_results.json").read_text())
     assert summary["prompt_style"] == ("study" if family == "idefics" else "chat")
     rows = list(csv.DictReader((out / "mcq_cases.csv").open()))
-    assert len(rows) == 15 and {r["parsed_option"] for r in rows} == {"tumor"}
+    assert len(rows) == 9 and {r["parsed_option"] for r in rows} == {"tumor"}
     tumor_share = np.mean([r["correct_option"] == "tumor" for r in rows if r["try"] == "0"])
     assert summary["accuracy"] == pytest.approx(tumor_share)
     assert summary["correct_within_n"]["2"]["accuracy"] == pytest.approx(tumor_share)
@@ -209,8 +209,14 @@ def test_one_run_gives_primary_within_n_and_order_robustness(case_dir: Path, tmp
     assert robust["option_order"]["share_changed_any"] == 0.0 and robust["shots_swapped"]["share_changed"] == 0.0
     assert robust["option_order"]["accuracy_mean"] == pytest.approx(tumor_share)
     order_rows = list(csv.DictReader((out / "mcq_order.csv").open()))
-    assert len(order_rows) == 5 * 3 and {r["changed"] for r in order_rows} == {"False"}
+    assert len(order_rows) == 3 * 3 and {r["changed"] for r in order_rows} == {"False"}
     assert (out / "mcq_strata.png").read_bytes()[:4] == b"\x89PNG"
+    from medprobe.mcq.evaluate import headline
+
+    lines = headline(summary)
+    assert lines[0].startswith(f"hf:{path} (generate, {summary['prompt_style']} prompt): primary 33.3% [")
+    assert lines[1].startswith("correct within 2 sampled tries: 33.3%") and "504/929" in lines[1]
+    assert "answer changed in 0.0% of cases" in lines[2] and lines[3].startswith("shots swapped: 33.3%")
 
 
 def test_figure_has_strata_cis_human_share_guessing_and_study_lines(case_dir: Path) -> None:

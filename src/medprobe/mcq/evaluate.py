@@ -150,6 +150,30 @@ def summarize(results: Sequence[CaseResult], *, model: str, method: str, n_shots
     return summary
 
 
+def headline(summary: dict[str, Any]) -> list[str]:
+    """What the CLI prints: the primary accuracy, correct within n tries, order robustness."""
+    def pct(row: dict[str, Any]) -> str:
+        return (f"{row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]" if row.get("accuracy") is not None
+                else "n/a")
+
+    lines = [f"{summary['model']} ({summary['method']}, {summary.get('prompt_style', '?')} prompt): primary "
+             f"{pct(summary)} on {summary['n_cases']} cases; {summary['n_unparseable']} unparseable "
+             f"(study: {STUDY_REFERENCE['primary']['k']}/{STUDY_REFERENCE['primary']['n']})"]
+    n = summary.get("n_tries") or 0
+    if n:
+        lines.append(f"correct within {n} sampled tries: {pct(summary['correct_within_n'][str(n)])} "
+                     f"(study, within 3: {STUDY_REFERENCE['within_3']['k']}/{STUDY_REFERENCE['within_3']['n']})")
+    robust = summary.get("order_robustness") or {}
+    if "option_order" in robust:
+        block = robust["option_order"]
+        lines.append(f"options permuted ({block['permutations']} orders): {block['accuracy_mean']:.1%} "
+                     f"± {block['accuracy_sd']:.1%}; answer changed in {block['share_changed_any']:.1%} of cases")
+    if "shots_swapped" in robust:
+        block = robust["shots_swapped"]
+        lines.append(f"shots swapped: {pct(block)}; answer changed in {block['share_changed']:.1%} of cases")
+    return lines
+
+
 CSV_COLUMNS = ["case_id", "method", "try", "decoding", "seed", "raw_answer", "parsed_index", "parsed_option", "parse_method",
                "correct_index", "correct_option", "correct", "explanation", "human_correct", "specialty",
                "logprob_sum", "n_tokens", "logprob_mean"]

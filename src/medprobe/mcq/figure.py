@@ -68,10 +68,11 @@ def strata_figure(summary: dict[str, Any], chance: float) -> Figure:
                     + (f"\n({missing} case{'s' if missing != 1 else ''} without a human value, in no stratum)"
                        if missing else ""), fontsize=8.5)
     left.set_ylabel("Accuracy")
-    left.set_ylim(0, 1.02)
+    left.set_ylim(0, 1.25)  # head room for the legend above the data
+    left.set_yticks(np.linspace(0, 1, 6))
     left.set_title(f"{summary['model']}, {summary['n_shots']}-shot: accuracy by difficulty ({level:.0%} CI)",
                    fontsize=9)
-    left.legend(fontsize=7, loc="upper left")
+    left.legend(fontsize=7, loc="upper left", ncol=2)
     left.grid(axis="y", alpha=0.3)
 
     overall = [{"accuracy": summary.get("accuracy"), "ci_low": summary.get("ci_low"),
@@ -92,7 +93,8 @@ def strata_figure(summary: dict[str, Any], chance: float) -> Figure:
     right.axhline(chance, linestyle="--", color=CHANCE_COLOR, linewidth=1)
     right.set_xticks(range(len(names)), names, fontsize=8)
     right.set_xlim(-0.6, max(len(names), 2) - 0.4)
-    right.set_ylim(0, 1.02)
+    right.set_ylim(0, 1.25)
+    right.set_yticks(np.linspace(0, 1, 6))
     right.set_title(f"all {summary['n_cases']} cases", fontsize=9)
     right.legend(fontsize=6.5, loc="upper left")
     right.grid(axis="y", alpha=0.3)
