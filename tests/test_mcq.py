@@ -471,6 +471,8 @@ def test_run_file_validation(case_dir: Path) -> None:
 
     with pytest.raises(ConfigError, match="n_tries > 0 .sampled tries. needs method: generate"):
         parse_mcq_config(_run_config(case_dir, "hf:x", n_tries=3))
+    with pytest.raises(ConfigError, match="'decoding' is gone .* set n_tries"):
+        parse_mcq_config(_run_config(case_dir, "hf:x", decoding="sample"))
     with pytest.raises(ConfigError, match="drop include_reason: True, option_labels: 'letters'"):
         parse_mcq_config(_run_config(case_dir, "hf:x", prompt_style="study", include_reason=True,
                                      option_labels="letters"))

@@ -189,7 +189,8 @@ def test_one_run_gives_primary_within_n_and_order_robustness(tmp_path: Path, mod
     from medprobe.mcq.run import run_mcq
 
     mcq, path = models[family]
-    folder = write_cases(tmp_path / "small", n=5)  # shots c3, c1; three cases to answer
+    # shots c3, c1; three cases to answer, one of them (c2) without a human value
+    folder = write_cases(tmp_path / "small", n=5, mutate={2: lambda case: case.pop("human_correct")})
     config = {"name": "t", "cases": str(folder), "model": {"name": f"hf:{path}"}, "method": "generate",
               "n_tries": 2, "max_new_tokens": 2, "seed": 1,
               "order_robustness": {"permutations": 2, "swap_shots": True}}
@@ -200,6 +201,7 @@ def test_one_run_gives_primary_within_n_and_order_robustness(tmp_path: Path, mod
         _bias(mcq, None)
     summary = json.loads((out / "mcq_results.json").read_text())
     assert summary["prompt_style"] == ("study" if family == "idefics" else "chat")
+    assert summary["n_without_human_value"] == 1 and sum(row["n"] for row in summary["strata"]) == 2
     rows = list(csv.DictReader((out / "mcq_cases.csv").open()))
     assert len(rows) == 9 and {r["parsed_option"] for r in rows} == {"tumor"}
     tumor_share = np.mean([r["correct_option"] == "tumor" for r in rows if r["try"] == "0"])

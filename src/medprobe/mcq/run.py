@@ -116,6 +116,10 @@ class MCQRunConfig(_Strict):
 def parse_mcq_config(data: Any, source: str = "<dict>") -> MCQRunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"invalid MCQ run file {source}: expected a mapping at the top level")
+    if "decoding" in data:
+        raise ConfigError(f"invalid MCQ run file {source}: 'decoding' is gone -- method: generate now always gives "
+                          "the greedy primary answer and n_tries sampled tries (temperature, top_k) in the same "
+                          "run; remove 'decoding' and set n_tries (0 = greedy only)")
     try:
         return MCQRunConfig.model_validate(data)
     except ValidationError as error:
