@@ -174,7 +174,8 @@ def headline(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-CSV_COLUMNS = ["case_id", "method", "try", "decoding", "seed", "raw_answer", "parsed_index", "parsed_option", "parse_method",
+CSV_COLUMNS = ["case_id", "method", "try", "decoding", "seed", "raw_answer", "parsed_index", "parsed_option",
+               "parse_method",
                "correct_index", "correct_option", "correct", "explanation", "human_correct", "specialty",
                "logprob_sum", "n_tokens", "logprob_mean"]
 

@@ -1,4 +1,4 @@
-"""Few-shot prompts for multiple-choice diagnosis, in two styles.
+r"""Few-shot prompts for multiple-choice diagnosis, in two styles.
 
 A prompt is first built as a model-neutral conversation (:class:`Turn` list): each shot is a
 user turn (images, vignette, question, numbered options) followed by an assistant turn with its
@@ -7,7 +7,7 @@ looks like and how the turns are rendered:
 
 * ``study`` (:func:`render_study`, IDEFICS v1 only) -- the prompt of Han et al.'s NEJM Image
   Challenge evaluation, following their public code (``nejm_image_challenge/nejm_test.py`` in
-  peterhan91/Multimodal-Probes, the prompt shown in their Fig. S2): per case the interleaved items
+  peterhan91/Multimodal-Probes, the layout of their Fig. S2): per case the interleaved items
   ``"User:"``, the image(s), then one text item holding the case text and, for a shot,
   ``"\nAssistant: <answer option text>.\n"``; the query's text item ends with ``"\nAssistant:"``.
   No instruction sentence, no option label in the answer, no ``<end_of_utterance>`` written by us.
@@ -16,9 +16,10 @@ looks like and how the turns are rendered:
   list ``<end_of_utterance>`` among their special tokens (the IDEFICS instruct ones do): the
   processor then put ``<end_of_utterance>`` between each shot's text and the next ``"User:"``, so
   it is part of what the study's model saw. transformers 5 no longer detects the token that way,
-  so :class:`~medprobe.mcq.answer.MCQModel` decides it from the tokenizer and passes it explicitly. The study read seven lines
-  of its own case files, which are not public; the case text here is the vignette line, the
-  question line and the five numbered options (``1. <option>``), seven lines for a NEJM case.
+  so :class:`~medprobe.mcq.answer.MCQModel` decides it from the tokenizer and passes it
+  explicitly. The study read seven lines of its own case files, which are not public; the case
+  text here is the vignette line, the question line and the five numbered options
+  (``1. <option>``), seven lines for a NEJM case.
 * ``chat`` -- medprobe's own format for chat models: an instruction sentence, answers written as
   ``Answer: <n>. <option>`` (and optionally ``Reason: ...``). :func:`render_idefics` lays it out
   for IDEFICS v1 with turns closed by ``<end_of_utterance>`` as in its instruct tuning;
@@ -206,8 +207,8 @@ def build_conversation(shots: Sequence[MCQCase], query: MCQCase, *, style: Promp
 
 
 def render_study(turns: Sequence[Turn], suffix: str = "") -> list[Part]:
-    """The study's interleaved list for ``IdeficsProcessor``: per user turn ``"User:"``, its images, then one text item --
-    the case text, plus ``"\nAssistant: <answer>\n"`` when an assistant turn follows; the last
+    r"""The study's interleaved list for ``IdeficsProcessor``: per user turn ``"User:"``, its
+    images, then one text item -- the case text, plus ``"\nAssistant: <answer>\n"`` when an assistant turn follows; the last
     text item ends with ``"\nAssistant:"`` + ``suffix``. The processor strips spaces (not
     newlines) from the ends of each item, as it did for the study."""
     items: list[Part] = []
