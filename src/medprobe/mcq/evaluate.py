@@ -150,6 +150,11 @@ def summarize(results: Sequence[CaseResult], *, model: str, method: str, n_shots
     return summary
 
 
+def _study(key: str) -> str:
+    k, n = STUDY_REFERENCE[key]["k"], STUDY_REFERENCE[key]["n"]
+    return f"{k / n:.1%}, {k}/{n}"
+
+
 def headline(summary: dict[str, Any]) -> list[str]:
     """What the CLI prints: the primary accuracy, correct within n tries, order robustness."""
     def pct(row: dict[str, Any]) -> str:
@@ -158,11 +163,11 @@ def headline(summary: dict[str, Any]) -> list[str]:
 
     lines = [f"{summary['model']} ({summary['method']}, {summary.get('prompt_style', '?')} prompt): primary "
              f"{pct(summary)} on {summary['n_cases']} cases; {summary['n_unparseable']} unparseable "
-             f"(study: {STUDY_REFERENCE['primary']['k']}/{STUDY_REFERENCE['primary']['n']})"]
+             f"(study: {_study('primary')})"]
     n = summary.get("n_tries") or 0
     if n:
         lines.append(f"correct within {n} sampled tries: {pct(summary['correct_within_n'][str(n)])} "
-                     f"(study, within 3: {STUDY_REFERENCE['within_3']['k']}/{STUDY_REFERENCE['within_3']['n']})")
+                     f"(study, within 3: {_study('within_3')})")
     robust = summary.get("order_robustness") or {}
     if "option_order" in robust:
         block = robust["option_order"]

@@ -10,7 +10,8 @@ only) with
 * the shots in reverse order (two shots: swapped).
 
 Answers are compared as options (by original index), so a change means the model chose a
-different diagnosis. Reported: accuracy of each permuted order, their mean +- SD (and range), the
+different diagnosis; an unparseable reply is a value of its own (unparseable twice is no change,
+parseable once and not the other time is). Reported: accuracy of each permuted order, their mean +- SD (and range), the
 share of cases whose answer changed under at least one order, the mean share per order, and the
 same for the swapped shots.
 """
