@@ -125,16 +125,17 @@ def test_n_options_setting_and_bad_json(tmp_path: Path) -> None:
     ("The answer is 5.", (4, "number")),
     ("Option 2", (1, "number")),
     ("I would pick option 1 here", (0, "number")),
-    ("3. tumor", (None, "conflict")),
+    ("3. tumor", (None, "multiple")),
     ("Abnormal Brain Scan", (3, "exact")),
     ("tumor.", (0, "exact")),
     ("this looks like a left lung x-ray to me", (4, "substring")),
-    ("abnormal brain sc", (3, "substring")),
+    ("abnormal brain sc", (3, "prefix")),
     ("nodlue", (1, "fuzzy")),
-    ("tumor or nodule", (None, "ambiguous")),
-    ("7", (None, "unparseable")),
+    ("tumor or nodule", (None, "multiple")),
+    ("7", (None, "out-of-range")),
     ("3 weeks of fever", (None, "unparseable")),
-    ("I am not sure", (None, "unparseable")),
+    ("I am not sure", (None, "negated")),
+    ("the image is unclear", (None, "unparseable")),
     ("", (None, "empty")),
     ("Reason: nothing else", (None, "empty")),
 ])
@@ -147,7 +148,7 @@ def test_parse_answer_numbers_and_text(reply: str, expected: tuple) -> None:
     ("(d)", (3, "letter")),
     ("Answer: B. nodule", (1, "letter")),
     ("Option E", (4, "letter")),
-    ("A. nodule", (None, "conflict")),
+    ("A. nodule", (None, "multiple")),
     ("A nodule in the lung", (1, "substring")),
     ("a", (None, "unparseable")),
 ])
@@ -165,9 +166,10 @@ def test_default_shots_are_the_two_earliest_and_are_not_scored(case_dir: Path) -
     assert [c.id for c in queries] == ["c0", "c2", "c4", "c5", "c6"]
 
 
-def test_shots_without_dates_by_file_order_and_by_ids(tmp_path: Path) -> None:
+def test_shots_without_dates_must_be_named(tmp_path: Path) -> None:
     cases = load_cases(write_cases(tmp_path, dates=False))
-    assert [c.id for c in select_shots(cases, 2)[0]] == ["c0", "c1"]
+    with pytest.raises(ConfigError, match=r"2 of them have no date .*shots: \[c0, c1\]"):
+        select_shots(cases, 2)
     shots, queries = select_shots(cases, ["c5", "c2"])
     assert [c.id for c in shots] == ["c5", "c2"] and {"c5", "c2"}.isdisjoint(c.id for c in queries)
     assert select_shots(cases, 0) == ([], cases)
@@ -252,14 +254,31 @@ def test_summary_counts_unparseable_as_wrong_and_correct_within_n() -> None:
         _result("c", False, 0.9, "neuro"), _result("c", False, 0.9, "neuro", 1), _result("c", True, 0.9, "neuro", 2),
         _result("d", False, 0.9), _result("d", False, 0.9, try_index=1), _result("d", False, 0.9, try_index=2),
     ]
+    # try 0 is the primary answer; tries 1 and 2 are sampled
     summary = summarize(results, model="m", method="generate", n_shots=2)
-    assert summary["n_cases"] == 4 and summary["accuracy"] == 0.25
+    assert summary["n_cases"] == 4 and summary["accuracy"] == 0.25 and summary["n_tries"] == 2
     assert summary["n_unparseable"] == 1 and summary["parse_methods"] == {"number": 3, "unparseable": 1}
     within = summary["correct_within_n"]
-    assert [within[str(n)]["accuracy"] for n in (1, 2, 3)] == [0.25, 0.5, 0.75]
-    assert [(r["specialty"], r["n"], r["accuracy"]) for r in summary["per_specialty"]] == [
-        ("derm", 2, 0.5), ("neuro", 1, 0.0)]
+    # a: only its primary answer is right; b: sampled try 1; c: sampled try 2; d: never
+    assert [within[str(n)]["accuracy"] for n in (1, 2)] == [0.25, 0.5]
+    reference = binomtest(2, 4).proportion_ci(method="wilson")
+    assert within["2"]["ci_low"] == pytest.approx(reference.low) and within["2"]["ci_high"] == pytest.approx(
+        reference.high)
+    assert [(r["specialty"], r["n"], r["accuracy"], r["within_n"]["accuracy"]) for r in summary["per_specialty"]] == [
+        ("derm", 2, 0.5, 0.5), ("neuro", 1, 0.0, 1.0)]
+    assert summary["n_without_specialty"] == 1 and summary["n_without_human_value"] == 0
     assert [r["n"] for r in summary["strata"]] == [1, 0, 1, 0, 2]
+    assert [r["within_n"]["accuracy"] for r in summary["strata"]] == [0.0, None, 1.0, None, 0.5]
+    assert summary["study_reference"]["primary"] == {"k": 375, "n": 929, "accuracy": pytest.approx(0.4037, abs=1e-4)}
+    assert summary["study_reference"]["within_3"]["accuracy"] == pytest.approx(0.5425, abs=1e-4)
+
+
+def test_strata_count_cases_without_a_human_value() -> None:
+    """9 of 10 cases have a human share: the strata hold 9 and the summary says 1 is missing."""
+    results = [_result(f"q{i}", i % 2 == 0, None if i == 4 else i / 10) for i in range(10)]
+    summary = summarize(results, model="m", method="loglik", n_shots=2)
+    assert sum(r["n"] for r in summary["strata"]) == 9 and summary["n_without_human_value"] == 1
+    assert summary["n_cases"] == 10
 
 
 def test_outputs_written(tmp_path: Path) -> None:
@@ -318,11 +337,16 @@ def test_prompt_styles_follow_each_processor(case_dir: Path, loaded) -> None:
     cases = load_cases(case_dir)
     shots, queries = select_shots(cases, 2)
     turns = build_conversation(shots, queries[0])
-    assert loaded["idefics"].style == "idefics" and loaded["llava"].style == "chat"
+    assert loaded["idefics"].family == "idefics" and loaded["llava"].family == "chat"
+    assert loaded["idefics"].style == "study" and loaded["llava"].style == "chat"  # the defaults
     # each chat template renders a reply after its generation prompt in its own way
     assert loaded["llava"].answer_glue(turns) == " "
     assert loaded["idefics3"].answer_glue(turns) == ""
-    inputs = loaded["idefics"].encode(turns, [""])
+    loaded["idefics"].set_style("chat")
+    try:
+        inputs = loaded["idefics"].encode(turns, [""])
+    finally:
+        loaded["idefics"].set_style(None)
     assert inputs["pixel_values"].shape[:2] == (1, 3)  # two shot images and the query's
     text = loaded["llava"].tokenizer.decode(loaded["llava"].encode(turns, [""])["input_ids"][0])
     assert text.count("assistant :") == 3  # two answered shots and the open query turn
@@ -341,14 +365,14 @@ def test_loglik_matches_transformers_loss_and_batching(case_dir: Path, loaded, f
     cases = load_cases(case_dir)
     shots, queries = select_shots(cases, 2)
     query = queries[1]  # c2: two images
-    turns = build_conversation(shots, query)
+    turns = build_conversation(shots, query, style=mcq.style)
     batched = answer_by_loglik(mcq, query, turns, lettered=False, batch_size=5)
     single = answer_by_loglik(mcq, query, turns, lettered=False, batch_size=1)
     np.testing.assert_allclose(batched.logprob_sum, single.logprob_sum, rtol=1e-5, atol=1e-5)
     assert len(set(batched.n_tokens)) > 1
-    context = mcq.answer_glue(turns) + ANSWER_PREFIX
+    context = mcq.loglik_context(turns)
     for index, option in enumerate(query.options):
-        inputs = mcq.encode(turns, [context + option_continuation(index, option)])
+        inputs = mcq.encode(turns, [context + option_continuation(index, option, style=mcq.style)])
         n = batched.n_tokens[index]
         labels = torch.full_like(inputs["input_ids"], -100)
         labels[0, -n:] = inputs["input_ids"][0, -n:]
@@ -413,24 +437,30 @@ def test_run_from_yaml_loads_the_saved_model_and_refuses_to_overwrite(case_dir: 
     assert run_mcq(run_file, overwrite=True, show_progress=False) == out
 
 
-def test_sampled_tries_are_seeded_and_counted(case_dir: Path, tmp_path: Path, loaded, tiny_vlms) -> None:
+def test_primary_and_sampled_tries_in_one_run(case_dir: Path, tmp_path: Path, loaded, tiny_vlms) -> None:
+    """Try 0 is greedy (the headline), tries 1..3 are sampled with per-case seeds; reruns agree."""
+    from medprobe.mcq.answer import case_seed
     from medprobe.mcq.run import run_mcq
 
-    config = _run_config(case_dir, f"hf:{tiny_vlms['llava']}", method="generate", decoding="sample", n_tries=3,
-                         seed=5)
+    config = _run_config(case_dir, f"hf:{tiny_vlms['llava']}", method="generate", n_tries=3, seed=5)
     first = run_mcq(config, tmp_path / "a", show_progress=False, mcq_model=loaded["llava"])
     again = run_mcq(config, tmp_path / "b", show_progress=False, mcq_model=loaded["llava"])
     rows = list(csv.DictReader((first / "mcq_cases.csv").open()))
-    assert len(rows) == 15 and [r["seed"] for r in rows[:3]] == ["5", "6", "7"]
+    assert len(rows) == 20 and [r["decoding"] for r in rows[:4]] == ["greedy", "sample", "sample", "sample"]
+    assert [r["seed"] for r in rows[:4]] == ["", *(str(case_seed(5, "c0", t)) for t in (1, 2, 3))]
+    assert len({r["seed"] for r in rows if r["try"] == "1"}) == 5  # every case its own seed
     assert rows == list(csv.DictReader((again / "mcq_cases.csv").open()))
     summary = json.loads((first / "mcq_results.json").read_text())
-    within = [summary["correct_within_n"][str(n)]["accuracy"] for n in (1, 2, 3)]
-    assert within == sorted(within) and within[0] == summary["accuracy"]
-    by_case = {}
+    by_case: dict[str, list[dict]] = {}
     for r in rows:
-        by_case.setdefault(r["case_id"], []).append(r["correct"] == "True")
-    assert within[2] == pytest.approx(sum(any(v) for v in by_case.values()) / 5)
+        by_case.setdefault(r["case_id"], []).append(r)
+    primary = [v[0]["correct"] == "True" for v in by_case.values()]
+    assert summary["accuracy"] == pytest.approx(sum(primary) / 5) and summary["n_tries"] == 3
+    for n in (1, 2, 3):
+        hits = [any(r["correct"] == "True" for r in v if 1 <= int(r["try"]) <= n) for v in by_case.values()]
+        assert summary["correct_within_n"][str(n)]["accuracy"] == pytest.approx(sum(hits) / 5)
     assert summary["n_unparseable"] == sum(r["parsed_index"] == "" for r in rows if r["try"] == "0")
+    assert all("within_n" in row for row in summary["strata"] + summary["per_specialty"])
 
 
 def test_run_file_validation(case_dir: Path) -> None:
@@ -439,8 +469,13 @@ def test_run_file_validation(case_dir: Path) -> None:
 
     from medprobe.mcq.run import parse_mcq_config
 
-    with pytest.raises(ConfigError, match="n_tries > 1 needs method: generate and decoding: sample"):
+    with pytest.raises(ConfigError, match="n_tries > 0 .sampled tries. needs method: generate"):
         parse_mcq_config(_run_config(case_dir, "hf:x", n_tries=3))
+    with pytest.raises(ConfigError, match="'decoding' is gone .* set n_tries"):
+        parse_mcq_config(_run_config(case_dir, "hf:x", decoding="sample"))
+    with pytest.raises(ConfigError, match="drop include_reason: True, option_labels: 'letters'"):
+        parse_mcq_config(_run_config(case_dir, "hf:x", prompt_style="study", include_reason=True,
+                                     option_labels="letters"))
     with pytest.raises(ConfigError, match="model.temprature: unknown key"):
         parse_mcq_config(_run_config(case_dir, "hf:x") | {"model": {"name": "hf:x", "temprature": 1}})
     example = yaml.safe_load((Path(__file__).parents[1] / "configs" / "mcq_example.yaml").read_text())

@@ -172,10 +172,10 @@ def mcq(
     from medprobe.mcq import run_mcq
 
     folder = run_mcq(run_file, out_dir=out, overwrite=overwrite, show_progress=not quiet)
-    result = json.loads((folder / "mcq_results.json").read_text())
-    console.print(f"{result['model']} ({result['method']}): accuracy {result['accuracy']:.3f} "
-                  f"[{result['ci_low']:.3f}, {result['ci_high']:.3f}] on {result['n_cases']} cases; "
-                  f"{result['n_unparseable']} unparseable")
+    from medprobe.mcq.evaluate import headline
+
+    for line in headline(json.loads((folder / "mcq_results.json").read_text())):
+        console.print(line)
     console.print(f"outputs: {folder}")
 
 

@@ -2,8 +2,10 @@
 
 Difficulty follows the study: a case's difficulty is the share of human readers who answered it
 correctly (``human_correct``), cut into five equal intervals [0, 0.2), ..., [0.8, 1.0]. Per
-stratum we report the model's accuracy with a binomial CI and the mean human share, and draw
-them against the chance line (1 / number of options) as in the study's Fig. 1f.
+stratum and per specialty we report the primary answer's accuracy and, when answers were sampled,
+"correct within n tries", each with a Wilson CI, and the mean human share; cases without a human
+value (or a specialty) are counted, not silently left out. The figure (:mod:`medprobe.mcq.figure`)
+draws them as in the study's Fig. 1f.
 
 Unparseable generated answers are wrong answers here (they count in ``n`` and not in ``k``),
 and their number is reported next to the accuracy.
@@ -21,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from medprobe.errors import DataError
 from medprobe.features.cache import atomic_write_bytes, atomic_write_json
 from medprobe.mcq.records import CaseResult
 from medprobe.stats.binomial import binomial_ci
@@ -29,6 +32,9 @@ STRATA_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 CASES_CSV = "mcq_cases.csv"
 RESULTS_JSON = "mcq_results.json"
 FIGURE_STEM = "mcq_strata"
+#: the study's NEJM Image Challenge results (Han et al.; IDEFICS-80B-instruct, 2 shots, 929 cases):
+#: correct answers / cases, for the primary answer and within three sampled tries
+STUDY_REFERENCE = {"primary": {"k": 375, "n": 929}, "within_3": {"k": 504, "n": 929}}
 
 
 def accuracy_row(correct: Sequence[bool], level: float = 0.95) -> dict[str, Any]:
@@ -46,26 +52,57 @@ def stratum_of(share: float) -> int:
     return bisect_right(STRATA_EDGES[1:-1], share)
 
 
-def strata_rows(results: Sequence[CaseResult], level: float = 0.95) -> list[dict[str, Any]]:
-    """Accuracy per human-difficulty stratum; cases without ``human_correct`` are left out."""
+def _by_case(results: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
+    grouped: dict[str, list[CaseResult]] = {}
+    for r in results:
+        grouped.setdefault(r.case_id, []).append(r)
+    return grouped
+
+
+def within_n(rows: Sequence[CaseResult], n: int) -> bool:
+    """Whether one of a case's sampled tries 1..n is correct."""
+    return any(r.correct for r in rows if 1 <= r.try_index <= n)
+
+
+def _group_row(cases: Sequence[list[CaseResult]], n_tries: int, level: float) -> dict[str, Any]:
+    """Primary accuracy of these cases and, with sampled tries, correct within ``n_tries``."""
+    row = accuracy_row([rows[0].correct for rows in cases], level)
+    if n_tries:
+        row["within_n"] = accuracy_row([within_n(rows, n_tries) for rows in cases], level)
+    return row
+
+
+def _primary_first(results: Sequence[CaseResult]) -> list[list[CaseResult]]:
+    """Each case's rows with the primary answer (try 0) first."""
+    grouped = [sorted(rows, key=lambda r: r.try_index) for rows in _by_case(results).values()]
+    for rows in grouped:
+        if rows[0].try_index != 0:
+            raise DataError(f"case {rows[0].case_id!r} has no primary answer (try 0) among its results")
+    return grouped
+
+
+def strata_rows(results: Sequence[CaseResult], level: float = 0.95, n_tries: int = 0) -> list[dict[str, Any]]:
+    """Accuracy per human-difficulty stratum (cases without ``human_correct`` are in none; count
+    them with :func:`summarize`'s ``n_without_human_value``)."""
+    cases = _primary_first(results)
     rows = []
     for index, (low, high) in enumerate(zip(STRATA_EDGES[:-1], STRATA_EDGES[1:])):
-        members = [r for r in results if r.human_correct is not None and stratum_of(r.human_correct) == index]
+        members = [c for c in cases if c[0].human_correct is not None and stratum_of(c[0].human_correct) == index]
         closing = "]" if index == len(STRATA_EDGES) - 2 else ")"
-        row = {"stratum": f"[{low:.1f}, {high:.1f}{closing}", "low": low, "high": high}
-        row.update(accuracy_row([r.correct for r in members], level))
-        row["human_mean"] = float(np.mean([r.human_correct for r in members])) if members else None
+        row: dict[str, Any] = {"stratum": f"[{low:.1f}, {high:.1f}{closing}", "low": low, "high": high}
+        row.update(_group_row(members, n_tries, level))
+        row["human_mean"] = float(np.mean([c[0].human_correct for c in members])) if members else None
         rows.append(row)
     return rows
 
 
-def specialty_rows(results: Sequence[CaseResult], level: float = 0.95) -> list[dict[str, Any]]:
+def specialty_rows(results: Sequence[CaseResult], level: float = 0.95, n_tries: int = 0) -> list[dict[str, Any]]:
     """Accuracy per specialty, for the cases that name one, alphabetical."""
-    specialties = sorted({r.specialty for r in results if r.specialty})
+    cases = _primary_first(results)
     rows = []
-    for specialty in specialties:
-        row = {"specialty": specialty}
-        row.update(accuracy_row([r.correct for r in results if r.specialty == specialty], level))
+    for specialty in sorted({c[0].specialty for c in cases if c[0].specialty}):
+        row: dict[str, Any] = {"specialty": specialty}
+        row.update(_group_row([c for c in cases if c[0].specialty == specialty], n_tries, level))
         rows.append(row)
     return rows
 
@@ -74,12 +111,15 @@ def summarize(results: Sequence[CaseResult], *, model: str, method: str, n_shots
               level: float = 0.95, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``mcq_results.json`` document for a run.
 
-    With several sampled tries per case, the headline accuracy, strata and specialties use the
-    first try (one answer per case, comparable with greedy decoding), and ``correct_within_n``
-    gives the share of cases answered correctly in at least one of the first 1..n tries.
+    The headline accuracy, strata and specialties are the primary answer's (try 0: greedy
+    decoding or the log-likelihood argmax). With sampled tries (1..n), ``correct_within_n`` gives
+    the share of cases answered correctly in at least one of the sampled tries 1..m for each m,
+    and every stratum and specialty row carries ``within_n`` for m = n.
     """
-    first = [r for r in results if r.try_index == 0]
-    overall = accuracy_row([r.correct for r in first], level)
+    cases = _primary_first(results)
+    primary = [rows[0] for rows in cases]
+    n_tries = max((r.try_index for r in results), default=0)
+    overall = accuracy_row([r.correct for r in primary], level)
     summary: dict[str, Any] = {
         "model": model,
         "method": method,
@@ -89,28 +129,58 @@ def summarize(results: Sequence[CaseResult], *, model: str, method: str, n_shots
         "ci_low": overall["ci_low"],
         "ci_high": overall["ci_high"],
         "ci_level": level,
-        "n_unparseable": sum(r.parsed_index is None for r in first),
-        "parse_methods": dict(Counter(r.parse_method for r in first)),
+        "n_unparseable": sum(r.parsed_index is None for r in primary),
+        "parse_methods": dict(Counter(r.parse_method for r in primary)),
+        "n_tries": n_tries,
     }
-    n_tries = 1 + max((r.try_index for r in results), default=0)
-    if n_tries > 1:
-        by_case: dict[str, list[CaseResult]] = {}
-        for r in results:
-            by_case.setdefault(r.case_id, []).append(r)
-        within = {}
-        for n in range(1, n_tries + 1):
-            hits = [any(r.correct for r in rows if r.try_index < n) for rows in by_case.values()]
-            within[str(n)] = accuracy_row(hits, level)
-        summary["correct_within_n"] = within
-        summary["n_unparseable_all_tries"] = sum(r.parsed_index is None for r in results)
-    summary["strata"] = strata_rows(first, level)
-    summary["per_specialty"] = specialty_rows(first, level)
+    if n_tries:
+        summary["correct_within_n"] = {str(m): accuracy_row([within_n(rows, m) for rows in cases], level)
+                                       for m in range(1, n_tries + 1)}
+        sampled = [r for r in results if r.try_index > 0]
+        summary["n_unparseable_sampled"] = sum(r.parsed_index is None for r in sampled)
+        summary["parse_methods_sampled"] = dict(Counter(r.parse_method for r in sampled))
+    summary["strata"] = strata_rows(results, level, n_tries)
+    summary["n_without_human_value"] = sum(r.human_correct is None for r in primary)
+    summary["per_specialty"] = specialty_rows(results, level, n_tries)
+    summary["n_without_specialty"] = sum(not r.specialty for r in primary)
+    summary["study_reference"] = {key: {**value, "accuracy": value["k"] / value["n"]}
+                                  for key, value in STUDY_REFERENCE.items()}
     if extra:
         summary.update(extra)
     return summary
 
 
-CSV_COLUMNS = ["case_id", "method", "try", "seed", "raw_answer", "parsed_index", "parsed_option", "parse_method",
+def _study(key: str) -> str:
+    k, n = STUDY_REFERENCE[key]["k"], STUDY_REFERENCE[key]["n"]
+    return f"{k / n:.1%}, {k}/{n}"
+
+
+def headline(summary: dict[str, Any]) -> list[str]:
+    """What the CLI prints: the primary accuracy, correct within n tries, order robustness."""
+    def pct(row: dict[str, Any]) -> str:
+        return (f"{row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]" if row.get("accuracy") is not None
+                else "n/a")
+
+    lines = [f"{summary['model']} ({summary['method']}, {summary.get('prompt_style', '?')} prompt): primary "
+             f"{pct(summary)} on {summary['n_cases']} cases; {summary['n_unparseable']} unparseable "
+             f"(study: {_study('primary')})"]
+    n = summary.get("n_tries") or 0
+    if n:
+        lines.append(f"correct within {n} sampled tries: {pct(summary['correct_within_n'][str(n)])} "
+                     f"(study, within 3: {_study('within_3')})")
+    robust = summary.get("order_robustness") or {}
+    if "option_order" in robust:
+        block = robust["option_order"]
+        lines.append(f"options permuted ({block['permutations']} orders): {block['accuracy_mean']:.1%} "
+                     f"± {block['accuracy_sd']:.1%}; answer changed in {block['share_changed_any']:.1%} of cases")
+    if "shots_swapped" in robust:
+        block = robust["shots_swapped"]
+        lines.append(f"shots swapped: {pct(block)}; answer changed in {block['share_changed']:.1%} of cases")
+    return lines
+
+
+CSV_COLUMNS = ["case_id", "method", "try", "decoding", "seed", "raw_answer", "parsed_index", "parsed_option",
+               "parse_method",
                "correct_index", "correct_option", "correct", "explanation", "human_correct", "specialty",
                "logprob_sum", "n_tokens", "logprob_mean"]
 
@@ -122,7 +192,7 @@ def write_cases_csv(path: Path, results: Sequence[CaseResult]) -> None:
     writer.writeheader()
     for r in results:
         writer.writerow({
-            "case_id": r.case_id, "method": r.method, "try": r.try_index, "seed": r.seed,
+            "case_id": r.case_id, "method": r.method, "try": r.try_index, "decoding": r.decoding, "seed": r.seed,
             "raw_answer": r.raw_answer, "parsed_index": r.parsed_index, "parsed_option": r.parsed_option,
             "parse_method": r.parse_method, "correct_index": r.correct_index,
             "correct_option": r.correct_option, "correct": r.correct, "explanation": r.explanation,
@@ -133,49 +203,11 @@ def write_cases_csv(path: Path, results: Sequence[CaseResult]) -> None:
     atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
 
 
-def plot_strata(summary: dict[str, Any], out_dir: Path, chance: float) -> list[Path]:
-    """Accuracy per difficulty stratum with CI bars, human share, and the chance line (PNG + SVG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    strata = summary["strata"]
-    x = np.arange(len(strata))
-    labels = [f"{row['low']:.0%}–{row['high']:.0%}\n(n={row['n']})" for row in strata]
-    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=150)
-    has = [row["accuracy"] is not None for row in strata]
-    acc = np.array([row["accuracy"] if ok else np.nan for row, ok in zip(strata, has)], dtype=float)
-    low = np.array([row["ci_low"] if ok else np.nan for row, ok in zip(strata, has)], dtype=float)
-    high = np.array([row["ci_high"] if ok else np.nan for row, ok in zip(strata, has)], dtype=float)
-    ax.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="o-", capsize=4, color="tab:blue",
-                label=f"{summary['model']} ({summary['method']})")
-    human = np.array([row["human_mean"] if row["human_mean"] is not None else np.nan for row in strata], dtype=float)
-    ax.plot(x, human, "s--", color="tab:gray", label="human readers (mean share correct)")
-    ax.axhline(chance, linestyle="--", color="tab:red", linewidth=1, label=f"random guessing ({chance:.0%})")
-    ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("Difficulty stratum (share of human readers correct)")
-    ax.set_ylabel("Accuracy")
-    ax.set_title(f"Accuracy by case difficulty (95% CI), {summary['n_cases']} cases, {summary['n_shots']}-shot",
-                 fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    paths = []
-    for suffix in ("png", "svg"):
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=suffix)
-        path = out_dir / f"{FIGURE_STEM}.{suffix}"
-        atomic_write_bytes(path, buffer.getvalue())
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
-
 def write_outputs(out_dir: Path, results: Sequence[CaseResult], summary: dict[str, Any], chance: float) -> None:
     """CSV, JSON and figure, each written atomically so a crash never leaves half a file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_cases_csv(out_dir / CASES_CSV, results)
-    plot_strata(summary, out_dir, chance)
+    from medprobe.mcq.figure import plot_strata
+
+    plot_strata(summary, out_dir / FIGURE_STEM, chance)
     atomic_write_json(out_dir / RESULTS_JSON, summary)

@@ -1,16 +1,34 @@
 """Turn a model's free-text reply into an option index, or admit that it cannot.
 
 Generated answers come in many shapes ("3", "(3)", "Answer: 3. Sarcoidosis", "C", "sarcoidosis",
-"Sarcoidsis" with a typo). :func:`parse_answer` tries the unambiguous readings first and stops at
-the first one that applies; a reply that matches no rule, or matches two options, is reported as
-unparseable (``None``) and counted as wrong -- never guessed -- so accuracy cannot be inflated by a
-lenient parser.
+"Sarcoidsis" with a typo). :func:`parse_answer` never guesses: it collects *every* option the
+reply's answer line names -- by label ("3.", "(3)", "option 3", a reply that is only numbers), by
+number or letter, and by option text -- and returns an option only when exactly one is named, the
+reply does not negate it, and it is not named merely as a piece of another option's text.
+Everything else is reported as unparseable (``None``) with the reason, and counted as wrong, so a
+lenient parser cannot inflate accuracy:
+
+* ``multiple`` -- two or more options named ("Option 2 or option 3", "(2) or (3)", "2 or option 3",
+  "4. Tuberculosis; 3. Sarcoidosis", "Pneumonia or Pneumocystis pneumonia", "3. tumor" when
+  option 3 is not the tumor);
+* ``negated`` -- a negation next to the answer ("Not sarcoidosis", "Pneumonia, not pneumocystis
+  pneumonia", "unlikely to be gout");
+* ``substring-of-another`` -- the reply contains option A's text, but A is itself part of another
+  option B ("Tuberculosis" inside "Miliary tuberculosis"), so "tuberculosis of the lung" could mean
+  either; a reply that *is* A ("Tuberculosis.") or labels it ("1. Tuberculosis") is fine;
+* ``out-of-range`` -- a label that is no option ("7." with five options);
+* ``empty`` / ``unparseable`` -- nothing to read, or nothing that fits.
+
+Text is compared after :func:`~medprobe.mcq.cases.normalize_option` (case, spacing, final full
+stop); a misspelt or cut-off reply is read only when it is the whole answer line and fits one
+option far better than any other (``fuzzy`` / ``prefix``).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from typing import Sequence
 
 from medprobe.mcq.cases import normalize_option
@@ -19,20 +37,38 @@ from medprobe.mcq.cases import normalize_option
 FUZZY_THRESHOLD = 0.8
 #: and the lead it needs over the second-best option, so near-ties stay unparsed
 FUZZY_MARGIN = 0.1
+#: a cut-off reply is read as the start of an option only from this many characters on
+MIN_PREFIX = 4
 
-# "Answer: ...", "The answer is ...", "Final answer - ..." -- we read what follows
-_ANSWER_MARKER = re.compile(r"\banswer\b\s*(?:is\b)?\s*[:\-]?\s*", re.IGNORECASE)
+#: methods that name an option; every other method means "no answer"
+FOUND = ("number", "letter", "exact", "substring", "fuzzy", "prefix")
+
+# "Answer: ...", "The answer is ...", "Final answer - ...", "Assistant: ..." -- we read what follows
+_ANSWER_MARKER = re.compile(r"\b(?:answer\b\s*(?:is\b)?|assistant\s*:)\s*[:\-]?\s*", re.IGNORECASE)
 _REASON_MARKER = re.compile(r"\breason(?:ing)?\s*:", re.IGNORECASE)
-# a label at the start: "3", "(3)", "[3]", "3.", "3)", "3:", "Option 3", "choice (3)". "Marked" labels
-# (brackets, punctuation, "option") count on their own; a bare "3 ..." only when the text agrees.
-_LEADING_NUMBER = re.compile(
-    r"^(?P<word>(?:option|choice)\s*)?(?P<open>[(\[])?\s*(?P<label>\d{1,2})\s*(?P<close>[)\].:])?"
-    r"(?=\s|$|[,;])(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
-_OPTION_WORD_NUMBER = re.compile(r"\b(?:option|choice)\s*[(\[]?(\d{1,2})\b", re.IGNORECASE)
-# letters only in upper case ("a" is an article), or lower case inside brackets: "(c)"
-_LEADING_LETTER = re.compile(
-    r"^(?P<word>(?i:option|choice)\s*)?(?:(?P<open>[(\[])\s*(?P<label>[A-Za-z])\s*[)\]]"
-    r"|(?P<upper>[A-Z])(?P<close>[.):])?)(?=\s|$|[,;])(?P<rest>.*)$", re.DOTALL)
+# a turn marker the model wrote after its answer (IDEFICS continues the conversation)
+_NEXT_TURN = re.compile(r"\bUser\s*:")
+# marked number labels: "(3)", "[3]", "3.", "3)", "3:", "#3", "option 3", "choice (3)", "no. 3"
+_NUMBER_LABEL = re.compile(
+    r"(?:\b(?:option|choice|number|no\.?)\s*#?\s*[(\[]?\s*(?P<a>\d{1,2})\b\s*[)\]]?"
+    r"|[(\[]\s*(?P<b>\d{1,2})\s*[)\]]"
+    r"|#\s*(?P<c>\d{1,2})\b"
+    r"|(?<![\w.,])(?P<d>\d{1,2})\s*[.):](?!\d))", re.IGNORECASE)
+# an unmarked number ("2 or option 3", "2 (sarcoidosis)"), not a decimal, a percentage or "45-year"
+_BARE_NUMBER = re.compile(r"(?<![\w.,#(\[-])\d{1,2}(?![\w.,%)\]:-])")
+# marked letter labels (only when options are lettered): "(C)", "[c]", "C.", "C)", "C:", "option C"
+_LETTER_LABEL = re.compile(
+    r"(?:\b(?i:option|choice)\s*[(\[]?\s*(?P<a>[A-Za-z])\b\s*[)\]]?"
+    r"|[(\[]\s*(?P<b>[A-Za-z])\s*[)\]]"
+    r"|(?<![\w.])(?P<c>[A-Z])[.):](?!\w))")
+# a reply that is only labels and connectives: "3", "2 or 3", "2/3", "C", "B, D"
+_CONNECTIVES = r"(?:\s*(?:,|;|/|&|\bor\b|\band\b|\bvs\.?|\bversus\b|-)\s*|\s+)"
+_ONLY_NUMBERS = re.compile(rf"\s*\d{{1,2}}(?:{_CONNECTIVES}\d{{1,2}})*\s*")
+_ONLY_LETTERS = re.compile(rf"\s*[A-Za-z](?:{_CONNECTIVES}[A-Za-z])*\s*")
+# words that turn "X" into "not X"
+_NEGATION = re.compile(
+    r"\b(?:not|no|never|neither|nor|isn'?t|wasn'?t|unlikely|less likely|rather than|instead of|"
+    r"other than|except|excluding|excluded|exclude|rule[sd]? out|without|versus|vs)\b", re.IGNORECASE)
 
 
 def option_label(index: int, lettered: bool = False) -> str:
@@ -48,10 +84,14 @@ def split_reason(text: str) -> tuple[str, str | None]:
     return text[: match.start()], text[match.end():].strip() or None
 
 
-def _answer_segment(text: str) -> str:
-    """The part of a reply that states the answer: after "Answer:" when present, before any
-    "Reason:", first non-empty line only (models often ramble on the following lines)."""
+def answer_segment(text: str) -> str:
+    """The part of a reply that states the answer: before any "Reason:" or next "User:" turn,
+    after "Answer:" when present, first non-empty line only (models go on to ramble, or to write
+    the next case, on the following lines)."""
     head, _ = split_reason(text)
+    turn = _NEXT_TURN.search(head)
+    if turn is not None:
+        head = head[: turn.start()]
     marker = _ANSWER_MARKER.search(head)
     if marker is not None:
         head = head[marker.end():]
@@ -61,30 +101,78 @@ def _answer_segment(text: str) -> str:
     return ""
 
 
-def _text_match(segment: str, options: Sequence[str]) -> tuple[int | None, str]:
-    """Match option text: exact, then containment either way, then fuzzy."""
-    wanted = normalize_option(re.sub(r"[\s.,;:!?]+$", "", segment))
-    if not wanted:
-        return None, "empty"
-    normalized = [normalize_option(o) for o in options]
-    exact = [i for i, option in enumerate(normalized) if option == wanted]
-    if len(exact) == 1:
-        return exact[0], "exact"
-    # option text inside the reply ("it is sarcoidosis of the skin"); if several options occur,
-    # the longest wins only when it contains all the others ("pneumonia" in "pcp pneumonia")
-    inside = [i for i, option in enumerate(normalized) if re.search(rf"(?<!\w){re.escape(option)}(?!\w)", wanted)]
-    if inside:
-        longest = max(inside, key=lambda i: len(normalized[i]))
-        if all(normalized[i] in normalized[longest] for i in inside):
-            return longest, "substring"
-        return None, "ambiguous"
-    # a reply cut short by max_new_tokens: its text is the start of exactly one option
-    if len(wanted) >= 4:
+@dataclass(frozen=True)
+class _Mention:
+    index: int  # 0-based option, or -1 for a label that is no option
+    start: int
+    end: int
+    kind: str  # "number" | "letter" | "text"
+
+
+def _text_mentions(segment: str, normalized: Sequence[str]) -> list[_Mention]:
+    """Every place an option's text occurs as whole words; occurrences inside a longer
+    occurrence ("pneumonia" inside "pneumocystis pneumonia") belong to the longer one."""
+    lowered = segment.casefold()
+    found = []
+    for index, option in enumerate(normalized):
+        pattern = r"\s+".join(re.escape(word) for word in option.split())
+        for match in re.finditer(rf"(?<!\w){pattern}(?!\w)", lowered):
+            found.append(_Mention(index, match.start(), match.end(), "text"))
+    return [m for m in found
+            if not any(o is not m and o.start <= m.start and m.end <= o.end and (o.end - o.start) > (m.end - m.start)
+                       for o in found)]
+
+
+def _inside(start: int, end: int, spans: Sequence[_Mention]) -> bool:
+    return any(s.start <= start and end <= s.end for s in spans)
+
+
+def _label_mentions(segment: str, n: int, lettered: bool, texts: Sequence[_Mention]) -> list[_Mention]:
+    """Labels outside option text ("type 2 diabetes" is text, not option 2)."""
+    found = []
+    if _ONLY_NUMBERS.fullmatch(segment):
+        for match in re.finditer(r"\d{1,2}", segment):
+            value = int(match.group())
+            found.append(_Mention(value - 1 if 1 <= value <= n else -1, match.start(), match.end(), "number"))
+    elif lettered and not texts and _ONLY_LETTERS.fullmatch(segment) and (
+            len(segment.strip()) == 1 and segment.strip().isupper() or len(segment.strip()) > 1):
+        for match in re.finditer(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])", segment):
+            index = ord(match.group().upper()) - ord("A")
+            found.append(_Mention(index if index < n else -1, match.start(), match.end(), "letter"))
+    else:
+        for match in _NUMBER_LABEL.finditer(segment):
+            value = int(next(g for g in match.groups() if g is not None))
+            if not _inside(match.start(), match.end(), texts):
+                found.append(_Mention(value - 1 if 1 <= value <= n else -1, match.start(), match.end(), "number"))
+        for match in _BARE_NUMBER.finditer(segment):
+            if _inside(match.start(), match.end(), texts) or any(
+                    m.start <= match.start() < m.end for m in found):
+                continue
+            after = segment[match.end():]
+            word_at = match.end() + len(after) - len(after.lstrip())
+            # "3 weeks of fever" is a duration; "3 sarcoidosis" and "2 (sarcoidosis)" are labels
+            if re.match(r"\s*[^\W\d_]", after) and not any(t.start == word_at for t in texts):
+                continue
+            value = int(match.group())
+            found.append(_Mention(value - 1 if 1 <= value <= n else -1, match.start(), match.end(), "number"))
+        if lettered:
+            for match in _LETTER_LABEL.finditer(segment):
+                letter = next(g for g in match.groups() if g is not None)
+                index = ord(letter.upper()) - ord("A")
+                if not _inside(match.start(), match.end(), texts):
+                    found.append(_Mention(index if index < n else -1, match.start(), match.end(), "letter"))
+    return found
+
+
+def _whole_reply_match(wanted: str, normalized: Sequence[str]) -> tuple[int | None, str]:
+    """A reply naming no option outright: the start of exactly one option (cut off by
+    ``max_new_tokens``), or one option with a typo, clearly ahead of the rest."""
+    if len(wanted) >= MIN_PREFIX:
         prefix = [i for i, option in enumerate(normalized) if option.startswith(wanted)]
         if len(prefix) == 1:
-            return prefix[0], "substring"
+            return prefix[0], "prefix"
         if len(prefix) > 1:
-            return None, "ambiguous"
+            return None, "multiple"
     ratios = sorted(((difflib.SequenceMatcher(None, wanted, option).ratio(), i)
                      for i, option in enumerate(normalized)), reverse=True)
     best_ratio, best = ratios[0]
@@ -94,54 +182,47 @@ def _text_match(segment: str, options: Sequence[str]) -> tuple[int | None, str]:
     return None, "unparseable"
 
 
-def _label_with_text(index: int, match: re.Match[str], options: Sequence[str],
-                     method: str) -> tuple[int | None, str] | None:
-    """Check a leading label against the text after it ("3. Sarcoidosis").
-
-    A marked label ("3.", "(3)", "Option 3") followed by text naming another option is a
-    ``conflict`` (unparseable); with text that cannot be placed ("3. see above") the label stands.
-    A bare one ("3 weeks of fever", "A fracture of the rib") stands only alone or with agreeing
-    text -- otherwise this returns ``None`` and the caller reads the reply as option text.
-    """
-    marked = bool(match.group("word") or match.group("open") or match.group("close"))
-    rest = match.group("rest").strip().lstrip(".):-").strip()
-    if not rest:
-        return index, method
-    by_text, _ = _text_match(rest, options)
-    if by_text == index:
-        return index, method
-    if not marked:
-        return None
-    return (None, "conflict") if by_text is not None else (index, method)
+def _part_of_another(index: int, normalized: Sequence[str]) -> bool:
+    option = normalized[index]
+    return any(other != option and re.search(rf"(?<!\w){re.escape(option)}(?!\w)", other)
+               for other in normalized)
 
 
 def parse_answer(text: str, options: Sequence[str], lettered: bool = False) -> tuple[int | None, str]:
     """Return ``(option index or None, method)`` for a generated reply.
 
-    ``method`` is one of ``number``, ``letter``, ``exact``, ``substring``, ``fuzzy`` when an
-    option was found, and ``empty``, ``conflict`` (label and text name different options),
-    ``ambiguous`` (several options fit) or ``unparseable`` when none was. Letters are read only
-    when the prompt labelled options with letters (``lettered=True``); numbers are always read,
-    since models answer "3" even to lettered lists far more rarely than the reverse.
+    ``method`` is one of :data:`FOUND` (``number``, ``letter``, ``exact``, ``substring``,
+    ``fuzzy``, ``prefix``) when an option was found, and ``empty``, ``multiple``, ``negated``,
+    ``substring-of-another``, ``out-of-range`` or ``unparseable`` when none was (see the module
+    docstring). Letters are read only when the prompt labelled options with letters
+    (``lettered=True``: "a" is an article); numbers are always read.
     """
-    segment = _answer_segment(text)
+    segment = answer_segment(text)
+    segment = re.sub(r"[\s.,;:!?]+$", "", segment)
     if not segment:
         return None, "empty"
-    n = len(options)
-    number = _LEADING_NUMBER.match(segment)
-    if number is not None and 1 <= int(number.group("label")) <= n:
-        found = _label_with_text(int(number.group("label")) - 1, number, options, "number")
-        if found is not None:
-            return found
-    if lettered:
-        letter = _LEADING_LETTER.match(segment)
-        if letter is not None:
-            index = ord((letter.group("label") or letter.group("upper")).upper()) - ord("A")
-            if 0 <= index < n:
-                found = _label_with_text(index, letter, options, "letter")
-                if found is not None:
-                    return found
-    word = _OPTION_WORD_NUMBER.search(segment)
-    if word is not None and 1 <= int(word.group(1)) <= n:
-        return int(word.group(1)) - 1, "number"
-    return _text_match(segment, options)
+    normalized = [normalize_option(o) for o in options]
+    texts = _text_mentions(segment, normalized)
+    labels = _label_mentions(segment, len(options), lettered, texts)
+    mentions = texts + labels
+    if any(m.index < 0 for m in labels):
+        return None, "out-of-range"
+    named = {m.index for m in mentions}
+    if len(named) > 1:
+        return None, "multiple"
+    rest = segment
+    for m in sorted(mentions, key=lambda m: -m.start):
+        rest = rest[: m.start] + " " + rest[m.end:]
+    if _NEGATION.search(rest):
+        return None, "negated"
+    if not named:
+        return _whole_reply_match(normalize_option(segment), normalized)
+    index = named.pop()
+    kinds = {m.kind for m in mentions}
+    if "number" in kinds or "letter" in kinds:
+        return index, "number" if "number" in kinds else "letter"
+    if normalize_option(segment) == normalized[index]:
+        return index, "exact"
+    if _part_of_another(index, normalized):
+        return None, "substring-of-another"
+    return index, "substring"

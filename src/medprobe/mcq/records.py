@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class CaseResult:
-    """One answer to one case (one row per try when sampling several)."""
+    """One answer to one case: try 0 is the primary answer (greedy decoding, or the log-likelihood
+    argmax); tries 1..n are sampled answers."""
 
     case_id: str
     method: str
@@ -20,6 +21,8 @@ class CaseResult:
     explanation: str | None = None
     try_index: int = 0
     seed: int | None = None
+    #: "greedy" (the primary answer) or "sample"
+    decoding: str = "greedy"
     human_correct: float | None = None
     specialty: str | None = None
     #: log-likelihood scoring: per option, summed log-prob, token count and mean log-prob

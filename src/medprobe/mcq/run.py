@@ -1,28 +1,35 @@
 """The ``medprobe mcq RUN.yaml`` run: load cases and a model, answer, score, write outputs.
 
 Outputs (in the run's output folder): ``mcq_results.json`` (summary), ``mcq_cases.csv`` (every
-answer), ``mcq_strata.png`` / ``.svg`` (accuracy by difficulty, as in the study's Fig. 1f).
+answer), ``mcq_strata.png`` / ``.svg`` (accuracy by difficulty, as in the study's Fig. 1f) and,
+with ``order_robustness``, ``mcq_order.csv`` (every re-answered case).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medprobe.errors import ConfigError
+from medprobe.features.cache import atomic_write_bytes
 from medprobe.mcq.answer import MCQModel, answer_by_generation, answer_by_loglik
 from medprobe.mcq.cases import MCQCase, load_cases
 from medprobe.mcq.evaluate import CASES_CSV, RESULTS_JSON, accuracy_row, summarize, write_outputs
-from medprobe.mcq.prompts import build_conversation, default_instruction, select_shots
+from medprobe.mcq.prompts import Turn, build_conversation, default_instruction, select_shots
 from medprobe.mcq.records import CaseResult
+from medprobe.mcq.robustness import order_robustness
 from medprobe.progress import progress_bar
 
-OUTPUT_FILES = (RESULTS_JSON, CASES_CSV)
+ORDER_CSV = "mcq_order.csv"
+OUTPUT_FILES = (RESULTS_JSON, CASES_CSV, ORDER_CSV)
 
 
 class _Strict(BaseModel):
@@ -43,6 +50,13 @@ class MCQModelConfig(_Strict):
     trust_remote_code: bool = False
 
 
+class OrderRobustnessConfig(_Strict):
+    #: seeded random orders of each case's options (0 = none)
+    permutations: int = Field(3, ge=0)
+    #: answer once more with the shots in reverse order
+    swap_shots: bool = True
+
+
 class MCQRunConfig(_Strict):
     name: str = "mcq"
     #: a cases.jsonl file or a folder holding one
@@ -52,24 +66,30 @@ class MCQRunConfig(_Strict):
     model: MCQModelConfig
     #: number of earliest cases used as shots, or their ids; shots are not scored
     shots: int | list[str] = 2
-    #: show each shot's explanation as "Reason: ..." after its answer
-    include_reason: bool = True
-    #: label options 1..n (default) or A..E
+    #: study = the study's IDEFICS prompt (IDEFICS v1 only); chat = instruction, "Answer: <n>. <option>";
+    #: null = study for IDEFICS v1 models (the presets), chat for the others
+    prompt_style: Literal["study", "chat"] | None = None
+    #: chat style: show each shot's explanation as "Reason: ..." after its answer (null = yes)
+    include_reason: bool | None = None
+    #: chat style: label options 1..n (default) or A..E
     option_labels: Literal["numbers", "letters"] = "numbers"
-    #: task statement opening the prompt; null = the default, "" = none
+    #: chat style: task statement opening the prompt; null = the default, "" = none
     instruction: str | None = None
     method: Literal["loglik", "generate"] = "loglik"
     #: loglik: rank options by mean (length-normalised, primary) or summed log-probability
     score: Literal["mean", "sum"] = "mean"
+    #: loglik: score the option text (primary) or "<label>. <option text>"
+    loglik_target: Literal["option", "labelled"] = "option"
     #: loglik: options scored per forward pass
     batch_size: int = Field(5, ge=1)
-    #: generate: greedy (deterministic, one try) or sampled (temperature / top_k, n_tries seeds)
-    decoding: Literal["greedy", "sample"] = "greedy"
-    n_tries: int = Field(1, ge=1)
+    #: generate: sampled tries after the primary greedy answer, read as "correct within n tries"
+    n_tries: int = Field(0, ge=0)
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(50, ge=1)
     max_new_tokens: int = Field(32, ge=1)
     seed: int = 0
+    #: re-answer with permuted options / swapped shots (null = off)
+    order_robustness: OrderRobustnessConfig | None = None
     #: long image side is reduced to this before the processor sees it
     max_image_size: int = Field(1024, ge=16)
     #: CI level for every accuracy
@@ -78,15 +98,28 @@ class MCQRunConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "MCQRunConfig":
-        if self.n_tries > 1 and not (self.method == "generate" and self.decoding == "sample"):
-            raise ValueError("n_tries > 1 needs method: generate and decoding: sample "
-                             "(greedy decoding and log-likelihood give the same answer every try)")
+        if self.n_tries > 0 and self.method != "generate":
+            raise ValueError("n_tries > 0 (sampled tries) needs method: generate "
+                             "(log-likelihood scoring gives the same answer every try)")
+        if self.prompt_style == "study":
+            unused = [f"{key}: {value!r}" for key, value, off in (
+                ("include_reason", self.include_reason, (None, False)), ("instruction", self.instruction, (None, "")),
+                ("option_labels", self.option_labels, ("numbers",)),
+                ("loglik_target", self.loglik_target, ("option",))) if value not in off]
+            if unused:
+                raise ValueError(f"prompt_style: study is the study's own prompt (no instruction, no reasons, "
+                                 f"numbered options, answers as option text); drop {', '.join(unused)} or use "
+                                 "prompt_style: chat")
         return self
 
 
 def parse_mcq_config(data: Any, source: str = "<dict>") -> MCQRunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"invalid MCQ run file {source}: expected a mapping at the top level")
+    if "decoding" in data:
+        raise ConfigError(f"invalid MCQ run file {source}: 'decoding' is gone -- method: generate now always gives "
+                          "the greedy primary answer and n_tries sampled tries (temperature, top_k) in the same "
+                          "run; remove 'decoding' and set n_tries (0 = greedy only)")
     try:
         return MCQRunConfig.model_validate(data)
     except ValidationError as error:
@@ -131,7 +164,7 @@ def model_source(spec: MCQModelConfig, base: Path) -> str:
     return IDEFICS_PRESETS[spec.name]
 
 
-def load_model(spec: MCQModelConfig, base: Path) -> MCQModel:
+def load_model(spec: MCQModelConfig, base: Path, prompt_style: Literal["study", "chat"] | None = None) -> MCQModel:
     """Load the VLM and its processor with the shared Hugging Face loader (local files only,
     safetensors, no remote code unless asked); IDEFICS v1 gets its own model class."""
     from medprobe.models.hf_loading import load_hf_model, model_type_of
@@ -140,30 +173,51 @@ def load_model(spec: MCQModelConfig, base: Path) -> MCQModel:
     kind = "idefics" if model_type_of(source) == "idefics" else "auto"
     loaded = load_hf_model(source, kind=kind, dtype=spec.dtype, device_map=spec.device_map,
                            quantization=spec.quantization, trust_remote_code=spec.trust_remote_code)
-    return MCQModel(loaded.model, loaded.processor, spec.name)
+    return MCQModel(loaded.model, loaded.processor, spec.name, prompt_style=prompt_style)
+
+
+def conversation(mcq: MCQModel, shots: Sequence[MCQCase], case: MCQCase, config: MCQRunConfig) -> list[Turn]:
+    """The prompt for one case in the model's prompt style, with the run file's chat settings."""
+    lettered = config.option_labels == "letters"
+    include_reason = config.include_reason is not False
+    instruction = (default_instruction(lettered, include_reason) if config.instruction is None
+                   else config.instruction)
+    return build_conversation(shots, case, style=mcq.style, lettered=lettered, include_reason=include_reason,
+                              instruction=instruction, max_image_size=config.max_image_size)
+
+
+def answer_case(mcq: MCQModel, shots: Sequence[MCQCase], case: MCQCase, config: MCQRunConfig,
+                n_tries: int = 0) -> list[CaseResult]:
+    """The primary answer to one case (try 0) and, for generation, ``n_tries`` sampled tries."""
+    lettered = config.option_labels == "letters" and mcq.style == "chat"
+    turns = conversation(mcq, shots, case, config)
+    if config.method == "loglik":
+        return [answer_by_loglik(mcq, case, turns, lettered=lettered, score=config.score,
+                                 target=config.loglik_target, batch_size=config.batch_size)]
+    return answer_by_generation(mcq, case, turns, lettered=lettered, max_new_tokens=config.max_new_tokens,
+                                n_tries=n_tries, seed=config.seed, temperature=config.temperature,
+                                top_k=config.top_k)
 
 
 def answer_cases(mcq: MCQModel, shots: list[MCQCase], queries: list[MCQCase], config: MCQRunConfig,
                  show_progress: bool = True) -> list[CaseResult]:
     """Answer every query case after the shots, the way ``config`` says."""
-    lettered = config.option_labels == "letters"
-    instruction = (default_instruction(lettered, config.include_reason)
-                   if config.instruction is None else config.instruction)
     results: list[CaseResult] = []
     with progress_bar(f"MCQ {config.method} ({mcq.name})", len(queries), enabled=show_progress) as advance:
         for case in queries:
-            turns = build_conversation(shots, case, lettered=lettered, include_reason=config.include_reason,
-                                       instruction=instruction, max_image_size=config.max_image_size)
-            if config.method == "loglik":
-                results.append(answer_by_loglik(mcq, case, turns, lettered=lettered, score=config.score,
-                                                batch_size=config.batch_size))
-            else:
-                results += answer_by_generation(
-                    mcq, case, turns, lettered=lettered, max_new_tokens=config.max_new_tokens,
-                    n_tries=config.n_tries, sample=config.decoding == "sample", seed=config.seed,
-                    temperature=config.temperature, top_k=config.top_k)
+            results += answer_case(mcq, shots, case, config, n_tries=config.n_tries)
             advance(1)
     return results
+
+
+def write_order_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["case_id", "variant", "option_order", "answer_index", "correct",
+                                                "changed"], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "option_order": json.dumps(row["option_order"])})
+    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
 
 
 def _argmax(values: list[float]) -> int:
@@ -198,11 +252,14 @@ def run_mcq(config_path_or_dict: str | Path | dict[str, Any], out_dir: str | Pat
     cases = load_cases(cases_location if cases_location.is_absolute() else base / cases_location,
                        n_options=config.n_options)
     shots, queries = select_shots(cases, config.shots)
-    mcq = mcq_model if mcq_model is not None else load_model(config.model, base)
+    if mcq_model is not None:
+        mcq_model.set_style(config.prompt_style)
+    mcq = mcq_model if mcq_model is not None else load_model(config.model, base, config.prompt_style)
     results = answer_cases(mcq, shots, queries, config, show_progress=show_progress)
 
     extra: dict[str, Any] = {
         "name": config.name,
+        "prompt_style": mcq.style,
         "shot_ids": [case.id for case in shots],
         "n_options": config.n_options,
         "chance": 1 / config.n_options,
@@ -217,10 +274,26 @@ def run_mcq(config_path_or_dict: str | Path | dict[str, Any], out_dir: str | Pat
                                  for r in results], config.ci_level)
             for score in ("mean", "sum")
         }
+        extra["loglik_target"] = config.loglik_target
     else:
-        extra["decoding"] = config.decoding
-        extra["n_tries"] = config.n_tries
+        extra["sampling"] = {"temperature": config.temperature, "top_k": config.top_k,
+                             "seeds": "sha256(run seed, case id, try)"}
+    order_rows: list[dict[str, Any]] = []
+    if config.order_robustness is not None:
+        primary = {r.case_id: r.parsed_index for r in results if r.try_index == 0}
+
+        def primary_answer(these_shots: Sequence[MCQCase], case: MCQCase) -> int | None:
+            return answer_case(mcq, these_shots, case, config)[0].parsed_index
+
+        extra["order_robustness"], order_rows = order_robustness(
+            primary_answer, shots, queries, [primary[case.id] for case in queries],
+            permutations=config.order_robustness.permutations, swap_shots=config.order_robustness.swap_shots,
+            seed=config.seed, level=config.ci_level)
     summary = summarize(results, model=config.model.name, method=config.method, n_shots=len(shots),
                         level=config.ci_level, extra=extra)
     write_outputs(out, results, summary, chance=1 / config.n_options)
+    if order_rows:
+        write_order_csv(out / ORDER_CSV, order_rows)
+    elif (out / ORDER_CSV).exists():  # left by an earlier run in this folder (overwrite was asked for)
+        (out / ORDER_CSV).unlink()
     return out
