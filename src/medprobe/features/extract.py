@@ -108,8 +108,10 @@ def extract_features(
     dtype: str = "float16",
     on_error: OnError = "raise",
     show_progress: bool = True,
+    lock_wait_s: float = 0.0,
 ) -> FeatureCache:
     """Make sure ``layers`` of ``backbone`` on every sample of ``dataset`` are in the cache.
+    ``lock_wait_s``: how long to wait for another process writing the same cache entry.
 
     Returns the cache entry; read features with ``cache.load(layer)``.
     """
@@ -119,7 +121,7 @@ def extract_features(
     if todo:
         batch_size = batch_size or backbone.default_batch_size
         plans = {plan.index: plan for plan in cache.chunks()}
-        with cache.writer_lock():
+        with cache.writer_lock(lock_wait_s):
             todo = cache.missing(layers)  # another process may have finished some meanwhile
             order = sorted(todo)
             n_images = sum(plans[i].stop - plans[i].start for i in order)
