@@ -182,6 +182,7 @@ def test_tied_layers_are_reported(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: 1 layer/C choice(s) of twin are ties on 10 validation images" in err
     assert "layers ['mean', 'copy'] tie at" in err
+    assert [(o.layer, o.selected) for o in experiment.outcomes] == [("mean", True), ("copy", False)]
 
 
 # ----------------------------------------------------------------------------- cache lock

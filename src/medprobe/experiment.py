@@ -310,6 +310,7 @@ class Experiment:
                                                converged=bool(chosen["converged"])))
             best = max(candidates, key=lambda outcome: outcome.val_score)
             best.selected = True
+            self.outcomes.extend(candidates)
             tied_layers = [c.layer for c in candidates if c.val_score == best.val_score]
             if len(tied_layers) > 1:
                 ties.append(f"{where}: layers {tied_layers} tie at {best.val_score:.3f} (first listed kept)")
@@ -319,7 +320,6 @@ class Experiment:
                           f"{n_val} validation images, so the choice was arbitrary; a larger validation split "
                           "would decide:\n  " + "\n  ".join(ties[:10]) + ("\n  ..." if len(ties) > 10 else ""),
                           highlight=False, markup=False, style="yellow")
-            self.outcomes.extend(candidates)
         self.timings[f"probe[{spec.display_name}]_s"] = round(time.perf_counter() - started, 3)
         return splits
 

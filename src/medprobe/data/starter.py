@@ -23,6 +23,9 @@ from medprobe.data.adapters import DEFAULT_FRACTIONS, SPLIT_ALIASES, load_image_
 from medprobe.data.dataset import SPLITS, Dataset
 from medprobe.errors import ConfigError, DataError
 
+#: fewer validation images than this: say that the layer / C choice will be noisy
+SMALL_VALIDATION = 30
+
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 #: patient-id spellings recognised in a manifest, in order of preference
 PATIENT_COLUMNS = ("patient_id", "patient", "group", "subject_id", "subject", "case_id")
@@ -55,6 +58,9 @@ class Starter:
         lines.append(f"patient column: {self.patient_column}" if self.patient_column else
                      "patient column: none (each image is its own patient; if several images come from one "
                      "patient, use a manifest with a patient_id column so splits keep patients whole)")
+        n_val = sum(self.counts["val"].values())
+        if n_val < SMALL_VALIDATION:
+            lines.append(f"warning: only {n_val} validation image(s): the layer and C chosen on them will be noisy")
         return "\n".join(lines)
 
 
@@ -112,7 +118,7 @@ def _run_file(name: str, adapter: str, options: dict[str, Any], classes: list[st
     """The starter as YAML text with comments; values go through json.dumps (valid YAML scalars)."""
     option_lines = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in options.items())
     return f"""# Starter run file written by `medprobe init`; edit freely, then: medprobe run <this file>
-# Run-file format: README "Run files"; your own data: README "Your own data".
+# Run-file format: README "The run file"; your own data: README "Your own data".
 name: {json.dumps(name)}
 output_dir: {json.dumps(f"runs/{name}")}
 task_metric: auc
@@ -140,7 +146,7 @@ probe:
 
 def write_starter(data: str | Path, out: str | Path | None = None, *, name: str | None = None) -> Starter:
     """Inspect ``data`` (a class-per-folder tree or a manifest file) and write a starter run file
-    to ``out`` (default ``./<name>.yaml``). Refuses to replace an existing file."""
+    to ``out`` (default ``<name>.yaml`` in the working folder). Refuses to replace an existing file."""
     source = Path(data).expanduser()
     if not source.exists():
         raise DataError(f"{source} does not exist; give an image folder (one subfolder per class) or a manifest")
@@ -165,7 +171,7 @@ def write_starter(data: str | Path, out: str | Path | None = None, *, name: str 
         shares = "/".join(f"{round(f * 100)}" for f in DEFAULT_FRACTIONS)
         split_note = (f"none given: carved train/val/test {shares}% stratified by class, "
                       f"{'by patient' if patient else 'by image'}, seed 0")
-    target = Path(out).expanduser() if out is not None else Path.cwd() / f"{name}.yaml"
+    target = Path(out).expanduser() if out is not None else Path(f"{name}.yaml")
     if target.exists():
         raise ConfigError(f"{target} already exists; nothing was written (choose another --out or remove it)")
     text = _run_file(name, adapter, options, dataset.classes, split_note)
