@@ -9,7 +9,8 @@ and the page is complete without it.
 The page structure is in Jinja2 templates (``report/templates/``) with autoescaping on, so every
 piece of text that comes from files (sample ids, notes, class names, error messages, model output)
 is escaped by the template engine; this module only decides *what* goes in each table and
-paragraph, as plain :class:`Part` / :class:`Cell` values with a style name, never HTML.
+paragraph, as plain :class:`~medprobe.report.blocks.Part` / ``Cell`` values with a style name,
+never HTML.
 """
 
 from __future__ import annotations
@@ -17,128 +18,33 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from medprobe.features.cache import atomic_write_bytes
+from medprobe.report.blocks import (
+    Block,
+    Cell,
+    Header,
+    Paragraph,
+    Part,
+    Section,
+    Table,
+    as_cell,
+    cell,
+    code_parts,
+    make_table,
+    paragraph_block,
+    parts,
+    table_block,
+)
 from medprobe.report.figures import FigureSet, metric_label, render_figures, selection_metric
 from medprobe.report.load import RunData, as_float, load_run
 
 REPORT_NAME = "report.html"
-
-
-@dataclass(frozen=True)
-class Part:
-    """A run of text in a cell; ``style`` picks its markup in the template (code, strong, muted,
-    path, hash, layers) and ``break_before`` starts a new line."""
-
-    text: Any = ""
-    style: str = ""
-    break_before: bool = False
-    items: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A table cell: its parts (empty shows an em dash), a numeric sort key, and alignment."""
-
-    parts: tuple[Part, ...]
-    sort: float | None = None
-    numeric: bool = False
-
-
-@dataclass(frozen=True)
-class Header:
-    text: str
-    numeric: bool = False
-
-
-@dataclass
-class Row:
-    cells: list[Cell]
-    css: str = ""
-
-
-@dataclass
-class Table:
-    id: str | None
-    headers: list[Header]
-    rows: list[Row]
-    sortable: bool = False
-    scroll: bool = False
-
-
-@dataclass
-class Paragraph:
-    text: str
-    css: str = ""
-
-
-@dataclass
-class Block:
-    """One piece of a section: a table, a definition list, paragraphs, a list, ... (see the template)."""
-
-    kind: str
-    heading: str = ""
-    table: Table | None = None
-    items: list[Any] = field(default_factory=list)
-    text: str = ""
-    before: list[Paragraph] = field(default_factory=list)
-    after: list[Paragraph] = field(default_factory=list)
-    figures: list[dict[str, str]] = field(default_factory=list)
-    notes: list[Paragraph] = field(default_factory=list)
-
-
-@dataclass
-class Section:
-    anchor: str
-    title: str
-    nav: str
-    blocks: list[Block]
-
-
-def cell(value: Any, style: str = "") -> Cell:
-    """A text cell; None shows as an em dash."""
-    return Cell(() if value is None else (Part(value, style),))
-
-
-def parts(*items: Part) -> Cell:
-    return Cell(tuple(items))
-
-
-def code_parts(values: Iterable[Any]) -> tuple[Part, ...]:
-    """``a, b, c`` with each value as code."""
-    out: list[Part] = []
-    for index, value in enumerate(values):
-        if index:
-            out.append(Part(", "))
-        out.append(Part(value, "code"))
-    return tuple(out)
-
-
-def as_cell(value: Any) -> Cell:
-    return value if isinstance(value, Cell) else cell(value)
-
-
-def make_table(headers: Sequence[str | Header], rows: Iterable[Sequence[Any]], *, table_id: str | None = None,
-               sortable: bool = False, scroll: bool = False, row_classes: Sequence[str] | None = None) -> Table:
-    """Plain values become text cells; :class:`Cell` values carry alignment and a sort key."""
-    body = [Row([as_cell(v) for v in row], (row_classes[i] if row_classes else "") or "")
-            for i, row in enumerate(rows)]
-    return Table(table_id, [h if isinstance(h, Header) else Header(h) for h in headers], body, sortable, scroll)
-
-
-def table_block(table: Table, heading: str = "", before: Sequence[Paragraph] = (),
-                after: Sequence[Paragraph] = ()) -> Block:
-    return Block("table", heading=heading, table=table, before=list(before), after=list(after))
-
-
-def paragraph_block(*items: Paragraph, heading: str = "") -> Block:
-    return Block("paragraphs", heading=heading, items=list(items))
 
 
 def fingerprint_hash(fingerprint: Any) -> str:
@@ -292,7 +198,8 @@ def headline_section(data: RunData) -> Section:
                       "CI over test samples. Bold: the best backbone of each train fraction and seed.", "muted")
     headers = ["backbone", "selected layer", Header("train fraction", True), Header("seed", True),
                Header(f"{label} [95% CI]", True), Header("n_test", True), Header("validation score", True)]
-    table = make_table(headers, body, table_id="headline", sortable=True, scroll=len(body) > 40, row_classes=classes)
+    table = make_table(headers, body, table_id="headline", sortable=True, scroll=len(body) > 40,
+                       row_classes=classes)
     return Section("headline", "Headline results", "Headline", [table_block(table, before=[intro])])
 
 
