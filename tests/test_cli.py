@@ -210,3 +210,14 @@ def test_waiting_for_a_cache_lock(tmp_path):
     with other.writer_lock(10):  # acquired once the holder lets go
         assert release.is_set()
     thread.join()
+
+
+def test_engine_and_lock_wait_overrides_are_validated(tmp_path):
+    from medprobe.cli import _load
+
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump({"data": {"adapter": "medmnist"}, "backbones": [{"name": "pixels"}]}))
+    config, _ = _load(run_file, None, "ray", 5.0)
+    assert config.extraction.engine == "ray" and config.extraction.lock_wait_s == 5.0
+    result = CliRunner().invoke(app, ["extract", str(run_file), "--engine", "spark"])
+    assert result.exit_code == 2 and "extraction.engine" in result.output and "(command-line options)" in result.output
