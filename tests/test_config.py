@@ -27,6 +27,7 @@ def test_minimal_config_gets_defaults():
         ({"stats": {"n_bootstrap": "many"}}, "stats.n_bootstrap"),
         ({"data": {"adapter": "medmnist", "on_error": "ignore"}}, "data.on_error"),
         ({"extraction": {"engine": "spark"}}, "extraction.engine"),
+        ({"extraction": {"lock_wait_s": -1}}, "extraction.lock_wait_s"),
         ({"colour": "blue"}, "colour"),
     ],
 )

@@ -269,10 +269,24 @@ def numbers(text: str) -> list[float]:
     return [float(x) for x in re.findall(r"-?\d+\.\d+", text)]
 
 
+def one_auc_row_per_binary_probe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows the report's full table shows: in a binary task (two per-class AUROCs) the rows
+    ``auc_macro`` / ``auc[<class>]`` that equal the probe's ``auc`` are shown once, as ``auc``."""
+    per_class = {r["metric"] for r in rows if r["metric"].startswith("auc[")}
+    if len(per_class) != 2:
+        return rows
+    probe = lambda r: (r["backbone"], r["layer"], r["train_fraction"], r["seed"])  # noqa: E731
+    auc = {probe(r): r["value"] for r in rows if r["metric"] == "auc"}
+    return [r for r in rows if not ((r["metric"] == "auc_macro" or r["metric"] in per_class)
+                                    and r["value"] is not None and auc.get(probe(r)) is not None
+                                    and abs(r["value"] - auc[probe(r)]) < 1e-12)]
+
+
 def check_results_tables(page: str, rows: list[dict[str, Any]], metric: str = "auc") -> None:
     """Headline and full results tables agree with results.json to three decimals (shared with the browser test)."""
     tables = parse(page).tables
     full = tables["results"]
+    rows = one_auc_row_per_binary_probe(rows)
     assert len(full["rows"]) == len(rows)
     head = full["head"]
     col = {name: head.index(name) for name in ("backbone", "layer", "metric", "value", "95% CI", "selected")}
@@ -389,7 +403,7 @@ def test_page_is_self_contained(run_fixture: str, request: pytest.FixtureRequest
 def test_user_text_is_escaped(binary_run: Path, multiclass_run: Path) -> None:
     page = (binary_run / "report.html").read_text(encoding="utf-8")
     assert page.count("<script") == 1  # only the report's own table-sorting script
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page  # sample id and note, escaped
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page  # sample id and note, escaped (markupsafe)
     assert "truncated &lt;file&gt;" in page
     skipped = parse(page).tables["skipped"]["rows"]
     assert skipped == [[EVIL, "/data/bad.png", "truncated <file>"]]  # the browser shows the original text
@@ -464,18 +478,41 @@ def test_per_group_bars(multiclass_run: Path) -> None:
     assert "Some metrics are undefined (n/a)" in page
 
 
-def test_layer_curve_marks_selected_layer(multiclass_run: Path) -> None:
+def test_layer_curves_for_every_fraction_with_validation(multiclass_run: Path) -> None:
+    """One panel per backbone x train fraction (first seed); test curve, validation curve, star."""
     run = load_run(multiclass_run)
     fig = layer_curves(run)
-    assert len(fig.axes) == 2  # "pixels" has a single layer and gets no panel
+    assert len(fig.axes) == 2 * 3  # "pixels" has a single layer and gets no row; three fractions
     rows = run.results
-    for ax, backbone in zip(fig.axes, ["vlm", "cnn"]):
+    panels = [(b, f) for b in ["vlm", "cnn"] for f in (0.05, 0.25, 1.0)]
+    for ax, (backbone, fraction) in zip(fig.axes, panels):
+        seed = min(rows[(rows["backbone"] == backbone) & (rows["train_fraction"] == fraction)]["seed"])
+        assert ax.get_title(loc="left") == f"{backbone}: train fraction {fraction:g}, seed {seed}"
         assert [t.get_text() for t in ax.get_xticklabels()] == run.layers(backbone)
+        fit = rows[(rows["backbone"] == backbone) & (rows["train_fraction"] == fraction) & (rows["seed"] == seed)
+                   & (rows["metric"] == "auc")].set_index("layer").loc[run.layers(backbone)]
+        test_line = [line for line in ax.lines if line.get_label().startswith("test ")][0]
+        val_line = [line for line in ax.lines if line.get_label().startswith("validation ")][0]
+        assert list(test_line.get_ydata()) == pytest.approx(fit["value"].tolist())
+        assert list(val_line.get_ydata()) == pytest.approx(fit["val_score"].tolist())
         star = [line for line in ax.lines if line.get_marker() == "*"][0]
-        chosen = rows[(rows["backbone"] == backbone) & (rows["train_fraction"] == 1.0) & rows["selected"]
-                      & (rows["metric"] == "auc")].iloc[0]
-        assert star.get_xdata()[0] == run.layers(backbone).index(chosen["layer"])
-        assert star.get_ydata()[0] == pytest.approx(chosen["value"])
+        chosen = fit[fit["selected"]]
+        assert star.get_xdata()[0] == run.layers(backbone).index(chosen.index[0])
+        assert star.get_ydata()[0] == pytest.approx(chosen["value"].iloc[0])
+        # the selected layer is the best on validation (what the dashed curve shows)
+        assert chosen["val_score"].iloc[0] == fit["val_score"].max()
+
+
+def test_label_efficiency_axis_spans_the_data(binary_run: Path) -> None:
+    run = load_run(binary_run)
+    ax = label_efficiency_curves(run).axes[0]
+    selected = run.selected("auc")
+    low, high = ax.get_ylim()
+    assert low <= selected["ci_low"].min() and high >= selected["ci_high"].max()
+    spread = selected["ci_high"].max() - selected["ci_low"].min()
+    assert high - low <= spread + 2 * max(0.02, 0.08 * spread) + 1e-9  # no wasted range beyond the margin
+    chance = [line for line in ax.lines if line.get_label().startswith("chance")]
+    assert bool(chance) == (low <= 0.5 <= high)
 
 
 def test_label_efficiency_uses_log_x_and_seed_means(multiclass_run: Path) -> None:
@@ -581,3 +618,49 @@ def test_damaged_run_folder_names_the_file(tmp_path: Path, damage: Any, message:
     damage(path)
     with pytest.raises(DataError, match=re.escape(message)):
         build_report(path)
+
+
+# --------------------------------------------------------------------------- what the page explains
+def test_binary_task_shows_one_auc_row_per_probe(binary_run: Path) -> None:
+    rows = json.loads((binary_run / "results.json").read_text())
+    page = (binary_run / "report.html").read_text(encoding="utf-8")
+    table = parse(page).tables["results"]
+    metric = table["head"].index("metric")
+    shown = [cells[metric] for cells in table["rows"]]
+    probes = {(r["backbone"], r["layer"], r["train_fraction"], r["seed"]) for r in rows}
+    assert shown.count("auc") == len(probes) and not [m for m in shown if m.startswith("auc[")]
+    assert f"{len(table['rows'])} of the {len(rows)} rows" in page
+
+
+def test_p_value_disagreement_is_explained(binary_run: Path, multiclass_run: Path) -> None:
+    comparisons = json.loads((binary_run / "comparisons.json").read_text())
+    pairs: dict[tuple, dict[str, float]] = {}
+    for c in comparisons:
+        pairs.setdefault((c["backbone_a"], c["train_fraction"], c["seed"]), {})[c["test"]] = c["p_value"]
+    differing = [k for k, t in pairs.items() if abs(t["paired_bootstrap"] - t["delong"]) > 0.05
+                 or (t["paired_bootstrap"] < 0.05) != (t["delong"] < 0.05)]
+    assert differing  # the fixture's DeLong p = 0.0004 against bootstrap p in (0, 0.2)
+    page = (binary_run / "report.html").read_text(encoding="utf-8")
+    assert "Why the two p-values differ" in page
+    assert page.count('class="muted pdiff"') == len(differing)
+    multi = (multiclass_run / "report.html").read_text(encoding="utf-8")  # no DeLong rows: no note
+    assert "Why the two p-values differ" not in multi
+
+
+def test_models_table_lists_every_layer(multiclass_run: Path) -> None:
+    page = (multiclass_run / "report.html").read_text(encoding="utf-8")
+    models = {cells[0]: cells for cells in parse(page).tables["models"]["rows"]}
+    assert models["vlm"][1] == "3: l2, l6, l10" and models["cnn"][1] == "2: pool, fc"
+
+
+def test_page_structure_comes_from_templates() -> None:
+    """The HTML lives in autoescaping Jinja2 templates shipped as package data, not in Python strings."""
+    from importlib.resources import files
+
+    from medprobe.report import html
+
+    templates = files("medprobe.report") / "templates"
+    assert (templates / "report.html.j2").is_file() and (templates / "macros.html.j2").is_file()
+    assert html._environment().autoescape is True
+    source = Path(html.__file__).read_text()
+    assert "<table" not in source and "<section" not in source and "html.escape" not in source

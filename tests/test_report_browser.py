@@ -8,6 +8,7 @@ page with a deliberate error first, so a silent logger cannot make the test pass
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -18,7 +19,8 @@ import pytest
 from PIL import Image
 
 from medprobe.report import build_report
-from test_report import EVIL, MCQ_SUMMARY, TOL, check_results_tables, make_run_dir, numbers, parse
+from test_report import (EVIL, MCQ_SUMMARY, TOL, check_results_tables, make_run_dir, numbers,
+                         one_auc_row_per_binary_probe, parse)
 
 pytestmark = pytest.mark.browser
 
@@ -93,7 +95,7 @@ def test_header_click_sorts_numerically(report: Path, tmp_path: Path) -> None:
     result = chromium("--dump-dom", clicked.as_uri(), profile=tmp_path / "profile")
     assert console_lines(result.stderr) == []
     cells = [row[column - 1] for row in parse(result.stdout).tables["results"]["rows"]]
-    rows = json.loads((report.parent / "results.json").read_text())
+    rows = one_auc_row_per_binary_probe(json.loads((report.parent / "results.json").read_text()))
     undefined = sum(r["value"] is None for r in rows)
     assert undefined and cells[-undefined:] == ["n/a"] * undefined  # undefined values sort last
     values = [numbers(cell)[0] for cell in cells[:-undefined]]
@@ -113,3 +115,48 @@ def test_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:
     assert colours is not None and len(colours) > 500  # text, tables and figures, not a flat page
     background = max(colours)[0]
     assert background / (1400 * 3000) < 0.8  # most common colour (page background) leaves room for content
+
+
+# Measures, after layout, whether any cell of the models table hides content (scroll size larger
+# than the box), and whether the DeLong/bootstrap note is visible; the answers go into attributes.
+LAYOUT_PROBE = (
+    '<script>window.addEventListener("load",function(){var cells=document.querySelectorAll('
+    '"#models td, #models .layers"),clipped=0;for(var i=0;i<cells.length;i++){var c=cells[i];'
+    "if(c.scrollHeight>c.clientHeight+1||c.scrollWidth>c.clientWidth+1)clipped++;}"
+    'document.body.setAttribute("data-clipped",String(clipped));'
+    'var note=document.querySelector("#comparisons p.why");'
+    'document.body.setAttribute("data-note-visible",note&&note.offsetHeight>0?"yes":"no");'
+    'var fig=document.querySelector("#fig-layer_curves img");'
+    'document.body.setAttribute("data-layer-figure",fig?fig.naturalWidth+"x"+fig.naturalHeight:"none");'
+    "});</script></body>")
+
+
+def test_new_report_parts_as_rendered(report: Path, tmp_path: Path) -> None:
+    """Layer sweeps per fraction with validation curves, one AUC row per binary probe, every layer
+    of the models table visible (not clipped), and the p-value note."""
+    probe = report.parent / "report_layout.html"
+    probe.write_text(report.read_text(encoding="utf-8").replace("</body>", LAYOUT_PROBE), encoding="utf-8")
+    result = chromium("--dump-dom", "--window-size=1400,3000", probe.as_uri(), profile=tmp_path / "profile")
+    dom = result.stdout
+    assert console_lines(result.stderr) == []
+    assert 'data-clipped="0"' in dom
+    models = {cells[0]: cells[1] for cells in parse(dom).tables["models"]["rows"]}
+    assert models["clip-vit"] == "4: layer_0, layer_4, layer_8, layer_11"
+    assert 'data-note-visible="yes"' in dom and "Why the two p-values differ" in dom
+
+    results = parse(dom).tables["results"]
+    metric = results["head"].index("metric")
+    rows = json.loads((report.parent / "results.json").read_text())
+    probes = {(r["backbone"], r["layer"], r["train_fraction"], r["seed"]) for r in rows}
+    shown = [cells[metric] for cells in results["rows"]]
+    assert shown.count("auc") == len(probes) and not any(m.startswith("auc[") for m in shown)
+
+    # the layer figure: one panel per train fraction (clip-vit; pixels has one layer), each with a
+    # dashed grey validation curve (matplotlib draws text as outlines, so count the styled lines)
+    size = re.search(r'data-layer-figure="(\d+)x(\d+)"', dom)
+    assert size is not None and int(size.group(1)) > 2 * int(size.group(2))  # three panels side by side
+    source = re.search(r'<figure id="fig-layer_curves"><img src="data:image/svg\+xml;base64,([^"]+)"', dom)
+    svg = base64.b64decode(source.group(1)).decode("utf-8")
+    dashed_grey = re.findall(r'style="[^"]*stroke-dasharray[^"]*stroke: #595959', svg)
+    assert len(dashed_grey) == 3 + 1  # three panels and the legend's sample line
+    assert "validation score the layer was chosen by" in dom

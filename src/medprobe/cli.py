@@ -1,7 +1,9 @@
 """The command line: a thin layer over run files and the library.
 
 Every command turns medprobe's own errors (bad input, bad config, missing model, ...) into one
-clear red message and exit code 2, never a bare traceback.
+clear red message and exit code 2, never a bare traceback. Run files are validated (keys, and the
+options of the adapter and of every backbone) before the heavy libraries are imported, so a typo
+is reported in well under a second.
 """
 
 from __future__ import annotations
@@ -20,7 +22,27 @@ from medprobe.errors import MedprobeError
 from medprobe.progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Probe what (multimodal) models see in medical images.")
+
+ENGINE_HELP = "extraction engine (default: the run file's extraction.engine)"
+WAIT_HELP = "if another run is writing the same feature cache, wait up to SECONDS for it instead of failing"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from medprobe import __version__
+
+        typer.echo(f"medprobe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """Probe what (multimodal) models see in medical images."""
 
 
 def friendly_errors(command: Callable) -> Callable:
@@ -46,10 +68,20 @@ def friendly_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def _load(run_file: Path, out: Optional[Path]):
-    from medprobe.config import load_config
+def _load(run_file: Path, out: Optional[Path], engine: Optional[str] = None, wait_for_lock: Optional[float] = None):
+    """Read and fully check a run file (keys and options) before anything heavy is imported;
+    ``--engine`` / ``--wait-for-lock`` override the run file and are validated like it."""
+    from medprobe.config import check_options, load_config, parse_config
 
     config = load_config(run_file)
+    if engine is not None or wait_for_lock is not None:
+        data = config.model_dump()
+        if engine is not None:
+            data["extraction"]["engine"] = engine
+        if wait_for_lock is not None:
+            data["extraction"]["lock_wait_s"] = wait_for_lock
+        config = parse_config(data, f"{run_file} (command-line options)")
+    check_options(config)
     return config, out or Path(config.output_dir)
 
 
@@ -60,11 +92,13 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: the run file's output_dir)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace results already in the output folder"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    engine: Optional[str] = typer.Option(None, "--engine", metavar="local|ray", help=ENGINE_HELP),
+    wait_for_lock: Optional[float] = typer.Option(None, "--wait-for-lock", metavar="SECONDS", min=0, help=WAIT_HELP),
 ) -> None:
     """Run an experiment end to end: extract (cached), probe, statistics, report."""
+    config, out = _load(run_file, out, engine, wait_for_lock)
     from medprobe.experiment import run_experiment
 
-    config, out = _load(run_file, out)
     report = run_experiment(config, out, overwrite=overwrite, show_progress=not quiet)
     _print_summary(report.parent)
 
@@ -74,19 +108,14 @@ def run(
 def extract(
     run_file: Path = typer.Argument(..., help="YAML run file"),
     backbone: Optional[list[str]] = typer.Option(None, "--backbone", help="only these backbones (display names)"),
-    engine: Optional[str] = typer.Option(None, "--engine", help="local or ray (default: the run file's)"),
+    engine: Optional[str] = typer.Option(None, "--engine", metavar="local|ray", help=ENGINE_HELP),
+    wait_for_lock: Optional[float] = typer.Option(None, "--wait-for-lock", metavar="SECONDS", min=0, help=WAIT_HELP),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Fill the feature cache for a run file's backbones (resumes where a previous run stopped)."""
+    config, _ = _load(run_file, None, engine, wait_for_lock)
     from medprobe.experiment import Experiment
 
-    config, _ = _load(run_file, None)
-    if engine:
-        from medprobe.config import parse_config
-
-        data = config.model_dump()
-        data["extraction"]["engine"] = engine  # validated like the run file itself
-        config = parse_config(data, f"{run_file} (--engine)")
     experiment = Experiment(config, show_progress=not quiet)
     dataset = experiment.load_data()
     for spec in config.backbones:
@@ -106,9 +135,9 @@ def probe(
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Probe, score and report from features already in the cache (never extracts)."""
+    config, out = _load(run_file, out)
     from medprobe.experiment import run_experiment
 
-    config, out = _load(run_file, out)
     report = run_experiment(config, out, overwrite=overwrite, show_progress=not quiet, cached_only=True)
     _print_summary(report.parent)
 
@@ -346,6 +375,21 @@ def cache_gc(
                   f"{report.run_files} run.json file(s) kept; {len(report.unreferenced)} unreferenced "
                   f"({total:.1f} MiB) {verb}" + ("" if yes else "; pass --yes to delete them"),
                   highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
+def init(
+    data: Path = typer.Argument(..., help="an image folder (one subfolder per class) or a CSV/TSV/Parquet manifest"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run file to write (default: ./<data name>.yaml)"),
+    name: Optional[str] = typer.Option(None, "--name", help="run name (default: the folder or manifest name)"),
+) -> None:
+    """Write a starter run file for your own data: classes, splits and patient column detected."""
+    from medprobe.data.starter import write_starter
+
+    starter = write_starter(data, out, name=name)
+    console.print(starter.summary(), highlight=False, markup=False)
+    console.print(f"wrote {starter.path}; check it, then: medprobe run {starter.path}", highlight=False)
 
 
 def _print_summary(run_dir: Path) -> None:

@@ -64,6 +64,8 @@ class ExtractionConfig(Strict):
     num_cpus_per_worker: float = Field(1.0, gt=0)
     #: Ray only: cluster address (e.g. "ray://head:10001"); default $RAY_ADDRESS or a local instance
     ray_address: str | None = None
+    #: seconds to wait for another run writing the same cache entry (0: fail at once); --wait-for-lock
+    lock_wait_s: float = Field(0.0, ge=0)
 
 
 class ProbeConfig(Strict):
@@ -172,6 +174,18 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_format_validation_error(source, error)) from None
+
+
+def check_options(config: RunConfig) -> None:
+    """Check the free-form ``options`` of the adapter and of every backbone against the names
+    their factories accept, before any data is read or model loaded: a typo such as
+    ``options: {sise: 3}`` is a :class:`ConfigError` naming the key and the valid ones."""
+    from medprobe.data.loaders import check_adapter_options
+    from medprobe.models.registry import check_backbone_options
+
+    check_adapter_options(config.data)
+    for index, backbone in enumerate(config.backbones):
+        check_backbone_options(backbone.name, backbone.options, f"backbones.{index}.options")
 
 
 def load_config(path: str | Path) -> RunConfig:

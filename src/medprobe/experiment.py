@@ -29,7 +29,7 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
 import medprobe
-from medprobe.config import BackboneConfig, RunConfig
+from medprobe.config import BackboneConfig, RunConfig, check_options
 from medprobe.data.dataset import Dataset
 from medprobe.data.loaders import load_dataset
 from medprobe.errors import CacheError, ConfigError, DataError
@@ -54,6 +54,10 @@ from medprobe.stats import (
 )
 
 OUTPUT_FILES = ("results.json", "predictions.parquet", "comparisons.json", "run.json", "report.html")
+#: below this many validation images the layer / C choice is flagged as noisy on the console
+SMALL_VALIDATION = 30
+#: skipped images listed one by one on the console (all of them are in run.json and the report)
+SKIPPED_SHOWN = 20
 
 
 @dataclass
@@ -167,6 +171,41 @@ def align_features(dataset: Dataset, ids: list[str], skipped: list[dict[str, str
     return Splits(ids, index, labels, groups, skipped)
 
 
+def check_train_classes(dataset: Dataset, y_train: np.ndarray, where: str) -> None:
+    """A probe needs two classes in its training subset; say which class, fit and split it lacks
+    (a small train fraction can leave only one class of a rare label)."""
+    if dataset.task_type == "multilabel" or len(y_train) == 0:
+        return
+    present = np.unique(y_train)
+    if len(present) < 2:
+        names = [dataset.classes[int(k)] for k in present]
+        raise DataError(f"{where}: the training split subset of {len(y_train)} image(s) has only class "
+                        f"{names[0]!r} of {dataset.classes}; a probe needs at least 2 classes -- use a larger "
+                        "train fraction or more labelled images of the other class(es)")
+
+
+def report_skipped(skipped: list[dict[str, str]], on_error: str) -> None:
+    """Say on the console which unreadable images ``on_error: skip`` left out (progress bars
+    count them as done, so without this a skip would pass unnoticed)."""
+    if not skipped:
+        return
+    lines = [f"  {entry.get('sample_id')} ({entry.get('source')}): {entry.get('error')}"
+             for entry in skipped[:SKIPPED_SHOWN]]
+    more = f"\n  ... and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
+    console.print(f"warning: skipped {len(skipped)} unreadable image(s) (data.on_error: {on_error}); they are "
+                  "left out of every split and listed in run.json and the report:\n" + "\n".join(lines) + more,
+                  highlight=False, markup=False, style="yellow")
+
+
+def warn_small_validation(splits: Splits) -> None:
+    """A handful of validation images cannot tell layers or Cs apart; say so before anyone
+    reads meaning into the chosen layer."""
+    n_val = len(splits.index["val"])
+    if n_val < SMALL_VALIDATION:
+        console.print(f"warning: the validation split has only {n_val} image(s); the layer and C chosen on it "
+                      "are noisy (raise probe.val_fraction or add a val split)", highlight=False, style="yellow")
+
+
 def train_subset(splits: Splits, fraction: float, seed: int, split: str = "train") -> np.ndarray:
     """Indices into the train split (or ``split``, e.g. val with ``probe.val_follows_fraction``)
     of the samples used at this label fraction (stratified by class, grouped by patient)."""
@@ -229,13 +268,13 @@ class Experiment:
                     on_error=self.config.data.on_error, num_workers=extraction.num_workers,
                     num_gpus_per_worker=extraction.num_gpus_per_worker,
                     num_cpus_per_worker=extraction.num_cpus_per_worker, show_progress=self.show_progress,
-                    ray_address=extraction.ray_address,
+                    ray_address=extraction.ray_address, lock_wait_s=extraction.lock_wait_s,
                 )
             else:
                 cache = extract_features(
                     backbone, dataset, layers, self.config.resolved_cache_dir(), batch_size=spec.batch_size,
                     chunk_size=extraction.chunk_size, dtype=extraction.dtype, on_error=self.config.data.on_error,
-                    show_progress=self.show_progress,
+                    show_progress=self.show_progress, lock_wait_s=extraction.lock_wait_s,
                 )
             self.backbone_info.append({
                 "name": spec.name, "label": spec.display_name, "layers": layers,
@@ -262,11 +301,14 @@ class Experiment:
             features[layer] = array
         assert splits is not None
         plans = [(f, s) for f in probe_config.train_fractions for s in (probe_config.seeds if f < 1 else [self.config.seed])]
+        ties: list[str] = []
         for fraction, seed in plans:
             local = train_subset(splits, fraction, seed)
             train, y_train = splits.index["train"][local], splits.labels["train"][local]
             val_local = train_subset(splits, fraction if probe_config.val_follows_fraction else 1.0, seed, "val")
             val, y_val = splits.index["val"][val_local], splits.labels["val"][val_local]
+            where = f"{spec.display_name}, train fraction {fraction:g}, seed {seed}"
+            check_train_classes(dataset, y_train, where)
             candidates = []
             for layer in layers:
                 X = features[layer]
@@ -274,12 +316,20 @@ class Experiment:
                     # non-convergence at the extreme Cs of the grid is expected; it is recorded per
                     # row in results.json ("converged") instead of flooding the terminal
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    probe, table = select_probe(
-                        X[train], y_train, X[val], y_val, dataset.task_type,
-                        Cs=probe_config.Cs, metric=probe_config.selection_metric, max_iter=probe_config.max_iter,
-                        device=probe_config.device, n_classes=len(dataset.classes),
-                    )
+                    try:
+                        probe, table = select_probe(
+                            X[train], y_train, X[val], y_val, dataset.task_type,
+                            Cs=probe_config.Cs, metric=probe_config.selection_metric,
+                            max_iter=probe_config.max_iter, device=probe_config.device,
+                            n_classes=len(dataset.classes),
+                        )
+                    except DataError as error:  # the probe names the problem; say which fit it was
+                        raise DataError(f"{where}, layer {layer!r} ({len(train)} training images): {error}") from None
                 chosen = table[table["selected"]].iloc[0]
+                tied_cs = table[table["val_score"] == chosen["val_score"]]["C"].tolist()
+                if len(tied_cs) > 1:
+                    ties.append(f"{where}, layer {layer}: Cs {[float(c) for c in tied_cs]} tie at "
+                                f"{chosen['val_score']:.3f} (smallest C kept)")
                 test_scores = probe.predict_proba(X[splits.index["test"]])
                 candidates.append(ProbeOutcome(spec.display_name, layer, fraction, seed, float(probe.C),
                                                float(chosen["val_score"]), test_scores,
@@ -288,6 +338,15 @@ class Experiment:
             best = max(candidates, key=lambda outcome: outcome.val_score)
             best.selected = True
             self.outcomes.extend(candidates)
+            tied_layers = [c.layer for c in candidates if c.val_score == best.val_score]
+            if len(tied_layers) > 1:
+                ties.append(f"{where}: layers {tied_layers} tie at {best.val_score:.3f} (first listed kept)")
+        if ties:
+            n_val = len(splits.index["val"])
+            console.print(f"warning: {len(ties)} layer/C choice(s) of {spec.display_name} are ties on "
+                          f"{n_val} validation images, so the choice was arbitrary; a larger validation split "
+                          "would decide:\n  " + "\n  ".join(ties[:10]) + ("\n  ..." if len(ties) > 10 else ""),
+                          highlight=False, markup=False, style="yellow")
         self.timings[f"probe[{spec.display_name}]_s"] = round(time.perf_counter() - started, 3)
         return splits
 
@@ -550,6 +609,7 @@ class Experiment:
         numbers next to an old report. Returns the report's path."""
         from medprobe.outputs import build_report_as, staged_run_folder
 
+        check_options(self.config)
         prepare_output_dir(self.output_dir, self.overwrite)
         final = self.output_dir
         with staged_run_folder(final, RUN_FOLDER_OWNED) as staging:
@@ -574,6 +634,8 @@ class Experiment:
             if test_reference is None:
                 test_reference = (test_ids, splits.labels["test"])
                 self.skipped = splits.skipped
+                report_skipped(splits.skipped, self.config.data.on_error)
+                warn_small_validation(splits)
             elif test_ids != test_reference[0]:
                 raise DataError(f"backbone {spec.display_name!r} saw different test samples than the others "
                                 "(unreadable images differ?); paired comparisons would be invalid")

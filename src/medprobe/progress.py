@@ -9,6 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
+if not console.is_terminal:
+    # Piped or redirected (a log file, `| tee`, CI): there is no screen width to fit, and rich's
+    # 80-column default would wrap messages and clip table cells ("dinov2-s-on…").
+    console = Console(stderr=True, width=100_000, soft_wrap=True)
 
 
 @contextmanager

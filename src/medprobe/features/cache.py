@@ -44,6 +44,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,19 +329,27 @@ class FeatureCache:
 
     # -------------------------------------------------------------- writing
     @contextmanager
-    def writer_lock(self) -> Iterator[None]:
-        """Exclusive write access; a second writer is refused instead of corrupting chunks.
+    def writer_lock(self, wait_s: float = 0.0) -> Iterator[None]:
+        """Exclusive write access; a second writer is refused instead of corrupting chunks, or
+        waits up to ``wait_s`` seconds for the first to finish (``--wait-for-lock``).
         flock is released by the kernel when the holder dies, so a killed run never blocks resume."""
         lock_path = self.path / ".lock"
         with _disk_errors(lock_path):
             handle = open(lock_path, "a+")
         try:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise CacheError(
-                    f"another process is writing the feature cache {self.path}; wait for it to finish"
-                ) from None
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        waited = f" (waited {wait_s:g} s)" if wait_s else ""
+                        raise CacheError(
+                            f"another process is writing the feature cache {self.path}{waited}; wait for it "
+                            "to finish, or rerun with --wait-for-lock SECONDS"
+                        ) from None
+                    time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
             # Temp files of a writer that was killed mid-write; with the lock held nobody else
             # can be writing one, and they are never read, so removing them is safe.
             for stale in self.path.glob("layers/*/.chunk-*.tmp"):

@@ -125,8 +125,10 @@ def extract_features(
     dtype: str = "float16",
     on_error: OnError = "raise",
     show_progress: bool = True,
+    lock_wait_s: float = 0.0,
 ) -> FeatureCache:
     """Make sure ``layers`` of ``backbone`` on every sample of ``dataset`` are in the cache.
+    ``lock_wait_s``: how long to wait for another process writing the same cache entry.
 
     Chunks that fail their checksum when a layer is completed are moved aside, reported (a
     :class:`CorruptChunkWarning` naming each file) and recomputed in the same call. Returns the
@@ -135,12 +137,12 @@ def extract_features(
     layers = backbone.resolve_layers(layers if isinstance(layers, str) else list(layers))
     cache = open_cache(backbone, dataset, cache_root, chunk_size, dtype)
     batch_size = batch_size or backbone.default_batch_size
-    _compute_missing(backbone, dataset, cache, layers, batch_size, on_error, show_progress)
+    _compute_missing(backbone, dataset, cache, layers, batch_size, on_error, show_progress, lock_wait_s)
     try:
         _mark_complete(cache, layers)
     except BadChunksError as error:
         warnings.warn(f"{error}\nRecomputing them now.", CorruptChunkWarning, stacklevel=2)
-        _compute_missing(backbone, dataset, cache, layers, batch_size, on_error, show_progress)
+        _compute_missing(backbone, dataset, cache, layers, batch_size, on_error, show_progress, lock_wait_s)
         _mark_complete(cache, layers)  # chunks corrupted again right after writing: a disk problem, raised
     return cache
 
@@ -156,12 +158,13 @@ def _mark_complete(cache: FeatureCache, layers: Sequence[str]) -> None:
 
 
 def _compute_missing(backbone: Backbone, dataset: Dataset, cache: FeatureCache, layers: Sequence[str],
-                     batch_size: int, on_error: OnError, show_progress: bool) -> None:
-    """Compute and store every (chunk, layer) file still absent, streaming chunk by chunk."""
+                     batch_size: int, on_error: OnError, show_progress: bool, lock_wait_s: float = 0.0) -> None:
+    """Compute and store every (chunk, layer) file still absent, streaming chunk by chunk;
+    ``lock_wait_s``: how long to wait for another process writing the same entry."""
     if not cache.missing(layers):
         return
     plans = {plan.index: plan for plan in cache.chunks()}
-    with cache.writer_lock():
+    with cache.writer_lock(lock_wait_s):
         todo = cache.missing(layers)  # another process may have finished some meanwhile
         if not todo:
             return

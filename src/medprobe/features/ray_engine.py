@@ -274,6 +274,7 @@ def extract_features_ray(
     ray_address: str | None = None,
     backbone_factory: BackboneFactory | None = None,
     max_chunk_attempts: int = 3,
+    lock_wait_s: float = 0.0,
 ) -> FeatureCache:
     """Make sure ``layers`` of a backbone on every sample of ``dataset`` are in the cache, using Ray.
 
@@ -310,7 +311,7 @@ def extract_features_ray(
         backbone.close()
 
     if cache.missing(layers):
-        with cache.writer_lock():
+        with cache.writer_lock(lock_wait_s):
             todo = cache.missing(layers)  # another process may have finished some meanwhile
             if todo:
                 plans = {plan.index: plan for plan in cache.chunks()}

@@ -51,6 +51,7 @@ before pooling, so a model spread over devices (``device_map``) gives the same f
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -67,7 +68,7 @@ from medprobe.models.hf_common import (
     to_cpu,
     to_pil,
 )
-from medprobe.models.registry import register_backbone
+from medprobe.models.registry import factory_options, register_backbone
 
 if TYPE_CHECKING:
     from medprobe.models.hf_loading import LoadedModel
@@ -497,7 +498,18 @@ def _clip(name: str, source: str, **options: Any) -> Backbone:
     return clip_backbone(name, source, **options)
 
 
+def _option_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Options of the VLM and CLIP presets, read from the factories so the lists cannot drift."""
+    from medprobe.models.hf_clip import clip_backbone
+
+    vlm = ("path", *(n for n in factory_options(_build_vlm, 1) or () if n not in ("name", "kind")))
+    clip = ("path", *(n for n, p in inspect.signature(clip_backbone).parameters.items()
+                      if p.kind is inspect.Parameter.KEYWORD_ONLY))
+    return vlm, clip
+
+
 def _register() -> None:
+    vlm_options, clip_options = _option_names()
     memory = {
         "idefics-9b": "~18 GB in bfloat16 (9B params); ~10 GB 8-bit",
         "idefics-9b-instruct": "~18 GB in bfloat16 (9B params); ~10 GB 8-bit",
@@ -511,6 +523,7 @@ def _register() -> None:
             f"IDEFICS v1 ({repo}), image + prompt, LM layers 0..L and vision.k; {_VLM_OPTIONS}",
             family="huggingface",
             memory=memory[preset],
+            options=vlm_options,
         )
     register_backbone(
         "hf:",
@@ -519,6 +532,7 @@ def _register() -> None:
         f"or CLIP checkpoint, from a folder or hub id: hf:<path-or-id>; {_VLM_OPTIONS}",
         family="huggingface",
         memory="about 2 bytes per parameter in bfloat16, 4 in float32",
+        options=tuple(dict.fromkeys(vlm_options + clip_options)),  # CLIP checkpoints reject VLM-only ones
     )
     for preset, (repo, description) in CLIP_PRESETS.items():
         register_backbone(
@@ -528,6 +542,7 @@ def _register() -> None:
             "device_map, download",
             family="huggingface",
             memory="~0.6 GB in float32 (151M params)",
+            options=clip_options,
         )
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 def resize_batch(images: Sequence[np.ndarray], size: int | tuple[int, int]) -> np.ndarray:
     """Resize float (H, W, C) images in [0, 1] to ``size`` and stack them as (B, h, w, C) float32.
 
     Uses antialiased bilinear interpolation in float32 (torch), so 16-bit detail survives and the
-    result does not depend on Pillow's uint8 rounding. Deterministic on CPU.
+    result does not depend on Pillow's uint8 rounding. Deterministic on CPU. torch is imported
+    here, not at module level, so listing backbones or checking their options stays fast.
     """
+    import torch
+    import torch.nn.functional as F
+
     height, width = (size, size) if isinstance(size, int) else size
     resized = []
     for image in images:

@@ -8,11 +8,13 @@ optional dependency that is not installed only matters when its backbone is aske
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from medprobe.errors import ModelError
+from medprobe.errors import ConfigError, ModelError
 from medprobe.models.base import Backbone
 
 
@@ -24,6 +26,8 @@ class BackboneEntry:
     family: str
     #: approximate memory the weights need, for the docs and ``medprobe backbones``
     memory: str = ""
+    #: option names the factory accepts; ``None`` when it cannot be known (the factory then checks)
+    options: tuple[str, ...] | None = None
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -35,11 +39,26 @@ _FAMILY_MODULES = (
 )
 
 
+def factory_options(factory: Callable[..., Any], skip: int = 0) -> tuple[str, ...] | None:
+    """The keyword names ``factory`` accepts (after its first ``skip`` positional parameters), or
+    ``None`` when it takes ``**kwargs`` and so cannot say."""
+    parameters = list(inspect.signature(factory).parameters.values())[skip:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return tuple(p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL)
+
+
 def register_backbone(
-    name: str, factory: Callable[..., Backbone], description: str, family: str, memory: str = ""
+    name: str, factory: Callable[..., Backbone], description: str, family: str, memory: str = "",
+    options: Sequence[str] | None = None,
 ) -> None:
-    """Register ``name``; a name ending in ``:`` is a prefix (``hf:`` takes the rest as a path)."""
-    entry = BackboneEntry(name, factory, description, family, memory)
+    """Register ``name``; a name ending in ``:`` is a prefix (``hf:`` takes the rest as a path).
+
+    ``options`` names the accepted options when the factory's signature cannot (a ``**options``
+    pass-through); otherwise they are read from the signature, so a typo in a run file is caught
+    before any model is loaded."""
+    accepted = tuple(options) if options is not None else factory_options(factory, 1 if name.endswith(":") else 0)
+    entry = BackboneEntry(name, factory, description, family, memory, accepted)
     (_PREFIXES if name.endswith(":") else _REGISTRY)[name] = entry
 
 
@@ -58,13 +77,38 @@ def list_backbones() -> list[BackboneEntry]:
     return sorted([*_REGISTRY.values(), *_PREFIXES.values()], key=lambda e: (e.family, e.name))
 
 
-def create_backbone(name: str, **options: Any) -> Backbone:
-    """Build the backbone registered as ``name`` with family-specific ``options``."""
+def find_backbone(name: str) -> BackboneEntry:
+    """The registry entry for ``name`` (an exact name, or a registered prefix such as ``hf:``)."""
     _load_families()
     if name in _REGISTRY:
-        return _REGISTRY[name].factory(**options)
+        return _REGISTRY[name]
     for prefix, entry in _PREFIXES.items():
         if name.startswith(prefix):
-            return entry.factory(name[len(prefix):], **options)
+            return entry
     known = sorted(_REGISTRY) + sorted(_PREFIXES)
-    raise ModelError(f"unknown backbone {name!r}; known: {known} (run `medprobe backbones`)")
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ModelError(f"unknown backbone {name!r}{hint}; known: {known} (run `medprobe backbones`)")
+
+
+def check_backbone_options(name: str, options: dict[str, Any], where: str = "options") -> None:
+    """Raise :class:`ConfigError` naming any option ``name`` does not accept, and the valid ones."""
+    accepted = find_backbone(name).options
+    if accepted is None:
+        return
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        hints = [f"{close[0]!r} for {key!r}" for key in unknown
+                 for close in [difflib.get_close_matches(key, accepted, n=1)] if close]
+        raise ConfigError(f"{where}: backbone {name!r} does not accept option(s) {unknown}"
+                          + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+                          + f"; it accepts {sorted(accepted) or 'no options'}")
+
+
+def create_backbone(name: str, **options: Any) -> Backbone:
+    """Build the backbone registered as ``name`` with family-specific ``options``."""
+    entry = find_backbone(name)
+    check_backbone_options(name, options)
+    if entry.name.endswith(":"):
+        return entry.factory(name[len(entry.name):], **options)
+    return entry.factory(**options)

@@ -296,50 +296,76 @@ def per_group_bars(run: RunData) -> Figure:
 
 
 # --------------------------------------------------------------------------- (c) layer sweep
+def selection_metric(run: RunData) -> str:
+    """The validation metric layers and Cs were chosen by (``probe.selection_metric``)."""
+    probe = run.run.get("probe") or {}
+    return str(probe.get("selection_metric") or "auc") if isinstance(probe, dict) else "auc"
+
+
 def layer_curves(run: RunData) -> Figure:
-    """Task metric by layer, one panel per backbone probed at several layers; star = val-selected."""
-    metric, fraction = run.task_metric, run.full_fraction
+    """Test and validation score by layer: one row of panels per backbone probed at several
+    layers, one column per train fraction (its first seed); star = the layer chosen on validation.
+
+    The validation curve is what the choice was made on, so a reader sees why a layer won (and
+    when several layers tie on validation, that the choice was arbitrary)."""
+    metric = run.task_metric
     rows = run.results
-    panels = []
+    validation = metric_label(selection_metric(run), run.task_type)
+    grid = []
     for backbone in run.backbones:
-        seed = run.reference_seed(backbone, fraction)
-        part = rows[(rows["backbone"] == backbone) & (rows["train_fraction"] == fraction) & (rows["seed"] == seed)
-                    & (rows["metric"] == metric)]
-        order = [layer for layer in run.layers(backbone) if layer in set(part["layer"])]
-        if len(order) >= 2:
-            panels.append((backbone, seed, part.set_index("layer").loc[order]))
-    if not panels:
+        panels = []
+        for fraction in run.fractions:
+            seed = run.reference_seed(backbone, fraction)
+            part = rows[(rows["backbone"] == backbone) & (rows["train_fraction"] == fraction)
+                        & (rows["seed"] == seed) & (rows["metric"] == metric)]
+            order = [layer for layer in run.layers(backbone) if layer in set(part["layer"])]
+            if len(order) >= 2:
+                panels.append((fraction, seed, part.drop_duplicates("layer").set_index("layer").loc[order]))
+        if panels:
+            grid.append((backbone, panels))
+    if not grid:
         raise FigureSkipped("every backbone was probed at a single layer, so there is no layer sweep to draw")
     colours = backbone_colours(run)
-    most = max(len(p[2]) for p in panels)
+    most = max(len(part) for _, panels in grid for _, _, part in panels)
+    n_columns = max(len(panels) for _, panels in grid)
     with _style():
-        width_in = min(16.0, max(8.0, 1.5 + 0.32 * most))
-        fig = _new_figure(width_in, 1.6 + 3.0 * len(panels))
-        # one y scale for all panels, so backbones can be compared by eye
-        axes = fig.subplots(len(panels), 1, squeeze=False, sharey=True)[:, 0]
-        for ax, (backbone, seed, part) in zip(axes, panels):
-            x = np.arange(len(part))
-            colour = colours[backbone]
-            ax.fill_between(x, part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float), color=colour,
-                            alpha=0.2, linewidth=0, label="95% CI")
-            ax.plot(x, part["value"].to_numpy(float), marker="o", markersize=3.5, color=colour,
-                    label=f"{backbone}: test")
-            chosen = np.flatnonzero(part["selected"].to_numpy(bool))
-            if len(chosen):
-                k = int(chosen[0])
-                ax.plot([x[k]], [part["value"].iloc[k]], marker="*", markersize=14, color=colour,
-                        markeredgecolor="black", linestyle="none",
-                        label=f"selected on validation ({part.index[k]})", zorder=5)
-            labels = [str(layer) for layer in part.index]
-            ax.set_xticks(x, labels)
-            _rotate_ticks(ax, labels)
-            ax.set_xlim(-0.5, len(part) - 0.5)
-            ax.set_xlabel("Layer (network order)")
-            ax.set_ylabel(f"Test {metric_label(metric, run.task_type)}")
-            ax.set_title(f"{backbone}: train fraction {fraction:g}, seed {seed}", loc="left")
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        fig.suptitle(_wrap(f"Linear-probe test {metric_label(metric, run.task_type)} by layer (95% CI band)",
-                           width_in), fontsize=10)
+        panel_in = max(3.2, 1.0 + 0.28 * most)
+        width_in = min(30.0, 2.4 + panel_in * n_columns)
+        fig = _new_figure(width_in, 1.6 + 3.0 * len(grid))
+        # one y scale for all panels, so backbones and fractions can be compared by eye
+        axes = fig.subplots(len(grid), n_columns, squeeze=False, sharey=True)
+        for r, (backbone, panels) in enumerate(grid):
+            for c in range(n_columns):
+                ax = axes[r, c]
+                if c >= len(panels):
+                    ax.set_axis_off()
+                    continue
+                fraction, seed, part = panels[c]
+                x = np.arange(len(part))
+                colour = colours[backbone]
+                ax.fill_between(x, part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float), color=colour,
+                                alpha=0.2, linewidth=0, label="test 95% CI")
+                ax.plot(x, part["value"].to_numpy(float), marker="o", markersize=3.5, color=colour,
+                        label=f"test {metric_label(metric, run.task_type)}")
+                ax.plot(x, part["val_score"].to_numpy(float), marker="s", markersize=3.5, color="0.35",
+                        linestyle="--", linewidth=1.1, label=f"validation {validation} (chooses the layer)")
+                chosen = np.flatnonzero(part["selected"].to_numpy(bool))
+                if len(chosen):
+                    k = int(chosen[0])
+                    ax.plot([x[k]], [part["value"].iloc[k]], marker="*", markersize=14, color=colour,
+                            markeredgecolor="black", linestyle="none", label="selected on validation", zorder=5)
+                labels = [str(layer) for layer in part.index]
+                ax.set_xticks(x, labels)
+                _rotate_ticks(ax, labels)
+                ax.set_xlim(-0.5, len(part) - 0.5)
+                ax.set_xlabel("Layer (network order)")
+                if c == 0:
+                    ax.set_ylabel("Score")
+                ax.set_title(f"{backbone}: train fraction {fraction:g}, seed {seed}", loc="left", fontsize=9)
+                if c == len(panels) - 1:
+                    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        fig.suptitle(_wrap(f"Linear-probe test {metric_label(metric, run.task_type)} (95% CI band) and validation "
+                           f"{validation} by layer", width_in), fontsize=10)
         fig.tight_layout()
     return fig
 
@@ -374,8 +400,9 @@ def label_efficiency_curves(run: RunData) -> Figure:
             if len(multi):
                 ax.scatter(multi["train_fraction"], multi["value"], s=8, color=colours[backbone],
                            edgecolors="black", linewidths=0.3, zorder=4)
-        _chance_line(ax, metric)
+        _fit_y_range(ax, selected, metric)
         ax.set_xscale("log")
+        ax.set_xlim(fractions[0] / 1.25, fractions[-1] * 1.25)
         labels = [_fraction_text(f) + (f"\n(≈{round(f * n_train)})" if n_train else "") for f in fractions]
         ax.set_xticks(fractions, labels)
         ax.minorticks_off()
@@ -385,6 +412,23 @@ def label_efficiency_curves(run: RunData) -> Figure:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
     return fig
+
+
+def _fit_y_range(ax: Axes, rows: Any, metric: str) -> None:
+    """Spend the y axis on the data: from the lowest CI bound to the highest (plus a margin), within
+    [0, 1]; the chance line is drawn only when it falls inside that range."""
+    values = np.concatenate([rows[c].to_numpy(float) for c in ("value", "ci_low", "ci_high")])
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return
+    low, high = float(values.min()), float(values.max())
+    margin = max(0.02, 0.08 * (high - low))
+    low, high = max(0.0, low - margin), min(1.0, high + margin)
+    if low >= high:
+        low, high = max(0.0, low - 0.05), min(1.0, high + 0.05)
+    ax.set_ylim(low, high)
+    if low <= 0.5 <= high:
+        _chance_line(ax, metric)
 
 
 # --------------------------------------------------------------------------- (e) ROC
@@ -552,14 +596,17 @@ FIGURES: dict[str, tuple[str, str, Callable[[RunData], Figure]]] = {
     ),
     "layer_curves": (
         "Layer sweep",
-        "Test value of the task metric for a probe on each layer (band: 95% bootstrap CI). The star marks "
-        "the layer chosen on the validation split, which is not necessarily the best on test.",
+        "Test value of the task metric for a probe on each layer (band: 95% bootstrap CI), for every train "
+        "fraction (first seed), beside the validation score the layer was chosen by (dashed). The star marks "
+        "the layer chosen on the validation split, which is not necessarily the best on test; layers that tie "
+        "on validation were decided by their order.",
         layer_curves,
     ),
     "label_efficiency": (
         "Label efficiency",
         "Task metric of the selected layer as the share of training labels shrinks (log scale). Line: mean "
-        "over seeds; band: lowest to highest bound of the per-seed 95% CIs; dots: single seeds.",
+        "over seeds; band: lowest to highest bound of the per-seed 95% CIs; dots: single seeds. The y axis "
+        "spans the data (it does not start at 0); the chance line is shown when it falls inside.",
         label_efficiency_curves,
     ),
     "roc_curves": (

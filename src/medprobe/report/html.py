@@ -6,48 +6,51 @@ URIs (vector, and each in its own document, so ids inside different SVGs can nev
 no external URL. The only script sorts tables on a header click; it is wrapped so it cannot throw,
 and the page is complete without it.
 
-All text that comes from files (sample ids, notes, class names, error messages, model output)
-passes through :func:`html.escape`: cells are escaped unless built here as :class:`Markup`.
+The page structure is in Jinja2 templates (``report/templates/``) with autoescaping on, so every
+piece of text that comes from files (sample ids, notes, class names, error messages, model output)
+is escaped by the template engine; this module only decides *what* goes in each table and
+paragraph, as plain :class:`~medprobe.report.blocks.Part` / ``Cell`` values with a style name,
+never HTML.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import json
-from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from medprobe.features.cache import atomic_write_bytes
-from medprobe.report.figures import FigureSet, metric_label, render_figures
+from medprobe.report.blocks import (
+    Block,
+    Cell,
+    Header,
+    Paragraph,
+    Part,
+    Section,
+    Table,
+    as_cell,
+    cell,
+    code_parts,
+    make_table,
+    paragraph_block,
+    parts,
+    table_block,
+)
+from medprobe.report.figures import FigureSet, metric_label, render_figures, selection_metric
 from medprobe.report.load import RunData, as_float, load_run
 
 REPORT_NAME = "report.html"
 
 
-class Markup(str):
-    """HTML built by this module from escaped parts; :func:`esc` leaves it as it is."""
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A table cell: shown text (escaped unless Markup), a numeric sort key, and alignment."""
-
-    text: Any
-    sort: float | None = None
-    numeric: bool = False
-
-
-def esc(value: Any) -> str:
-    """Escape anything that is not already Markup; None shows as an em dash."""
-    if isinstance(value, Markup):
-        return value
-    if value is None:
-        return "—"
-    return html.escape(str(value), quote=True)
+def fingerprint_hash(fingerprint: Any) -> str:
+    """A short, stable hash of a backbone's fingerprint (weights, config, preprocessing)."""
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------- number formats
@@ -81,58 +84,9 @@ def fmt_fraction(value: Any) -> str:
     return "n/a" if number is None else f"{number:g}"
 
 
-def num(text: str, value: Any) -> Cell:
+def num(text: Any, value: Any, style: str = "") -> Cell:
     """A right-aligned numeric cell sorted by its number (undefined values sort last)."""
-    return Cell(text, as_float(value), numeric=True)
-
-
-# --------------------------------------------------------------------------- building blocks
-def table(headers: Sequence[str | Cell], rows: Iterable[Sequence[Any]], *, table_id: str | None = None,
-          sortable: bool = False, scroll: bool = False, row_classes: Sequence[str] | None = None) -> Markup:
-    """An HTML table; plain values are escaped, Cells carry alignment and a sort key."""
-    head = []
-    for header in headers:
-        cell = header if isinstance(header, Cell) else Cell(header)
-        align = ' class="num"' if cell.numeric else ""
-        head.append(f'<th scope="col"{align}>{esc(cell.text)}</th>')
-    body = []
-    for index, row in enumerate(rows):
-        cells = []
-        for value in row:
-            cell = value if isinstance(value, Cell) else Cell(value)
-            attributes = ' class="num"' if cell.numeric else ""
-            if cell.sort is not None:
-                attributes += f' data-sort="{cell.sort!r}"'
-            cells.append(f"<td{attributes}>{esc(cell.text)}</td>")
-        css = f' class="{esc(row_classes[index])}"' if row_classes and row_classes[index] else ""
-        body.append(f"<tr{css}>{''.join(cells)}</tr>")
-    attributes = (f' id="{esc(table_id)}"' if table_id else "") + (' class="sortable"' if sortable else "")
-    markup = (f"<table{attributes}><thead><tr>{''.join(head)}</tr></thead><tbody>{''.join(body)}</tbody></table>")
-    return Markup(f'<div class="scroll">{markup}</div>' if scroll else f'<div class="tablewrap">{markup}</div>')
-
-
-def facts(items: Sequence[tuple[str, Any]]) -> Markup:
-    """A definition list of label/value pairs (values escaped unless Markup)."""
-    return Markup('<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items) + "</dl>")
-
-
-def section(anchor: str, title: str, *parts: str) -> Markup:
-    return Markup(f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{"".join(parts)}</section>')
-
-
-def paragraph(text: Any, css: str = "") -> Markup:
-    attribute = f' class="{css}"' if css else ""
-    return Markup(f"<p{attribute}>{esc(text)}</p>")
-
-
-def code_list(values: Iterable[Any]) -> Markup:
-    return Markup(", ".join(f"<code>{esc(v)}</code>" for v in values) or "—")
-
-
-def fingerprint_hash(fingerprint: Any) -> str:
-    """A short, stable hash of a backbone's fingerprint (weights, config, preprocessing)."""
-    text = json.dumps(fingerprint, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return Cell((Part(text, style),), as_float(value), numeric=True)
 
 
 # --------------------------------------------------------------------------- sections
@@ -146,7 +100,7 @@ def _duration(run: dict[str, Any]) -> str | None:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def summary_section(data: RunData) -> Markup:
+def summary_section(data: RunData) -> Section:
     run = data.run
     info = run.get("data") or {}
     n_samples = info.get("n_samples") or {}
@@ -158,7 +112,7 @@ def summary_section(data: RunData) -> Markup:
         ("Data set", " — ".join(str(x) for x in (info.get("name"), info.get("description")) if x) or None),
         ("Adapter / root", " · ".join(str(x) for x in (info.get("adapter"), info.get("root")) if x) or None),
         ("Task type", data.task_type),
-        ("Classes", code_list(data.classes)),
+        ("Classes", parts(*code_parts(data.classes))),
         ("Task metric", metric_label(data.task_metric, data.task_type)),
         ("Samples", " · ".join(f"{split} {n_samples[split]}" for split in ("train", "val", "test")
                                if split in n_samples) or None),
@@ -167,29 +121,28 @@ def summary_section(data: RunData) -> Markup:
         ("Train fractions", ", ".join(fmt_fraction(f) for f in data.fractions)),
         ("Seeds", ", ".join(str(s) for s in seeds)),
         ("Bootstrap replicates", run.get("n_bootstrap")),
-        ("Prompt", Markup(f"<code>{esc(run['prompt'])}</code>") if run.get("prompt") else "none (image only)"),
+        ("Prompt", cell(run["prompt"], "code") if run.get("prompt") else "none (image only)"),
         ("Started", run.get("started")),
         ("Finished", str(run["finished"]) + (f" ({_duration(run)})" if _duration(run) else "")
          if run.get("finished") else None),
     ]
-    parts = [facts(items)]
+    blocks = [Block("facts", items=[(label, as_cell(value)) for label, value in items])]
     counts = info.get("class_counts") or {}
     if counts:
         splits = [s for s in ("train", "val", "test") if s in counts] + [s for s in counts if s not in
                                                                           ("train", "val", "test")]
         classes = list(dict.fromkeys([*data.classes, *(c for s in splits for c in (counts[s] or {}))]))
         body = [[c, *(num(str(counts[s].get(c, 0)), counts[s].get(c, 0)) for s in splits)] for c in classes]
-        body.append([Markup("<strong>total</strong>"),
+        body.append([cell("total", "strong"),
                      *(num(str(sum(counts[s].values())), sum(counts[s].values())) for s in splits)])
         note = " (multi-label: a sample counts once per label)" if data.task_type == "multilabel" else ""
-        parts += [Markup(f"<h3>Class counts per split{esc(note)}</h3>"),
-                  table(["class", *(Cell(s, numeric=True) for s in splits)], body, table_id="class-counts")]
-    parts.append(Markup("<h3>Models</h3>"))
-    parts.append(models_table(data))
-    return section("summary", "Run summary", *parts)
+        blocks.append(table_block(make_table(["class", *(Header(s, numeric=True) for s in splits)], body,
+                                             table_id="class-counts"), heading=f"Class counts per split{note}"))
+    blocks.append(table_block(models_table(data), heading="Models"))
+    return Section("summary", "Run summary", "Summary", blocks)
 
 
-def models_table(data: RunData) -> Markup:
+def models_table(data: RunData) -> Table:
     """Each backbone with what identifies it: fingerprint hash, cache folder, provenance, layers."""
     specs = {str(s.get("label") or s.get("name")): s for s in data.run.get("backbones") or [] if isinstance(s, dict)}
     selected = data.results[data.results["selected"] & (data.results["metric"] == data.task_metric)]
@@ -197,28 +150,32 @@ def models_table(data: RunData) -> Markup:
     for backbone in data.backbones:
         spec = specs.get(backbone, {})
         layers = [str(layer) for layer in spec.get("layers") or data.layers(backbone)]
-        chosen = selected[selected["backbone"] == backbone]["layer"].value_counts()
-        chosen_text = Markup("<br>".join(f"<code>{esc(layer)}</code> ({count} of {len(selected[selected['backbone'] == backbone])} fits)"
-                                         for layer, count in chosen.items()) or "—")
+        mine = selected[selected["backbone"] == backbone]
+        chosen = mine["layer"].value_counts()
+        chosen_parts = []
+        for index, (layer, count) in enumerate(chosen.items()):
+            chosen_parts += [Part(layer, "code", break_before=index > 0), Part(f" ({count} of {len(mine)} fits)")]
         fingerprint = spec.get("fingerprint")
         key = spec.get("cache_key")
-        identity = Markup(
-            (f'<code title="sha256 of the fingerprint">{fingerprint_hash(fingerprint)}</code>' if fingerprint else "—")
-            + (f'<br><span class="muted">cache key</span> <code>{esc(key)}</code>' if key else ""))
+        identity = [Part(fingerprint_hash(fingerprint), "hash") if fingerprint else Part("—")]
+        if key:
+            identity += [Part("cache key", "muted", break_before=True), Part(" "), Part(key, "code")]
+        name = [Part(backbone, "strong")]
+        if spec.get("name") and spec["name"] != backbone:
+            name.append(Part(spec["name"], "muted", break_before=True))
         body.append([
-            Markup(f"<strong>{esc(backbone)}</strong>" + (f'<br><span class="muted">{esc(spec["name"])}</span>'
-                                                             if spec.get("name") and spec["name"] != backbone else "")),
-            Markup(f'{len(layers)}: <span class="layers">{code_list(layers)}</span>'),
-            chosen_text,
-            identity,
-            Markup(f'<code class="path">{esc(spec.get("cache_dir"))}</code>') if spec.get("cache_dir") else "—",
+            parts(*name),
+            parts(Part(f"{len(layers)}: "), Part(style="layers", items=tuple(layers))),
+            parts(*chosen_parts),
+            parts(*identity),
+            cell(spec.get("cache_dir"), "path"),
             spec.get("provenance") or "—",
         ])
-    return table(["backbone", "layers probed", "selected layer (task metric)", "fingerprint", "feature cache",
-                  "provenance"], body, table_id="models")
+    return make_table(["backbone", "layers probed", "selected layer (task metric)", "fingerprint", "feature cache",
+                       "provenance"], body, table_id="models")
 
 
-def headline_section(data: RunData) -> Markup:
+def headline_section(data: RunData) -> Section:
     """Selected-layer task metric per backbone x fraction x seed; the best value per fit is bold."""
     metric = data.task_metric
     rows = data.selected(metric).copy()
@@ -228,7 +185,7 @@ def headline_section(data: RunData) -> Markup:
     best = rows.groupby(["train_fraction", "seed"])["value"].transform("max")
     body, classes = [], []
     for (_, row), top in zip(rows.iterrows(), best):
-        body.append([row["backbone"], Markup(f"<code>{esc(row['layer'])}</code>"),
+        body.append([row["backbone"], cell(row["layer"], "code"),
                      num(fmt_fraction(row["train_fraction"]), row["train_fraction"]),
                      num(str(int(row["seed"])), row["seed"]),
                      num(fmt_value_ci(row["value"], row["ci_low"], row["ci_high"]), row["value"]),
@@ -237,59 +194,90 @@ def headline_section(data: RunData) -> Markup:
         several = len(data.backbones) > 1 and as_float(row["value"]) is not None
         classes.append("best" if several and row["value"] == top else "")
     label = metric_label(metric, data.task_type)
-    intro = paragraph(f"Test {label} of the layer chosen on the validation split, with its 95% percentile-bootstrap "
+    intro = Paragraph(f"Test {label} of the layer chosen on the validation split, with its 95% percentile-bootstrap "
                       "CI over test samples. Bold: the best backbone of each train fraction and seed.", "muted")
-    headers = ["backbone", "selected layer", Cell("train fraction", numeric=True), Cell("seed", numeric=True),
-               Cell(f"{label} [95% CI]", numeric=True), Cell("n_test", numeric=True),
-               Cell("validation score", numeric=True)]
-    return section("headline", "Headline results", intro,
-                   table(headers, body, table_id="headline", sortable=True, scroll=len(body) > 40,
-                         row_classes=classes))
+    headers = ["backbone", "selected layer", Header("train fraction", True), Header("seed", True),
+               Header(f"{label} [95% CI]", True), Header("n_test", True), Header("validation score", True)]
+    table = make_table(headers, body, table_id="headline", sortable=True, scroll=len(body) > 40,
+                       row_classes=classes)
+    return Section("headline", "Headline results", "Headline", [table_block(table, before=[intro])])
 
 
-def figures_section(figures: FigureSet) -> Markup:
-    parts = []
-    for number, figure in enumerate(figures.figures, start=1):
+def figures_section(figures: FigureSet) -> Section:
+    shown = []
+    for figure in figures.figures:
         svg = figure.paths["svg"].read_bytes()
-        source = "data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii")
-        parts.append(
-            f'<figure id="fig-{esc(figure.name)}"><img src="{source}" alt="{esc(figure.title)}">'
-            f"<figcaption><strong>Figure {number}. {esc(figure.title)}.</strong> {esc(figure.caption)}"
-            f"</figcaption></figure>")
-    if not parts:
-        parts.append(paragraph("No figure could be drawn for this run; see the notes below.", "muted"))
-    for note in figures.notes:
-        parts.append(paragraph(note, "note"))
-    return section("figures", "Figures", *parts)
+        shown.append({"name": figure.name, "title": figure.title, "caption": figure.caption,
+                      "source": "data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii")})
+    block = Block("figures", figures=shown, notes=[Paragraph(note, "note") for note in figures.notes])
+    return Section("figures", "Figures", "Figures", [block])
 
 
-def comparisons_section(data: RunData) -> Markup:
+def _test_name(test: Any) -> str:
+    return {"paired_bootstrap": "paired bootstrap", "delong": "DeLong"}.get(str(test), str(test))
+
+
+def p_value_disagreements(data: RunData) -> list[str]:
+    """Pairs whose paired-bootstrap and DeLong p-values differ noticeably (by more than 0.05, or on
+    opposite sides of 0.05), each described with its test-set size."""
+    by_pair: dict[tuple, dict[str, Any]] = {}
+    for c in data.comparisons:
+        key = (c.get("backbone_a"), c.get("layer_a"), c.get("backbone_b"), c.get("layer_b"), c.get("train_fraction"),
+               c.get("seed"))
+        by_pair.setdefault(key, {})[str(c.get("test"))] = as_float(c.get("p_value"))
+    n_test = as_float(data.selected()["n_test"].max())
+    found = []
+    for (a, layer_a, b, layer_b, fraction, seed), tests in by_pair.items():
+        boot, delong = tests.get("paired_bootstrap"), tests.get("delong")
+        if boot is None or delong is None:
+            continue
+        if abs(boot - delong) > 0.05 or (boot < 0.05) != (delong < 0.05):
+            found.append(f"{a} {layer_a} vs {b} {layer_b} (train fraction {fmt_fraction(fraction)}, seed {seed}): "
+                         f"paired bootstrap p = {fmt_p(boot)}, DeLong p = {fmt_p(delong)}"
+                         + (f", n = {int(n_test)} test samples" if n_test is not None else ""))
+    return found
+
+
+P_VALUE_NOTE = (
+    "Why the two p-values differ: both test 'no difference in AUROC' on the same test samples, with different "
+    "approximations. The paired bootstrap counts how many of its replicates fall on each side of a zero "
+    "difference, and a replicate whose difference is exactly zero counts on both sides; with few test samples "
+    "(AUROC takes few distinct values) or two probes that rank the samples almost alike, many replicates tie at "
+    "zero and p moves towards 1. DeLong's test divides the observed difference by an estimated standard error "
+    "and reads p from a normal distribution, which is only approximate at small n. When they disagree, the test "
+    "set cannot settle the comparison; more test samples would.")
+
+
+def comparisons_section(data: RunData) -> Section:
     if not data.comparisons:
-        return section("comparisons", "Paired comparisons",
-                       paragraph("none: paired tests need at least two backbones.", "muted"))
+        return Section("comparisons", "Paired comparisons", "Comparisons",
+                       [paragraph_block(Paragraph("none: paired tests need at least two backbones.", "muted"))])
     body = []
     for c in data.comparisons:
         diff = fmt3(c.get("diff"))
         ci = fmt_ci(c.get("ci_low"), c.get("ci_high"))
         p_value = as_float(c.get("p_value"))
-        p_text = fmt_p(p_value)
         body.append([
             c.get("metric"), num(fmt_fraction(c.get("train_fraction")), c.get("train_fraction")),
             num(str(c.get("seed")), c.get("seed")),
-            Markup(f"{esc(c.get('backbone_a'))} <code>{esc(c.get('layer_a'))}</code>"),
-            Markup(f"{esc(c.get('backbone_b'))} <code>{esc(c.get('layer_b'))}</code>"),
-            {"paired_bootstrap": "paired bootstrap", "delong": "DeLong"}.get(str(c.get("test")), c.get("test")),
+            parts(Part(c.get("backbone_a")), Part(" "), Part(c.get("layer_a"), "code")),
+            parts(Part(c.get("backbone_b")), Part(" "), Part(c.get("layer_b"), "code")),
+            _test_name(c.get("test")),
             num(diff if ci == "n/a" else f"{diff} {ci}", c.get("diff")),
-            num(Markup(f"<strong>{esc(p_text)}</strong>") if p_value is not None and p_value < 0.05 else p_text,
-                p_value),
+            num(fmt_p(p_value), p_value, "strong" if p_value is not None and p_value < 0.05 else ""),
         ])
-    intro = paragraph("Difference A − B on the same test samples (paired bootstrap: same replicates for both; "
+    intro = Paragraph("Difference A − B on the same test samples (paired bootstrap: same replicates for both; "
                       "DeLong: AUROC of a binary task). p-values are two-sided and not adjusted for multiple "
                       "comparisons; bold: p < 0.05.", "muted")
-    headers = ["metric", Cell("train fraction", numeric=True), Cell("seed", numeric=True), "A", "B", "test",
-               Cell("A − B [95% CI]", numeric=True), Cell("p-value", numeric=True)]
-    return section("comparisons", "Paired comparisons", intro,
-                   table(headers, body, table_id="comparisons", sortable=True))
+    after = []
+    disagreements = p_value_disagreements(data)
+    if disagreements:
+        after = [Paragraph(P_VALUE_NOTE, "note why"),
+                 *(Paragraph(line, "muted pdiff") for line in disagreements)]
+    headers = ["metric", Header("train fraction", True), Header("seed", True), "A", "B", "test",
+               Header("A − B [95% CI]", True), Header("p-value", True)]
+    table = make_table(headers, body, table_id="comparisons", sortable=True)
+    return Section("comparisons", "Paired comparisons", "Comparisons", [table_block(table, before=[intro], after=after)])
 
 
 def label_efficiency_rows(data: RunData) -> list[dict[str, Any]]:
@@ -312,11 +300,11 @@ def label_efficiency_rows(data: RunData) -> list[dict[str, Any]]:
     return rows
 
 
-def label_efficiency_section(data: RunData) -> Markup:
+def label_efficiency_section(data: RunData) -> Section:
     rows = label_efficiency_rows(data)
     if not rows:
-        return section("label-efficiency", "Label efficiency",
-                       paragraph("none: the run used a single train fraction.", "muted"))
+        return Section("label-efficiency", "Label efficiency", "Label efficiency",
+                       [paragraph_block(Paragraph("none: the run used a single train fraction.", "muted"))])
     body = []
     for row in rows:
         share = as_float(row.get("fraction_of_full"))
@@ -326,12 +314,12 @@ def label_efficiency_section(data: RunData) -> Markup:
                          else f"{fmt3(row.get('value_mean'))} ± {fmt3(row.get('value_sd'))}", row.get("value_mean")),
                      num("n/a" if share is None else f"{share:.1%}", share)])
     label = metric_label(data.task_metric, data.task_type)
-    intro = paragraph(f"Mean ± SD over seeds of the selected layer's test {label} per share of training labels, "
+    intro = Paragraph(f"Mean ± SD over seeds of the selected layer's test {label} per share of training labels, "
                       "and that mean as a share of the value with all training labels.", "muted")
-    headers = ["backbone", Cell("train fraction", numeric=True), Cell("seeds", numeric=True),
-               Cell(f"{label} mean ± SD", numeric=True), Cell("share of full-data value", numeric=True)]
-    return section("label-efficiency", "Label efficiency", intro,
-                   table(headers, body, table_id="label-efficiency", sortable=True))
+    headers = ["backbone", Header("train fraction", True), Header("seeds", True),
+               Header(f"{label} mean ± SD", True), Header("share of full-data value", True)]
+    table = make_table(headers, body, table_id="label-efficiency", sortable=True)
+    return Section("label-efficiency", "Label efficiency", "Label efficiency", [table_block(table, before=[intro])])
 
 
 MCQ_CASE_COLUMNS = ("case_id", "method", "try", "parsed_option", "correct_option", "correct", "parse_method",
@@ -343,9 +331,9 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def mcq_section(data: RunData) -> Markup:
+def mcq_section(data: RunData) -> Section:
     """The optional multiple-choice experiment; every key is optional, as its outputs may be partial."""
-    parts = []
+    blocks = []
     body = []
     for item in data.mcq:
         unparseable = item.get("n_unparseable")
@@ -355,9 +343,9 @@ def mcq_section(data: RunData) -> Markup:
                          item.get("accuracy")),
                      num(str(unparseable) if unparseable is not None else "—", unparseable)])
     if body:
-        parts.append(table(["model", "method", Cell("cases", numeric=True), Cell("shots", numeric=True),
-                            Cell("accuracy [95% CI]", numeric=True), Cell("unparseable answers", numeric=True)],
-                           body, table_id="mcq"))
+        blocks.append(table_block(make_table(
+            ["model", "method", Header("cases", True), Header("shots", True), Header("accuracy [95% CI]", True),
+             Header("unparseable answers", True)], body, table_id="mcq")))
     for item in data.mcq:
         name = item.get("model") or "model"
         strata = [s for s in item.get("strata") or [] if isinstance(s, dict)]
@@ -365,96 +353,122 @@ def mcq_section(data: RunData) -> Markup:
             rows = [[s.get("stratum"), num(str(s.get("n", "—")), s.get("n")),
                      num(fmt_value_ci(s.get("accuracy"), s.get("ci_low"), s.get("ci_high")), s.get("accuracy")),
                      num(fmt3(s.get("human_mean")), s.get("human_mean"))] for s in strata]
-            parts.append(Markup(f"<h3>{esc(name)}: accuracy by difficulty stratum</h3>"))
-            parts.append(table(["stratum (human share correct)", Cell("cases", numeric=True),
-                                Cell("accuracy [95% CI]", numeric=True), Cell("human mean", numeric=True)], rows))
+            blocks.append(table_block(make_table(
+                ["stratum (human share correct)", Header("cases", True), Header("accuracy [95% CI]", True),
+                 Header("human mean", True)], rows), heading=f"{name}: accuracy by difficulty stratum"))
         specialties = [s for s in item.get("per_specialty") or [] if isinstance(s, dict)]
         if specialties:
             rows = [[s.get("specialty"), num(str(s.get("n", "—")), s.get("n")),
                      num(fmt_value_ci(s.get("accuracy"), s.get("ci_low"), s.get("ci_high")), s.get("accuracy"))]
                     for s in specialties]
-            parts.append(Markup(f"<h3>{esc(name)}: accuracy by specialty</h3>"))
-            parts.append(table(["specialty", Cell("cases", numeric=True), Cell("accuracy [95% CI]", numeric=True)],
-                               rows, sortable=True))
+            blocks.append(table_block(make_table(
+                ["specialty", Header("cases", True), Header("accuracy [95% CI]", True)], rows, sortable=True),
+                heading=f"{name}: accuracy by specialty"))
     if data.mcq_cases:
         columns = [c for c in MCQ_CASE_COLUMNS if c in data.mcq_cases[0]]
         rows = [[_clip(case.get(c) or "", 300) for c in columns] for case in data.mcq_cases]
-        parts.append(Markup(f"<h3>Answers ({len(rows)} rows of mcq_cases.csv)</h3>"))
-        parts.append(table(columns, rows, table_id="mcq-cases", sortable=True, scroll=True))
-    return section("mcq", "Multiple-choice questions", *parts)
+        blocks.append(table_block(make_table(columns, rows, table_id="mcq-cases", sortable=True, scroll=True),
+                                  heading=f"Answers ({len(rows)} rows of mcq_cases.csv)"))
+    return Section("mcq", "Multiple-choice questions", "MCQ", blocks)
 
 
-def results_section(data: RunData) -> Markup:
-    """Every row of results.json, in file order; sortable by any column."""
+def _binary_duplicates(data: RunData) -> set[int]:
+    """Positions of binary-task rows that repeat the probe's ``auc`` row: ``auc_macro`` and the two
+    per-class AUROCs are the same number (one class's ranking is the other's reversed). Only rows
+    whose value really equals the ``auc`` row are hidden; results.json keeps them all."""
+    if data.task_type != "binary":
+        return set()
+    frame = data.results
+    keys = ["task", "backbone", "layer", "train_fraction", "seed"]
+    auc = frame[frame["metric"] == "auc"].set_index(keys)["value"]
+    auc = auc[~auc.index.duplicated()]
+    hidden = set()
+    for position, row in enumerate(frame.itertuples(index=False)):
+        if row.metric == "auc_macro" or (row.metric.startswith("auc[") and row.metric.endswith("]")):
+            key = tuple(getattr(row, k) for k in keys)
+            reference = as_float(auc.get(key))
+            value = as_float(row.value)
+            if reference is not None and value is not None and abs(value - reference) < 1e-12:
+                hidden.add(position)
+    return hidden
+
+
+def results_section(data: RunData) -> Section:
+    """Every row of results.json in file order (binary: one AUROC row per probe); sortable."""
     frame = data.results
     several_tasks = frame["task"].nunique() > 1
+    hidden = _binary_duplicates(data)
     body, marks = [], []
-    for row in frame.itertuples(index=False):
+    for position, row in enumerate(frame.itertuples(index=False)):
+        if position in hidden:
+            continue
         marks.append("sel" if row.selected else "")
-        cells = [row.task] if several_tasks else []
-        cells += [row.backbone, Markup(f"<code>{esc(row.layer)}</code>"),
+        cells = [cell(row.task)] if several_tasks else []
+        cells += [cell(row.backbone), cell(row.layer, "code"),
                   num(fmt_fraction(row.train_fraction), row.train_fraction), num(str(row.seed), row.seed),
-                  row.metric, num(fmt3(row.value), row.value), num(fmt_ci(row.ci_low, row.ci_high), row.ci_low),
+                  cell(row.metric), num(fmt3(row.value), row.value),
+                  num(fmt_ci(row.ci_low, row.ci_high), row.ci_low),
                   num(fmt3(row.sd), row.sd), num(str(row.n_test), row.n_test),
-                  Cell("✓" if row.selected else "", 1.0 if row.selected else 0.0),
+                  Cell((Part("✓"),) if row.selected else (Part(""),), 1.0 if row.selected else 0.0),
                   num(f"{row.C:g}" if as_float(row.C) is not None else "n/a", row.C),
                   num(fmt3(row.val_score), row.val_score)]
         body.append(cells)
     headers = (["task"] if several_tasks else []) + [
-        "backbone", "layer", Cell("train fraction", numeric=True), Cell("seed", numeric=True), "metric",
-        Cell("value", numeric=True), Cell("95% CI", numeric=True), Cell("SD", numeric=True),
-        Cell("n_test", numeric=True), "selected", Cell("C", numeric=True), Cell("validation score", numeric=True)]
-    intro = paragraph(f"All {len(frame)} rows of results.json (every backbone, layer, train fraction, seed and "
-                      "metric). ✓ marks the layer chosen on validation. Click a column header to sort.", "muted")
-    return section("results", "All results", intro,
-                   table(headers, body, table_id="results", sortable=True, scroll=len(body) > 25, row_classes=marks))
+        "backbone", "layer", Header("train fraction", True), Header("seed", True), "metric",
+        Header("value", True), Header("95% CI", True), Header("SD", True), Header("n_test", True), "selected",
+        Header("C", True), Header("validation score", True)]
+    shown = f"All {len(frame)} rows" if not hidden else f"{len(body)} of the {len(frame)} rows"
+    text = (f"{shown} of results.json (every backbone, layer, train fraction, seed and metric). ✓ marks the layer "
+            "chosen on validation. Click a column header to sort.")
+    if hidden:
+        text += (f" Binary task: auc_macro and the two per-class AUROCs equal each probe's auc, so those "
+                 f"{len(hidden)} rows are not repeated here (results.json has them).")
+    table = make_table(headers, body, table_id="results", sortable=True, scroll=len(body) > 25, row_classes=marks)
+    return Section("results", "All results", "All results", [table_block(table, before=[Paragraph(text, "muted")])])
 
 
-def _skipped_table(entries: Any, columns: Sequence[str], table_id: str) -> Markup:
+def _skipped_block(entries: Any, columns: Sequence[str], table_id: str, heading: str) -> Block:
     rows = [e for e in entries or [] if isinstance(e, dict)]
     if not rows:
-        return paragraph("none", "muted")
-    return table(list(columns), [[e.get(c) for c in columns] for e in rows], table_id=table_id,
-                 scroll=len(rows) > 15)
+        return paragraph_block(Paragraph("none", "muted"), heading=heading)
+    return table_block(make_table(list(columns), [[e.get(c) for c in columns] for e in rows], table_id=table_id,
+                                  scroll=len(rows) > 15), heading=heading)
 
 
-def inputs_section(data: RunData) -> Markup:
+def inputs_section(data: RunData) -> Section:
     skipped = data.run.get("skipped") or []
     excluded = data.run.get("excluded") or []
-    return section(
-        "inputs", "Skipped inputs and excluded samples",
-        Markup(f"<h3>Unreadable inputs, skipped ({len(skipped)})</h3>"),
-        _skipped_table(skipped, ("sample_id", "source", "error"), "skipped"),
-        Markup(f"<h3>Samples excluded by the data adapter ({len(excluded)})</h3>"),
-        _skipped_table(excluded, ("sample_id", "reason"), "excluded"),
-    )
+    return Section("inputs", "Skipped inputs and excluded samples", "Skipped/excluded", [
+        _skipped_block(skipped, ("sample_id", "source", "error"), "skipped",
+                       f"Unreadable inputs, skipped ({len(skipped)})"),
+        _skipped_block(excluded, ("sample_id", "reason"), "excluded",
+                       f"Samples excluded by the data adapter ({len(excluded)})"),
+    ])
 
 
-def provenance_section(data: RunData) -> Markup:
+def provenance_section(data: RunData) -> Section:
     run = data.run
     versions = run.get("versions") or {}
-    parts = [Markup("<h3>Software versions</h3>"),
-             table(["package", "version"], [[k, Markup(f"<code>{esc(v)}</code>")] for k, v in versions.items()],
-                   table_id="versions") if versions else paragraph("not recorded", "muted")]
+    blocks = [table_block(make_table(["package", "version"], [[k, cell(v, "code")] for k, v in versions.items()],
+                                     table_id="versions"), heading="Software versions") if versions
+              else paragraph_block(Paragraph("not recorded", "muted"), heading="Software versions")]
     timings = run.get("timings") or {}
     if timings:
-        parts += [Markup("<h3>Timings</h3>"),
-                  table(["stage", Cell("seconds", numeric=True)],
-                        [[k, num(f"{as_float(v):.1f}" if as_float(v) is not None else str(v), v)]
-                         for k, v in timings.items()], table_id="timings")]
+        blocks.append(table_block(make_table(
+            ["stage", Header("seconds", True)],
+            [[k, num(f"{as_float(v):.1f}" if as_float(v) is not None else str(v), v)] for k, v in timings.items()],
+            table_id="timings"), heading="Timings"))
     if run.get("command"):
-        parts += [Markup("<h3>Command</h3>"), Markup(f"<pre>{esc(run['command'])}</pre>")]
+        blocks.append(Block("pre", heading="Command", text=str(run["command"])))
     fingerprints = {str(s.get("label") or s.get("name")): s.get("fingerprint")
                     for s in run.get("backbones") or [] if isinstance(s, dict) and s.get("fingerprint")}
     if fingerprints:
-        parts.append(Markup("<details><summary>Backbone fingerprints (what the cache key is made of)</summary>"
-                            f"<pre>{esc(json.dumps(fingerprints, indent=2, sort_keys=True, default=str))}</pre>"
-                            "</details>"))
+        blocks.append(Block("details", heading="Backbone fingerprints (what the cache key is made of)",
+                            text=json.dumps(fingerprints, indent=2, sort_keys=True, default=str)))
     if run.get("config"):
-        parts.append(Markup("<details><summary>Run configuration as parsed</summary>"
-                            f"<pre>{esc(json.dumps(run['config'], indent=2, sort_keys=True, default=str))}</pre>"
-                            "</details>"))
-    return section("provenance", "Provenance", *parts)
+        blocks.append(Block("details", heading="Run configuration as parsed",
+                            text=json.dumps(run["config"], indent=2, sort_keys=True, default=str)))
+    return Section("provenance", "Provenance", "Provenance", blocks)
 
 
 def caveats(data: RunData, figures: FigureSet) -> list[str]:
@@ -466,8 +480,9 @@ def caveats(data: RunData, figures: FigureSet) -> list[str]:
         "95% CIs are percentile-bootstrap intervals over the test samples"
         + (f" ({n_boot} replicates)" if n_boot else "")
         + "; they reflect test-set sampling only, not variation between training subsets, seeds or data sets.")
-    notes.append("Layers and the regularisation strength C were chosen on the validation split; the test split was "
-                 "used only for the numbers reported here.")
+    notes.append(f"Layers and the regularisation strength C were chosen on the validation split (by validation "
+                 f"{metric_label(selection_metric(data), data.task_type)}); the test split was used only for the "
+                 "numbers reported here.")
     if n_test is not None and n_test < 100:
         notes.append(f"The test split is small (n = {int(n_test)}), so the CIs are wide and small differences "
                      "between backbones are not meaningful.")
@@ -482,104 +497,30 @@ def caveats(data: RunData, figures: FigureSet) -> list[str]:
     return notes + list(figures.notes)
 
 
-def notes_section(data: RunData, figures: FigureSet) -> Markup:
-    parts = []
+def notes_section(data: RunData, figures: FigureSet) -> Section:
+    blocks = []
     user_notes = data.run.get("notes")
     if user_notes:
-        parts += [Markup("<h3>Notes from the run file</h3>"), Markup(f'<div class="usernotes">{esc(user_notes)}</div>')]
-    parts.append(Markup("<h3>Caveats</h3><ul>" + "".join(f"<li>{esc(n)}</li>" for n in caveats(data, figures))
-                        + "</ul>"))
-    return section("notes", "Notes and caveats", *parts)
+        blocks.append(Block("usernotes", heading="Notes from the run file", text=str(user_notes)))
+    blocks.append(Block("list", heading="Caveats", items=caveats(data, figures)))
+    return Section("notes", "Notes and caveats", "Notes & caveats", blocks)
 
 
 # --------------------------------------------------------------------------- page
-CSS = """
-:root{--fg:#1d2733;--muted:#5b6776;--line:#dde3ea;--bg:#f3f5f8;--accent:#0b5cad;--head:#15304b}
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
- color:var(--fg);background:var(--bg)}
-.wrap{max-width:1200px;margin:0 auto;padding:0 24px}
-header.top{background:var(--head);color:#fff;padding:26px 0 20px}
-header.top h1{margin:0 0 4px;font-size:25px;font-weight:600;letter-spacing:.2px}
-header.top p{margin:0;color:#c5d3e2}
-nav.toc{background:#fff;border-bottom:1px solid var(--line);position:sticky;top:0;z-index:5}
-nav.toc a{display:inline-block;padding:9px 11px;color:var(--accent);text-decoration:none;font-size:13px}
-nav.toc a:hover{background:#eef4fb}
-main{padding-bottom:40px}
-section{background:#fff;border:1px solid var(--line);border-radius:8px;padding:18px 24px 20px;margin:18px 0}
-h2{font-size:19px;font-weight:600;margin:0 0 12px;padding-bottom:7px;border-bottom:2px solid #e6ebf1}
-h3{font-size:14.5px;font-weight:600;margin:20px 0 8px}
-p{margin:6px 0 10px}
-.muted{color:var(--muted)}
-p.note{color:#7a4b00;background:#fff7e6;border-left:3px solid #E69F00;padding:6px 10px;margin:6px 0}
-code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;font-size:12px;
- background:#f1f4f8;border-radius:3px;padding:0 3px;overflow-wrap:anywhere}
-.tablewrap{overflow-x:auto}
-table{border-collapse:collapse;font-size:13px;margin:4px 0 8px}
-th,td{padding:5px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
-thead th{background:#edf1f6;font-weight:600;white-space:nowrap;border-bottom:1px solid #c9d2dd}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tbody tr:nth-child(even){background:#f9fafc}
-tbody tr:hover{background:#eaf3fc}
-tr.best td{font-weight:650}
-tr.sel td{background:#e9f3fb}
-table.sortable th{cursor:pointer;user-select:none}
-table.sortable th:hover{background:#e2e9f1}
-th[aria-sort=ascending]::after{content:" \\25B2";font-size:9px}
-th[aria-sort=descending]::after{content:" \\25BC";font-size:9px}
-.scroll{max-height:520px;overflow:auto;border:1px solid var(--line);border-radius:6px;margin:4px 0 8px}
-.scroll table{margin:0;width:100%}
-.scroll thead th{position:sticky;top:0;z-index:1}
-#models td{max-width:340px}
-#models .layers{display:block;max-height:90px;overflow:auto}
-code.path{background:none;padding:0}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:3px 22px;margin:0 0 6px}
-dl.facts dt{color:var(--muted)}
-dl.facts dd{margin:0}
-figure{margin:22px 0 26px;padding-top:8px;border-top:1px solid #eef1f5}
-figure:first-of-type{border-top:none;padding-top:0}
-figure img{display:block;max-width:100%;height:auto;margin:0 auto}
-figcaption{color:var(--muted);font-size:13px;margin:8px auto 0;max-width:880px}
-figcaption strong{color:var(--fg)}
-details{margin:10px 0}
-details summary{cursor:pointer;color:var(--accent)}
-pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f8fa;border:1px solid var(--line);border-radius:6px;
- padding:10px;max-height:420px;overflow:auto;font-size:12px}
-.usernotes{white-space:pre-wrap;background:#f6f8fa;border-left:3px solid var(--accent);padding:8px 12px}
-footer{color:var(--muted);font-size:12px;text-align:center;padding:10px 0 30px}
-@media print{nav.toc{display:none}.scroll{max-height:none;overflow:visible}section{break-inside:avoid-page}
- body{background:#fff}}
-"""
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    """The Jinja2 environment: templates from the package, autoescaping on for every template."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
 
-# Sorts a table on a header click (numbers by data-sort, text naturally, undefined values last).
-# Wrapped in try/catch so that no browser quirk can surface as a page error.
-SORT_SCRIPT = """
-(function(){try{
-function key(c){if(!c)return null;var s=c.getAttribute("data-sort");
- if(s!==null&&s!==""&&isFinite(+s))return +s;return c.hasAttribute("data-sort")?null:c.textContent.trim();}
-function blank(v){return v===null||v==="";}
-function cmp(a,b){if(typeof a==="number"&&typeof b==="number")return a-b;
- return String(a).localeCompare(String(b),undefined,{numeric:true});}
-var tables=document.querySelectorAll("table.sortable");
-for(var t=0;t<tables.length;t++){(function(table){
- if(!table.tHead||!table.tBodies.length)return;var heads=table.tHead.rows[0].cells;
- for(var i=0;i<heads.length;i++){(function(th,col){
-  th.tabIndex=0;th.title="Sort by this column";
-  function sort(){var body=table.tBodies[0];var up=th.getAttribute("aria-sort")!=="ascending";
-   for(var h=0;h<heads.length;h++)heads[h].removeAttribute("aria-sort");
-   th.setAttribute("aria-sort",up?"ascending":"descending");
-   var rows=Array.prototype.slice.call(body.rows);
-   rows.sort(function(r,s){var a=key(r.cells[col]),b=key(s.cells[col]);
-    if(blank(a)||blank(b))return (blank(a)?1:0)-(blank(b)?1:0);  /* undefined values last either way */
-    return up?cmp(a,b):-cmp(a,b);});
-   for(var k=0;k<rows.length;k++)body.appendChild(rows[k]);}
-  th.addEventListener("click",sort);
-  th.addEventListener("keydown",function(e){if(e.key==="Enter"||e.key===" "){e.preventDefault();sort();}});
- })(heads[i],i);}
-})(tables[t]);}
-document.documentElement.setAttribute("data-sort-ready","1");
-}catch(e){}})();
-"""
+    return Environment(loader=PackageLoader("medprobe.report", "templates"), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=False, lstrip_blocks=False, keep_trailing_newline=True)
+
+
+def _asset(name: str) -> Any:
+    """The page's own CSS / script, inlined as is (trusted package files, not user text)."""
+    from markupsafe import Markup
+
+    return Markup((files("medprobe.report") / "templates" / name).read_text(encoding="utf-8"))
 
 
 def render_page(data: RunData, figures: FigureSet) -> str:
@@ -593,27 +534,9 @@ def render_page(data: RunData, figures: FigureSet) -> str:
     if data.mcq or data.mcq_cases:
         sections.append(mcq_section(data))
     sections += [results_section(data), inputs_section(data), provenance_section(data), notes_section(data, figures)]
-    links = [("summary", "Summary"), ("headline", "Headline"), ("figures", "Figures"),
-             ("comparisons", "Comparisons"), ("label-efficiency", "Label efficiency")]
-    if data.mcq or data.mcq_cases:
-        links.append(("mcq", "MCQ"))
-    links += [("results", "All results"), ("inputs", "Skipped/excluded"), ("provenance", "Provenance"),
-              ("notes", "Notes & caveats")]
-    nav = "".join(f'<a href="#{anchor}">{esc(text)}</a>' for anchor, text in links)
-    version = (run.get("versions") or {}).get("medprobe", "")
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>medprobe report: {esc(name)}</title><style>{CSS}</style></head><body>"
-        f'<header class="top"><div class="wrap"><h1>medprobe report: {esc(name)}</h1>'
-        f"<p>{esc(subtitle)}</p></div></header>"
-        f'<nav class="toc"><div class="wrap">{nav}</div></nav>'
-        f'<main class="wrap">{"".join(sections)}</main>'
-        f'<footer>Generated by medprobe {esc(version)} from the files in the run folder '
-        f"<code>{esc(str(data.run_dir))}</code>.</footer>"
-        f"<script>{SORT_SCRIPT}</script></body></html>\n"
-    )
+    return _environment().get_template("report.html.j2").render(
+        name=name, subtitle=subtitle, sections=sections, css=_asset("report.css"), script=_asset("sort.js"),
+        version=(run.get("versions") or {}).get("medprobe", ""), run_dir=str(data.run_dir))
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -631,4 +554,4 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return target
 
 
-__all__ = ["build_report", "render_page", "fmt_value_ci", "fmt3", "fmt_ci", "fmt_p", "Markup", "esc"]
+__all__ = ["build_report", "render_page", "fmt_value_ci", "fmt3", "fmt_ci", "fmt_p"]
