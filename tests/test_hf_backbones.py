@@ -375,12 +375,52 @@ def test_fingerprint_records_prompt_template_pooling_and_files(tiny):
     assert vlm(tiny, "llava").fingerprint()["files"] != fingerprint["files"]
 
 
-def test_idefics_prompt_uses_the_instruct_interleaving(tiny):
-    backbone = vlm(tiny, "idefics", prompt="describe the image .")
-    tokens = backbone.tokenizer.convert_ids_to_tokens(
-        backbone.encode([to_pil(images((32, 32))[0])], [backbone.prompt])["input_ids"][0])
-    assert tokens == ["<s>", "user", ":", "<fake_token_around_image>", "<image>", "<fake_token_around_image>",
-                      "describe", "the", "image", ".", "<end_of_utterance>", "assistant", ":"]
+def _idefics_tokens(backbone) -> list[str]:
+    encoded = backbone.encode([to_pil(images((32, 32))[0])], [backbone.prompt])["input_ids"][0]
+    return backbone.tokenizer.convert_ids_to_tokens(encoded)
+
+
+def test_idefics_instruct_preset_uses_the_chat_interleaving(tiny):
+    backbone = create_backbone("idefics-9b-instruct", path=str(tiny["idefics"]), prompt="describe the image .")
+    assert backbone.prompt_style == "chat"
+    assert _idefics_tokens(backbone) == ["<s>", "user", ":", "<fake_token_around_image>", "<image>",
+                                         "<fake_token_around_image>", "describe", "the", "image", ".",
+                                         "<end_of_utterance>", "assistant", ":"]
+
+
+IMAGE_SLOT = ["<fake_token_around_image>", "<image>", "<fake_token_around_image>"]
+
+
+@pytest.mark.parametrize("style, verb", [("study", "see"), ("study-verbatim", "seen")])
+def test_base_idefics_gets_the_studys_prompt_image_first(tiny, style, verb):
+    backbone = create_backbone("idefics-9b", path=str(tiny["idefics"]), prompt_style=style,
+                               noun="histological picture")
+    assert backbone.prompt == f"What can you {verb} on this histological picture?"
+    assert _idefics_tokens(backbone) == ["<s>", *IMAGE_SLOT, "question", ":", "what", "can", "you", verb, "on",
+                                         "this", "histological", "picture", "?", "answer", ":"]
+    # the study's own call: the processor's defaults on [image, text]
+    text = f"Question: What can you {verb} on this histological picture? Answer:"
+    study = backbone.processor(text=[[to_pil(images((32, 32))[0]), text]], return_tensors="pt")["input_ids"][0]
+    assert backbone.prompt_token_ids() == study.tolist()
+    fingerprint = backbone.fingerprint()
+    assert fingerprint["prompt_style"] == style and fingerprint["prompt_token_ids"] == study.tolist()
+    assert "histological picture" in fingerprint["rendered_prompt"]  # (the tiny tokenizer lower-cases)
+
+
+def test_study_prompt_is_the_base_preset_default_and_styles_change_the_cache_key(tiny):
+    default = vlm(tiny, "idefics")  # the idefics-9b preset
+    assert default.prompt_style == "study"
+    assert default.prompt == "What can you see on this radiological image?"  # "<domain> image" without a noun
+    plain = vlm(tiny, "idefics", prompt_style="plain")
+    assert _idefics_tokens(plain) == ["<s>", *IMAGE_SLOT, "what", "can", "you", "see", "on", "this",
+                                      "radiological", "image", "?"]
+    prints = {json.dumps(vlm(tiny, "idefics", prompt_style=style).fingerprint(), sort_keys=True)
+              for style in ("study", "study-verbatim", "chat", "plain")}
+    assert len(prints) == 4
+    with pytest.raises(ModelError, match=r"'idefics-9b'.*unknown prompt_style 'studdy'"):
+        vlm(tiny, "idefics", prompt_style="studdy")
+    with pytest.raises(ModelError, match=r"prompt_style 'study' is for IDEFICS v1.*use prompt_style: chat"):
+        vlm(tiny, "llava", prompt_style="study")
 
 
 # ------------------------------------------------------------------------------ loading policy
