@@ -202,8 +202,9 @@ def meta_model(config: Any, *, name: str) -> Any:
                 model = model_class.from_config(config)
             else:
                 model = model_class(config)
-            model.tie_weights()  # tied heads share the embedding, as after from_pretrained
-            return model.eval()
+        # outside init_empty_weights, whose patched register_parameter would re-create the tied weight
+        model.tie_weights()  # tied heads share the embedding, as after from_pretrained
+        return model.eval()
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ModelError(f"backbone {name!r}: cannot build a {config.model_type!r} model from its config: "
                          f"{type(error).__name__}: {error}") from error
@@ -213,3 +214,31 @@ def meta_model_of(name: str) -> Any:
     """The meta-device model of a recorded architecture (``medprobe layers idefics-80b`` without weights)."""
     entry = architecture(name)
     return meta_model(build_config(entry.model_type, entry.config), name=name)
+
+
+def config_for_backbone(name: str, options: dict[str, Any] | None = None) -> Any:
+    """The architecture config of a run file's backbone, from config.json alone.
+
+    ``hf:<folder-or-hub-id>`` and a preset with ``path:`` read that folder's config.json (a hub id
+    is looked up in the local Hugging Face cache only); a preset without ``path:`` uses its
+    recorded architecture, so no file of the model needs to be present.
+    """
+    options = dict(options or {})
+    if name.startswith("hf:") or options.get("path"):
+        from medprobe.models.hf_loading import resolve_model_dir
+
+        source = options.get("path") or name[len("hf:"):]
+        resolve = {k: options[k] for k in ("revision", "cache_dir") if k in options and not options.get("path")}
+        directory, _ = resolve_model_dir(source, **resolve)
+        return read_config(directory, name=name)
+    entry = architecture(name)
+    return build_config(entry.model_type, entry.config)
+
+
+def stacks_for_backbone(name: str, options: dict[str, Any] | None = None) -> Any:
+    """The :class:`~medprobe.models.stacks.LayerStacks` of a backbone, on a meta-device model."""
+    from medprobe.models.stacks import find_stacks
+
+    config = config_for_backbone(name, options)
+    model = meta_model(config, name=name)
+    return find_stacks(model, name, language=config.model_type != "clip")
