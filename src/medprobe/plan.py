@@ -114,7 +114,7 @@ class BackbonePlan:
         out.append(f"  activations per batch of {self.batch_size}: {self.activation_bytes / _GB:.2f} GB on the device, "
                    f"{self.captured_bytes / _GB:.2f} GB of captured hidden states on the CPU")
         cache = (f"{self.cache_bytes / _GB:.2f} GB for {self.n_images} images" if self.cache_bytes is not None
-                 else "unknown number of images")
+                 else "number of images unknown (data not found; pass --images N)")
         out.append(f"  feature cache: {len(self.layers)} layers, {self.cache_bytes_per_image} bytes per image; {cache}")
         share = self.flops_requested / self.flops_full if self.flops_full else 0.0
         out.append(f"  FLOPs per image: {self.flops_requested / 1e12:.3f} TFLOP up to the deepest requested layer "
@@ -371,8 +371,10 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
     model = meta_model(config, name=name)
     is_clip = config.model_type == "clip"
     stacks = find_stacks(model, name, language=not is_clip)
-    dtype = options.get("dtype") or ("float32" if is_clip else "bfloat16")
-    resolve_dtype(dtype)
+    memory_source = options.get("max_memory") or max_memory or visible_memory()
+    memory = {key: parse_size(value, where=f"backbone {label!r} max_memory") for key, value in memory_source.items()}
+    # the loader's default: bfloat16 where there is a GPU, float32 on a CPU
+    dtype = resolve_dtype(options.get("dtype") or ("bfloat16" if _has_gpu(memory) else "float32"))
     quantization = options.get("quantization")
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise ModelError(f"backbone {label!r}: unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
@@ -380,8 +382,6 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
     default = extra or [str(stacks.num_lm_layers)]
     names = resolve_layer_spec(label, layers, num_lm=None if is_clip else stacks.num_lm_layers,
                                num_vision=stacks.num_vision_layers, extra=extra, default=default)
-    memory_source = options.get("max_memory") or max_memory or visible_memory()
-    memory = {key: parse_size(value, where=f"backbone {label!r} max_memory") for key, value in memory_source.items()}
     device_map = device_map_for(model, memory, dtype, quantization)
     lm, vision, _, assumptions = _stack_costs(model, stacks, config)
     lm_layers = [int(layer) for layer in names if layer.isdigit()]
@@ -440,3 +440,45 @@ def check_fits(name: str, options: dict[str, Any] | None = None, *, label: str |
             f"leave {len(plan.offloaded.get('disk', []))} modules for disk and no offload_folder is set. Set "
             "options.offload_folder, quantization: 8bit, or run on more/larger GPUs (see `medprobe plan`)")
     return plan
+
+
+def count_images(config: Any) -> int | None:
+    """Images in a run's data (every split), or None when the data is not there to count."""
+    from medprobe.data.loaders import load_dataset
+    from medprobe.errors import MedprobeError
+
+    try:
+        return len(load_dataset(config.data).samples)
+    except (MedprobeError, OSError):
+        return None
+
+
+def layer_listing(name: str, options: dict[str, Any] | None = None, *, layers: Any = None,
+                  label: str | None = None) -> list[str]:
+    """What ``medprobe layers`` prints: each stack (range, width, hooked module list) and, for a
+    run file's backbone, the layers its ``layers:`` requests. Hugging Face models come from
+    config.json on the meta device; other backbones are built."""
+    from medprobe.models.stacks import resolve_layer_spec
+
+    label = label or name
+    if is_hf_backbone(name):
+        from medprobe.models.architectures import stacks_for_backbone
+
+        stacks = stacks_for_backbone(name, options)
+        lines = [f"{label}:", *(f"  {line}" for line in stacks.describe())]
+        if layers is not None or label != name:
+            is_clip = stacks.lm_layers is None
+            default = ["image_embeds"] if is_clip else [str(stacks.num_lm_layers)]
+            names = resolve_layer_spec(label, layers, num_lm=None if is_clip else stacks.num_lm_layers,
+                                       num_vision=stacks.num_vision_layers, extra=["image_embeds"] if is_clip else [],
+                                       default=default)
+            lines.append(f"  requested ({layers!r}): {len(names)} layers: {', '.join(names)}")
+        return lines
+    from medprobe.models.registry import create_backbone
+
+    backbone = create_backbone(name, **dict(options or {}))
+    try:
+        names = backbone.layer_names() if layers is None else backbone.resolve_layers(layers)
+        return [f"{label}:", *(f"  {index:>4}  {layer}" for index, layer in enumerate(names))]
+    finally:
+        backbone.close()

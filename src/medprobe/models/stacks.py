@@ -109,7 +109,7 @@ def _one(found: list[tuple[str, Any]], *, what: str, name: str, model: Any, suff
     if not found:
         raise ModelError(f"backbone {name!r}: {type(model).__name__} has no recognisable {what} stack (a module "
                          f"list of {kinds} layers); this architecture is not supported by medprobe's layer hooks")
-    listed = ", ".join(f"{path} ({len(m)} x {type(m[0]).__name__})" for path, m in found)
+    listed = ", ".join(f"{_module_path(model, m)} ({len(m)} x {type(m[0]).__name__})" for _, m in found)
     raise ModelError(f"backbone {name!r}: {type(model).__name__} has {len(found)} candidate {what} stacks "
                      f"({listed}); refusing to guess which one is the {what}")
 
