@@ -41,6 +41,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return models
 
 
+@pytest.fixture(scope="session")
+def equal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every VLM family with as many vision layers as language-model layers (IDEFICS-9B: 32 and 32)."""
+    return tiny_models.build_equal_depth(tmp_path_factory.mktemp("tiny-equal-depth"), depth=tiny_models.LM_LAYERS)
+
+
 def vlm(tiny: dict[str, Path], family: str, **options) -> HFVisionLanguageBackbone:
     """Build through the registry: the IDEFICS preset with ``path=``, the others as ``hf:<folder>``."""
     if family == "idefics":
@@ -104,6 +110,8 @@ def test_layer_names_and_index_resolution(tiny):
     backbone = vlm(tiny, "llava")
     L, V = tiny_models.LM_LAYERS, tiny_models.VISION_LAYERS
     assert backbone.layer_names() == [f"vision.{k}" for k in range(V + 1)] + [str(k) for k in range(L + 1)]
+    assert backbone.resolve_layers("all") == [str(k) for k in range(L + 1)]  # the LM only, as the study probed
+    assert backbone.resolve_layers("vision.all") == [f"vision.{k}" for k in range(V + 1)]
     assert backbone.default_layers() == [str(L)]
     assert backbone.resolve_layers(-1) == [str(L)]
     assert backbone.resolve_layers(0) == ["0"]
@@ -117,9 +125,11 @@ def test_layer_names_and_index_resolution(tiny):
         backbone.extract(images((32, 32)), ["lm.1"])
 
 
+@pytest.mark.parametrize("depths", ["tiny", "equal"])
 @pytest.mark.parametrize("family", VLM_FAMILIES)
-def test_every_lm_layer_matches_transformers_hidden_states(tiny, family):
-    backbone = vlm(tiny, family)
+def test_every_lm_layer_matches_transformers_hidden_states(request, family, depths):
+    backbone = vlm(request.getfixturevalue(depths), family)
+    assert backbone.num_vision_layers == (tiny_models.LM_LAYERS if depths == "equal" else tiny_models.VISION_LAYERS)
     pair = images((32, 32), (32, 32), seed=1)  # same size + same prompt: no padding in the reference
     layers = [str(k) for k in range(tiny_models.LM_LAYERS + 1)]
     inputs = backbone.encode([to_pil(image) for image in pair], [backbone.prompt] * 2)
@@ -162,8 +172,10 @@ def _vision_reference(backbone: HFVisionLanguageBackbone, family: str, inputs) -
         return outputs
 
 
+@pytest.mark.parametrize("depths", ["tiny", "equal"])
 @pytest.mark.parametrize("family", VLM_FAMILIES)
-def test_every_vision_layer_matches_the_tower(tiny, family):
+def test_every_vision_layer_matches_the_tower(request, family, depths):
+    tiny = request.getfixturevalue(depths)
     pair = images((32, 32), (32, 32), seed=2)  # square: no padded patches, one crop per image
     for pooling in ("mean", "cls"):
         if pooling == "cls" and family not in ("idefics", "llava"):
@@ -171,7 +183,7 @@ def test_every_vision_layer_matches_the_tower(tiny, family):
                 vlm(tiny, family, vision_pooling="cls")
             continue
         backbone = vlm(tiny, family, vision_pooling=pooling)
-        layers = [f"vision.{k}" for k in range(tiny_models.VISION_LAYERS + 1)]
+        layers = backbone.resolve_layers("vision.all")
         features = backbone.extract(pair, layers)
         inputs = backbone.encode([to_pil(image) for image in pair], [backbone.prompt] * 2)
         reference = _vision_reference(backbone, family, inputs)
@@ -213,6 +225,26 @@ def test_vision_pooling_follows_the_models_own_crop_and_patch_rules(tiny, family
         np.testing.assert_allclose(features[layer], torch.stack(expected).numpy(), atol=ATOL)
 
 
+def test_regression_idefics_v1_with_equal_depths_reads_the_decoder(equal):
+    """Issue 17: with 32 decoder and 32 vision layers (IDEFICS-9B) the longest-list rule hooked the
+    vision tower: intermediate LM layers failed ("do not line up with the input ids") or, when the
+    prompt was as long as the vision sequence, silently returned vision activations as LM layers."""
+    backbone = vlm(equal, "idefics")
+    model = backbone.model
+    assert backbone.stacks.lm_layers is model.model.layers
+    assert backbone.stacks.vision_layers is model.model.vision_model.encoder.layers
+    assert len(model.model.layers) == len(model.model.vision_model.encoder.layers)
+    pair = images((32, 32), (32, 32), seed=11)
+    inputs = backbone.encode([to_pil(image) for image in pair], [backbone.prompt] * 2)
+    with torch.no_grad():
+        reference = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    layers = backbone.resolve_layers("all")
+    assert layers == [str(k) for k in range(len(reference))]
+    features = backbone.extract(pair, layers)
+    for k, layer in enumerate(layers):
+        np.testing.assert_allclose(features[layer], reference[k][:, -1].numpy(), atol=ATOL, err_msg=layer)
+
+
 # ------------------------------------------------------------------------------ batching
 @pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize("family", [*VLM_FAMILIES, "idefics3-split"])
@@ -243,9 +275,9 @@ def _count_calls(modules) -> tuple[list[int], list]:
     return counts, handles
 
 
-@pytest.mark.parametrize("family", ["idefics", "llava", "qwen2vl"])
-def test_forward_stops_after_the_deepest_requested_layer(tiny, family):
-    backbone = vlm(tiny, family)
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_forward_stops_after_the_deepest_requested_layer(equal, family):
+    backbone = vlm(equal, family)  # equal depths: the LM hooks must not land on the vision tower
     lm_layers, vision_layers = list(backbone._lm_layers), list(backbone._vision_layers)
     lm_counts, h1 = _count_calls(lm_layers)
     vision_counts, h2 = _count_calls(vision_layers)
@@ -259,7 +291,7 @@ def test_forward_stops_after_the_deepest_requested_layer(tiny, family):
         before = list(vision_counts)
         backbone.extract(batch, ["vision.1"])  # vision only: the language model never runs
         assert lm_counts == [2, 1, 1] and head_counts == [0]
-        assert vision_counts == [before[0] + 1, before[1]]
+        assert vision_counts == [before[0] + 1, *before[1:]]
     finally:
         for handle in h1 + h2 + h3:
             handle.remove()
