@@ -344,7 +344,7 @@ def forward_flops(model: Any, stacks: Any, lm: StackCost | None, vision: StackCo
         reached = sum(1 for k in range(deepest_lm) if k % interval == 0)
         flops += 2.0 * _params(cross[0]) * lm.tokens * reached
     if full and head is not None:
-        flops += 2.0 * head.weight.numel() * lm.tokens
+        flops += 2.0 * _params(head) * lm.tokens
     return flops
 
 
