@@ -497,8 +497,30 @@ def test_missing_models_give_clear_errors(tiny, tmp_path):
 @pytest.mark.skipif(__import__("importlib").util.find_spec("bitsandbytes") is not None,
                     reason="bitsandbytes is installed")
 def test_quantization_without_bitsandbytes_is_a_clear_error(tiny):
-    with pytest.raises(ModelError, match="pip install bitsandbytes"):
+    with pytest.raises(ModelError, match=r"model '.*llava'.*quantization='8bit' needs the bitsandbytes.*pip install"):
         vlm(tiny, "llava", quantization="8bit")
+
+
+def test_config_of_another_architecture_than_the_weights_is_a_clear_error(tiny, tmp_path):
+    """An hf: folder whose config.json is LLaVA's but whose weights are Idefics3's."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(tiny["idefics3"], folder)
+    shutil.copy(Path(tiny["llava"]) / "config.json", folder / "config.json")
+    with pytest.raises(ModelError, match=r"model '.*mixed'.*(config.json in .* describes a 'llava' model.*"
+                                         r"weights missing|config.json: 'llava')"):
+        create_backbone(f"hf:{folder}")
+
+
+@pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.device_count() > 7, reason="this machine has 8 GPUs")
+def test_a_device_map_naming_a_missing_gpu_is_a_clear_error(tiny):
+    with pytest.raises(ModelError, match=r"model '.*llava'.*device_map = 'cuda:7' names GPU 7, but this machine has"):
+        vlm(tiny, "llava", device_map="cuda:7")
+    with pytest.raises(ModelError, match=r"device_map\['model.vision_tower'\] = 7 names GPU 7"):
+        vlm(tiny, "llava", device_map={"model.vision_tower": 7, "lm_head": "cpu"})
+    with pytest.raises(ModelError, match=r"max_memory key 7 = 7 names GPU 7"):
+        vlm(tiny, "llava", device_map="auto", max_memory={7: "1GB", "cpu": "1GB"})
+    with pytest.raises(ModelError, match=r"device_map = 'gpu-zero' is not a device"):
+        vlm(tiny, "llava", device_map="gpu-zero")
 
 
 def test_hub_id_loads_from_the_hugging_face_cache(tiny, tmp_path):
@@ -519,5 +541,5 @@ def test_hub_id_loads_from_the_hugging_face_cache(tiny, tmp_path):
     assert fingerprint["source"] == "HuggingFaceM4/idefics-9b-instruct" and fingerprint["commit"] == commit
     weights = hashlib.sha256((Path(tiny["idefics"]) / "model.safetensors").read_bytes()).hexdigest()
     assert fingerprint["files"]["model.safetensors"] == f"sha256:{weights}"
-    reference = vlm(tiny, "idefics").extract(images((32, 32)), ["2"])
+    reference = vlm(tiny, "idefics", prompt_style="chat").extract(images((32, 32)), ["2"])  # the instruct default
     np.testing.assert_array_equal(backbone.extract(images((32, 32)), ["2"])["2"], reference["2"])
