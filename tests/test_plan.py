@@ -123,3 +123,37 @@ def test_medprobe_plan_on_the_paper_run_file_needs_no_weights(tmp_path, monkeypa
         assert header in out
     assert "weights: 159.9 GB at bfloat16" in out and "weights: 17.9 GB at bfloat16" in out
     assert f"{107180 * 81 * 8192 * 2 / GB:.2f} GB for 107180 images" in out  # IDEFICS-80B, 81 LM layers
+
+
+def test_run_stops_before_loading_a_model_that_cannot_fit(monkeypatch):
+    import medprobe.experiment as experiment
+    from medprobe.config import parse_config
+
+    config = parse_config({
+        "name": "t", "output_dir": "out", "data": {"adapter": "image_folder", "options": {"root": "nowhere"}},
+        "backbones": [{"name": "idefics-80b", "layers": "all",
+                       "options": {"dtype": "bfloat16", "max_memory": {0: "48GB", "cpu": "64GB"}}}],
+    }, "test")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the backbone was built although it cannot fit")
+
+    monkeypatch.setattr(experiment, "create_backbone", never)
+    with pytest.raises(ModelError, match=r"'idefics-80b' cannot be loaded here.*medprobe plan"):
+        experiment.Experiment(config).extract(config.backbones[0], dataset=None)
+
+
+def test_paper_configs_prompt_the_base_idefics_models_as_the_study_did():
+    from medprobe.config import load_config
+    from medprobe.models.hf import STUDY_NOUNS
+
+    assert STUDY_NOUNS == {"t1": "histological picture", "t2": "histological picture", "t3": "skin image",
+                           "t4": "skin image", "t5": "eye fundus image", "t6": "eye fundus image",
+                           "t7": "chest radiological image", "t8": "knee radiological image"}
+    for task, noun in STUDY_NOUNS.items():
+        config = load_config(f"configs/paper/{task}.yaml")
+        idefics = [spec for spec in config.backbones if spec.name.startswith("idefics")]
+        assert {spec.name for spec in idefics} == {"idefics-9b", "idefics-80b"}
+        for spec in idefics:
+            assert spec.options["prompt_style"] == "study" and spec.options["noun"] == noun, (task, spec.name)
+            assert spec.layers == "all"

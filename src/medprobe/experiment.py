@@ -35,6 +35,7 @@ from medprobe.errors import CacheError, ConfigError, DataError
 from medprobe.features.cache import FeatureCache, atomic_write_bytes, atomic_write_json
 from medprobe.features.extract import extract_features, open_cache
 from medprobe.models.registry import create_backbone
+from medprobe.plan import check_fits
 from medprobe.probes import select_probe
 from medprobe.stats import (
     bootstrap_indices,
@@ -185,6 +186,8 @@ class Experiment:
 
     def extract(self, spec: BackboneConfig, dataset: Dataset) -> tuple[FeatureCache, list[str]]:
         started = time.perf_counter()
+        if not self.cached_only:  # a model that cannot fit stops here, before any weight is read
+            check_fits(spec.name, spec.options, label=spec.display_name, layers=spec.layers)
         backbone = create_backbone(spec.name, **spec.options)
         try:
             layers = backbone.resolve_layers(spec.layers)

@@ -104,9 +104,10 @@ class BackbonePlan:
                f"  devices: {_devices_text(self.max_memory)}",
                f"  placement: {_placement_text(self.device_map)}"]
         offloaded = self.offloaded
-        if not offloaded:
-            out.append("  fits: yes, entirely on the accelerators" if _has_gpu(self.max_memory)
-                       else "  fits: yes, in CPU RAM (no accelerator visible)")
+        if not _has_gpu(self.max_memory) and "disk" not in offloaded:
+            out.append("  fits: yes, in CPU RAM (no accelerator visible)")
+        elif not offloaded:
+            out.append("  fits: yes, entirely on the accelerators")
         elif self.fits:
             out.append(f"  fits: only with offloading ({', '.join(f'{len(v)} modules on {k}' for k, v in offloaded.items())})")
         else:
