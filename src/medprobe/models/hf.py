@@ -561,10 +561,11 @@ def _clip(name: str, source: str, **options: Any) -> Backbone:
 
 def _register() -> None:
     memory = {
-        "idefics-9b": "~18 GB in bfloat16 (9B params); ~10 GB 8-bit",
-        "idefics-9b-instruct": "~18 GB in bfloat16 (9B params); ~10 GB 8-bit",
-        "idefics-80b": "~160 GB in bfloat16 (80B params); ~85 GB 8-bit; spread with device_map='auto'",
-        "idefics-80b-instruct": "~160 GB in bfloat16 (80B params); ~85 GB 8-bit; spread with device_map='auto'",
+        "idefics-9b": "~18 GB in bfloat16 (8.9B params); ~9.2 GB 8-bit (medprobe plan)",
+        "idefics-9b-instruct": "~18 GB in bfloat16 (8.9B params); ~9.2 GB 8-bit (medprobe plan)",
+        "idefics-80b": "~160 GB in bfloat16 (80B params); ~81 GB 8-bit; spread with device_map='auto' (medprobe plan)",
+        "idefics-80b-instruct": "~160 GB in bfloat16 (80B params); ~81 GB 8-bit; spread with device_map='auto' "
+                                "(medprobe plan)",
     }
     for preset, repo in IDEFICS_PRESETS.items():
         register_backbone(
