@@ -109,7 +109,8 @@ class BackbonePlan:
         elif not offloaded:
             out.append("  fits: yes, entirely on the accelerators")
         elif self.fits:
-            out.append(f"  fits: only with offloading ({', '.join(f'{len(v)} modules on {k}' for k, v in offloaded.items())})")
+            where = ", ".join(f"{len(modules)} modules on {device}" for device, modules in offloaded.items())
+            out.append(f"  fits: only with offloading ({where})")
         else:
             out.append(f"  fits: NO: {len(offloaded['disk'])} modules need disk and no offload_folder is set")
         out.append(f"  activations per batch of {self.batch_size}: {self.activation_bytes / _GB:.2f} GB on the device, "
@@ -165,7 +166,8 @@ def _has_gpu(memory: dict[Any, int]) -> bool:
 
 
 def _devices_text(memory: dict[Any, int]) -> str:
-    return ", ".join(f"{'GPU ' + str(k) if k not in ('cpu', 'disk') else k}: {v / _GB:.0f} GB" for k, v in memory.items())
+    return ", ".join(f"{'GPU ' + str(key) if key not in ('cpu', 'disk') else key}: {size / _GB:.0f} GB"
+                     for key, size in memory.items())
 
 
 def _placement_text(device_map: dict[str, Any]) -> str:
@@ -262,8 +264,8 @@ def _params(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _stack_costs(model: Any, stacks: Any, config: Any) -> tuple[StackCost | None, StackCost, int, list[str]]:
-    """(LM, vision, image tokens in the LM sequence, assumptions) for one model."""
+def _stack_costs(stacks: Any, config: Any) -> tuple[StackCost | None, StackCost, list[str]]:
+    """(LM, vision, assumptions) for one model: geometry plus the tokens each stack sees per image."""
     vision_config = getattr(config, "vision_config", None) or config
     image_size = getattr(vision_config, "image_size", 224)
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
@@ -297,12 +299,12 @@ def _stack_costs(model: Any, stacks: Any, config: Any) -> tuple[StackCost | None
                        int(getattr(vision_config, "num_attention_heads", getattr(vision_config, "num_heads", 1))),
                        vision_tokens, _params(vision_layer))
     if stacks.lm_layers is None:
-        return None, vision, 0, assumptions
+        return None, vision, assumptions
     text_config = getattr(config, "text_config", None) or config
     lm = StackCost(stacks.num_lm_layers, stacks.lm_width, _mlp_width(text_config, stacks.lm_width),
                    int(text_config.num_attention_heads), PROMPT_TOKENS + image_tokens, _params(stacks.lm_layers[0]))
     assumptions.append(f"{PROMPT_TOKENS} prompt tokens + {image_tokens} image tokens in the language model")
-    return lm, vision, image_tokens, assumptions
+    return lm, vision, assumptions
 
 
 def _mlp_width(config: Any, width: int) -> int:
@@ -310,6 +312,11 @@ def _mlp_width(config: Any, width: int) -> int:
     if isinstance(value, int):
         return value
     return int(getattr(config, "mlp_ratio", 4) * width)
+
+
+def _working_set(stack: StackCost) -> int:
+    """Values alive on the device while one layer of ``stack`` runs, per image (module docstring)."""
+    return stack.tokens * (4 * stack.width + 2 * stack.mlp_width) + stack.heads * stack.tokens ** 2
 
 
 def _layer_flops(stack: StackCost) -> float:
@@ -384,7 +391,7 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
     names = resolve_layer_spec(label, layers, num_lm=None if is_clip else stacks.num_lm_layers,
                                num_vision=stacks.num_vision_layers, extra=extra, default=default)
     device_map = device_map_for(model, memory, dtype, quantization)
-    lm, vision, _, assumptions = _stack_costs(model, stacks, config)
+    lm, vision, assumptions = _stack_costs(stacks, config)
     lm_layers = [int(layer) for layer in names if layer.isdigit()]
     vision_layers = [int(layer.split(".")[1]) for layer in names if layer.startswith("vision.")]
     wants_embeds = "image_embeds" in names
@@ -394,11 +401,10 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
     full = forward_flops(model, stacks, lm, vision, None, None, full=True)
     batch = batch_size or (32 if is_clip else 4)
     width = _DTYPE_BYTES[dtype]
-    widest = max([s for s in (lm, vision) if s is not None],
-                 key=lambda s: s.tokens * (4 * s.width + 2 * s.mlp_width) + s.heads * s.tokens ** 2)
-    activation = batch * (widest.tokens * (4 * widest.width + 2 * widest.mlp_width) + widest.heads * widest.tokens ** 2)
-    captured_values = sum(lm.tokens * lm.width for _ in lm_layers) if lm else 0
-    captured_values += sum(vision.tokens * vision.width for _ in vision_layers)
+    activation = batch * max(_working_set(stack) for stack in (lm, vision) if stack is not None)
+    captured_values = len(vision_layers) * vision.tokens * vision.width
+    if lm is not None:
+        captured_values += len(lm_layers) * lm.tokens * lm.width
     embed_width = int(getattr(config, "projection_dim", 0) or 0)
     feature_bytes = _DTYPE_BYTES.get(feature_dtype, 4)
     per_image = sum(lm.width if layer.isdigit() and lm else embed_width if layer == "image_embeds" else vision.width

@@ -60,8 +60,8 @@ class LayerStacks:
         """One line per stack: hidden-state range, width, and the hooked module list with its class."""
         lines = []
         if self.lm_layers is not None:
-            lines.append(f"language model: hidden states 0..{self.num_lm_layers} (layer names '0'..'{self.num_lm_layers}'), "
-                         f"width {self.lm_width}; {self.num_lm_layers} x {type(self.lm_layers[0]).__name__} at "
+            lines.append(f"language model: hidden states 0..{self.num_lm_layers} (layer names "
+                         f"'0'..'{self.num_lm_layers}'), width {self.lm_width}; {self.num_lm_layers} x {type(self.lm_layers[0]).__name__} at "
                          f"{self.lm_path}")
         lines.append(f"vision: hidden states 0..{self.num_vision_layers} (layer names 'vision.0'..'vision."
                      f"{self.num_vision_layers}'), width {self.vision_width}; {self.num_vision_layers} x "
