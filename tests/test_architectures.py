@@ -174,3 +174,4 @@ def test_medprobe_layers_with_a_run_file_shows_what_each_backbone_requests(tmp_p
     assert requested[0].startswith("  requested ('all'): 33 layers: 0, 1,") and requested[0].endswith(", 32")
     assert requested[1].startswith("  requested ('vision.all'): 33 layers: vision.0,")
     assert requested[2] == "  requested (['image_embeds']): 1 layers: image_embeds"
+    assert "  image_embeds: the projected image embedding, width 512" in lines

@@ -469,10 +469,13 @@ def layer_listing(name: str, options: dict[str, Any] | None = None, *, layers: A
 
     label = label or name
     if is_hf_backbone(name):
-        from medprobe.models.architectures import stacks_for_backbone
+        from medprobe.models.architectures import config_for_backbone, stacks_for_backbone
 
         stacks = stacks_for_backbone(name, options)
         lines = [f"{label}:", *(f"  {line}" for line in stacks.describe())]
+        if stacks.lm_layers is None:
+            config = config_for_backbone(name, options)
+            lines.append(f"  image_embeds: the projected image embedding, width {config.projection_dim}")
         if layers is not None or label != name:
             is_clip = stacks.lm_layers is None
             default = ["image_embeds"] if is_clip else [str(stacks.num_lm_layers)]

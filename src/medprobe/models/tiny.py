@@ -14,8 +14,8 @@ real ids rather than ``<unk>``.
 Layer counts are chosen so early-stopping tests have something to skip: 3 language-model layers
 and 2 vision layers by default. ``lm_layers`` / ``vision_layers`` change them: the *equal*-depth
 models (:func:`build_equal_depth`) are the regression fixture for stacks told apart by length,
-which picked IDEFICS-9B's 32-layer vision tower instead of its 32-layer decoder. Importing this module sets ``HF_HUB_OFFLINE=1`` (unless already
-set) so nothing here ever tries the network.
+which picked IDEFICS-9B's 32-layer vision tower instead of its 32-layer decoder. Importing this
+module sets ``HF_HUB_OFFLINE=1`` (unless already set) so nothing here ever tries the network.
 """
 
 from __future__ import annotations
