@@ -175,3 +175,24 @@ def test_medprobe_layers_with_a_run_file_shows_what_each_backbone_requests(tmp_p
     assert requested[1].startswith("  requested ('vision.all'): 33 layers: vision.0,")
     assert requested[2] == "  requested (['image_embeds']): 1 layers: image_embeds"
     assert "  image_embeds: the projected image embedding, width 512" in lines
+
+
+# ---------------------------------------------------------------------------------------------- hooks
+def test_hooks_on_the_real_idefics_80b_stop_after_the_deepest_requested_layer():
+    from medprobe.models.stacks import hook_points, stop_key
+
+    model = meta_model_of("idefics-80b")
+    stacks = find_stacks(model, "idefics-80b")
+    decoder_layers, tower_layers = model.model.layers, model.model.vision_model.encoder.layers
+    points = {point.key: point for point in hook_points(stacks, [0, 40, 80], [0, 32])}
+    assert points[("lm", 0)].module is decoder_layers[0] and points[("lm", 0)].before
+    assert points[("lm", 40)].module is decoder_layers[39] and not points[("lm", 40)].before
+    assert points[("lm", 80)].module is model.model  # after the final norm, as transformers reports it
+    assert points[("vision", 0)].module is tower_layers[0] and points[("vision", 0)].before
+    assert points[("vision", 32)].module is tower_layers[31]
+    assert stop_key([0, 40], [32]) == ("lm", 40)  # the tower runs first: stop after LM layer 40
+    assert stop_key([], [3, 12]) == ("vision", 12)  # vision only: the LM never starts
+    for name in ("qwen2-vl-7b", "llava-1.5-7b", "idefics2-8b"):
+        stacks = find_stacks(meta_model_of(name), name)
+        (point,) = hook_points(stacks, [5], [])
+        assert point.module is stacks.lm_layers[4] and type(point.module).__name__.endswith("DecoderLayer")

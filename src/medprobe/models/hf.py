@@ -86,7 +86,7 @@ from medprobe.models.hf_common import (
     to_pil,
 )
 from medprobe.models.registry import register_backbone
-from medprobe.models.stacks import find_stacks, resolve_layer_spec
+from medprobe.models.stacks import find_stacks, hook_points, resolve_layer_spec, stop_key
 
 if TYPE_CHECKING:
     from medprobe.models.hf_loading import LoadedModel
@@ -379,8 +379,7 @@ class HFVisionLanguageBackbone(Backbone):
         torch = self._torch
         captured: dict[tuple[str, int], Any] = {}
         tower_kwargs: dict[str, Any] = {}
-        last_lm = self.num_lm_layers
-        stop_at = ("lm", lm[-1]) if lm else ("vision", vision[-1])
+        stop_at = stop_key(lm, vision)
         handles = []
 
         def store(key: tuple[str, int], tensor: Any) -> None:
@@ -407,17 +406,11 @@ class HFVisionLanguageBackbone(Backbone):
         try:
             if vision:
                 handles.append(self._vision.register_forward_pre_hook(record_tower, with_kwargs=True))
-            for k in vision:
-                layers = self._vision_layers
-                handles.append(layers[0].register_forward_pre_hook(pre_hook(("vision", 0)), with_kwargs=True) if k == 0
-                               else layers[k - 1].register_forward_hook(post_hook(("vision", k))))
-            for k in lm:
-                if k == 0:
-                    handles.append(self._lm_layers[0].register_forward_pre_hook(pre_hook(("lm", 0)), with_kwargs=True))
-                elif k == last_lm and getattr(self._decoder.config, "tie_last_hidden_states", True) is not False:
-                    handles.append(self._decoder.register_forward_hook(post_hook(("lm", k))))
+            for point in hook_points(self.stacks, lm, vision):
+                if point.before:
+                    handles.append(point.module.register_forward_pre_hook(pre_hook(point.key), with_kwargs=True))
                 else:
-                    handles.append(self._lm_layers[k - 1].register_forward_hook(post_hook(("lm", k))))
+                    handles.append(point.module.register_forward_hook(post_hook(point.key)))
             with torch.inference_mode():
                 try:
                     self.model(**self._model_inputs(inputs), use_cache=False, return_dict=True)

@@ -150,6 +150,42 @@ def find_stacks(model: Any, name: str, *, language: bool = True) -> LayerStacks:
     return stacks
 
 
+# ---------------------------------------------------------------------------------------------- hooks
+@dataclass(frozen=True)
+class HookPoint:
+    """Where hidden state ``key`` (``("lm", k)`` / ``("vision", k)``) is read: the input of
+    ``module`` (``before``) or its output."""
+
+    key: tuple[str, int]
+    module: Any
+    before: bool
+
+
+def hook_points(stacks: LayerStacks, lm: Sequence[int], vision: Sequence[int]) -> list[HookPoint]:
+    """The modules to hook for LM hidden states ``lm`` and vision hidden states ``vision``:
+    ``k = 0`` is the input of the stack's first layer, ``k`` the output of layer ``k - 1``; the last
+    LM hidden state is the decoder's output (after the final norm), as transformers reports it
+    unless the decoder says otherwise (``tie_last_hidden_states: false``)."""
+    points = [HookPoint(("vision", k), stacks.vision_layers[0] if k == 0 else stacks.vision_layers[k - 1], k == 0)
+              for k in vision]
+    last = stacks.num_lm_layers
+    tied = getattr(getattr(stacks.lm_module, "config", None), "tie_last_hidden_states", True) is not False
+    for k in lm:
+        if k == 0:
+            points.append(HookPoint(("lm", 0), stacks.lm_layers[0], True))
+        elif k == last and tied:
+            points.append(HookPoint(("lm", k), stacks.lm_module, False))
+        else:
+            points.append(HookPoint(("lm", k), stacks.lm_layers[k - 1], False))
+    return points
+
+
+def stop_key(lm: Sequence[int], vision: Sequence[int]) -> tuple[str, int]:
+    """The hidden state after which the forward pass stops: the deepest LM one requested (the
+    tower runs before the LM), else the deepest vision one."""
+    return ("lm", max(lm)) if lm else ("vision", max(vision))
+
+
 # ---------------------------------------------------------------------------------------------- layer specs
 def resolve_layer_spec(name: str, spec: Any, *, num_lm: int | None, num_vision: int,
                        extra: Sequence[str] = (), default: Sequence[str] = ()) -> list[str]:
