@@ -41,6 +41,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return models
 
 
+@pytest.fixture(scope="session")
+def equal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every VLM family with as many vision layers as language-model layers (IDEFICS-9B: 32 and 32)."""
+    return tiny_models.build_equal_depth(tmp_path_factory.mktemp("tiny-equal-depth"), depth=tiny_models.LM_LAYERS)
+
+
 def vlm(tiny: dict[str, Path], family: str, **options) -> HFVisionLanguageBackbone:
     """Build through the registry: the IDEFICS preset with ``path=``, the others as ``hf:<folder>``."""
     if family == "idefics":
@@ -104,6 +110,8 @@ def test_layer_names_and_index_resolution(tiny):
     backbone = vlm(tiny, "llava")
     L, V = tiny_models.LM_LAYERS, tiny_models.VISION_LAYERS
     assert backbone.layer_names() == [f"vision.{k}" for k in range(V + 1)] + [str(k) for k in range(L + 1)]
+    assert backbone.resolve_layers("all") == [str(k) for k in range(L + 1)]  # the LM only, as the study probed
+    assert backbone.resolve_layers("vision.all") == [f"vision.{k}" for k in range(V + 1)]
     assert backbone.default_layers() == [str(L)]
     assert backbone.resolve_layers(-1) == [str(L)]
     assert backbone.resolve_layers(0) == ["0"]
@@ -117,9 +125,11 @@ def test_layer_names_and_index_resolution(tiny):
         backbone.extract(images((32, 32)), ["lm.1"])
 
 
+@pytest.mark.parametrize("depths", ["tiny", "equal"])
 @pytest.mark.parametrize("family", VLM_FAMILIES)
-def test_every_lm_layer_matches_transformers_hidden_states(tiny, family):
-    backbone = vlm(tiny, family)
+def test_every_lm_layer_matches_transformers_hidden_states(request, family, depths):
+    backbone = vlm(request.getfixturevalue(depths), family)
+    assert backbone.num_vision_layers == (tiny_models.LM_LAYERS if depths == "equal" else tiny_models.VISION_LAYERS)
     pair = images((32, 32), (32, 32), seed=1)  # same size + same prompt: no padding in the reference
     layers = [str(k) for k in range(tiny_models.LM_LAYERS + 1)]
     inputs = backbone.encode([to_pil(image) for image in pair], [backbone.prompt] * 2)
@@ -162,8 +172,10 @@ def _vision_reference(backbone: HFVisionLanguageBackbone, family: str, inputs) -
         return outputs
 
 
+@pytest.mark.parametrize("depths", ["tiny", "equal"])
 @pytest.mark.parametrize("family", VLM_FAMILIES)
-def test_every_vision_layer_matches_the_tower(tiny, family):
+def test_every_vision_layer_matches_the_tower(request, family, depths):
+    tiny = request.getfixturevalue(depths)
     pair = images((32, 32), (32, 32), seed=2)  # square: no padded patches, one crop per image
     for pooling in ("mean", "cls"):
         if pooling == "cls" and family not in ("idefics", "llava"):
@@ -171,7 +183,7 @@ def test_every_vision_layer_matches_the_tower(tiny, family):
                 vlm(tiny, family, vision_pooling="cls")
             continue
         backbone = vlm(tiny, family, vision_pooling=pooling)
-        layers = [f"vision.{k}" for k in range(tiny_models.VISION_LAYERS + 1)]
+        layers = backbone.resolve_layers("vision.all")
         features = backbone.extract(pair, layers)
         inputs = backbone.encode([to_pil(image) for image in pair], [backbone.prompt] * 2)
         reference = _vision_reference(backbone, family, inputs)
@@ -213,6 +225,26 @@ def test_vision_pooling_follows_the_models_own_crop_and_patch_rules(tiny, family
         np.testing.assert_allclose(features[layer], torch.stack(expected).numpy(), atol=ATOL)
 
 
+def test_regression_idefics_v1_with_equal_depths_reads_the_decoder(equal):
+    """Issue 17: with 32 decoder and 32 vision layers (IDEFICS-9B) the longest-list rule hooked the
+    vision tower: intermediate LM layers failed ("do not line up with the input ids") or, when the
+    prompt was as long as the vision sequence, silently returned vision activations as LM layers."""
+    backbone = vlm(equal, "idefics")
+    model = backbone.model
+    assert backbone.stacks.lm_layers is model.model.layers
+    assert backbone.stacks.vision_layers is model.model.vision_model.encoder.layers
+    assert len(model.model.layers) == len(model.model.vision_model.encoder.layers)
+    pair = images((32, 32), (32, 32), seed=11)
+    inputs = backbone.encode([to_pil(image) for image in pair], [backbone.prompt] * 2)
+    with torch.no_grad():
+        reference = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    layers = backbone.resolve_layers("all")
+    assert layers == [str(k) for k in range(len(reference))]
+    features = backbone.extract(pair, layers)
+    for k, layer in enumerate(layers):
+        np.testing.assert_allclose(features[layer], reference[k][:, -1].numpy(), atol=ATOL, err_msg=layer)
+
+
 # ------------------------------------------------------------------------------ batching
 @pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize("family", [*VLM_FAMILIES, "idefics3-split"])
@@ -243,9 +275,9 @@ def _count_calls(modules) -> tuple[list[int], list]:
     return counts, handles
 
 
-@pytest.mark.parametrize("family", ["idefics", "llava", "qwen2vl"])
-def test_forward_stops_after_the_deepest_requested_layer(tiny, family):
-    backbone = vlm(tiny, family)
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_forward_stops_after_the_deepest_requested_layer(equal, family):
+    backbone = vlm(equal, family)  # equal depths: the LM hooks must not land on the vision tower
     lm_layers, vision_layers = list(backbone._lm_layers), list(backbone._vision_layers)
     lm_counts, h1 = _count_calls(lm_layers)
     vision_counts, h2 = _count_calls(vision_layers)
@@ -259,7 +291,7 @@ def test_forward_stops_after_the_deepest_requested_layer(tiny, family):
         before = list(vision_counts)
         backbone.extract(batch, ["vision.1"])  # vision only: the language model never runs
         assert lm_counts == [2, 1, 1] and head_counts == [0]
-        assert vision_counts == [before[0] + 1, before[1]]
+        assert vision_counts == [before[0] + 1, *before[1:]]
     finally:
         for handle in h1 + h2 + h3:
             handle.remove()
@@ -375,12 +407,52 @@ def test_fingerprint_records_prompt_template_pooling_and_files(tiny):
     assert vlm(tiny, "llava").fingerprint()["files"] != fingerprint["files"]
 
 
-def test_idefics_prompt_uses_the_instruct_interleaving(tiny):
-    backbone = vlm(tiny, "idefics", prompt="describe the image .")
-    tokens = backbone.tokenizer.convert_ids_to_tokens(
-        backbone.encode([to_pil(images((32, 32))[0])], [backbone.prompt])["input_ids"][0])
-    assert tokens == ["<s>", "user", ":", "<fake_token_around_image>", "<image>", "<fake_token_around_image>",
-                      "describe", "the", "image", ".", "<end_of_utterance>", "assistant", ":"]
+def _idefics_tokens(backbone) -> list[str]:
+    encoded = backbone.encode([to_pil(images((32, 32))[0])], [backbone.prompt])["input_ids"][0]
+    return backbone.tokenizer.convert_ids_to_tokens(encoded)
+
+
+def test_idefics_instruct_preset_uses_the_chat_interleaving(tiny):
+    backbone = create_backbone("idefics-9b-instruct", path=str(tiny["idefics"]), prompt="describe the image .")
+    assert backbone.prompt_style == "chat"
+    assert _idefics_tokens(backbone) == ["<s>", "user", ":", "<fake_token_around_image>", "<image>",
+                                         "<fake_token_around_image>", "describe", "the", "image", ".",
+                                         "<end_of_utterance>", "assistant", ":"]
+
+
+IMAGE_SLOT = ["<fake_token_around_image>", "<image>", "<fake_token_around_image>"]
+
+
+@pytest.mark.parametrize("style, verb", [("study", "see"), ("study-verbatim", "seen")])
+def test_base_idefics_gets_the_studys_prompt_image_first(tiny, style, verb):
+    backbone = create_backbone("idefics-9b", path=str(tiny["idefics"]), prompt_style=style,
+                               noun="histological picture")
+    assert backbone.prompt == f"What can you {verb} on this histological picture?"
+    assert _idefics_tokens(backbone) == ["<s>", *IMAGE_SLOT, "question", ":", "what", "can", "you", verb, "on",
+                                         "this", "histological", "picture", "?", "answer", ":"]
+    # the study's own call: the processor's defaults on [image, text]
+    text = f"Question: What can you {verb} on this histological picture? Answer:"
+    study = backbone.processor(text=[[to_pil(images((32, 32))[0]), text]], return_tensors="pt")["input_ids"][0]
+    assert backbone.prompt_token_ids() == study.tolist()
+    fingerprint = backbone.fingerprint()
+    assert fingerprint["prompt_style"] == style and fingerprint["prompt_token_ids"] == study.tolist()
+    assert "histological picture" in fingerprint["rendered_prompt"]  # (the tiny tokenizer lower-cases)
+
+
+def test_study_prompt_is_the_base_preset_default_and_styles_change_the_cache_key(tiny):
+    default = vlm(tiny, "idefics")  # the idefics-9b preset
+    assert default.prompt_style == "study"
+    assert default.prompt == "What can you see on this radiological image?"  # "<domain> image" without a noun
+    plain = vlm(tiny, "idefics", prompt_style="plain")
+    assert _idefics_tokens(plain) == ["<s>", *IMAGE_SLOT, "what", "can", "you", "see", "on", "this",
+                                      "radiological", "image", "?"]
+    prints = {json.dumps(vlm(tiny, "idefics", prompt_style=style).fingerprint(), sort_keys=True)
+              for style in ("study", "study-verbatim", "chat", "plain")}
+    assert len(prints) == 4
+    with pytest.raises(ModelError, match=r"'idefics-9b'.*unknown prompt_style 'studdy'"):
+        vlm(tiny, "idefics", prompt_style="studdy")
+    with pytest.raises(ModelError, match=r"prompt_style 'study' is for IDEFICS v1.*use prompt_style: chat"):
+        vlm(tiny, "llava", prompt_style="study")
 
 
 # ------------------------------------------------------------------------------ loading policy
@@ -425,8 +497,30 @@ def test_missing_models_give_clear_errors(tiny, tmp_path):
 @pytest.mark.skipif(__import__("importlib").util.find_spec("bitsandbytes") is not None,
                     reason="bitsandbytes is installed")
 def test_quantization_without_bitsandbytes_is_a_clear_error(tiny):
-    with pytest.raises(ModelError, match="pip install bitsandbytes"):
+    with pytest.raises(ModelError, match=r"model '.*llava'.*quantization='8bit' needs the bitsandbytes.*pip install"):
         vlm(tiny, "llava", quantization="8bit")
+
+
+def test_config_of_another_architecture_than_the_weights_is_a_clear_error(tiny, tmp_path):
+    """An hf: folder whose config.json is LLaVA's but whose weights are Idefics3's."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(tiny["idefics3"], folder)
+    shutil.copy(Path(tiny["llava"]) / "config.json", folder / "config.json")
+    with pytest.raises(ModelError, match=r"model '.*mixed'.*(config.json in .* describes a 'llava' model.*"
+                                         r"weights missing|config.json: 'llava')"):
+        create_backbone(f"hf:{folder}")
+
+
+@pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.device_count() > 7, reason="this machine has 8 GPUs")
+def test_a_device_map_naming_a_missing_gpu_is_a_clear_error(tiny):
+    with pytest.raises(ModelError, match=r"model '.*llava'.*device_map = 'cuda:7' names GPU 7, but this machine has"):
+        vlm(tiny, "llava", device_map="cuda:7")
+    with pytest.raises(ModelError, match=r"device_map\['model.vision_tower'\] = 7 names GPU 7"):
+        vlm(tiny, "llava", device_map={"model.vision_tower": 7, "lm_head": "cpu"})
+    with pytest.raises(ModelError, match=r"max_memory key 7 = 7 names GPU 7"):
+        vlm(tiny, "llava", device_map="auto", max_memory={7: "1GB", "cpu": "1GB"})
+    with pytest.raises(ModelError, match=r"device_map = 'gpu-zero' is not a device"):
+        vlm(tiny, "llava", device_map="gpu-zero")
 
 
 def test_hub_id_loads_from_the_hugging_face_cache(tiny, tmp_path):
@@ -447,5 +541,5 @@ def test_hub_id_loads_from_the_hugging_face_cache(tiny, tmp_path):
     assert fingerprint["source"] == "HuggingFaceM4/idefics-9b-instruct" and fingerprint["commit"] == commit
     weights = hashlib.sha256((Path(tiny["idefics"]) / "model.safetensors").read_bytes()).hexdigest()
     assert fingerprint["files"]["model.safetensors"] == f"sha256:{weights}"
-    reference = vlm(tiny, "idefics").extract(images((32, 32)), ["2"])
+    reference = vlm(tiny, "idefics", prompt_style="chat").extract(images((32, 32)), ["2"])  # the instruct default
     np.testing.assert_array_equal(backbone.extract(images((32, 32)), ["2"])["2"], reference["2"])

@@ -159,13 +159,49 @@ def backbones() -> None:
 
 @app.command()
 @friendly_errors
-def layers(name: str = typer.Argument(..., help="backbone name")) -> None:
-    """List the layers of one backbone (builds it, so the model must be available)."""
-    from medprobe.models.registry import create_backbone
+def layers(
+    name: Optional[str] = typer.Argument(None, help="backbone name (omit with --path or --run)"),
+    path: Optional[Path] = typer.Option(None, "--path", help="a local checkpoint folder: its config.json is enough"),
+    run_file: Optional[Path] = typer.Option(None, "--run", help="a run file: the layers each backbone requests"),
+) -> None:
+    """List a backbone's layers. Hugging Face models are built from config.json on the meta device
+    (no weights, no tokenizer); other backbones are built, so their model must be present."""
+    from medprobe.plan import layer_listing
 
-    backbone = create_backbone(name)
-    for index, layer in enumerate(backbone.layer_names()):
-        console.print(f"{index:>4}  {layer}", highlight=False)
+    if run_file is not None:
+        from medprobe.config import load_config
+
+        for spec in load_config(run_file).backbones:
+            for line in layer_listing(spec.name, spec.options, layers=spec.layers, label=spec.display_name):
+                console.print(line, highlight=False, soft_wrap=True)
+        return
+    if name is None and path is None:
+        raise typer.BadParameter("give a backbone name, --path FOLDER or --run RUN.yaml")
+    options = {"path": str(path)} if path is not None else {}
+    for line in layer_listing(name or f"hf:{path}", options):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
+def plan(
+    run_file: Path = typer.Argument(..., help="YAML run file"),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="plan for these GPUs instead of the visible ones, "
+                                       "e.g. 4x48GB (the study's machine)"),
+    cpu_memory: str = typer.Option("256GB", "--cpu-memory", help="CPU RAM assumed with --gpus"),
+    images: Optional[int] = typer.Option(None, "--images", help="number of images (default: count the run's data)"),
+) -> None:
+    """What each Hugging Face backbone of a run needs (memory, placement, cache size, FLOPs), from
+    config.json alone: no weights are read."""
+    from medprobe.config import load_config
+    from medprobe.plan import count_images, parse_gpus, parse_size, plan_run
+
+    config = load_config(run_file)
+    memory = {**parse_gpus(gpus), "cpu": parse_size(cpu_memory, where="--cpu-memory")} if gpus else None
+    n_images = images if images is not None else count_images(config)
+    for backbone_plan in plan_run(config, max_memory=memory, n_images=n_images):
+        for line in backbone_plan.lines():
+            console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -36,6 +36,7 @@ from medprobe.errors import CacheError, ConfigError, DataError
 from medprobe.features.cache import FeatureCache, atomic_write_bytes, atomic_write_json
 from medprobe.features.extract import existing_cache, extract_features, other_dtype_entries
 from medprobe.models.registry import create_backbone
+from medprobe.plan import check_fits
 from medprobe.probes import select_probe
 from medprobe.progress import console
 from medprobe.stats import (
@@ -244,6 +245,8 @@ class Experiment:
 
     def extract(self, spec: BackboneConfig, dataset: Dataset) -> tuple[FeatureCache, list[str]]:
         started = time.perf_counter()
+        if not self.cached_only:  # a model that cannot fit stops here, before any weight is read
+            check_fits(spec.name, spec.options, label=spec.display_name, layers=spec.layers)
         backbone = create_backbone(spec.name, **spec.options)
         try:
             layers = backbone.resolve_layers(spec.layers)

@@ -3,9 +3,9 @@
 Families (all registered here at import time; heavy imports happen only when one is built):
 
 * **IDEFICS v1** (``idefics-9b``, ``idefics-9b-instruct``, ``idefics-80b``, ``idefics-80b-instruct``):
-  the open Flamingo reproduction. Images enter the LLaMA decoder through gated cross-attention;
-  the prompt uses the IDEFICS instruct interleaving ``["User:", image, prompt +
-  "<end_of_utterance>", "\\nAssistant:"]``.
+  the open Flamingo reproduction. Images enter the LLaMA decoder through gated cross-attention.
+  The prompt follows ``prompt_style`` (below): ``study`` by default for the base models,
+  ``chat`` for the instruct models.
 * **Generic** ``hf:<folder-or-hub-id>``: any ``AutoModelForImageTextToText`` model whose processor
   has a chat template (Idefics2/3, SmolVLM, LLaVA, Qwen2-VL, ...). The prompt is one user turn
   holding the image and the prompt text, rendered by the model's own chat template with
@@ -14,6 +14,23 @@ Families (all registered here at import time; heavy imports happen only when one
   ``<|image_pad|>`` itself (:class:`~medprobe.models.hf_loading.QwenVLImageProcessorWithoutVideo`).
   SmolVLM's processor needs ``num2words`` and torchvision installed.
 * **CLIP / PLIP** (``clip-b32``, ``plip``): see :mod:`medprobe.models.hf_clip`.
+
+Prompt styles (``prompt_style``), all ending where the last token is read:
+
+* ``study``: the study's activation prompt for the base IDEFICS models (peterhan91/Multimodal-Probes,
+  ``activation.py``): ``[image, "Question: What can you see on this <noun>? Answer:"]`` -- image
+  first, no chat turns. ``noun`` is the study's per-task noun (:data:`STUDY_NOUNS`: "histological
+  picture" for T1/T2, "skin image" T3/T4, "eye fundus image" T5/T6, "chest radiological image" T7,
+  "knee radiological image" T8); without one it is ``"<domain> image"``. ``prompt=`` replaces the
+  question, keeping the ``Question: ... Answer:`` frame.
+* ``study-verbatim``: the study's text character for character, typo included:
+  ``"Question: What can you seen on this <noun>? Answer:"``.
+* ``chat``: IDEFICS v1's instruct interleaving ``["User:", image, prompt + "<end_of_utterance>",
+  "\\nAssistant:"]``; for every other model one user turn (image + prompt) rendered by the
+  model's own chat template with ``add_generation_prompt=True`` (the only style those take).
+* ``plain``: ``[image, prompt]`` and nothing else (IDEFICS v1).
+
+The rendered prompt and its token ids are part of the fingerprint, hence of the cache key.
 
 Layers (same convention as transformers' ``output_hidden_states=True``):
 
@@ -29,7 +46,10 @@ Layers (same convention as transformers' ``output_hidden_states=True``):
   layer k (no post-layernorm), which matches ``hidden_states`` wherever transformers returns them.
 
 Integer layer indices refer to the language model (``-1`` is the last LM layer); ``"vision.-1"``
-is the last vision layer. Pooling of LM layers (``pooling=``):
+is the last vision layer. ``layers: all`` means the language-model hidden states ``0..L`` only
+(what the study probed); the vision stack is read only when asked for (``vision.all``,
+``vision.k``, ``vision.a:b``). Both stacks are found by structure
+(:mod:`medprobe.models.stacks`), never by length. Pooling of LM layers (``pooling=``):
 
 * ``last_token``: the last non-padding token (the generation position of the prompt);
 * ``mean``: all non-padding tokens;
@@ -61,14 +81,13 @@ from medprobe.models.base import Backbone
 from medprobe.models.hf_common import (
     VISION_POOLINGS,
     StopForward,
-    find_layer_list,
     layer_input,
     layer_output,
-    resolve_stack_layer,
     to_cpu,
     to_pil,
 )
 from medprobe.models.registry import factory_options, register_backbone
+from medprobe.models.stacks import find_stacks, hook_points, resolve_layer_spec, stop_key
 
 if TYPE_CHECKING:
     from medprobe.models.hf_loading import LoadedModel
@@ -81,6 +100,17 @@ DEFAULT_PROMPTS: dict[str, str] = {
 }
 DEFAULT_PROMPT = DEFAULT_PROMPTS["radiological"]
 LM_POOLINGS = ("last_token", "mean", "image_mean", "text_mean")
+PROMPT_STYLES = ("study", "study-verbatim", "chat", "plain")
+#: The study's question (activation.py); ``study-verbatim`` keeps its typo "seen".
+STUDY_QUESTION = "What can you see on this {noun}?"
+STUDY_QUESTION_VERBATIM = "What can you seen on this {noun}?"
+STUDY_FRAME = "Question: {question} Answer:"
+#: The noun the study's prompt uses for each of its tasks.
+STUDY_NOUNS: dict[str, str] = {
+    "t1": "histological picture", "t2": "histological picture", "t3": "skin image", "t4": "skin image",
+    "t5": "eye fundus image", "t6": "eye fundus image", "t7": "chest radiological image",
+    "t8": "knee radiological image",
+}
 IDEFICS_PRESETS = {
     "idefics-9b": "HuggingFaceM4/idefics-9b",
     "idefics-9b-instruct": "HuggingFaceM4/idefics-9b-instruct",
@@ -108,6 +138,8 @@ class HFVisionLanguageBackbone(Backbone):
         name: str,
         prompt: str | None = None,
         domain: str = "radiological",
+        noun: str | None = None,
+        prompt_style: str = "chat",
         pooling: str = "last_token",
         vision_pooling: str = "mean",
         padding_side: str | None = None,
@@ -121,16 +153,24 @@ class HFVisionLanguageBackbone(Backbone):
             raise ModelError(
                 f"backbone {name!r}: unknown vision_pooling {vision_pooling!r}; choose from {VISION_POOLINGS}"
             )
+        if prompt_style not in PROMPT_STYLES:
+            raise ModelError(f"backbone {name!r}: unknown prompt_style {prompt_style!r}; choose from {PROMPT_STYLES}")
+        if domain not in DEFAULT_PROMPTS:
+            raise ModelError(f"backbone {name!r}: unknown domain {domain!r}; choose from {sorted(DEFAULT_PROMPTS)}")
         if prompt is None:
-            if domain not in DEFAULT_PROMPTS:
-                raise ModelError(f"backbone {name!r}: unknown domain {domain!r}; choose from {sorted(DEFAULT_PROMPTS)}")
-            prompt = DEFAULT_PROMPTS[domain]
+            if prompt_style.startswith("study"):
+                template = STUDY_QUESTION_VERBATIM if prompt_style == "study-verbatim" else STUDY_QUESTION
+                prompt = template.format(noun=noun or f"{domain} image")
+            else:
+                prompt = STUDY_QUESTION.format(noun=noun) if noun else DEFAULT_PROMPTS[domain]
         self.name = name
         self.loaded = loaded
         self.model = loaded.model
         self.processor = loaded.processor
         self.tokenizer = self.processor.tokenizer
+        #: the question asked with every image; :meth:`rendered_prompt` shows it inside ``prompt_style``
         self.prompt = prompt
+        self.prompt_style = prompt_style
         self.pooling = pooling
         self.vision_pooling = vision_pooling
         self.provenance = loaded.source + (f"@{loaded.commit}" if loaded.commit else "")
@@ -142,16 +182,22 @@ class HFVisionLanguageBackbone(Backbone):
             self.style = "idefics"
         elif getattr(self.processor, "chat_template", None):
             self.style = "chat"
+            if prompt_style != "chat":
+                raise ModelError(
+                    f"backbone {name!r}: prompt_style {prompt_style!r} is for IDEFICS v1 (the study's models); "
+                    f"{loaded.source!r} is prompted through its chat template: use prompt_style: chat"
+                )
         else:
             raise ModelError(
                 f"backbone {name!r}: the processor of {loaded.source!r} ({type(self.processor).__name__}) has no chat "
                 "template, so there is no known way to put an image and a prompt into one turn for it"
             )
 
-        self._decoder = self.model.get_decoder()
-        self._lm_layers = find_layer_list(self._decoder, "language-model")
-        self._vision = self._vision_module()
-        self._vision_layers = find_layer_list(self._vision, "vision")
+        self.stacks = find_stacks(self.model, name)
+        self._decoder = self.stacks.lm_module
+        self._lm_layers = self.stacks.lm_layers
+        self._vision = self.stacks.vision_module
+        self._vision_layers = self.stacks.vision_layers
         self._vision_has_cls = any(n.endswith("class_embedding") for n, _ in self._vision.named_parameters())
         if vision_pooling == "cls" and not self._vision_has_cls:
             raise ModelError(
@@ -161,17 +207,9 @@ class HFVisionLanguageBackbone(Backbone):
         base = self.model.base_model
         self._computes_own_positions = hasattr(base, "get_rope_index") or self.style == "idefics"
         self._torch = torch
-        self._rendered: str | None = None
+        self._rendered: tuple[str, list[int]] | None = None
 
     # ------------------------------------------------------------------ model anatomy
-    def _vision_module(self) -> Any:
-        base = self.model.base_model
-        for attribute in ("vision_tower", "vision_model", "visual"):
-            module = getattr(base, attribute, None)
-            if module is not None:
-                return module
-        raise ModelError(f"backbone {self.name!r}: cannot find the vision tower of {type(self.model).__name__}")
-
     def _find_image_token_ids(self) -> list[int]:
         if self.style == "idefics":
             tokens = _IDEFICS_IMAGE_TOKENS
@@ -204,33 +242,45 @@ class HFVisionLanguageBackbone(Backbone):
         return [str(self.num_lm_layers)]
 
     def resolve_layers(self, spec: Any) -> list[str]:
-        """Integers and ``"a:b"`` slices index LM layers; ``"vision.k"`` / ``"vision.a:b"`` the tower."""
-        main = [str(k) for k in range(self.num_lm_layers + 1)]
-        vision = [f"vision.{k}" for k in range(self.num_vision_layers + 1)]
-        resolved = resolve_stack_layer(self, spec, main, vision)
-        return resolved if resolved is not None else super().resolve_layers(spec)
+        """``all`` = LM hidden states; integers and ``"a:b"`` slices index the LM; ``"vision.k"`` /
+        ``"vision.a:b"`` / ``"vision.all"`` the tower (:func:`~medprobe.models.stacks.resolve_layer_spec`)."""
+        return resolve_layer_spec(self.name, spec, num_lm=self.num_lm_layers, num_vision=self.num_vision_layers,
+                                  default=self.default_layers())
 
     def rendered_prompt(self, prompt: str | None = None) -> str:
         """The text the model sees for one image (before any image-token expansion)."""
         prompt = self.prompt if prompt is None else prompt
         if self.style == "chat":
             return self.processor.apply_chat_template(self._messages(prompt), add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.decode(self._idefics_prompt_ids(prompt))
+
+    def prompt_token_ids(self, prompt: str | None = None) -> list[int]:
+        """Token ids of :meth:`rendered_prompt` (image placeholders not expanded for chat models)."""
+        prompt = self.prompt if prompt is None else prompt
+        if self.style == "chat":
+            text = self.rendered_prompt(prompt)
+            bos = self.tokenizer.bos_token
+            return list(self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"])
+        return self._idefics_prompt_ids(prompt)
+
+    def _idefics_prompt_ids(self, prompt: str) -> list[int]:
         blank = to_pil(np.zeros((8, 8, 3), np.float32))
         encoded = self.processor(text=[self._idefics_sequence(blank, prompt)], add_end_of_utterance_token=False,
                                  return_tensors="pt")
-        return self.tokenizer.decode(encoded["input_ids"][0])
+        return [int(i) for i in encoded["input_ids"][0]]
 
     def fingerprint(self) -> dict[str, Any]:
         import transformers
 
         if self._rendered is None:
-            self._rendered = self.rendered_prompt()
+            self._rendered = (self.rendered_prompt(), self.prompt_token_ids())
         return {
             "backbone": self.name,
             **self.loaded.identity(),
             "prompt": self.prompt,
-            "rendered_prompt": self._rendered,
-            "prompt_style": self.style,
+            "rendered_prompt": self._rendered[0],
+            "prompt_token_ids": self._rendered[1],
+            "prompt_style": self.prompt_style,
             "pooling": self.pooling,
             "vision_pooling": self.vision_pooling,
             "image_input": "float [0,1] -> round(x*255) uint8 RGB PIL -> model's own processor",
@@ -278,8 +328,12 @@ class HFVisionLanguageBackbone(Backbone):
     def _messages(self, prompt: str) -> list[dict[str, Any]]:
         return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
 
-    @staticmethod
-    def _idefics_sequence(image: Any, prompt: str) -> list[Any]:
+    def _idefics_sequence(self, image: Any, prompt: str) -> list[Any]:
+        """The processor's interleaved input for one image, in :attr:`prompt_style`."""
+        if self.prompt_style.startswith("study"):
+            return [image, STUDY_FRAME.format(question=prompt)]
+        if self.prompt_style == "plain":
+            return [image, prompt]
         return ["User:", image, prompt + _IDEFICS_END, "\nAssistant:"]
 
     def encode(self, images: Sequence[Any], prompts: Sequence[str]) -> Any:
@@ -326,8 +380,7 @@ class HFVisionLanguageBackbone(Backbone):
         torch = self._torch
         captured: dict[tuple[str, int], Any] = {}
         tower_kwargs: dict[str, Any] = {}
-        last_lm = self.num_lm_layers
-        stop_at = ("lm", lm[-1]) if lm else ("vision", vision[-1])
+        stop_at = stop_key(lm, vision)
         handles = []
 
         def store(key: tuple[str, int], tensor: Any) -> None:
@@ -354,17 +407,11 @@ class HFVisionLanguageBackbone(Backbone):
         try:
             if vision:
                 handles.append(self._vision.register_forward_pre_hook(record_tower, with_kwargs=True))
-            for k in vision:
-                layers = self._vision_layers
-                handles.append(layers[0].register_forward_pre_hook(pre_hook(("vision", 0)), with_kwargs=True) if k == 0
-                               else layers[k - 1].register_forward_hook(post_hook(("vision", k))))
-            for k in lm:
-                if k == 0:
-                    handles.append(self._lm_layers[0].register_forward_pre_hook(pre_hook(("lm", 0)), with_kwargs=True))
-                elif k == last_lm and getattr(self._decoder.config, "tie_last_hidden_states", True) is not False:
-                    handles.append(self._decoder.register_forward_hook(post_hook(("lm", k))))
+            for point in hook_points(self.stacks, lm, vision):
+                if point.before:
+                    handles.append(point.module.register_forward_pre_hook(pre_hook(point.key), with_kwargs=True))
                 else:
-                    handles.append(self._lm_layers[k - 1].register_forward_hook(post_hook(("lm", k))))
+                    handles.append(point.module.register_forward_hook(post_hook(point.key)))
             with torch.inference_mode():
                 try:
                     self.model(**self._model_inputs(inputs), use_cache=False, return_dict=True)
@@ -440,8 +487,12 @@ class HFVisionLanguageBackbone(Backbone):
 
 
 # ---------------------------------------------------------------------------- factories
-_VLM_OPTIONS = ("options: path, revision, prompt, domain, pooling, vision_pooling, dtype, device_map, max_memory, "
-                "offload_folder, quantization, trust_remote_code, download, cache_dir, padding_side")
+_VLM_OPTIONS = ("options: path, revision, prompt, prompt_style, noun, domain, pooling, vision_pooling, dtype, "
+                "device_map, max_memory, offload_folder, quantization, trust_remote_code, download, cache_dir, "
+                "padding_side")
+#: the base IDEFICS models get the study's prompt by default, the instruct models their chat turns
+DEFAULT_PROMPT_STYLES = {"idefics-9b": "study", "idefics-80b": "study",
+                         "idefics-9b-instruct": "chat", "idefics-80b-instruct": "chat"}
 
 
 def _build_vlm(
@@ -451,6 +502,8 @@ def _build_vlm(
     kind: str,
     revision: str | None = None,
     prompt: str | None = None,
+    prompt_style: str = "chat",
+    noun: str | None = None,
     domain: str = "radiological",
     pooling: str = "last_token",
     vision_pooling: str = "mean",
@@ -471,12 +524,14 @@ def _build_vlm(
         offload_folder=offload_folder, quantization=quantization, trust_remote_code=trust_remote_code,
         download=download, cache_dir=cache_dir,
     )
-    return HFVisionLanguageBackbone(loaded, name=name, prompt=prompt, domain=domain, pooling=pooling,
-                                    vision_pooling=vision_pooling, padding_side=padding_side)
+    return HFVisionLanguageBackbone(loaded, name=name, prompt=prompt, prompt_style=prompt_style, noun=noun,
+                                    domain=domain, pooling=pooling, vision_pooling=vision_pooling,
+                                    padding_side=padding_side)
 
 
 def idefics_backbone(preset: str, path: str | None = None, **options: Any) -> HFVisionLanguageBackbone:
     """An IDEFICS v1 preset; ``path=`` points at a local copy instead of the hub id."""
+    options.setdefault("prompt_style", DEFAULT_PROMPT_STYLES[preset])
     return _build_vlm(path or IDEFICS_PRESETS[preset], name=preset, kind="idefics", **options)
 
 
@@ -511,10 +566,11 @@ def _option_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
 def _register() -> None:
     vlm_options, clip_options = _option_names()
     memory = {
-        "idefics-9b": "~18 GB in bfloat16 (9B params); ~10 GB 8-bit",
-        "idefics-9b-instruct": "~18 GB in bfloat16 (9B params); ~10 GB 8-bit",
-        "idefics-80b": "~160 GB in bfloat16 (80B params); ~85 GB 8-bit; spread with device_map='auto'",
-        "idefics-80b-instruct": "~160 GB in bfloat16 (80B params); ~85 GB 8-bit; spread with device_map='auto'",
+        "idefics-9b": "~18 GB in bfloat16 (8.9B params); ~9.2 GB 8-bit (medprobe plan)",
+        "idefics-9b-instruct": "~18 GB in bfloat16 (8.9B params); ~9.2 GB 8-bit (medprobe plan)",
+        "idefics-80b": "~160 GB in bfloat16 (80B params); ~81 GB 8-bit; spread with device_map='auto' (medprobe plan)",
+        "idefics-80b-instruct": "~160 GB in bfloat16 (80B params); ~81 GB 8-bit; spread with device_map='auto' "
+                                "(medprobe plan)",
     }
     for preset, repo in IDEFICS_PRESETS.items():
         register_backbone(

@@ -21,7 +21,8 @@ import numpy as np
 
 from medprobe.errors import ModelError
 from medprobe.models.base import Backbone
-from medprobe.models.hf_common import VISION_POOLINGS, StopForward, find_layer_list, resolve_stack_layer, to_pil
+from medprobe.models.hf_common import VISION_POOLINGS, StopForward, to_pil
+from medprobe.models.stacks import find_stacks, resolve_layer_spec
 
 if TYPE_CHECKING:
     from medprobe.models.hf_loading import LoadedModel
@@ -47,7 +48,8 @@ class ClipBackbone(Backbone):
         self.processor = loaded.processor
         self.vision_pooling = vision_pooling
         self.provenance = loaded.source + (f"@{loaded.commit}" if loaded.commit else "")
-        self._layers = find_layer_list(self.model.vision_model, "vision")
+        self.stacks = find_stacks(self.model, name, language=False)
+        self._layers = self.stacks.vision_layers
         self._torch = torch
 
     @property
@@ -59,9 +61,8 @@ class ClipBackbone(Backbone):
 
     def resolve_layers(self, spec: Any) -> list[str]:
         """Integers, ``"a:b"`` slices and ``"vision.k"`` index the vision layers (``-1`` = last)."""
-        stack = [f"vision.{k}" for k in range(self.num_vision_layers + 1)]
-        resolved = resolve_stack_layer(self, spec, stack, stack)
-        return resolved if resolved is not None else super().resolve_layers(spec)
+        return resolve_layer_spec(self.name, spec, num_lm=None, num_vision=self.num_vision_layers,
+                                  extra=[IMAGE_EMBEDS], default=self.default_layers())
 
     def fingerprint(self) -> dict[str, Any]:
         import transformers

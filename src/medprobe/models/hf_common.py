@@ -5,13 +5,11 @@ Kept free of torch/transformers imports at module level so registering the backb
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medprobe.errors import ModelError
-from medprobe.models.base import Backbone
 
 if TYPE_CHECKING:
     import torch
@@ -52,44 +50,3 @@ def to_cpu(tensor: "torch.Tensor") -> "torch.Tensor":
     import torch
 
     return tensor.detach().to("cpu", torch.float32)
-
-
-def find_layer_list(module: Any, what: str) -> Any:
-    """The longest ``ModuleList`` called ``layers``/``blocks`` inside ``module`` (the encoder stack)."""
-    import torch
-
-    candidates = [
-        child for name, child in module.named_modules()
-        if isinstance(child, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "blocks")
-    ]
-    if not candidates:
-        raise ModelError(f"cannot find the {what} layer list in {type(module).__name__}")
-    return max(candidates, key=len)
-
-
-def resolve_stack_layer(backbone: Backbone, spec: Any, main: list[str], vision: list[str]) -> list[str] | None:
-    """Shared layer-spec rules of the Hugging Face backbones: integers and ``"a:b"`` slices index
-    the ``main`` stack (negative from its end), ``"vision.k"`` / ``"vision.a:b"`` the vision stack.
-    Returns None when ``spec`` is none of those (the caller falls back to :meth:`Backbone.resolve_layers`)."""
-    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        spec = str(int(spec))
-    if not isinstance(spec, str):
-        return None
-    if spec in backbone.layer_names():
-        return [spec]
-    match = re.fullmatch(r"(vision\.)?(-?\d+)", spec.strip())
-    if match:
-        stack = vision if match.group(1) else main
-        index = int(match.group(2))
-        if not -len(stack) <= index < len(stack):
-            raise ModelError(
-                f"backbone {backbone.name!r}: layer {spec!r} is out of range; this stack has {len(stack)} "
-                f"layers ({stack[0]} .. {stack[-1]})"
-            )
-        return [stack[index]]
-    match = re.fullmatch(r"(vision\.)?(-?\d*):(-?\d*)(?::(-?\d*))?", spec.strip())
-    if match:
-        stack = vision if match.group(1) else main
-        bounds = [int(part) if part else None for part in match.groups()[1:]]
-        return list(stack[slice(*bounds)])
-    return None

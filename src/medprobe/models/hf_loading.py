@@ -198,14 +198,15 @@ def resolve_dtype(dtype: str | None) -> str:
     return dtype
 
 
-def _quantization_config(quantization: str | None, dtype: str) -> Any:
+def _quantization_config(quantization: str | None, dtype: str, source: str = "") -> Any:
     if quantization is None:
         return None
+    where = f"model {source!r}: " if source else ""
     if quantization not in QUANTIZATIONS:
-        raise ModelError(f"unknown quantization {quantization!r}; choose from {QUANTIZATIONS} or leave it unset")
+        raise ModelError(f"{where}unknown quantization {quantization!r}; choose from {QUANTIZATIONS} or leave it unset")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModelError(
-            f"quantization={quantization!r} needs the bitsandbytes package, which is not installed: "
+            f"{where}quantization={quantization!r} needs the bitsandbytes package, which is not installed: "
             "`pip install bitsandbytes` (or `pip install 'medprobe[quant]'`), or load in bfloat16/float16 instead"
         )
     import torch
@@ -214,6 +215,54 @@ def _quantization_config(quantization: str | None, dtype: str) -> Any:
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, dtype))
+
+
+_DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_devices(source: str, device_map: Any, max_memory: dict[Any, Any] | None) -> None:
+    """Every GPU a ``device_map`` / ``max_memory`` names must exist here (else accelerate fails
+    deep inside loading, or silently moves the weights elsewhere)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    named: list[tuple[str, Any]] = []
+    if isinstance(device_map, dict):
+        named += [(f"device_map[{module!r}]", device) for module, device in device_map.items()]
+    elif device_map is not None:
+        if isinstance(device_map, str) and device_map in _DEVICE_MAP_STRATEGIES:
+            pass
+        else:
+            named.append(("device_map", device_map))
+    named += [(f"max_memory key {key!r}", key) for key in (max_memory or {})]
+    for setting, device in named:
+        if isinstance(device, str) and device in ("cpu", "disk", "meta", "mps"):
+            continue
+        match = re.fullmatch(r"(?:cuda:)?(\d+)", str(device)) if isinstance(device, (int, str)) else None
+        if match is None or isinstance(device, bool):
+            raise ModelError(f"model {source!r}: {setting} = {device!r} is not a device; use a GPU index, "
+                             f"'cuda:N', 'cpu', 'disk' or one of {_DEVICE_MAP_STRATEGIES}")
+        if int(match.group(1)) >= count:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise ModelError(
+                f"model {source!r}: {setting} = {device!r} names GPU {match.group(1)}, but this machine has {count} "
+                f"visible GPU{'s' if count != 1 else ''}" + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible else "")
+                + "; use device_map: auto, or the indices `medprobe plan` shows")
+
+
+def _check_weights_match(model: Any, info: dict[str, Any], source: str, directory: Path, model_type: str) -> None:
+    """Weights the config expects but the files lack would be left at random: never a silent result."""
+    missing = sorted(set(info.get("missing_keys") or []))
+    mismatched = info.get("mismatched_keys") or []
+    if missing or mismatched:
+        unexpected = sorted(set(info.get("unexpected_keys") or []))
+        raise ModelError(
+            f"model {source!r}: config.json in {directory} describes a {model_type!r} model "
+            f"({type(model).__name__}), but its weight files do not match it: {len(missing)} weights missing"
+            f"{' (e.g. ' + ', '.join(missing[:3]) + ')' if missing else ''}, {len(mismatched)} of another shape, "
+            f"{len(unexpected)} unexpected{' (e.g. ' + ', '.join(unexpected[:3]) + ')' if unexpected else ''}. "
+            "Is the config.json from another architecture than the weights?"
+        )
 
 
 def _read_model_type(directory: Path) -> str:
@@ -261,6 +310,7 @@ def load_hf_model(
             f"use the generic backbone `hf:{source}` for it"
         )
     dtype = resolve_dtype(dtype)
+    check_devices(source, device_map, max_memory)
 
     import torch
     import transformers
@@ -283,13 +333,15 @@ def load_hf_model(
     }
     for key, value in (("device_map", device_map), ("max_memory", max_memory),
                        ("offload_folder", str(offload_folder) if offload_folder else None),
-                       ("quantization_config", _quantization_config(quantization, dtype))):
+                       ("quantization_config", _quantization_config(quantization, dtype, source))):
         if value is not None:
             kwargs[key] = value
     try:
-        model = model_class.from_pretrained(str(directory), **kwargs)
+        model, info = model_class.from_pretrained(str(directory), output_loading_info=True, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as error:
-        raise ModelError(f"cannot load model {source!r} from {directory}: {type(error).__name__}: {error}") from error
+        raise ModelError(f"cannot load model {source!r} from {directory} (config.json: {model_type!r}): "
+                         f"{type(error).__name__}: {error}") from error
+    _check_weights_match(model, info, source, directory, model_type)
     model.eval()
     processor = _load_processor(processor_class, directory, source, model_type, trust_remote_code)
     return LoadedModel(

@@ -12,8 +12,10 @@ building one takes well under a second on a CPU. The tokenizer is an offline wor
 real ids rather than ``<unk>``.
 
 Layer counts are chosen so early-stopping tests have something to skip: 3 language-model layers
-and 2 vision layers everywhere. Importing this module sets ``HF_HUB_OFFLINE=1`` (unless already
-set) so nothing here ever tries the network.
+and 2 vision layers by default. ``lm_layers`` / ``vision_layers`` change them: the *equal*-depth
+models (:func:`build_equal_depth`) are the regression fixture for stacks told apart by length,
+which picked IDEFICS-9B's 32-layer vision tower instead of its 32-layer decoder. Importing this
+module sets ``HF_HUB_OFFLINE=1`` (unless already set) so nothing here ever tries the network.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ WORDS = (
     "a an the of in on with and is are no yes what can you see this that image photo scan ct mri "
     "x-ray chest brain lung radiological histological dermatological dermatoscopic ophthalmological "
     "fundus lesion tumor nodule normal abnormal left right patient shows there describe user "
-    "assistant system : . , ? !"
+    "assistant system question answer picture seen skin eye knee : . , ? !"
 ).split()
 
 LM_LAYERS = 3
@@ -91,7 +93,8 @@ def _ready(directory: str | Path) -> Path:
     return path
 
 
-def build_tiny_idefics(directory: str | Path, *, seed: int = 0) -> Path:
+def build_tiny_idefics(directory: str | Path, *, seed: int = 0, lm_layers: int = LM_LAYERS,
+                       vision_layers: int = VISION_LAYERS) -> Path:
     """IDEFICS v1 (``IdeficsForVisionText2Text``, the Flamingo design of idefics-9b/80b) with a
     perceiver resampler and a gated cross-attention block before every decoder layer."""
     from transformers import IdeficsConfig, IdeficsForVisionText2Text, IdeficsImageProcessor, IdeficsProcessor
@@ -104,11 +107,11 @@ def build_tiny_idefics(directory: str | Path, *, seed: int = 0) -> Path:
     processor = IdeficsProcessor(image_processor=image_processor, tokenizer=tok, image_size=32)
     config = IdeficsConfig(
         vocab_size=len(tok), additional_vocab_size=0, hidden_size=32, intermediate_size=64,
-        num_hidden_layers=LM_LAYERS, num_attention_heads=4, max_position_embeddings=128,
+        num_hidden_layers=lm_layers, num_attention_heads=4, max_position_embeddings=128,
         cross_layer_interval=1, use_resampler=True,
         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         vision_config=dict(embed_dim=16, image_size=32, patch_size=8, intermediate_size=32,
-                           num_hidden_layers=VISION_LAYERS, num_attention_heads=2),
+                           num_hidden_layers=vision_layers, num_attention_heads=2),
         perceiver_config=dict(use_resampler=True, resampler_n_latents=4, resampler_depth=1,
                               resampler_n_heads=2, resampler_head_dim=8),
     )
@@ -152,7 +155,7 @@ def build_tiny_clip(directory: str | Path, *, seed: int = 0) -> Path:
 
 
 def build_tiny_llava(directory: str | Path, *, seed: int = 0, lm_layers: int = LM_LAYERS, hidden_size: int = 32,
-                     image_size: int = 32) -> Path:
+                     image_size: int = 32, vision_layers: int = VISION_LAYERS) -> Path:
     """LLaVA-1.5 layout: CLIP vision tower (feature layer -2), MLP projector, LLaMA decoder, and a
     ``USER: <image>\\n... ASSISTANT:`` chat template. ``lm_layers`` / ``hidden_size`` /
     ``image_size`` make deeper, wider models for benchmarks."""
@@ -174,7 +177,7 @@ def build_tiny_llava(directory: str | Path, *, seed: int = 0, lm_layers: int = L
     )
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(image_size=image_size, patch_size=8, hidden_size=16, intermediate_size=32,
-                                       num_hidden_layers=VISION_LAYERS, num_attention_heads=2, projection_dim=16),
+                                       num_hidden_layers=vision_layers, num_attention_heads=2, projection_dim=16),
         text_config=LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                                 num_hidden_layers=lm_layers, num_attention_heads=4, num_key_value_heads=2,
                                 max_position_embeddings=128, pad_token_id=tok.pad_token_id,
@@ -198,7 +201,8 @@ _IDEFICS_CHAT = (
 )
 
 
-def build_tiny_idefics2(directory: str | Path, *, seed: int = 0) -> Path:
+def build_tiny_idefics2(directory: str | Path, *, seed: int = 0, lm_layers: int = LM_LAYERS,
+                        vision_layers: int = VISION_LAYERS) -> Path:
     """Idefics2: SigLIP-style vision tower (no CLS), perceiver connector, Mistral decoder.
 
     Images keep their aspect ratio (edges between 16 and 48 px), so a batch of differently shaped
@@ -216,12 +220,12 @@ def build_tiny_idefics2(directory: str | Path, *, seed: int = 0) -> Path:
     )
     config = Idefics2Config(
         image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=VISION_LAYERS,
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=vision_layers,
                            num_attention_heads=2, image_size=32, patch_size=8),
         perceiver_config=dict(hidden_size=32, resampler_n_latents=latents, resampler_depth=1,
                               resampler_n_heads=2, resampler_head_dim=8, num_key_value_heads=1),
         text_config=dict(model_type="mistral", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=LM_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+                         num_hidden_layers=lm_layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=128, pad_token_id=tok.pad_token_id,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
     )
@@ -232,7 +236,8 @@ def build_tiny_idefics2(directory: str | Path, *, seed: int = 0) -> Path:
     return path
 
 
-def build_tiny_idefics3(directory: str | Path, *, seed: int = 0, image_splitting: bool = False) -> Path:
+def build_tiny_idefics3(directory: str | Path, *, seed: int = 0, image_splitting: bool = False,
+                        lm_layers: int = LM_LAYERS, vision_layers: int = VISION_LAYERS) -> Path:
     """Idefics3 (the SmolVLM layout): SigLIP-style tower, pixel-shuffle connector, LLaMA decoder.
 
     With ``image_splitting`` the processor cuts each image into a grid of crops plus a global view,
@@ -250,10 +255,10 @@ def build_tiny_idefics3(directory: str | Path, *, seed: int = 0, image_splitting
                                   image_seq_len=(size // patch) ** 2 // scale**2, chat_template=_IDEFICS_CHAT)
     config = Idefics3Config(
         image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=scale,
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=VISION_LAYERS,
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=vision_layers,
                            num_attention_heads=2, image_size=size, patch_size=patch),
         text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=LM_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+                         num_hidden_layers=lm_layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=256, pad_token_id=tok.pad_token_id,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
     )
@@ -271,7 +276,8 @@ QWEN2VL_CHAT = (
 )
 
 
-def build_tiny_qwen2vl(directory: str | Path, *, seed: int = 0) -> Path:
+def build_tiny_qwen2vl(directory: str | Path, *, seed: int = 0, lm_layers: int = LM_LAYERS,
+                       vision_layers: int = VISION_LAYERS) -> Path:
     """Qwen2-VL: dynamic-resolution vision tower (patches 14 px, 2x2 merge), M-RoPE decoder.
 
     ``Qwen2VLProcessor`` cannot be built without torchvision (its video processor), so the
@@ -287,9 +293,9 @@ def build_tiny_qwen2vl(directory: str | Path, *, seed: int = 0) -> Path:
                                             temporal_patch_size=2)
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     config = Qwen2VLConfig(
-        vision_config=dict(depth=VISION_LAYERS, embed_dim=16, hidden_size=32, num_heads=2, mlp_ratio=2,
+        vision_config=dict(depth=vision_layers, embed_dim=16, hidden_size=32, num_heads=2, mlp_ratio=2,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=LM_LAYERS,
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=lm_layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
@@ -312,6 +318,14 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "idefics3": build_tiny_idefics3,
     "qwen2vl": build_tiny_qwen2vl,
 }
+
+
+def build_equal_depth(root: str | Path, depth: int = 3) -> dict[str, Path]:
+    """Every VLM family with ``depth`` language-model *and* ``depth`` vision layers, into
+    ``root/<family>``; returns ``{family: directory}``."""
+    root = Path(root)
+    return {family: BUILDERS[family](root / family, lm_layers=depth, vision_layers=depth)
+            for family in BUILDERS if family != "clip"}
 
 
 def build_all(root: str | Path) -> dict[str, Path]:

@@ -1,0 +1,494 @@
+"""``medprobe plan RUN.yaml``: what each Hugging Face backbone of a run will cost, from config.json alone.
+
+Why: IDEFICS-80B is 160 GB of weights; finding out that it does not fit after downloading it, or
+an hour into loading it, is the expensive way. Everything here is computed on a meta-device build
+of the model (:mod:`medprobe.models.architectures`): no weights, no tokenizer, milliseconds to a
+few seconds. Per backbone:
+
+* **parameters**, counted on the real module tree (tied weights once);
+* **weight memory** at the run's ``dtype`` / ``quantization``: 4 or 2 bytes a parameter; with
+  bitsandbytes 8-bit every ``nn.Linear`` weight but the LM head takes 1 byte plus a float32 scale
+  per output row, 4-bit 0.5 byte plus a float32 scale per 64 weights; the rest stays at ``dtype``;
+* **placement** on the visible devices by accelerate's ``infer_auto_device_map`` with
+  ``max_memory`` (the backbone's own ``max_memory`` option, else the given or detected devices):
+  which modules land on CPU RAM or disk. A plan that needs disk without an ``offload_folder``
+  cannot load, and :func:`check_fits` says so before anything is loaded;
+* **activation memory per batch**: on the device, one layer's working set for the widest stack,
+  ``batch x tokens x (4 x width + 2 x MLP width)`` values at ``dtype`` plus the attention scores
+  ``batch x heads x tokens^2`` (eager attention; SDPA needs less); on the CPU, the captured hidden
+  states (float32, every token, one tensor per requested layer) before pooling;
+* **feature-cache size**: images x requested layers x width x bytes of ``extraction.dtype``;
+* **FLOPs per image** up to the deepest requested layer and for a full forward pass:
+  2 x parameters x tokens for every layer that runs, plus 4 x tokens^2 x width for attention.
+
+Token counts are the model's own where its config fixes them (IDEFICS v1: 257 vision tokens, 64
+latents, ``PROMPT_TOKENS`` text tokens; LLaVA: 577 / 576); for dynamic-resolution models one
+image at the processor's default size without splitting is assumed, and the plan says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from medprobe.errors import ModelError
+
+#: text tokens assumed around one image (the study's prompt is ~20 LLaMA tokens; chat templates add more)
+PROMPT_TOKENS = 32
+#: image side assumed for Qwen2-VL (dynamic resolution)
+QWEN_IMAGE_SIDE = 448
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+_GB = 1e9
+
+
+@dataclass
+class StackCost:
+    """One stack's geometry as the plan uses it."""
+
+    layers: int
+    width: int
+    mlp_width: int
+    heads: int
+    tokens: int
+    #: parameters of each layer of the stack
+    layer_params: int
+
+
+@dataclass
+class BackbonePlan:
+    label: str
+    name: str
+    model_class: str
+    parameters: int
+    dtype: str
+    quantization: str | None
+    weight_bytes: int
+    max_memory: dict[Any, int]
+    device_map: dict[str, Any]
+    layers: list[str]
+    batch_size: int
+    activation_bytes: int
+    captured_bytes: int
+    cache_bytes_per_image: int
+    n_images: int | None
+    flops_requested: float
+    flops_full: float
+    offload_folder: str | None = None
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def offloaded(self) -> dict[str, list[str]]:
+        """``{"cpu": [...], "disk": [...]}``: modules not on an accelerator."""
+        out: dict[str, list[str]] = {}
+        for module, device in self.device_map.items():
+            if device in ("cpu", "disk"):
+                out.setdefault(str(device), []).append(module)
+        return out
+
+    @property
+    def fits(self) -> bool:
+        """Loadable as planned: nothing on disk, or an offload folder to put it in."""
+        return "disk" not in self.offloaded or bool(self.offload_folder)
+
+    @property
+    def cache_bytes(self) -> int | None:
+        return None if self.n_images is None else self.cache_bytes_per_image * self.n_images
+
+    def lines(self) -> list[str]:
+        """The plan as the CLI prints it."""
+        quant = f", {self.quantization} weights" if self.quantization else ""
+        out = [f"{self.label} ({self.model_class}): {self.parameters / 1e9:.2f}B parameters",
+               f"  weights: {self.weight_bytes / _GB:.1f} GB at {self.dtype}{quant}",
+               f"  devices: {_devices_text(self.max_memory)}",
+               f"  placement: {_placement_text(self.device_map)}"]
+        offloaded = self.offloaded
+        if not _has_gpu(self.max_memory) and "disk" not in offloaded:
+            out.append("  fits: yes, in CPU RAM (no accelerator visible)")
+        elif not offloaded:
+            out.append("  fits: yes, entirely on the accelerators")
+        elif self.fits:
+            where = ", ".join(f"{len(modules)} modules on {device}" for device, modules in offloaded.items())
+            out.append(f"  fits: only with offloading ({where})")
+        else:
+            out.append(f"  fits: NO: {len(offloaded['disk'])} modules need disk and no offload_folder is set")
+        out.append(f"  activations per batch of {self.batch_size}: {self.activation_bytes / _GB:.2f} GB on the device, "
+                   f"{self.captured_bytes / _GB:.2f} GB of captured hidden states on the CPU")
+        cache = (f"{self.cache_bytes / _GB:.2f} GB for {self.n_images} images" if self.cache_bytes is not None
+                 else "number of images unknown (data not found; pass --images N)")
+        out.append(f"  feature cache: {len(self.layers)} layers, {self.cache_bytes_per_image} bytes per image; {cache}")
+        share = self.flops_requested / self.flops_full if self.flops_full else 0.0
+        out.append(f"  FLOPs per image: {self.flops_requested / 1e12:.3f} TFLOP up to the deepest requested layer "
+                   f"vs {self.flops_full / 1e12:.3f} TFLOP full forward ({share:.0%})")
+        out.extend(f"  assumed: {text}" for text in self.assumptions)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- devices
+def parse_size(value: Any, *, where: str) -> int:
+    """Bytes from ``48GB`` / ``46GiB`` / ``500MB`` / an integer."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]i?B?|B)?\s*", str(value), flags=re.IGNORECASE)
+    if not match:
+        raise ModelError(f"{where}: cannot read the memory size {value!r} (write e.g. 48GB or 46GiB)")
+    number, unit = float(match.group(1)), (match.group(2) or "B").upper()
+    scale = {"B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}.get(unit)
+    if scale is None:
+        raise ModelError(f"{where}: unknown memory unit in {value!r}")
+    return int(number * scale)
+
+
+def parse_gpus(text: str) -> dict[Any, int]:
+    """``"4x48GB"`` (or ``"48GB,48GB"``) -> ``{0: 48e9, 1: 48e9, ...}``."""
+    match = re.fullmatch(r"\s*(\d+)\s*[x×]\s*(\S+)\s*", text)
+    sizes = [match.group(2)] * int(match.group(1)) if match else [part for part in text.split(",") if part.strip()]
+    return {index: parse_size(size, where="--gpus") for index, size in enumerate(sizes)}
+
+
+def visible_memory() -> dict[Any, int]:
+    """Free memory of the visible GPUs and the available CPU RAM, as accelerate would see them."""
+    import psutil
+    import torch
+
+    memory: dict[Any, int] = {}
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            memory[index] = int(torch.cuda.mem_get_info(index)[0])
+    memory["cpu"] = int(psutil.virtual_memory().available)
+    return memory
+
+
+def _has_gpu(memory: dict[Any, int]) -> bool:
+    return any(key not in ("cpu", "disk") for key in memory)
+
+
+def _devices_text(memory: dict[Any, int]) -> str:
+    return ", ".join(f"{'GPU ' + str(key) if key not in ('cpu', 'disk') else key}: {size / _GB:.0f} GB"
+                     for key, size in memory.items())
+
+
+def _placement_text(device_map: dict[str, Any]) -> str:
+    """Modules per device, consecutive numbered layers folded: ``model.layers.0-37``."""
+    groups: dict[str, list[str]] = {}
+    if set(device_map) == {""}:
+        device = device_map[""]
+        return f"the whole model on {'GPU ' + str(device) if isinstance(device, int) else device}"
+    for module, device in device_map.items():
+        groups.setdefault(f"GPU {device}" if isinstance(device, int) else str(device), []).append(module)
+    parts = []
+    for device, modules in groups.items():
+        folded: list[str] = []
+        runs: dict[str, list[int]] = {}
+        for module in modules:
+            match = re.fullmatch(r"(.+)\.(\d+)", module)
+            if match:
+                if match.group(1) not in runs:
+                    runs[match.group(1)] = []
+                    folded.append(match.group(1))
+                runs[match.group(1)].append(int(match.group(2)))
+            else:
+                folded.append(module)
+        text = [f"{m}.{min(runs[m])}-{max(runs[m])}" if m in runs and len(runs[m]) > 1
+                else f"{m}.{runs[m][0]}" if m in runs else m for m in folded]
+        parts.append(f"{device}: {', '.join(text)}")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def _is_quantized_linear(module: Any, model: Any) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Linear) and module is not model.get_output_embeddings()
+
+
+def weight_bytes(model: Any, dtype: str, quantization: str | None) -> int:
+    """Bytes of the weights of a (meta) model at ``dtype`` / ``quantization`` (module docstring)."""
+    width = _DTYPE_BYTES[dtype]
+    if quantization is None:
+        return sum(p.numel() for p in model.parameters()) * width
+    total, seen = 0, set()
+    for module in model.modules():
+        quantized = _is_quantized_linear(module, model) and id(module.weight) not in seen
+        for name, parameter in module.named_parameters(recurse=False):
+            if id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            if quantized and name == "weight":
+                rows, count = parameter.shape[0], parameter.numel()
+                total += count + 4 * rows if quantization == "8bit" else count // 2 + 4 * (count // 64)
+            else:
+                total += parameter.numel() * width
+    return total
+
+
+def _special_dtypes(model: Any, dtype: str) -> dict[str, Any]:
+    """Non-quantized parameters at the compute dtype, for accelerate's size estimate."""
+    import torch
+
+    special = {}
+    for module_name, module in model.named_modules():
+        quantized = _is_quantized_linear(module, model)
+        for name, _ in module.named_parameters(recurse=False):
+            if not (quantized and name == "weight"):
+                special[f"{module_name}.{name}" if module_name else name] = getattr(torch, dtype)
+    return special
+
+
+def device_map_for(model: Any, max_memory: dict[Any, int], dtype: str, quantization: str | None) -> dict[str, Any]:
+    """accelerate's ``infer_auto_device_map`` for the model at its load dtype (``device_map="auto"``)."""
+    import torch
+    from accelerate import infer_auto_device_map
+    from accelerate.utils import CustomDtype
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
+    if quantization:
+        kwargs = {"dtype": torch.int8 if quantization == "8bit" else CustomDtype.INT4,
+                  "special_dtypes": _special_dtypes(model, dtype)}
+    no_split = list(getattr(model, "_no_split_modules", None) or [])
+    # accelerate warns about planned GPUs this machine does not have; planning for them is the point
+    logger = logging.getLogger("accelerate.utils.modeling")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return dict(infer_auto_device_map(model, max_memory=dict(max_memory), no_split_module_classes=no_split,
+                                          **kwargs))
+    finally:
+        logger.setLevel(level)
+
+
+# ---------------------------------------------------------------------------------------------- compute
+def _params(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _stack_costs(stacks: Any, config: Any) -> tuple[StackCost | None, StackCost, list[str]]:
+    """(LM, vision, assumptions) for one model: geometry plus the tokens each stack sees per image."""
+    vision_config = getattr(config, "vision_config", None) or config
+    image_size = getattr(vision_config, "image_size", 224)
+    image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
+    patch = getattr(vision_config, "patch_size", 14)
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    assumptions: list[str] = []
+    model_type = config.model_type
+    if model_type == "qwen2_vl":
+        patches = (QWEN_IMAGE_SIDE // patch) ** 2
+        vision_tokens, image_tokens = patches, patches // vision_config.spatial_merge_size ** 2
+        assumptions.append(f"one {QWEN_IMAGE_SIDE}x{QWEN_IMAGE_SIDE} px image (dynamic resolution)")
+    else:
+        patches = (image_size // patch) ** 2
+        has_cls = model_type in ("idefics", "clip", "llava")
+        vision_tokens = patches + (1 if has_cls else 0)
+        if model_type == "idefics":
+            image_tokens = 3  # <fake><image><fake>; pixels arrive by cross-attention from 64 latents
+        elif model_type == "llava":
+            image_tokens = patches
+        elif model_type == "idefics2":
+            image_tokens = config.perceiver_config.resampler_n_latents
+            assumptions.append("one crop per image (no image splitting)")
+        elif model_type == "idefics3":
+            image_tokens = patches // config.scale_factor ** 2
+            assumptions.append("one crop per image (no image splitting)")
+        else:
+            image_tokens = 0
+    vision_layer = stacks.vision_layers[0]
+    vision = StackCost(stacks.num_vision_layers, stacks.vision_width,
+                       _mlp_width(vision_config, stacks.vision_width),
+                       int(getattr(vision_config, "num_attention_heads", getattr(vision_config, "num_heads", 1))),
+                       vision_tokens, _params(vision_layer))
+    if stacks.lm_layers is None:
+        return None, vision, assumptions
+    text_config = getattr(config, "text_config", None) or config
+    lm = StackCost(stacks.num_lm_layers, stacks.lm_width, _mlp_width(text_config, stacks.lm_width),
+                   int(text_config.num_attention_heads), PROMPT_TOKENS + image_tokens, _params(stacks.lm_layers[0]))
+    assumptions.append(f"{PROMPT_TOKENS} prompt tokens + {image_tokens} image tokens in the language model")
+    return lm, vision, assumptions
+
+
+def _mlp_width(config: Any, width: int) -> int:
+    value = getattr(config, "intermediate_size", None)
+    if isinstance(value, int):
+        return value
+    return int(getattr(config, "mlp_ratio", 4) * width)
+
+
+def _working_set(stack: StackCost) -> int:
+    """Values alive on the device while one layer of ``stack`` runs, per image (module docstring)."""
+    return stack.tokens * (4 * stack.width + 2 * stack.mlp_width) + stack.heads * stack.tokens ** 2
+
+
+def _layer_flops(stack: StackCost) -> float:
+    return 2.0 * stack.layer_params * stack.tokens + 4.0 * stack.tokens ** 2 * stack.width
+
+
+def forward_flops(model: Any, stacks: Any, lm: StackCost | None, vision: StackCost,
+                  deepest_lm: int | None, deepest_vision: int | None, *, full: bool = False) -> float:
+    """FLOPs per image to reach the deepest requested layers, or of a ``full`` forward pass.
+
+    Reading an LM layer runs the whole vision tower, the connector (perceiver / projector, counted
+    per vision token) and, for IDEFICS v1, the gated cross-attention blocks in front of the decoder
+    layers reached (one every ``cross_layer_interval``, per text token). Reading only vision layers
+    runs the tower up to the deepest one. A full pass adds the LM head over every token."""
+    if full:
+        deepest_lm, deepest_vision = (lm.layers if lm else None), vision.layers
+    vision_depth = vision.layers if deepest_lm is not None else 0
+    if deepest_vision is not None:
+        vision_depth = max(vision_depth, deepest_vision)
+    flops = vision_depth * _layer_flops(vision)
+    if lm is None or deepest_lm is None:
+        return flops
+    flops += deepest_lm * _layer_flops(lm)
+    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    head_params = _params(head) if head is not None and head.weight is not embeddings.weight else 0
+    cross = getattr(stacks.lm_module, "gated_cross_attn_layers", None)
+    cross_params = _params(cross) if cross is not None else 0
+    connector = (_params(model) - _params(stacks.vision_module) - lm.layer_params * lm.layers - cross_params
+                 - _params(embeddings) - head_params)
+    flops += 2.0 * max(connector, 0) * vision.tokens
+    if cross is not None:
+        interval = max(1, int(getattr(model.config, "cross_layer_interval", 1)))
+        reached = sum(1 for k in range(deepest_lm) if k % interval == 0)
+        flops += 2.0 * _params(cross[0]) * lm.tokens * reached
+    if full and head is not None:
+        flops += 2.0 * _params(head) * lm.tokens
+    return flops
+
+
+# ---------------------------------------------------------------------------------------------- plans
+def is_hf_backbone(name: str) -> bool:
+    """Backbones :func:`plan_backbone` can plan: recorded architectures and ``hf:`` models."""
+    from medprobe.models.architectures import ARCHITECTURES
+
+    return name.startswith("hf:") or name in ARCHITECTURES
+
+
+def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: Any = None, label: str | None = None,
+                  batch_size: int | None = None, max_memory: dict[Any, Any] | None = None,
+                  n_images: int | None = None, feature_dtype: str = "float16") -> BackbonePlan:
+    """The plan of one backbone (see the module docstring); ``max_memory`` defaults to the backbone's
+    own ``max_memory`` option, else the visible devices."""
+    from medprobe.models.architectures import config_for_backbone, meta_model
+    from medprobe.models.hf_loading import QUANTIZATIONS, resolve_dtype
+    from medprobe.models.stacks import find_stacks, resolve_layer_spec
+
+    options = dict(options or {})
+    label = label or name
+    config = config_for_backbone(name, options)
+    model = meta_model(config, name=name)
+    is_clip = config.model_type == "clip"
+    stacks = find_stacks(model, name, language=not is_clip)
+    memory_source = options.get("max_memory") or max_memory or visible_memory()
+    memory = {key: parse_size(value, where=f"backbone {label!r} max_memory") for key, value in memory_source.items()}
+    # the loader's default: bfloat16 where there is a GPU, float32 on a CPU
+    dtype = resolve_dtype(options.get("dtype") or ("bfloat16" if _has_gpu(memory) else "float32"))
+    quantization = options.get("quantization")
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ModelError(f"backbone {label!r}: unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
+    extra = ["image_embeds"] if is_clip else []
+    default = extra or [str(stacks.num_lm_layers)]
+    names = resolve_layer_spec(label, layers, num_lm=None if is_clip else stacks.num_lm_layers,
+                               num_vision=stacks.num_vision_layers, extra=extra, default=default)
+    device_map = device_map_for(model, memory, dtype, quantization)
+    lm, vision, assumptions = _stack_costs(stacks, config)
+    lm_layers = [int(layer) for layer in names if layer.isdigit()]
+    vision_layers = [int(layer.split(".")[1]) for layer in names if layer.startswith("vision.")]
+    wants_embeds = "image_embeds" in names
+    deepest_lm = max(lm_layers) if lm_layers else None
+    deepest_vision = vision.layers if wants_embeds else (max(vision_layers) if vision_layers else None)
+    requested = forward_flops(model, stacks, lm, vision, deepest_lm, deepest_vision)
+    full = forward_flops(model, stacks, lm, vision, None, None, full=True)
+    batch = batch_size or (32 if is_clip else 4)
+    width = _DTYPE_BYTES[dtype]
+    activation = batch * max(_working_set(stack) for stack in (lm, vision) if stack is not None)
+    captured_values = len(vision_layers) * vision.tokens * vision.width
+    if lm is not None:
+        captured_values += len(lm_layers) * lm.tokens * lm.width
+    embed_width = int(getattr(config, "projection_dim", 0) or 0)
+    feature_bytes = _DTYPE_BYTES.get(feature_dtype, 4)
+    per_image = sum(lm.width if layer.isdigit() and lm else embed_width if layer == "image_embeds" else vision.width
+                    for layer in names) * feature_bytes
+    return BackbonePlan(
+        label=label, name=name, model_class=type(model).__name__, parameters=_params(model), dtype=dtype,
+        quantization=quantization, weight_bytes=weight_bytes(model, dtype, quantization), max_memory=memory,
+        device_map=device_map, layers=names, batch_size=batch, activation_bytes=activation * width,
+        captured_bytes=batch * captured_values * 4, cache_bytes_per_image=per_image, n_images=n_images,
+        flops_requested=requested, flops_full=full, offload_folder=options.get("offload_folder"),
+        assumptions=assumptions,
+    )
+
+
+def plan_run(config: Any, *, max_memory: dict[Any, Any] | None = None, n_images: int | None = None,
+             backbones: Sequence[str] | None = None) -> list[BackbonePlan]:
+    """Plans of a run file's Hugging Face backbones (others -- pixels, ONNX -- have nothing to plan)."""
+    plans = []
+    for spec in config.backbones:
+        if not is_hf_backbone(spec.name) or (backbones and spec.display_name not in backbones):
+            continue
+        plans.append(plan_backbone(spec.name, spec.options, layers=spec.layers, label=spec.display_name,
+                                   batch_size=spec.batch_size, max_memory=max_memory, n_images=n_images,
+                                   feature_dtype=config.extraction.dtype))
+    return plans
+
+
+def check_fits(name: str, options: dict[str, Any] | None = None, *, label: str | None = None,
+               layers: Any = None) -> BackbonePlan | None:
+    """Stop before loading a backbone that cannot be loaded on this machine (run by ``medprobe run``).
+
+    Returns the plan (None for backbones that are not Hugging Face models)."""
+    if not is_hf_backbone(name):
+        return None
+    plan = plan_backbone(name, options, layers=layers, label=label)
+    if not plan.fits:
+        raise ModelError(
+            f"backbone {plan.label!r} cannot be loaded here: {plan.weight_bytes / _GB:.0f} GB of weights at "
+            f"{plan.dtype}{' ' + plan.quantization if plan.quantization else ''}, but {_devices_text(plan.max_memory)} "
+            f"leave {len(plan.offloaded.get('disk', []))} modules for disk and no offload_folder is set. Set "
+            "options.offload_folder, quantization: 8bit, or run on more/larger GPUs (see `medprobe plan`)")
+    return plan
+
+
+def count_images(config: Any) -> int | None:
+    """Images in a run's data (every split), or None when the data is not there to count."""
+    from medprobe.data.loaders import load_dataset
+    from medprobe.errors import MedprobeError
+
+    try:
+        return len(load_dataset(config.data).samples)
+    except (MedprobeError, OSError):
+        return None
+
+
+def layer_listing(name: str, options: dict[str, Any] | None = None, *, layers: Any = None,
+                  label: str | None = None) -> list[str]:
+    """What ``medprobe layers`` prints: each stack (range, width, hooked module list) and, for a
+    run file's backbone, the layers its ``layers:`` requests. Hugging Face models come from
+    config.json on the meta device; other backbones are built."""
+    from medprobe.models.stacks import resolve_layer_spec
+
+    label = label or name
+    if is_hf_backbone(name):
+        from medprobe.models.architectures import config_for_backbone, stacks_for_backbone
+
+        stacks = stacks_for_backbone(name, options)
+        lines = [f"{label}:", *(f"  {line}" for line in stacks.describe())]
+        if stacks.lm_layers is None:
+            config = config_for_backbone(name, options)
+            lines.append(f"  image_embeds: the projected image embedding, width {config.projection_dim}")
+        if layers is not None or label != name:
+            is_clip = stacks.lm_layers is None
+            default = ["image_embeds"] if is_clip else [str(stacks.num_lm_layers)]
+            names = resolve_layer_spec(label, layers, num_lm=None if is_clip else stacks.num_lm_layers,
+                                       num_vision=stacks.num_vision_layers, extra=["image_embeds"] if is_clip else [],
+                                       default=default)
+            lines.append(f"  requested ({layers!r}): {len(names)} layers: {', '.join(names)}")
+        return lines
+    from medprobe.models.registry import create_backbone
+
+    backbone = create_backbone(name, **dict(options or {}))
+    try:
+        names = backbone.layer_names() if layers is None else backbone.resolve_layers(layers)
+        return [f"{label}:", *(f"  {index:>4}  {layer}" for index, layer in enumerate(names))]
+    finally:
+        backbone.close()
