@@ -47,8 +47,8 @@ def test_own_data_manifest_example_loads(tmp_path):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / line.split(",")[0])
     data = load_manifest(tmp_path / "manifest.csv")
     assert data.classes == ["benign", "malignant"]
-    assert data.samples["group"].tolist() == ["P001", "P001", "P002", "P003"]
-    assert data.samples["split"].tolist() == ["train", "train", "val", "test"]
+    assert data.samples["group"].tolist() == ["P001", "P001", "P002", "P003", "P004", "P005"]
+    assert data.samples["split"].tolist() == ["train", "train", "train", "val", "test", "test"]
 
 
 @pytest.mark.slow
