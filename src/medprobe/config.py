@@ -76,6 +76,17 @@ class ProbeConfig(Strict):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     max_iter: int = Field(500, ge=1)
     device: str = "auto"
+    #: where the probe grid (layers x fractions x seeds) runs: this process, one layer at a time,
+    #: or Ray tasks, one layer each, on the cluster of ``extraction.ray_address`` (the feature cache
+    #: must be on a filesystem every node sees at the same path); both give identical results
+    engine: Literal["local", "ray"] = "local"
+    #: Ray only: layers fitted at once (each task holds one layer's features) and resources per task
+    num_workers: int = Field(1, ge=1)
+    num_cpus_per_worker: float = Field(1.0, gt=0)
+    num_gpus_per_worker: float = Field(0.0, ge=0)
+    #: per-sample test predictions written to predictions.parquet: the selected layers only, or
+    #: also every layer (then partitioned under predictions_all/backbone=<name>/layer=<layer>/)
+    predictions: Literal["selected", "all"] = "selected"
 
     @field_validator("train_fractions")
     @classmethod
