@@ -305,3 +305,44 @@ def test_predictions_selected_by_default_and_all_partitioned(tmp_path, layered_b
     assert (merged["score[pneumonia]"] == merged["score[pneumonia]_all"]).all()
     with pytest.raises(Exception, match="already holds"):
         run_experiment(parse_config(_run_config(tmp_path / "b", backbone, predictions="all")), show_progress=False)
+
+
+def test_probe_settings_are_validated():
+    base = {"data": {"adapter": "medmnist"}, "backbones": [{"name": "pixels"}]}
+    with pytest.raises(Exception, match="probe.engine"):
+        parse_config({**base, "probe": {"engine": "spark"}})
+    with pytest.raises(Exception, match="probe.predictions"):
+        parse_config({**base, "probe": {"predictions": "some"}})
+    with pytest.raises(Exception, match="probe.num_cpus_per_worker"):
+        parse_config({**base, "probe": {"num_cpus_per_worker": 0}})
+    config = parse_config(base).probe
+    assert (config.engine, config.predictions, config.num_workers) == ("local", "selected", 1)
+
+
+def test_probe_engine_ray_on_a_local_instance_equals_local(tmp_path, layered_backbone):
+    """The default-run check of ``probe.engine: ray`` (one node; tests/test_ray_multinode.py has the
+    multi-node cluster): same outcomes bit for bit, and worker-side errors keep their type."""
+    ray = pytest.importorskip("ray")
+    from medprobe.errors import CacheError
+    from medprobe.probes.ray_engine import probe_layers_ray
+
+    experiment, spec, dataset, cache, layers = _prepared(tmp_path, n_layers=3)
+    experiment.probe_backbone(spec, dataset, cache, layers)
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        distributed = Experiment(experiment.config.model_copy(update={"probe": experiment.config.probe.model_copy(
+            update={"engine": "ray", "num_workers": 2, "num_cpus_per_worker": 0.5})}), show_progress=False)
+        distributed.probe_backbone(spec, dataset, cache, layers)
+        splits = align_features(dataset, *grid.layer_sample_ids(cache, layers))
+        settings = grid.ProbeSettings("binary", 2, (1.0,), "auc", 100, "cpu")
+        with pytest.raises(CacheError, match=r"layer 'l0' on host .*cannot see the feature cache .*nowhere"):
+            probe_layers_ray(tmp_path / "nowhere", ["l0"], splits.index, splits.labels,
+                             [grid.FitPlan(1.0, 0, np.arange(len(splits.index["train"])))], settings,
+                             num_cpus_per_worker=0.5, show_progress=False)
+    finally:
+        ray.shutdown()
+    assert len(distributed.outcomes) == len(experiment.outcomes) == 3 * 3
+    for local, remote in zip(experiment.outcomes, distributed.outcomes):
+        assert (local.layer, local.C, local.val_score, local.selected) == (remote.layer, remote.C, remote.val_score,
+                                                                         remote.selected)
+        assert local.test_scores.tobytes() == remote.test_scores.tobytes()

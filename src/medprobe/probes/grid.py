@@ -232,11 +232,12 @@ def probe_layer(cache_path: str | Path, layer: str, index: dict[str, np.ndarray]
 
 
 # ------------------------------------------------------------------------------ up-front estimate
-#: L-BFGS iterations per C on a warm-started path, for the time estimate only (measured on the demo
-#: and on 20k x 8,192 synthetic features: 30-120 per C; the estimate uses the middle)
-_ITERATIONS_PER_C = 60
-#: one L-BFGS iteration is about one objective + gradient: two (n x D) @ (D x K) products
-_FLOPS_PER_ELEMENT_AND_OUTPUT = 4
+#: effective floating-point work of one C of a warm-started path, per training sample x feature x
+#: output: L-BFGS iterations (8-23 per C seen) x objective/gradient evaluations x two (n x D) @ (D x K)
+#: products, plus standardising and scoring. Measured 75-141 on three synthetic problems on the
+#: 2-core development machine (benchmarks/calibrate_probe_estimate.py), so the estimate is good to
+#: about a factor of two
+_FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C = 120
 
 
 def measured_flops() -> float:
@@ -257,7 +258,7 @@ def grid_estimate(n_layers: int, dim: int, n_outputs: int, plans: Sequence[FitPl
                   flops: float) -> dict[str, Any]:
     """Fit count and a rough CPU time of the grid, before fitting anything."""
     rows = sum(len(plan.train_rows) for plan in plans)
-    work = n_layers * rows * dim * n_outputs * n_Cs * _ITERATIONS_PER_C * _FLOPS_PER_ELEMENT_AND_OUTPUT
+    work = n_layers * rows * dim * n_outputs * n_Cs * _FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C
     return {"layers": n_layers, "plans": len(plans), "Cs": n_Cs, "paths": n_layers * len(plans),
             "fits": n_layers * len(plans) * n_Cs, "estimated_seconds": work / flops}
 
