@@ -346,3 +346,19 @@ def test_probe_engine_ray_on_a_local_instance_equals_local(tmp_path, layered_bac
         assert (local.layer, local.C, local.val_score, local.selected) == (remote.layer, remote.C, remote.val_score,
                                                                          remote.selected)
         assert local.test_scores.tobytes() == remote.test_scores.tobytes()
+
+
+def test_real_hf_backbones_are_told_apart(tmp_path):
+    """The stack split keys on the fingerprint's prompt: present for HF VLMs, absent for CLIP."""
+    pytest.importorskip("transformers")
+    import medprobe.models.tiny as tiny
+    from medprobe.models.registry import create_backbone
+
+    data = make_dataset(8)
+    for build, layer, expected in ((tiny.build_tiny_llava, "vision.1", True), (tiny.build_tiny_clip, "vision.1", False)):
+        backbone = create_backbone(f"hf:{build(tmp_path / build.__name__)}")
+        try:
+            cache = extract_features(backbone, data, [layer], tmp_path / "cache", show_progress=False)
+        finally:
+            backbone.close()
+        assert grid.has_language_model(cache) is expected

@@ -1,9 +1,11 @@
 """One experiment, end to end: data -> activations -> probes -> statistics -> outputs.
 
 ``run_experiment(config)`` is what ``medprobe run RUN.yaml`` calls. For every backbone it fills the
-feature cache, then for every train fraction and seed it fits a probe per layer (C chosen on the
-validation split), picks the layer with the best validation score, and evaluates every probe on
-the test split with bootstrap CIs. All backbones are scored on the *same* bootstrap replicates of
+feature cache, then -- one layer at a time, so memory holds one layer's features whatever the
+grid (:mod:`medprobe.probes.grid`) -- fits a probe per layer for every train fraction and seed
+(C chosen on the validation split), picks the layer with the best validation score (per stack:
+a VLM's vision-encoder layers form their own ``"<label> (vision)"`` row), and evaluates every
+probe on the test split with bootstrap CIs. All backbones are scored on the *same* bootstrap replicates of
 the same test samples, which is what makes the paired comparisons valid.
 
 Outputs (``output_dir``): ``results.json``, ``predictions.parquet``, ``comparisons.json``,
