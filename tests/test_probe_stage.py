@@ -362,3 +362,22 @@ def test_real_hf_backbones_are_told_apart(tmp_path):
         finally:
             backbone.close()
         assert grid.has_language_model(cache) is expected
+
+
+def test_test_probabilities_beyond_the_budget_wait_on_disk_with_exact_values(tmp_path, layered_backbone):
+    experiment, spec, dataset, cache, layers = _prepared(tmp_path, n_layers=4)
+    splits = experiment.probe_backbone(spec, dataset, cache, layers)
+    spilling = Experiment(experiment.config.model_copy(update={"probe": experiment.config.probe.model_copy(
+        update={"scores_in_memory_mb": 0})}), show_progress=False)
+    spilling.probe_backbone(spec, dataset, cache, layers)
+    on_disk = [o for o in spilling.outcomes if isinstance(o.test_scores, grid.SpilledScores)]
+    assert len(on_disk) == 4 * 3 - 3  # all but the three selected probes (selected ones are read back)
+    assert all(isinstance(o.test_scores, np.ndarray) for o in spilling.outcomes if o.selected)
+    test_ids = [splits.ids[i] for i in splits.index["test"]]
+    assert spilling.score(dataset, test_ids, splits.labels["test"]) == \
+           experiment.score(dataset, test_ids, splits.labels["test"])
+    folder = on_disk[0].test_scores.path.parent
+    assert folder.is_dir()
+    del spilling, on_disk
+    gc.collect()
+    assert not folder.exists()  # the temporary folder goes with the last spilled array

@@ -87,6 +87,9 @@ class ProbeConfig(Strict):
     #: per-sample test predictions written to predictions.parquet: the selected layers only, or
     #: also every layer (then partitioned under predictions_all/backbone=<name>/layer=<layer>/)
     predictions: Literal["selected", "all"] = "selected"
+    #: test probabilities of the probes kept in memory until scored, in MiB; beyond this they wait
+    #: in a temporary folder (exact values), so memory does not grow with layers x fractions x seeds
+    scores_in_memory_mb: float = Field(1024.0, ge=0)
 
     @field_validator("train_fractions")
     @classmethod

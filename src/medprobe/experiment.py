@@ -40,6 +40,8 @@ from medprobe.models.registry import create_backbone
 from medprobe.probes.grid import (
     SPLITS,
     FitPlan,
+    ScoreStore,
+    SpilledScores,
     ProbeSettings,
     format_duration,
     grid_estimate,
@@ -210,6 +212,7 @@ class Experiment:
         self.timings: dict[str, float] = {}
         self.skipped: list[dict[str, str]] = []
         self.probe_warnings: list[str] = []
+        self.score_store = ScoreStore(config.probe.scores_in_memory_mb * 2**20)
 
     # ------------------------------------------------------------------ stages
     def load_data(self) -> Dataset:
@@ -287,6 +290,7 @@ class Experiment:
                 num_cpus_per_worker=probe_config.num_cpus_per_worker,
                 num_gpus_per_worker=probe_config.num_gpus_per_worker, ray_address=self.config.extraction.ray_address,
                 description=f"{spec.display_name}: probing on Ray, layers", show_progress=self.show_progress,
+                keep=self.score_store.keep,
             )
         else:
             fits = {}
@@ -294,6 +298,8 @@ class Experiment:
                               total=len(layers), enabled=self.show_progress) as advance:
                 for layer in layers:
                     fits[layer] = probe_layer(cache.path, layer, splits.index, labels, plans, settings)
+                    for fit in fits[layer]:
+                        fit.test_scores = self.score_store.keep(fit.test_scores)
                     advance(1)
         self.select_layers(spec, layers, plans, fits, has_language_model(cache))
         self.timings[f"probe[{spec.display_name}]_s"] = round(time.perf_counter() - started, 3)
@@ -332,6 +338,8 @@ class Experiment:
                 scores = [outcome.val_score for outcome in members]
                 best = members[int(np.argmax(scores))]  # the first of equal maxima
                 best.selected = True
+                if isinstance(best.test_scores, SpilledScores):  # compared and written many times
+                    best.test_scores = best.test_scores.load()
                 tied = [members[i].layer for i in tied_best(scores)]
                 if len(tied) > 1:
                     best.tied_layers = tied
@@ -474,8 +482,9 @@ class Experiment:
                 frame[f"true[{name}]"] = y_test[:, k]
         else:
             frame["y_true"] = y_test
+        scores = np.asarray(outcome.test_scores)  # one read of spilled scores
         for k, name in enumerate(dataset.classes):
-            frame[f"score[{name}]"] = outcome.test_scores[:, k]
+            frame[f"score[{name}]"] = scores[:, k]
         return frame
 
     def run(self) -> Path:

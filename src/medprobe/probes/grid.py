@@ -21,7 +21,10 @@ selected layer (see :func:`stack_display_name`).
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
+import weakref
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +234,55 @@ def probe_layer(cache_path: str | Path, layer: str, index: dict[str, np.ndarray]
     return fit_plans(features, labels, layer, plans, settings)
 
 
+# ------------------------------------------------------------------------------ test probabilities
+class SpilledScores:
+    """Test probabilities of one probe kept in a ``.npy`` file; NumPy reads them back on every use
+    (``np.asarray(scores)``, indexing), so they occupy memory only while being scored."""
+
+    def __init__(self, store: "ScoreStore", path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._store = store  # keeps the temporary folder alive as long as any spilled scores are
+        self.path, self.shape, self.dtype = path, shape, dtype
+        self.ndim = len(shape)
+
+    def load(self) -> np.ndarray:
+        return np.load(self.path, allow_pickle=False)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        array = self.load()
+        return array if dtype is None else array.astype(dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.load()[key]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+class ScoreStore:
+    """Keeps test probabilities in memory up to ``budget_bytes`` and spills the rest to a temporary
+    folder (deleted when the last spilled array is gone). A paper-scale grid -- 81 layers x 19
+    plans x 10k test images x 54 findings in float64 -- holds ~6 GB of them; spilled, memory keeps
+    only what is being scored. Values are stored exactly (``.npy``, same dtype)."""
+
+    def __init__(self, budget_bytes: float) -> None:
+        self.budget_bytes = budget_bytes
+        self.in_memory = 0
+        self.spilled = 0
+        self._folder: Path | None = None
+
+    def keep(self, scores: np.ndarray) -> np.ndarray | SpilledScores:
+        if self.in_memory + scores.nbytes <= self.budget_bytes:
+            self.in_memory += scores.nbytes
+            return scores
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="medprobe-scores-"))
+            weakref.finalize(self, shutil.rmtree, self._folder, True)
+        path = self._folder / f"{self.spilled:07d}.npy"
+        np.save(path, scores, allow_pickle=False)
+        self.spilled += 1
+        return SpilledScores(self, path, scores.shape, scores.dtype)
+
+
 # ------------------------------------------------------------------------------ up-front estimate
 #: effective floating-point work of one C of a warm-started path, per training sample x feature x
 #: output: L-BFGS iterations (8-23 per C seen) x objective/gradient evaluations x two (n x D) @ (D x K)
@@ -277,7 +329,7 @@ def n_outputs(task_type: str, n_classes: int) -> int:
 
 
 __all__ = [
-    "has_language_model", "layer_sample_ids", "layer_width", "FitPlan", "LayerFit", "ProbeSettings", "TIE_TOLERANCE", "fit_plans", "format_duration", "grid_estimate",
+    "ScoreStore", "SpilledScores", "has_language_model", "layer_sample_ids", "layer_width", "FitPlan", "LayerFit", "ProbeSettings", "TIE_TOLERANCE", "fit_plans", "format_duration", "grid_estimate",
     "layer_stacks", "measured_flops", "n_outputs", "probe_layer", "read_layer_splits", "stack_display_name",
     "tied_best", "validation_size_warning",
 ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -88,8 +88,11 @@ def probe_layers_ray(
     ray_address: str | None = None,
     description: str = "probing on Ray, layers",
     show_progress: bool = True,
+    keep: Callable[[np.ndarray], Any] | None = None,
 ) -> dict[str, list[LayerFit]]:
-    """``{layer: [LayerFit per plan]}`` for every layer, fitted as Ray tasks (see the module docstring)."""
+    """``{layer: [LayerFit per plan]}`` for every layer, fitted as Ray tasks (see the module docstring).
+    ``keep``, when given, is applied to each fit's test probabilities as its layer arrives (the
+    experiment's :class:`~medprobe.probes.grid.ScoreStore`), so the driver never holds them all."""
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise ConfigError(f"probe.num_workers must be an integer >= 1, got {num_workers!r}")
     if not num_cpus_per_worker > 0:
@@ -122,6 +125,9 @@ def probe_layers_ray(
                         for other in running:
                             ray.cancel(other)
                         raise _driver_error(*value)
+                    if keep is not None:
+                        for fit in value:
+                            fit.test_scores = keep(fit.test_scores)
                     fits[layer] = value
                     advance(1)
         return fits
