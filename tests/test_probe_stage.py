@@ -232,6 +232,7 @@ def test_vision_rows_flow_into_comparisons_and_label_efficiency(tmp_path, layere
     assert {c["layer_a"] for c in comparisons if c["backbone_a"] == "VLM (vision)"} <= {"vision.0", "vision.1"}
     summary = json.loads((out / "run.json").read_text())
     assert {row["backbone"] for row in summary["label_efficiency"]} == {"VLM", "VLM (vision)", "pixels"}
+    assert "VLM (vision)" in (out / "report.html").read_text()
 
 
 def test_validation_ties_are_flagged_and_warned(tmp_path, layered_backbone, capsys):
