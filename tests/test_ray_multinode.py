@@ -150,6 +150,7 @@ def test_extraction_survives_a_node_removed_mid_run(tmp_path, cluster):
     assert ledgers == [cluster.head_node.node_id]
     victim = next(node for node in cluster.worker_nodes if node.node_id in busy)
     written_before = len(list(chunks.rglob("layers/*/chunk-*.safetensors")))
+    removed_at = time.time()
     cluster.remove_node(victim, allow_graceful=False)
     cluster.add_node(num_cpus=1, object_store_memory=_OBJECT_STORE)  # keep two nodes for the next tests
     runner.join(timeout=300)
@@ -157,3 +158,6 @@ def test_extraction_survives_a_node_removed_mid_run(tmp_path, cluster):
     assert "error" not in outcome, str(outcome.get("error"))[-3000:]
     assert written_before < 2 * 12  # the node really left while chunks were still to do
     assert _entry_files(outcome["cache"]) == _entry_files(reference)
+    # the lost replica's chunks went to a replica started afterwards on another node
+    later = {p.name.split("-")[0] for p in nodes.iterdir() if p.stat().st_mtime > removed_at}
+    assert later and victim.node_id not in later

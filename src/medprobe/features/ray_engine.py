@@ -361,6 +361,8 @@ def extract_features_ray(
 
                         ray.shutdown()
                 _wait_until_visible(cache, layers, hosts)
+                # a replica lost mid-write (its node gone, OOM-killed) leaves its temp file behind
+                cache.remove_temporary_files()
     for layer in layers:
         if not cache.is_complete(layer):
             cache.mark_complete(layer)
