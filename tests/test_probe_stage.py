@@ -382,3 +382,20 @@ def test_test_probabilities_beyond_the_budget_wait_on_disk_with_exact_values(tmp
     del spilling, on_disk
     gc.collect()
     assert not folder.exists()  # the temporary folder goes with the last spilled array
+
+
+def test_a_plan_fits_exactly_its_train_and_val_rows():
+    rng = np.random.default_rng(0)
+    features = {split: rng.normal(size=(n, 6)).astype(np.float32) for split, n in (("train", 60), ("val", 40),
+                                                                                   ("test", 10))}
+    labels = {split: np.arange(len(x)) % 2 for split, x in features.items()}
+    features["train"][:, 0] += labels["train"]
+    train_rows, val_rows = np.arange(0, 60, 3), np.arange(10, 40)
+    settings = grid.ProbeSettings("binary", 2, (0.1, 1.0), "auc", 100, "cpu")
+    fit, = grid.fit_plans(features, labels, "l0", [grid.FitPlan(0.5, 3, train_rows, val_rows)], settings)
+    probe, table = select_probe(features["train"][train_rows], labels["train"][train_rows], features["val"][val_rows],
+                                labels["val"][val_rows], "binary", Cs=[0.1, 1.0], max_iter=100, device="cpu",
+                                n_classes=2)
+    assert (fit.fraction, fit.seed, fit.C) == (0.5, 3, probe.C)
+    assert fit.val_score == table.loc[table.selected, "val_score"].iloc[0]
+    assert fit.test_scores.tobytes() == probe.predict_proba(features["test"]).tobytes()

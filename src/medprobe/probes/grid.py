@@ -50,11 +50,13 @@ MIN_VAL_PER_CLASS = 5
 
 @dataclass(frozen=True)
 class FitPlan:
-    """One (train fraction, seed) of the grid and the train-split rows it uses."""
+    """One (train fraction, seed) of the grid and the train-split rows it uses (and the val-split
+    rows it is selected on; ``None``: the whole validation split)."""
 
     fraction: float
     seed: int
     train_rows: np.ndarray  # positions into the train split
+    val_rows: np.ndarray | None = None  # positions into the val split
 
 
 @dataclass(frozen=True)
@@ -196,28 +198,35 @@ def read_layer_splits(cache: FeatureCache, layer: str, index: dict[str, np.ndarr
     return out
 
 
+def _rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``matrix[rows]`` without a copy when ``rows`` is every row in order (the full fraction)."""
+    if len(rows) == len(matrix) and np.array_equal(rows, np.arange(len(matrix))):
+        return matrix
+    return matrix[rows]
+
+
 def fit_plans(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], layer: str,
               plans: Sequence[FitPlan], settings: ProbeSettings) -> list[LayerFit]:
     """Fit one layer's probe (C chosen on val) for every plan; keep val scores and test probabilities."""
     fits = []
-    n_train = len(features["train"])
     for plan in plans:
         started = time.perf_counter()
-        whole = len(plan.train_rows) == n_train and np.array_equal(plan.train_rows, np.arange(n_train))
-        X_train = features["train"] if whole else features["train"][plan.train_rows]
+        X_train = _rows(features["train"], plan.train_rows)
+        val_rows = np.arange(len(features["val"])) if plan.val_rows is None else plan.val_rows
+        X_val = _rows(features["val"], val_rows)
         with warnings.catch_warnings():
             # non-convergence at the extreme Cs of the grid is expected; it is recorded per row in
             # results.json ("converged") instead of flooding the terminal
             warnings.simplefilter("ignore", ConvergenceWarning)
             try:
                 probe, table = select_probe(
-                    X_train, labels["train"][plan.train_rows], features["val"], labels["val"], settings.task_type,
+                    X_train, labels["train"][plan.train_rows], X_val, labels["val"][val_rows], settings.task_type,
                     Cs=list(settings.Cs), metric=settings.metric, max_iter=settings.max_iter, device=settings.device,
                     n_classes=settings.n_classes,
                 )
             except DataError as error:
                 raise DataError(f"layer {layer!r}, train fraction {plan.fraction}, seed {plan.seed}: {error}") from error
-        del X_train
+        del X_train, X_val
         chosen = table[table["selected"]].iloc[0]
         tied = [float(table["C"].iloc[i]) for i in tied_best(table["val_score"].to_numpy())]
         fits.append(LayerFit(layer=layer, fraction=plan.fraction, seed=plan.seed, C=float(probe.C),
