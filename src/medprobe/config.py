@@ -84,6 +84,20 @@ class ProbeConfig(Strict):
     val_follows_fraction: bool = False
     max_iter: int = Field(500, ge=1)
     device: str = "auto"
+    #: where the probe grid (layers x fractions x seeds) runs: this process, one layer at a time,
+    #: or Ray tasks, one layer each, on the cluster of ``extraction.ray_address`` (the feature cache
+    #: must be on a filesystem every node sees at the same path); both give identical results
+    engine: Literal["local", "ray"] = "local"
+    #: Ray only: layers fitted at once (each task holds one layer's features) and resources per task
+    num_workers: int = Field(1, ge=1)
+    num_cpus_per_worker: float = Field(1.0, gt=0)
+    num_gpus_per_worker: float = Field(0.0, ge=0)
+    #: per-sample test predictions written to predictions.parquet: the selected layers only, or
+    #: also every layer (then partitioned under predictions_all/backbone=<name>/layer=<layer>/)
+    predictions: Literal["selected", "all"] = "selected"
+    #: test probabilities of the probes kept in memory until scored, in MiB; beyond this they wait
+    #: in a temporary folder (exact values), so memory does not grow with layers x fractions x seeds
+    scores_in_memory_mb: float = Field(1024.0, ge=0)
 
     @field_validator("train_fractions")
     @classmethod

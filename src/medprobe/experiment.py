@@ -1,9 +1,11 @@
 """One experiment, end to end: data -> activations -> probes -> statistics -> outputs.
 
 ``run_experiment(config)`` is what ``medprobe run RUN.yaml`` calls. For every backbone it fills the
-feature cache, then for every train fraction and seed it fits a probe per layer (C chosen on the
-validation split), picks the layer with the best validation score, and evaluates every probe on
-the test split with bootstrap CIs. All backbones are scored on the *same* bootstrap replicates of
+feature cache, then -- one layer at a time, so memory holds one layer's features whatever the
+grid (:mod:`medprobe.probes.grid`) -- fits a probe per layer for every train fraction and seed
+(C chosen on the validation split), picks the layer with the best validation score (per stack:
+a VLM's vision-encoder layers form their own ``"<label> (vision)"`` row), and evaluates every
+probe on the test split with bootstrap CIs. All backbones are scored on the *same* bootstrap replicates of
 the same test samples, which is what makes the paired comparisons valid; the replicates resample
 test patients (all their images together) whenever a patient has several images.
 
@@ -15,18 +17,18 @@ from __future__ import annotations
 
 import io
 import platform
+import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import ConvergenceWarning
 
 import medprobe
 from medprobe.config import BackboneConfig, RunConfig, check_options
@@ -37,8 +39,26 @@ from medprobe.features.cache import FeatureCache, atomic_write_bytes, atomic_wri
 from medprobe.features.extract import existing_cache, extract_features, other_dtype_entries
 from medprobe.models.registry import create_backbone
 from medprobe.plan import check_fits
-from medprobe.probes import select_probe
-from medprobe.progress import console
+from medprobe.probes.grid import (
+    SPLITS,
+    FitPlan,
+    ScoreStore,
+    SpilledScores,
+    ProbeSettings,
+    format_duration,
+    grid_estimate,
+    has_language_model,
+    layer_sample_ids,
+    layer_stacks,
+    layer_width,
+    measured_flops,
+    n_outputs,
+    probe_layer,
+    stack_display_name,
+    tied_best,
+    validation_size_warning,
+)
+from medprobe.progress import console, progress_bar
 from medprobe.stats import (
     REPLICATE_T_TEST_WARNING,
     add_adjusted_p_values,
@@ -55,8 +75,6 @@ from medprobe.stats import (
 )
 
 OUTPUT_FILES = ("results.json", "predictions.parquet", "comparisons.json", "run.json", "report.html")
-#: below this many validation images the layer / C choice is flagged as noisy on the console
-SMALL_VALIDATION = 30
 #: skipped images listed one by one on the console (all of them are in run.json and the report)
 SKIPPED_SHOWN = 20
 
@@ -77,6 +95,13 @@ class ProbeOutcome:
     #: training / validation samples the probe actually used (after the one-per-class top-up)
     n_train: int | None = None
     n_val: int | None = None
+    #: the stack this layer was selected within: "lm" / "vision" for a VLM, "main" otherwise
+    stack: str = "main"
+    #: True when other layers (``tied_layers``) or Cs (``tied_Cs``) of this selection scored the same
+    #: on validation: the pick among them went to the first (shallowest layer, smallest C)
+    val_tie: bool = False
+    tied_layers: list[str] = field(default_factory=list)
+    tied_Cs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -90,6 +115,16 @@ class Splits:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
+#: folder of every layer's predictions with ``probe.predictions: all``
+ALL_PREDICTIONS = "predictions_all"
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def _versions() -> dict[str, str]:
     versions = {"medprobe": medprobe.__version__, "python": platform.python_version()}
     for package in ("numpy", "scikit-learn", "torch", "onnxruntime", "transformers", "safetensors"):
@@ -101,7 +136,7 @@ def _versions() -> dict[str, str]:
 
 
 #: entries of a run folder that are medprobe's: replaced by a new run; every other entry is kept
-RUN_FOLDER_OWNED = (*OUTPUT_FILES, "figures")
+RUN_FOLDER_OWNED = (*OUTPUT_FILES, "figures", "predictions_all")
 
 
 def prepare_output_dir(path: Path, overwrite: bool) -> None:
@@ -198,15 +233,6 @@ def report_skipped(skipped: list[dict[str, str]], on_error: str) -> None:
                   highlight=False, markup=False, style="yellow")
 
 
-def warn_small_validation(splits: Splits) -> None:
-    """A handful of validation images cannot tell layers or Cs apart; say so before anyone
-    reads meaning into the chosen layer."""
-    n_val = len(splits.index["val"])
-    if n_val < SMALL_VALIDATION:
-        console.print(f"warning: the validation split has only {n_val} image(s); the layer and C chosen on it "
-                      "are noisy (raise probe.val_fraction or add a val split)", highlight=False, style="yellow")
-
-
 def train_subset(splits: Splits, fraction: float, seed: int, split: str = "train") -> np.ndarray:
     """Indices into the train split (or ``split``, e.g. val with ``probe.val_follows_fraction``)
     of the samples used at this label fraction (stratified by class, grouped by patient)."""
@@ -233,6 +259,8 @@ class Experiment:
         self.backbone_info: list[dict[str, Any]] = []
         self.timings: dict[str, float] = {}
         self.skipped: list[dict[str, str]] = []
+        self.probe_warnings: list[str] = []
+        self.score_store = ScoreStore(config.probe.scores_in_memory_mb * 2**20)
 
     # ------------------------------------------------------------------ stages
     def load_data(self) -> Dataset:
@@ -292,66 +320,111 @@ class Experiment:
         return cache, layers
 
     def probe_backbone(self, spec: BackboneConfig, dataset: Dataset, cache: FeatureCache, layers: list[str]) -> Splits:
-        """Fit and score a probe for every layer x fraction x seed; mark the val-selected layer."""
+        """Fit and score a probe for every layer x fraction x seed; mark the val-selected layer of
+        each stack. Layer by layer (see :mod:`medprobe.probes.grid`): one layer's features in
+        memory at a time, whatever the number of layers, fractions and seeds."""
         started = time.perf_counter()
         probe_config = self.config.probe
-        splits: Splits | None = None
-        features: dict[str, np.ndarray] = {}
-        for layer in layers:
-            ids, array = cache.load(layer)
-            if splits is None:
-                splits = align_features(dataset, ids, cache.skipped(layer))
-            features[layer] = array
-        assert splits is not None
-        plans = [(f, s) for f in probe_config.train_fractions for s in (probe_config.seeds if f < 1 else [self.config.seed])]
-        ties: list[str] = []
-        for fraction, seed in plans:
-            local = train_subset(splits, fraction, seed)
-            train, y_train = splits.index["train"][local], splits.labels["train"][local]
-            val_local = train_subset(splits, fraction if probe_config.val_follows_fraction else 1.0, seed, "val")
-            val, y_val = splits.index["val"][val_local], splits.labels["val"][val_local]
-            where = f"{spec.display_name}, train fraction {fraction:g}, seed {seed}"
-            check_train_classes(dataset, y_train, where)
-            candidates = []
-            for layer in layers:
-                X = features[layer]
-                with warnings.catch_warnings():
-                    # non-convergence at the extreme Cs of the grid is expected; it is recorded per
-                    # row in results.json ("converged") instead of flooding the terminal
-                    warnings.simplefilter("ignore", ConvergenceWarning)
+        ids, skipped = layer_sample_ids(cache, layers)
+        splits = align_features(dataset, ids, skipped)
+        plans = []
+        for fraction in probe_config.train_fractions:
+            for seed in (probe_config.seeds if fraction < 1 else [self.config.seed]):
+                train_rows = train_subset(splits, fraction, seed)
+                check_train_classes(dataset, splits.labels["train"][train_rows],
+                                    f"{spec.display_name}, train fraction {fraction:g}, seed {seed}")
+                val_rows = (train_subset(splits, fraction, seed, "val") if probe_config.val_follows_fraction
+                            else None)
+                plans.append(FitPlan(fraction, seed, train_rows, val_rows))
+        settings = ProbeSettings(dataset.task_type, len(dataset.classes), tuple(probe_config.Cs),
+                                 probe_config.selection_metric, probe_config.max_iter, probe_config.device)
+        self.announce_probe_grid(spec, dataset, cache, layers, plans)
+        small = validation_size_warning(splits.labels["val"], dataset.task_type, dataset.classes)
+        if small and small not in self.probe_warnings:
+            self.warn(small)
+        labels = {split: splits.labels[split] for split in SPLITS}
+        if probe_config.engine == "ray":
+            from medprobe.probes.ray_engine import probe_layers_ray
+
+            fits = probe_layers_ray(
+                cache.path, layers, splits.index, labels, plans, settings, num_workers=probe_config.num_workers,
+                num_cpus_per_worker=probe_config.num_cpus_per_worker,
+                num_gpus_per_worker=probe_config.num_gpus_per_worker, ray_address=self.config.extraction.ray_address,
+                description=f"{spec.display_name}: probing on Ray, layers", show_progress=self.show_progress,
+                keep=self.score_store.keep,
+            )
+        else:
+            fits = {}
+            with progress_bar(f"{spec.display_name}: probing {len(layers)} layer(s) x {len(plans)} plan(s), layers",
+                              total=len(layers), enabled=self.show_progress) as advance:
+                for layer in layers:
                     try:
-                        probe, table = select_probe(
-                            X[train], y_train, X[val], y_val, dataset.task_type,
-                            Cs=probe_config.Cs, metric=probe_config.selection_metric,
-                            max_iter=probe_config.max_iter, device=probe_config.device,
-                            n_classes=len(dataset.classes),
-                        )
+                        fits[layer] = probe_layer(cache.path, layer, splits.index, labels, plans, settings)
                     except DataError as error:  # the probe names the problem; say which fit it was
-                        raise DataError(f"{where}, layer {layer!r} ({len(train)} training images): {error}") from None
-                chosen = table[table["selected"]].iloc[0]
-                tied_cs = table[table["val_score"] == chosen["val_score"]]["C"].tolist()
-                if len(tied_cs) > 1:
-                    ties.append(f"{where}, layer {layer}: Cs {[float(c) for c in tied_cs]} tie at "
-                                f"{chosen['val_score']:.3f} (smallest C kept)")
-                test_scores = probe.predict_proba(X[splits.index["test"]])
-                candidates.append(ProbeOutcome(spec.display_name, layer, fraction, seed, float(probe.C),
-                                               float(chosen["val_score"]), test_scores,
-                                               converged=bool(chosen["converged"]), n_train=len(local),
-                                               n_val=len(val_local)))
-            best = max(candidates, key=lambda outcome: outcome.val_score)
-            best.selected = True
-            self.outcomes.extend(candidates)
-            tied_layers = [c.layer for c in candidates if c.val_score == best.val_score]
-            if len(tied_layers) > 1:
-                ties.append(f"{where}: layers {tied_layers} tie at {best.val_score:.3f} (first listed kept)")
-        if ties:
-            n_val = len(splits.index["val"])
-            console.print(f"warning: {len(ties)} layer/C choice(s) of {spec.display_name} are ties on "
-                          f"{n_val} validation images, so the choice was arbitrary; a larger validation split "
-                          "would decide:\n  " + "\n  ".join(ties[:10]) + ("\n  ..." if len(ties) > 10 else ""),
-                          highlight=False, markup=False, style="yellow")
+                        raise DataError(f"{spec.display_name}, layer {layer!r}: {error}") from None
+                    for fit in fits[layer]:
+                        fit.test_scores = self.score_store.keep(fit.test_scores)
+                    advance(1)
+        self.select_layers(spec, layers, plans, fits, has_language_model(cache), len(splits.index["val"]))
         self.timings[f"probe[{spec.display_name}]_s"] = round(time.perf_counter() - started, 3)
         return splits
+
+    def announce_probe_grid(self, spec: BackboneConfig, dataset: Dataset, cache: FeatureCache, layers: list[str],
+                            plans: list[FitPlan]) -> None:
+        """Print the size of the probe grid and a rough time before fitting (``medprobe plan`` style)."""
+        dim = layer_width(cache, layers[0])
+        probe_config = self.config.probe
+        estimate = grid_estimate(len(layers), dim, n_outputs(dataset.task_type, len(dataset.classes)), plans,
+                                 len(probe_config.Cs), measured_flops())
+        self.timings[f"probe_estimate[{spec.display_name}]_s"] = round(estimate["estimated_seconds"], 1)
+        console.print(
+            f"{spec.display_name}: {estimate['layers']} layer(s) x {estimate['plans']} (fraction, seed) plan(s) x "
+            f"{estimate['Cs']} C = {estimate['fits']} probe fits ({estimate['paths']} C paths) on {dim}-dim "
+            f"features, engine {probe_config.engine}; roughly {format_duration(estimate['estimated_seconds'])} of "
+            "single-process CPU time", highlight=False)
+
+    def select_layers(self, spec: BackboneConfig, layers: list[str], plans: list[FitPlan],
+                      fits: dict[str, list[Any]], has_lm: bool, n_val_split: int) -> None:
+        """Turn the fits into outcomes (fraction/seed-major, layer order) and mark the best layer of
+        each stack on validation; report validation ties instead of hiding them."""
+        stacks = layer_stacks(layers, has_lm)
+        ties: dict[str, list[str]] = {}
+        for number, plan in enumerate(plans):
+            candidates = []
+            for layer in layers:
+                fit = fits[layer][number]
+                candidates.append(ProbeOutcome(
+                    stack_display_name(spec.display_name, stacks[layer]), layer, plan.fraction, plan.seed, fit.C,
+                    fit.val_score, fit.test_scores, converged=fit.converged, stack=stacks[layer],
+                    tied_Cs=fit.tied_Cs if len(fit.tied_Cs) > 1 else [], n_train=len(plan.train_rows),
+                    n_val=n_val_split if plan.val_rows is None else len(plan.val_rows)))
+            for stack in dict.fromkeys(stacks[layer] for layer in layers):
+                members = [outcome for outcome in candidates if outcome.stack == stack]
+                scores = [outcome.val_score for outcome in members]
+                best = members[int(np.argmax(scores))]  # the first of equal maxima
+                best.selected = True
+                if isinstance(best.test_scores, SpilledScores):  # compared and written many times
+                    best.test_scores = best.test_scores.load()
+                tied = [members[i].layer for i in tied_best(scores)]
+                if len(tied) > 1:
+                    best.tied_layers = tied
+                best.val_tie = bool(best.tied_layers or best.tied_Cs)
+                if best.val_tie:
+                    what = (f"layers {tied}" if best.tied_layers else "") + (" and " if best.tied_layers and
+                                                                                best.tied_Cs else "")
+                    what += f"Cs {best.tied_Cs} of layer {best.layer}" if best.tied_Cs else ""
+                    ties.setdefault(best.backbone, []).append(
+                        f"fraction {plan.fraction}, seed {plan.seed}: {what}")
+            self.outcomes.extend(candidates)
+        for backbone, where in ties.items():
+            self.warn(f"{backbone}: validation ties in {len(where)} of {len(plans)} selection(s) -- the first "
+                      f"(shallowest layer, smallest C) was taken; rows carry val_tie. {'; '.join(where[:3])}"
+                      + (" ..." if len(where) > 3 else ""))
+
+    def warn(self, message: str) -> None:
+        """A warning the user must see (also with --quiet), kept for the run's record."""
+        self.probe_warnings.append(message)
+        console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
     # -------------------------------------------------------------- statistics
     def score(self, dataset: Dataset, test_ids: list[str], y_test: np.ndarray) -> tuple[list[dict], list[dict]]:
@@ -449,6 +522,8 @@ class Experiment:
             **getattr(self, "resampling", {"bootstrap_unit": None, "n_units": None}),
             "selected": outcome.selected, "C": outcome.C, "val_score": outcome.val_score,
             "converged": outcome.converged, "n_train": outcome.n_train, "n_val": outcome.n_val,
+            "stack": outcome.stack, "val_tie": outcome.val_tie, "tied_layers": outcome.tied_layers,
+            "tied_Cs": outcome.tied_Cs,
         }
 
     def compare(self, dataset: Dataset, y_test: np.ndarray, patients: np.ndarray | None = None) -> list[dict[str, Any]]:
@@ -589,22 +664,45 @@ class Experiment:
 
     # ------------------------------------------------------------------ outputs
     def write_predictions(self, dataset: Dataset, test_ids: list[str], y_test: np.ndarray) -> None:
-        frames = []
+        """predictions.parquet: per-sample test scores of the val-selected layers. With
+        ``probe.predictions: all`` every layer's are also written, one file per backbone and layer
+        under ``predictions_all/`` (hive-partitioned: ``pd.read_parquet`` reads the folder as one
+        table), so no single table of layers x plans x samples rows is ever built in memory."""
+        selected = [outcome for outcome in self.outcomes if outcome.selected]
+        write_parquet(self.output_dir / "predictions.parquet",
+                      pd.concat([self.prediction_frame(dataset, test_ids, y_test, o) for o in selected],
+                                ignore_index=True))
+        if self.config.probe.predictions != "all":
+            return
+        folder = self.output_dir / ALL_PREDICTIONS
+        if folder.exists():
+            if not self.overwrite:
+                raise ConfigError(f"{folder} already holds predictions; pass --overwrite or choose another --out")
+            shutil.rmtree(folder)
+        by_layer: dict[tuple[str, str], list[ProbeOutcome]] = {}
         for outcome in self.outcomes:
-            frame = pd.DataFrame({"sample_id": test_ids})
-            frame["backbone"], frame["layer"] = outcome.backbone, outcome.layer
-            frame["train_fraction"], frame["seed"] = outcome.train_fraction, outcome.seed
-            if dataset.task_type == "multilabel":
-                for k, name in enumerate(dataset.classes):
-                    frame[f"true[{name}]"] = y_test[:, k]
-            else:
-                frame["y_true"] = y_test
+            by_layer.setdefault((outcome.backbone, outcome.layer), []).append(outcome)
+        for (backbone, layer), outcomes in by_layer.items():
+            frame = pd.concat([self.prediction_frame(dataset, test_ids, y_test, o) for o in outcomes],
+                              ignore_index=True).drop(columns=["backbone", "layer"])
+            path = folder / f"backbone={quote(backbone, safe='')}" / f"layer={quote(layer, safe='')}" / "part-0.parquet"
+            write_parquet(path, frame)
+
+    @staticmethod
+    def prediction_frame(dataset: Dataset, test_ids: list[str], y_test: np.ndarray,
+                         outcome: ProbeOutcome) -> pd.DataFrame:
+        frame = pd.DataFrame({"sample_id": test_ids})
+        frame["backbone"], frame["layer"] = outcome.backbone, outcome.layer
+        frame["train_fraction"], frame["seed"] = outcome.train_fraction, outcome.seed
+        if dataset.task_type == "multilabel":
             for k, name in enumerate(dataset.classes):
-                frame[f"score[{name}]"] = outcome.test_scores[:, k]
-            frames.append(frame)
-        buffer = io.BytesIO()
-        pd.concat(frames, ignore_index=True).to_parquet(buffer, index=False)
-        atomic_write_bytes(self.output_dir / "predictions.parquet", buffer.getvalue())
+                frame[f"true[{name}]"] = y_test[:, k]
+        else:
+            frame["y_true"] = y_test
+        scores = np.asarray(outcome.test_scores)  # one read of spilled scores
+        for k, name in enumerate(dataset.classes):
+            frame[f"score[{name}]"] = scores[:, k]
+        return frame
 
     def run(self) -> Path:
         """Run every stage; the outputs are written into a staging folder that replaces the output
@@ -638,7 +736,6 @@ class Experiment:
                 test_reference = (test_ids, splits.labels["test"])
                 self.skipped = splits.skipped
                 report_skipped(splits.skipped, self.config.data.on_error)
-                warn_small_validation(splits)
             elif test_ids != test_reference[0]:
                 raise DataError(f"backbone {spec.display_name!r} saw different test samples than the others "
                                 "(unreadable images differ?); paired comparisons would be invalid")
@@ -678,6 +775,7 @@ class Experiment:
             "timings": self.timings, "notes": self.config.notes,
             "label_efficiency": self.label_efficiency(rows),
             "statistics": self.statistics_summary(),
+            "probe_warnings": self.probe_warnings,
             "command": " ".join(sys.argv),
             "config": self.config.model_dump(),
         }

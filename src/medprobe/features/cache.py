@@ -350,13 +350,17 @@ class FeatureCache:
                             "to finish, or rerun with --wait-for-lock SECONDS"
                         ) from None
                     time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-            # Temp files of a writer that was killed mid-write; with the lock held nobody else
-            # can be writing one, and they are never read, so removing them is safe.
-            for stale in self.path.glob("layers/*/.chunk-*.tmp"):
-                stale.unlink(missing_ok=True)
+            self.remove_temporary_files()
             yield
         finally:
             handle.close()
+
+    def remove_temporary_files(self) -> None:
+        """Delete temp files of chunk writers that were killed mid-write. Call only while holding
+        :meth:`writer_lock` with no writer of one's own running: then nobody else can be writing
+        one, and they are never read, so removing them is safe."""
+        for stale in self.path.glob("layers/*/.chunk-*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def write_chunk(
         self,

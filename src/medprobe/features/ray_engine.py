@@ -221,7 +221,13 @@ def _results(
     import ray
     import ray.data
 
-    ledger = ray.remote(num_cpus=0)(_AttemptLedger).remote()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's node: a ledger on a worker node would die with that node, and every chunk in
+    # flight would then fail instead of being retried elsewhere (the driver's node is never lost
+    # without losing the run anyway).
+    driver_node = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    ledger = ray.remote(num_cpus=0, scheduling_strategy=driver_node)(_AttemptLedger).remote()
     try:
         chunks = ray.data.from_items(descriptors, override_num_blocks=len(descriptors))  # a task per chunk
         finished = chunks.map_batches(
@@ -358,6 +364,8 @@ def extract_features_ray(
 
                         ray.shutdown()
                 _wait_until_visible(cache, layers, hosts)
+                # a replica lost mid-write (its node gone, OOM-killed) leaves its temp file behind
+                cache.remove_temporary_files()
     for layer in layers:
         if not cache.is_complete(layer):
             cache.mark_complete(layer)

@@ -1,0 +1,42 @@
+"""Size of results.json for a paper-scale probe grid (issue 15.6): 81 layers x 19 (fraction, seed)
+plans of one backbone, for a T1-like task (9 classes) and a T7-like one (54 findings). Rows are
+built with the experiment's own row builder and written the way results.json is; the statistics
+are placeholders (the size depends on the number of rows and keys, not on the values).
+
+    PYTHONPATH=src python benchmarks/bench_results_size.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from medprobe.config import parse_config
+from medprobe.experiment import Experiment, ProbeOutcome
+from medprobe.features.cache import _json_safe
+from medprobe.stats.metrics import metric_names
+
+N_LAYERS = 81
+#: the study's label-efficiency grid: all data once, six fractions x three seeds
+PLANS = [(1.0, 0)] + [(fraction, seed) for fraction in (0.01, 0.02, 0.05, 0.1, 0.25, 0.5) for seed in range(3)]
+SUMMARY = {"value": 0.5, "sd": 0.01, "ci_low": 0.4, "ci_high": 0.6, "n_dropped": 0}
+
+
+def measure(task_type: str, classes: list[str], n_test: int = 1000) -> None:
+    config = parse_config({"data": {"adapter": "medmnist"}, "backbones": [{"name": "pixels", "label": "IDEFICS-80B"}]})
+    experiment = Experiment(config, show_progress=False)
+    scores = np.zeros((1, len(classes)))  # not used by the row builder
+    outcomes = [ProbeOutcome("IDEFICS-80B", str(layer), fraction, seed, 1.0, 0.5, scores, selected=layer == 32)
+                for fraction, seed in PLANS for layer in range(N_LAYERS)]
+    names = metric_names(task_type, classes)
+    rows = [experiment.result_row(outcome, metric, SUMMARY, n_test) for outcome in outcomes for metric in names]
+    written = json.dumps(_json_safe(rows), indent=2, sort_keys=True, allow_nan=False)
+    compact = json.dumps(_json_safe(rows), separators=(",", ":"), sort_keys=True, allow_nan=False)
+    print(f"{task_type}, {len(classes)} classes: {len(outcomes)} probes x {len(names)} metrics = {len(rows)} rows; "
+          f"results.json {len(written) / 1e6:.1f} MB as written (indent 2), {len(compact) / 1e6:.1f} MB without")
+
+
+if __name__ == "__main__":
+    measure("multiclass", [f"class{i}" for i in range(9)])
+    measure("multilabel", [f"finding{i}" for i in range(54)])

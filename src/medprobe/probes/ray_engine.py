@@ -1,0 +1,139 @@
+"""The probe grid on a Ray cluster (``probe.engine: ray``): one task per layer.
+
+Each task runs :func:`medprobe.probes.grid.probe_layer` -- the very function the local engine
+runs -- on the node Ray places it: it reads its layer from the feature cache (which therefore has
+to be on a filesystem every node mounts at the same path, as for distributed extraction), fits
+every (train fraction, seed) plan and returns the validation scores and test probabilities only.
+The split positions, labels and plans go to the object store once and are shared by all tasks.
+
+Why the results equal the local engine's bit for bit: the inputs are the same arrays, the solver
+is deterministic for a given input and thread count, and each task runs torch with the driver's
+thread count (``torch.get_num_threads()`` there), whatever CPU share Ray gave it. On a cluster of
+machines with another CPU or BLAS the last bits may still differ; on one machine or identical
+nodes they do not.
+
+At most ``num_workers`` layers are in flight, so cluster memory is bounded by ``num_workers``
+layers' features. A task whose worker died (node lost, out of memory) is retried by Ray on another
+node (``max_retries``); errors meant for people keep their medprobe type on the driver.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from medprobe import errors
+from medprobe.errors import CacheError, ConfigError, MedprobeError
+from medprobe.probes.grid import FitPlan, LayerFit, ProbeSettings, probe_layer
+from medprobe.progress import progress_bar
+
+#: retries of a layer whose worker process died (a lost node, the OOM killer)
+MAX_RETRIES = 3
+
+
+def _connect(ray_address: str | None) -> bool:
+    """Join the running Ray instance or cluster (or start a local one); True when this call started it."""
+    try:
+        import ray
+    except ModuleNotFoundError as error:
+        raise ConfigError("probe engine 'ray' needs Ray; install it with `pip install 'medprobe[ray]'`") from error
+    if ray.is_initialized():
+        return False
+    ray.init(address=ray_address)
+    return True
+
+
+def _probe_layer_task(cache_path: str, layer: str, shared: tuple, threads: int) -> tuple[str, Any]:
+    """Ray task body: ``("ok", fits)`` or ``("error", (type name, message))`` for medprobe errors
+    (Ray would wrap them into its own exception types otherwise)."""
+    import torch
+
+    index, labels, plans, settings = shared
+    host = socket.gethostname()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        if not (Path(cache_path) / "meta.json").is_file():
+            raise CacheError(f"worker on host {host} cannot see the feature cache {cache_path}: with "
+                             "probe.engine: ray the cache must be on a filesystem shared by every node (e.g. NFS), "
+                             "mounted at the same path")
+        return "ok", probe_layer(cache_path, layer, index, labels, plans, settings)
+    except MedprobeError as error:
+        return "error", (type(error).__name__, f"layer {layer!r} on host {host}: {error}")
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _driver_error(error_type: str, message: str) -> MedprobeError:
+    cls = getattr(errors, error_type, None)
+    if not (isinstance(cls, type) and issubclass(cls, MedprobeError)):
+        cls = MedprobeError
+    return cls(message)
+
+
+def probe_layers_ray(
+    cache_path: str | Path,
+    layers: Sequence[str],
+    index: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    plans: Sequence[FitPlan],
+    settings: ProbeSettings,
+    *,
+    num_workers: int = 1,
+    num_cpus_per_worker: float = 1.0,
+    num_gpus_per_worker: float = 0.0,
+    ray_address: str | None = None,
+    description: str = "probing on Ray, layers",
+    show_progress: bool = True,
+    keep: Callable[[np.ndarray], Any] | None = None,
+) -> dict[str, list[LayerFit]]:
+    """``{layer: [LayerFit per plan]}`` for every layer, fitted as Ray tasks (see the module docstring).
+    ``keep``, when given, is applied to each fit's test probabilities as its layer arrives (the
+    experiment's :class:`~medprobe.probes.grid.ScoreStore`), so the driver never holds them all."""
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ConfigError(f"probe.num_workers must be an integer >= 1, got {num_workers!r}")
+    if not num_cpus_per_worker > 0:
+        raise ConfigError(f"probe.num_cpus_per_worker must be > 0, got {num_cpus_per_worker!r}")
+    if not num_gpus_per_worker >= 0:
+        raise ConfigError(f"probe.num_gpus_per_worker must be >= 0, got {num_gpus_per_worker!r}")
+    import torch
+
+    started_ray = _connect(ray_address)
+    import ray
+
+    try:
+        task = ray.remote(_probe_layer_task).options(
+            num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker or None, max_retries=MAX_RETRIES)
+        shared = ray.put((index, labels, list(plans), settings))
+        threads = torch.get_num_threads()
+        waiting = list(layers)
+        running: dict[Any, str] = {}
+        fits: dict[str, list[LayerFit]] = {}
+        with progress_bar(description, total=len(layers), enabled=show_progress) as advance:
+            while waiting or running:
+                while waiting and len(running) < num_workers:
+                    layer = waiting.pop(0)
+                    running[task.remote(str(Path(cache_path).resolve()), layer, shared, threads)] = layer
+                done, _ = ray.wait(list(running), num_returns=1)
+                for reference in done:
+                    layer = running.pop(reference)
+                    status, value = ray.get(reference)
+                    if status == "error":
+                        for other in running:
+                            ray.cancel(other)
+                        raise _driver_error(*value)
+                    if keep is not None:
+                        for fit in value:
+                            fit.test_scores = keep(fit.test_scores)
+                    fits[layer] = value
+                    advance(1)
+        return fits
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+__all__ = ["MAX_RETRIES", "probe_layers_ray"]
