@@ -145,8 +145,6 @@ def prepare_output_dir(path: Path, overwrite: bool) -> None:
     from medprobe.outputs import recover
 
     for note in recover(path, RUN_FOLDER_OWNED):
-        from medprobe.progress import console
-
         console.print(f"[yellow]{note}[/]", highlight=False)
     existing = [name for name in OUTPUT_FILES if (path / name).exists()]
     if existing and not overwrite:

@@ -437,12 +437,12 @@ class FeatureCache:
         marker = self.path / "layers" / _layer_dir(layer) / "COMPLETE"
         return json.loads(marker.read_text())["skipped"] if marker.is_file() else []
 
-    def _read_chunks(self, layer: str) -> tuple[list[str], np.ndarray, list[dict[str, str]]]:
-        """Every chunk of ``layer``, verified; any bad chunk is moved aside and reported (all of
-        them at once, by path) instead of being used."""
-        ids: list[str] = []
-        parts: list[np.ndarray] = []
-        skipped: list[dict[str, str]] = []
+    def iter_chunks(self, layer: str) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+        """``(info, array)`` of every chunk of ``layer`` in order, each verified against its
+        checksum before it is handed out, so a reader never needs the whole layer at once. Any
+        bad chunk is moved aside and reported (all of them at once, by path, after the last
+        chunk) instead of being used: a caller that sees :class:`BadChunksError` must discard
+        what it read."""
         bad: list[CorruptChunkError] = []
         for chunk in self.chunks():
             path = self.chunk_path(layer, chunk.index)
@@ -457,11 +457,20 @@ class FeatureCache:
             if array.dtype != self.dtype:
                 bad.append(CorruptChunkError(path, f"holds {array.dtype}, the entry stores {self.dtype_name}"))
                 continue
+            if not bad:
+                yield info, array
+        if bad:
+            raise BadChunksError(self._quarantine(layer, bad), [error.path for error in bad])
+
+    def _read_chunks(self, layer: str) -> tuple[list[str], np.ndarray, list[dict[str, str]]]:
+        """Every chunk of ``layer``, verified (see :meth:`iter_chunks`)."""
+        ids: list[str] = []
+        parts: list[np.ndarray] = []
+        skipped: list[dict[str, str]] = []
+        for info, array in self.iter_chunks(layer):
             parts.append(array)
             ids.extend(info["sample_ids"])
             skipped.extend(info["skipped"])
-        if bad:
-            raise BadChunksError(self._quarantine(layer, bad), [error.path for error in bad])
         parts = [part for part in parts if len(part)]  # chunks whose every image was skipped
         array = np.concatenate(parts) if parts else np.zeros((0, 0), self.dtype)
         return ids, array, skipped
@@ -483,8 +492,8 @@ class FeatureCache:
             lines.append(f"  {error.path}: {error.reason}{note}")
         return (f"layer {layer!r} of the feature cache {self.path}: {len(bad)} bad chunk(s), not used:\n"
                 + "\n".join(lines)
-                + f"\nThey are recomputed by the next extraction: rerun `medprobe extract RUN.yaml` "
-                  f"(or `medprobe run RUN.yaml`). Check a whole cache with `medprobe cache verify`.")
+                + "\nThey are recomputed by the next extraction: rerun `medprobe extract RUN.yaml` "
+                  "(or `medprobe run RUN.yaml`). Check a whole cache with `medprobe cache verify`.")
 
     def verify(self) -> tuple[int, list[CorruptChunkError]]:
         """Read every chunk file of every layer (complete or not) against its checksum, changing

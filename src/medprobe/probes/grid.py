@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
 from sklearn.exceptions import ConvergenceWarning
 
 from medprobe.errors import CacheError, DataError
@@ -178,13 +177,9 @@ def read_layer_splits(cache: FeatureCache, layer: str, index: dict[str, np.ndarr
         destination_row[index[split]] = np.arange(len(index[split]))
     out = {split: np.empty((len(index[split]), dim), dtype=np.float32) for split in SPLITS}
     start = 0
-    for chunk in cache.chunks():
-        path = cache.chunk_path(layer, chunk.index)
-        try:
-            with safe_open(str(path), framework="numpy") as handle:
-                block = handle.get_tensor("features")
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CacheError(f"cannot read feature chunk {path}: {error}; delete it and resume") from error
+    for _, block in cache.iter_chunks(layer):  # each chunk checked against its checksum first
+        if not len(block):  # every image of the chunk was skipped
+            continue
         stop = start + len(block)
         if stop > n_rows:
             raise CacheError(f"layer {layer!r} of {cache.path}: chunks hold more rows than its COMPLETE marker says")
