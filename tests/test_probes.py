@@ -170,18 +170,18 @@ def test_path_equals_fitting_each_C_from_scratch(data, task):
 def test_preconditioner_finds_the_dominant_directions():
     """The randomised eigen-sketch behind the L-BFGS preconditioner matches numpy's eigh, and the
     preconditioner is symmetric positive definite with the dominant directions scaled down."""
-    from medprobe.probes.logistic import _Preconditioner
+    from medprobe.probes.solver import Preconditioner
 
     rng = np.random.default_rng(4)
     n, d = 400, 60
     X = rng.normal(size=(n, d)) + rng.normal(size=(n, 3)) @ (rng.normal(size=(3, d)) * np.array([[6.0], [4.0], [3.0]]))
     X = (X - X.mean(0)) / X.std(0)
     exact = np.linalg.eigvalsh(X.T @ X / n)[::-1]
-    preconditioner = _Preconditioner(torch.as_tensor(X), k=2, max_rank=20)
+    preconditioner = Preconditioner(torch.as_tensor(X), max_rank=20)
     np.testing.assert_allclose(preconditioner.eigenvalues[:3], exact[:3], rtol=1e-4)
-    factors = preconditioner.factors(C=1.0, n=n)
-    basis = np.eye(2 * d + 2)
-    P = np.stack([preconditioner.apply(row, factors) for row in basis])
+    factors = preconditioner.factors(np.array([1.0 / n]))
+    basis = np.eye(2 * (d + 1)).reshape(-1, 1, 2, d + 1)  # one problem of two outputs
+    P = np.stack([preconditioner.apply(row, factors).ravel() for row in basis])
     np.testing.assert_allclose(P, P.T, atol=1e-12)
     eigenvalues = np.linalg.eigvalsh(P)
     assert eigenvalues.min() > 0 and eigenvalues.max() == pytest.approx(1.0)
