@@ -179,12 +179,16 @@ def test_preconditioner_finds_the_dominant_directions():
     exact = np.linalg.eigvalsh(X.T @ X / n)[::-1]
     preconditioner = Preconditioner(torch.as_tensor(X), max_rank=20)
     np.testing.assert_allclose(preconditioner.eigenvalues[:3], exact[:3], rtol=1e-4)
-    factors = preconditioner.factors(np.array([1.0 / n]))
+    factors = preconditioner.factors(np.array([1.0 / n]), np.array([0.25]))
     basis = np.eye(2 * (d + 1)).reshape(-1, 1, 2, d + 1)  # one problem of two outputs
     P = np.stack([preconditioner.apply(row, factors).ravel() for row in basis])
     np.testing.assert_allclose(P, P.T, atol=1e-12)
     eigenvalues = np.linalg.eigvalsh(P)
-    assert eigenvalues.min() > 0 and eigenvalues.max() == pytest.approx(1.0)
+    assert eigenvalues.min() > 0
+    weights = P.reshape(2, d + 1, 2, d + 1)[:, :d, :, :d].reshape(2 * d, 2 * d)
+    assert np.linalg.eigvalsh(weights).max() == pytest.approx(1.0)  # the bulk directions are left alone
+    # the (unpenalised) intercepts are scaled like a feature of eigenvalue 1 with the penalty / curvature
+    assert P[d, d] == pytest.approx(preconditioner.eigenvalues[-1] + (1.0 / n) / 0.25)
     top = preconditioner.vectors[:, 0]
     assert top @ P[:d, :d] @ top < 0.1  # the strongest direction is damped hardest
 

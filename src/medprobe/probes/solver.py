@@ -53,22 +53,41 @@ class BatchObjective:
     so no autograd graph is needed.
     """
 
-    def __init__(self, X: torch.Tensor, targets: np.ndarray, softmax: bool) -> None:
+    def __init__(self, X: torch.Tensor, targets: np.ndarray, softmax: bool, exact: bool = False) -> None:
         self.X = X
         self.targets = targets.astype(np.float64)
         self.softmax = softmax
         self.n, self.d = X.shape
         self.outputs = targets.shape[1] if softmax else 1
+        #: float64 products over row blocks of a lower-precision X (no float64 copy of X is made)
+        self.exact = exact and X.dtype != torch.float64
+        self.compute_dtype = torch.float64 if self.exact else X.dtype
+        self.block_rows = max(1, (1 << 22) // max(1, self.d))
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(device=self.X.device, dtype=self.X.dtype)
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device=self.X.device, dtype=self.compute_dtype)
+
+    def _logits(self, coef: torch.Tensor, intercept: torch.Tensor) -> np.ndarray:
+        if not self.exact:
+            return F.linear(self.X, coef, intercept).cpu().numpy().astype(np.float64)
+        return np.concatenate([F.linear(self.X[start:start + self.block_rows].to(torch.float64), coef, intercept).cpu().numpy()
+                               for start in range(0, self.n, self.block_rows)])
+
+    def _residual_product(self, residual: np.ndarray) -> np.ndarray:
+        """``residual^T X`` (outputs, D) in float64."""
+        if not self.exact:
+            return (self._to_device(residual).T @ self.X).cpu().numpy().astype(np.float64)
+        total = torch.zeros((residual.shape[1], self.d), dtype=torch.float64, device=self.X.device)
+        for start in range(0, self.n, self.block_rows):
+            block = self._to_device(residual[start:start + self.block_rows])
+            total += block.T @ self.X[start:start + self.block_rows].to(torch.float64)
+        return total.cpu().numpy()
 
     def __call__(self, theta: np.ndarray, l2: np.ndarray, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Losses (P,) and gradients (P, K_p, D + 1) at ``theta``; ``l2`` is ``1 / (C n)`` per problem."""
         p, k, d = theta.shape[0], self.outputs, self.d
         coef = theta[:, :, :d].reshape(p * k, d)
-        logits = F.linear(self.X, self._to_device(coef), self._to_device(theta[:, :, d].reshape(p * k)))
-        logits = logits.cpu().numpy().astype(np.float64)
+        logits = self._logits(self._to_device(coef), self._to_device(theta[:, :, d].reshape(p * k)))
         if self.softmax:
             z = logits.reshape(self.n, p, k)
             shifted = z - z.max(axis=2, keepdims=True)
@@ -81,7 +100,7 @@ class BatchObjective:
             residual = np.exp(-np.logaddexp(0.0, -logits)) - targets  # sigmoid, without overflow
         squares = np.einsum("pkd,pkd->p", theta[:, :, :d], theta[:, :, :d])
         loss = losses.sum(axis=0) / self.n + 0.5 * l2 * squares
-        product = (self._to_device(residual).T @ self.X).cpu().numpy().astype(np.float64)
+        product = self._residual_product(residual)
         grad = np.empty_like(theta)
         grad[:, :, :d] = product.reshape(p, k, d) / self.n + l2[:, None, None] * theta[:, :, :d]
         grad[:, :, d] = residual.sum(axis=0).reshape(p, k) / self.n
@@ -122,22 +141,41 @@ class Preconditioner:
         self.eigenvalues = eigenvalues[order]
         self.vectors = basis @ eigenvectors[:, order]  # (D, q), orthonormal
 
-    def factors(self, l2: np.ndarray) -> np.ndarray | None:
-        """``a_i - 1`` per problem (P, q) for its ``l2 = 1 / (C n)`` (None: no preconditioning)."""
-        if self.eigenvalues is None:
-            return None
-        l2 = np.asarray(l2, dtype=np.float64)[:, None]
-        return (self.eigenvalues[-1] + l2) / (self.eigenvalues + l2) - 1.0
+    def factors(self, l2: np.ndarray, curvature: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Per problem: ``a_i - 1`` (P, q) of the feature directions, and ``a`` (P,) of the intercepts.
 
-    def apply(self, vector: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
+        The Hessian of a problem is about ``s (X^T X / n + l2 / s)`` on the weights and ``s`` on the
+        intercept, where ``s`` (``curvature``) is the mean of ``p (1 - p)`` -- ``r (1 - r)`` at the
+        start, for a head with positive rate ``r``. The intercept is like a feature with
+        eigenvalue 1 and no penalty: ``a = lambda_q + l2 / s``. Without this scaling the
+        intercept of a strongly regularised or rare head converges many times slower than its
+        weights (its gradient then stalls at the precision limit above ``tol``).
+        """
+        shifted = (np.asarray(l2, dtype=np.float64) / np.asarray(curvature, dtype=np.float64))[:, None]
+        if self.eigenvalues is None:
+            return None, np.ones(shifted.shape[0])
+        weights = (self.eigenvalues[-1] + shifted) / (self.eigenvalues + shifted) - 1.0
+        return weights, self.eigenvalues[-1] + shifted[:, 0]
+
+    def apply(self, vector: np.ndarray, factors: tuple[np.ndarray | None, np.ndarray] | None) -> np.ndarray:
         """``P`` applied to parameter-shaped (P, K_p, D + 1) vectors (a new array)."""
         out = vector.copy()
         if factors is None:
             return out
+        weights, intercept = factors
+        out[:, :, self.d] *= intercept[:, None]
+        if weights is None:
+            return out
         coef = vector[:, :, :self.d]
         out[:, :, :self.d] += np.einsum("pkq,dq->pkd", np.einsum("pkd,dq->pkq", coef, self.vectors)
-                                        * factors[:, None, :], self.vectors)
+                                        * weights[:, None, :], self.vectors)
         return out
+
+    @staticmethod
+    def select(factors: tuple[np.ndarray | None, np.ndarray], index) -> tuple[np.ndarray | None, np.ndarray]:
+        """The factors of a subset of the problems."""
+        weights, intercept = factors
+        return (None if weights is None else weights[index]), intercept[index]
 
 
 @dataclass
@@ -157,18 +195,20 @@ class BatchSolution:
 
 
 def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: np.ndarray, l2: np.ndarray,
-             head: np.ndarray, max_iter: int, tol: float, history_size: int, tol_change: float) -> BatchSolution:
+             head: np.ndarray, curvature: np.ndarray, max_iter: int, tol: float, history_size: int,
+             tol_change: float) -> BatchSolution:
     """Preconditioned L-BFGS with a backtracking (Armijo) line search, for P problems at once.
 
     Every problem behaves exactly as if it were solved alone (own step, own curvature pairs, own
     scaling ``gamma``); only the evaluations are shared. Each objective is strictly convex (L2
     term), so accepted steps satisfy ``y.s > 0`` and a sufficient-decrease search is enough.
     A problem stops when its max |gradient| <= ``tol`` (scikit-learn's ``gtol``, on the
-    unpreconditioned gradient), after ``max_iter`` iterations, or when its objective no longer
-    decreases by more than ``tol_change`` (relative) -- the precision limit of the dtype.
+    unpreconditioned gradient), after ``max_iter`` iterations, or when neither its objective
+    decreases by more than ``tol_change`` (relative: the rounding of the loss in this dtype) nor
+    its max |gradient| halves -- the precision limit.
     """
     n_problems = theta0.shape[0]
-    factors_all = preconditioner.factors(l2)
+    factors_all = preconditioner.factors(l2, curvature)
     theta = theta0.copy()
     loss, grad = objective(theta, l2, head)
     n_evals = np.ones(n_problems, dtype=np.int64)
@@ -181,11 +221,8 @@ def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: 
     rho = np.zeros((history_size, n_problems))
     gamma = np.ones(n_problems)
     ring = 0  # slot of the next pair
-    active = np.flatnonzero(np.abs(grad).reshape(n_problems, -1).max(axis=1) > tol)
+    active = np.flatnonzero(np.abs(grad).max(axis=(1, 2)) > tol)
     stop[np.setdiff1d(np.arange(n_problems), active)] = CONVERGED
-
-    def factors_of(index: np.ndarray) -> np.ndarray | None:
-        return None if factors_all is None else factors_all[index]
 
     while active.size:
         at_limit = n_iter[active] >= max_iter
@@ -194,7 +231,7 @@ def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: 
             if not active.size:
                 break
         a = active
-        factors = factors_of(a)
+        factors = Preconditioner.select(factors_all, a)
         n_iter[a] += 1
         g = grad[a]
         # two-loop recursion with the preconditioned, scaled initial inverse Hessian gamma * P
@@ -214,11 +251,11 @@ def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: 
         if uphill.any():
             rho[:, a[uphill]] = 0.0
             gamma[a[uphill]] = 1.0
-            direction[uphill] = -preconditioner.apply(g[uphill], None if factors is None else factors[uphill])
+            direction[uphill] = -preconditioner.apply(g[uphill], Preconditioner.select(factors, uphill))
             slope[uphill] = _dot(g[uphill], direction[uphill])
         # without curvature information the scale of the direction is unknown: start small
         has_history = (rho[:, a] != 0).any(axis=0)
-        t = np.where(has_history, 1.0, np.minimum(1.0, 1.0 / np.abs(g).reshape(len(a), -1).sum(axis=1)))
+        t = np.where(has_history, 1.0, np.minimum(1.0, 1.0 / np.abs(g).sum(axis=(1, 2))))
         new_loss = np.empty(len(a))
         new_grad = np.empty_like(g)
         pending = np.arange(len(a))
@@ -226,7 +263,12 @@ def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: 
             candidate = theta[a[pending]] + t[pending][:, None, None] * direction[pending]
             trial_loss, trial_grad = objective(candidate, l2[a[pending]], head[a[pending]])
             n_evals[a[pending]] += 1
-            accepted = trial_loss <= loss[a[pending]] + _ARMIJO * t[pending] * slope[pending]
+            # sufficient decrease, up to the rounding of the loss itself (``tol_change``): near the
+            # optimum of a strongly regularised problem the gradient is still informative when
+            # loss differences are already below rounding
+            reference = loss[a[pending]]
+            accepted = trial_loss <= (reference + _ARMIJO * t[pending] * slope[pending]
+                                      + tol_change * np.maximum(1.0, np.abs(reference)))
             new_loss[pending[accepted]] = trial_loss[accepted]
             new_grad[pending[accepted]] = trial_grad[accepted]
             rejected = pending[~accepted]
@@ -251,17 +293,52 @@ def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: 
         changes[ring, moved] = change
         rho[ring, moved] = np.where(valid, 1.0 / np.where(valid, curvature_pair, 1.0), 0.0)
         if valid.any():
-            scaled = preconditioner.apply(change[valid], None if factors is None else factors[ok][valid])
+            scaled = preconditioner.apply(change[valid], Preconditioner.select(factors, np.flatnonzero(ok)[valid]))
             gamma[moved[valid]] = curvature_pair[valid] / _dot(change[valid], scaled)
         ring = (ring + 1) % history_size
         decrease = loss[moved] - new_loss[ok]
+        previous_grad_max = np.abs(grad[moved]).max(axis=(1, 2))
         theta[moved] += step
         loss[moved], grad[moved] = new_loss[ok], new_grad[ok]
-        grad_max = np.abs(grad[moved]).reshape(len(moved), -1).max(axis=1)
+        grad_max = np.abs(grad[moved]).max(axis=(1, 2))
         done = grad_max <= tol
         stop[moved[done]] = CONVERGED
-        stalled = ~done & (decrease <= tol_change * np.maximum(1.0, np.abs(loss[moved])))
+        # out of precision: a quasi-Newton step (not the first, unscaled one) improved neither the
+        # loss (beyond rounding) nor the gradient (by half)
+        stalled = (~done & has_history[ok] & (decrease <= tol_change * np.maximum(1.0, np.abs(loss[moved])))
+                   & (grad_max > 0.5 * previous_grad_max))
         stop[moved[stalled]] = PRECISION
         active = moved[~done & ~stalled]
     row_grad_max = np.abs(grad).max(axis=2)
     return BatchSolution(theta, loss, row_grad_max, n_iter, n_evals, list(stop))
+
+
+def solve(objective: BatchObjective, preconditioner: Preconditioner, theta0: np.ndarray, l2: np.ndarray,
+          head: np.ndarray, curvature: np.ndarray, max_iter: int, tol: float, history_size: int,
+          tol_change: float) -> BatchSolution:
+    """:func:`minimise` in the features' dtype, then, for float32 features, a float64 finish.
+
+    Why: with float32 products the objective itself is only known to about 1e-6 relative (the
+    rounding of the logits), so at weak regularisation the line search runs out of precision
+    before the tightest ``tol`` is met. The problems that stopped there continue from where they
+    are with float64 products over row blocks of the same standardised features -- usually a
+    handful of iterations -- and reach ``tol`` (or ``max_iter`` in total) like a float64 fit.
+    """
+    solution = minimise(objective, preconditioner, theta0, l2, head, curvature, max_iter, tol, history_size,
+                        tol_change)
+    stalled = np.array([reason == PRECISION for reason in solution.stop]) & (solution.grad_max > tol)
+    if objective.X.dtype == torch.float64 or not stalled.any():
+        return solution
+    exact = BatchObjective(objective.X, objective.targets, objective.softmax, exact=True)
+    index = np.flatnonzero(stalled)
+    budget = max(1, max_iter - int(solution.n_iter[index].max()))
+    finish = minimise(exact, preconditioner, solution.theta[index], l2[index], head[index], curvature[index],
+                      budget, tol, history_size, 4 * float(np.finfo(np.float64).eps))
+    solution.theta[index] = finish.theta
+    solution.loss[index] = finish.loss
+    solution.row_grad_max[index] = finish.row_grad_max
+    solution.n_iter[index] += finish.n_iter
+    solution.n_evals[index] += finish.n_evals
+    for position, reason in zip(index, finish.stop):
+        solution.stop[position] = reason
+    return solution
