@@ -63,6 +63,9 @@ class BatchObjective:
         self.exact = exact and X.dtype != torch.float64
         self.compute_dtype = torch.float64 if self.exact else X.dtype
         self.block_rows = max(1, (1 << 22) // max(1, self.d))
+        #: a float64 copy of X is kept when small (256 MiB at most): converting the blocks at every
+        #: evaluation would otherwise dominate small fits; large X is converted block by block
+        self.X64 = X.to(torch.float64) if self.exact and X.numel() * 8 <= 1 << 28 else None
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(device=self.X.device, dtype=self.compute_dtype)
@@ -70,6 +73,8 @@ class BatchObjective:
     def _logits(self, coef: torch.Tensor, intercept: torch.Tensor) -> np.ndarray:
         if not self.exact:
             return F.linear(self.X, coef, intercept).cpu().numpy().astype(np.float64)
+        if self.X64 is not None:
+            return F.linear(self.X64, coef, intercept).cpu().numpy()
         return np.concatenate([F.linear(self.X[start:start + self.block_rows].to(torch.float64), coef, intercept).cpu().numpy()
                                for start in range(0, self.n, self.block_rows)])
 
@@ -77,6 +82,8 @@ class BatchObjective:
         """``residual^T X`` (outputs, D) in float64."""
         if not self.exact:
             return (self._to_device(residual).T @ self.X).cpu().numpy().astype(np.float64)
+        if self.X64 is not None:
+            return (self._to_device(residual).T @ self.X64).cpu().numpy()
         total = torch.zeros((residual.shape[1], self.d), dtype=torch.float64, device=self.X.device)
         for start in range(0, self.n, self.block_rows):
             block = self._to_device(residual[start:start + self.block_rows])
