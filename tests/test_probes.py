@@ -170,21 +170,25 @@ def test_path_equals_fitting_each_C_from_scratch(data, task):
 def test_preconditioner_finds_the_dominant_directions():
     """The randomised eigen-sketch behind the L-BFGS preconditioner matches numpy's eigh, and the
     preconditioner is symmetric positive definite with the dominant directions scaled down."""
-    from medprobe.probes.logistic import _Preconditioner
+    from medprobe.probes.solver import Preconditioner
 
     rng = np.random.default_rng(4)
     n, d = 400, 60
     X = rng.normal(size=(n, d)) + rng.normal(size=(n, 3)) @ (rng.normal(size=(3, d)) * np.array([[6.0], [4.0], [3.0]]))
     X = (X - X.mean(0)) / X.std(0)
     exact = np.linalg.eigvalsh(X.T @ X / n)[::-1]
-    preconditioner = _Preconditioner(torch.as_tensor(X), k=2, max_rank=20)
+    preconditioner = Preconditioner(torch.as_tensor(X), max_rank=20)
     np.testing.assert_allclose(preconditioner.eigenvalues[:3], exact[:3], rtol=1e-4)
-    factors = preconditioner.factors(C=1.0, n=n)
-    basis = np.eye(2 * d + 2)
-    P = np.stack([preconditioner.apply(row, factors) for row in basis])
+    factors = preconditioner.factors(np.array([1.0 / n]), np.array([0.25]))
+    basis = np.eye(2 * (d + 1)).reshape(-1, 1, 2, d + 1)  # one problem of two outputs
+    P = np.stack([preconditioner.apply(row, factors).ravel() for row in basis])
     np.testing.assert_allclose(P, P.T, atol=1e-12)
     eigenvalues = np.linalg.eigvalsh(P)
-    assert eigenvalues.min() > 0 and eigenvalues.max() == pytest.approx(1.0)
+    assert eigenvalues.min() > 0
+    weights = P.reshape(2, d + 1, 2, d + 1)[:, :d, :, :d].reshape(2 * d, 2 * d)
+    assert np.linalg.eigvalsh(weights).max() == pytest.approx(1.0)  # the bulk directions are left alone
+    # the (unpenalised) intercepts are scaled like a feature of eigenvalue 1 with the penalty / curvature
+    assert P[d, d] == pytest.approx(preconditioner.eigenvalues[-1] + (1.0 / n) / 0.25)
     top = preconditioner.vectors[:, 0]
     assert top @ P[:d, :d] @ top < 0.1  # the strongest direction is damped hardest
 
@@ -256,6 +260,7 @@ def test_select_probe_maximises_the_validation_metric(data, metric):
     best, table = select_probe(data["X_train"], data["y_train"], data["X_val"], data["y_val"], "multiclass",
                                Cs=Cs, metric=metric, **settings)
     assert list(table["C"]) == Cs and int(table["selected"].sum()) == 1
+    assert list(table["unconverged"]) == [""] * len(Cs) and table["converged"].all()
     # independent recomputation: one probe per C fitted on train only, scored with sklearn on val
     expected = []
     for C in Cs:
@@ -416,3 +421,52 @@ def test_no_convergence_warnings_at_defaults(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         LinearProbe("multiclass").fit_path(data["X_train"], data["y_train"], [1e-4, 1e-2, 1.0, 100.0])
+
+
+# --------------------------------------------------------------------------- batched grid, per-head convergence
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_batched_grid_reaches_the_same_optimum_as_the_path(data, task):
+    """Every C (and head) fitted at once sharing each pass over X: same optimum as C after C."""
+    y = {"binary": (data["y_train"] == 3).astype(int), "multiclass": data["y_train"],
+         "multilabel": multilabel_from(data["y_train"], 4, seed=3)}[task]
+    Cs = [1e-3, 0.1, 10.0]
+    settings = {"dtype": "float64", "device": "cpu"}
+    path = LinearProbe(task, **settings).fit_path(data["X_train"], y, Cs)
+    batched = LinearProbe(task, grid="batched", **settings).fit_path(data["X_train"], y, Cs)
+    Xs, _ = standardised(data)
+    kind = "softmax" if task == "multiclass" else "sigmoid"
+    for a, b, C in zip(path, batched, Cs):
+        assert a.converged_ and b.converged_ and a.C == b.C == C
+        ours = objective(a.coef_, a.intercept_, Xs, y, C, kind)
+        theirs = objective(b.coef_, b.intercept_, Xs, y, C, kind)
+        assert abs(ours - theirs) <= 1e-8 * theirs
+        assert np.abs(a.predict_proba(data["X_test"]) - b.predict_proba(data["X_test"])).max() < 1e-5
+
+
+def test_every_finding_converges_on_its_own_gradient(data):
+    """Each head's own max |gradient| (written out here) meets tol -- not only the joint maximum."""
+    Y = multilabel_from(data["y_train"], 4, seed=3)
+    probe = LinearProbe("multilabel", 1.0, device="cpu").fit(data["X_train"], Y)
+    Xs, _ = standardised(data)
+    n = len(Xs)
+    z = Xs @ probe.coef_.T + probe.intercept_
+    residual = 1 / (1 + np.exp(-z)) - Y
+    grad_w = residual.T @ Xs / n + probe.coef_ / (probe.C * n)
+    grad_b = residual.mean(axis=0)
+    per_head = np.maximum(np.abs(grad_w).max(axis=1), np.abs(grad_b))
+    assert (per_head <= probe.tol * 1.01).all() and probe.head_converged_.all()
+    np.testing.assert_allclose(probe.head_grad_max_, per_head, rtol=1e-2, atol=1e-9)
+    assert probe.head_n_iter_.shape == (4,) and probe.n_iter_ == probe.head_n_iter_.max()
+
+
+def test_a_head_that_does_not_converge_is_named(data):
+    Y = multilabel_from(data["y_train"], 4, seed=3)
+    names = ["effusion", "edema", "pneumothorax", "nodule"]
+    with pytest.warns(ConvergenceWarning, match=r"did not converge for \d of 4 head\(s\).*'(effusion|edema|pneumothorax|nodule)'"):
+        probe = LinearProbe("multilabel", 100.0, max_iter=3, device="cpu", head_names=names).fit(data["X_train"], Y)
+    assert probe.unconverged_heads_ and set(probe.unconverged_heads_) <= set(names)
+    assert probe.unconverged_heads_ == [names[j] for j in np.flatnonzero(~probe.head_converged_)]
+    with pytest.raises(ConfigError, match="head_names has 2 name"):
+        LinearProbe("multilabel", head_names=["a", "b"], device="cpu").fit(data["X_train"], Y)
+    with pytest.raises(ConfigError, match="probe grid must be one of"):
+        LinearProbe("binary", grid="parallel").fit(data["X_train"], (data["y_train"] == 0).astype(int))

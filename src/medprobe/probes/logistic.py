@@ -1,13 +1,14 @@
 """L2-regularised logistic-regression probes, fitted with full-batch L-BFGS in torch.
 
 Why not just scikit-learn: the study fits one probe per (backbone, layer, C, label fraction,
-seed), on thousands of samples with thousands of features. scikit-learn refits every C from
-scratch with a generic L-BFGS; here all classes (or findings) are one batched problem, the
-matrix products run in float32 by default (on a GPU when there is one), a whole grid of C values
-is fitted as a path with warm starts, and the L-BFGS is preconditioned against the few dominant
-directions that activations always have (see :class:`_Preconditioner`), which cuts the number of
-iterations several-fold at weak regularisation. The objective is scikit-learn's, so the answers
-agree:
+seed), on thousands of samples with thousands of features. scikit-learn refits every C (and, one
+vs rest, every finding) separately with a generic L-BFGS; here every head and C is its own
+L-BFGS problem but they share each pass over the features (:mod:`medprobe.probes.solver`), the
+matrix products run in float32 by default (on a GPU when there is one), a grid of C values is
+fitted as a warm-started path (or all at once, ``grid="batched"``), and the L-BFGS is
+preconditioned against the few dominant directions that activations always have, which cuts the
+number of iterations several-fold at weak regularisation. The objective is scikit-learn's, so
+the answers agree:
 
     minimise  0.5 * ||W||^2 + C * sum_i logloss_i        (intercepts not penalised)
 
@@ -25,8 +26,8 @@ Task types (labels as the rest of medprobe passes them):
 * ``"binary"``: ``y`` (n,) in {0, 1}; one sigmoid; ``predict_proba`` -> (n, 2).
 * ``"multiclass"``: ``y`` (n,) ints 0..K-1; multinomial softmax with K weight vectors (like
   scikit-learn); ``predict_proba`` -> (n, K).
-* ``"multilabel"``: ``y`` (n, K) 0/1; K independent sigmoid probes, one per finding, fitted as one
-  (K, D) weight matrix whose loss is the sum of the K separate losses; ``predict_proba`` -> (n, K)
+* ``"multilabel"``: ``y`` (n, K) 0/1; K independent sigmoid probes, one per finding, each
+  converging on its own gradient (stored as one (K, D) weight matrix); ``predict_proba`` -> (n, K)
   per-finding probabilities.
 
 Results are deterministic for a given input, dtype, device and thread count: the solver starts
@@ -39,19 +40,27 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from medprobe.errors import ConfigError, DataError
+from medprobe.probes.solver import MAX_ITER, BatchObjective, BatchSolution, Preconditioner, solve
 
 TaskType = Literal["binary", "multiclass", "multilabel"]
+GridMode = Literal["path", "batched"]
+GRID_MODES: tuple[str, ...] = ("path", "batched")
+#: stopping rule of every head (see :class:`LinearProbe`). Why this tight: on real activations
+#: (the demo's DINOv2 features, every layer, C up to 10) 1e-4 left the objective 1-4 % above
+#: scikit-learn's tightly converged optimum at weak regularisation and moved test AUC by up to
+#: 0.006; 1e-6 was borderline (up to 2e-6 relative); 1e-7 stays below ~2e-8 relative
+#: (tests/test_probes_real.py checks 1e-6 on every layer and C)
+DEFAULT_TOL = 1e-7
+DEFAULT_MAX_ITER = 1000
 TASK_TYPES: tuple[str, ...] = ("binary", "multiclass", "multilabel")
 #: a multilabel finding (or the binary positive class) is predicted when its probability exceeds this
 THRESHOLD = 0.5
@@ -239,198 +248,6 @@ def _fit_standardiser(X: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.nd
     return mean, scale, standardised
 
 
-# --------------------------------------------------------------------------- objective
-class _Objective:
-    """Mean log-loss plus ``||W||^2 / (2 C n)`` and its gradient, written out by hand.
-
-    Parameters travel as one flat float64 NumPy vector ``theta = [W.ravel(), b]`` (``W`` is
-    (K, D)). Only the two (n, D) x (D, K) products touch the features: they run in torch, in the
-    probe's dtype, on its device. Everything of size O(n K) or O(K D) is float64 NumPy on the
-    host: in float32 the solver still sees objective changes far below float32's resolution, and
-    the many small operations do not pay for thread synchronisation (or GPU launches). The
-    gradient of softmax/sigmoid cross-entropy w.r.t. the logits is ``p - target``, so no autograd
-    graph is needed.
-    """
-
-    def __init__(self, X: torch.Tensor, targets: np.ndarray, softmax: bool) -> None:
-        self.X = X
-        self.targets = targets.astype(np.float64)
-        self.softmax = softmax
-        self.n, self.d = X.shape
-        self.k = targets.shape[1]
-
-    def split(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Views of ``theta`` as (coef (K, D), intercept (K,))."""
-        return theta[:self.k * self.d].reshape(self.k, self.d), theta[self.k * self.d:]
-
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(device=self.X.device, dtype=self.X.dtype)
-
-    def __call__(self, theta: np.ndarray, C: float) -> tuple[float, np.ndarray]:
-        coef, intercept = self.split(theta)
-        logits = F.linear(self.X, self._to_device(coef), self._to_device(intercept)).cpu().numpy().astype(np.float64)
-        if self.softmax:
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            log_norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-            losses = log_norm[:, 0] - (shifted * self.targets).sum(axis=1)
-            residual = np.exp(shifted - log_norm) - self.targets
-        else:
-            losses = np.logaddexp(0.0, logits) - logits * self.targets
-            residual = np.exp(-np.logaddexp(0.0, -logits)) - self.targets  # sigmoid, without overflow
-        l2 = 1.0 / (C * self.n)
-        loss = float(losses.sum() / self.n + 0.5 * l2 * np.dot(coef.ravel(), coef.ravel()))
-        product = (self._to_device(residual).T @ self.X).cpu().numpy().astype(np.float64)
-        grad = np.empty_like(theta)
-        grad_coef, grad_intercept = self.split(grad)
-        np.multiply(product, 1.0 / self.n, out=grad_coef)
-        grad_coef += l2 * coef
-        grad_intercept[:] = residual.sum(axis=0) / self.n
-        return loss, grad
-
-
-# --------------------------------------------------------------------------- preconditioner
-class _Preconditioner:
-    """Flattens the dominant directions of the standardised features for L-BFGS.
-
-    Why: activations are strongly anisotropic even after per-feature standardisation -- a few
-    shared directions carry much of the variance -- so the Hessian ``~ X^T S X / n + I / (C n)``
-    is badly conditioned and plain L-BFGS crawls, worst at weak regularisation. With the top
-    ``q`` eigenpairs ``(lambda_i, v_i)`` of ``X^T X / n`` (a randomised sketch: three passes over
-    X, once per path), the initial inverse Hessian of L-BFGS becomes
-    ``P = I + sum_i (a_i - 1) v_i v_i^T`` with ``a_i = (lambda_q + l2) / (lambda_i + l2)``: the
-    dominant directions are scaled down to the level of the q-th. ``P`` is symmetric positive
-    definite and acts on the feature axis of every class's weights; the intercepts (decoupled
-    from the centred features) are left alone. It changes only the path to the optimum.
-    """
-
-    def __init__(self, X: torch.Tensor, k: int, max_rank: int = 64, oversampling: int = 10, seed: int = 0) -> None:
-        n, d = X.shape
-        self.k, self.d = k, d
-        rank = min(max_rank, min(n, d) - 1)
-        self.eigenvalues: np.ndarray | None = None
-        if rank < 2:
-            return
-        width = min(rank + oversampling, min(n, d))
-        # seeded generator: deterministic, and the global torch RNG is left alone
-        generator = torch.Generator(device=X.device).manual_seed(seed)
-        probe = torch.randn(d, width, generator=generator, device=X.device, dtype=X.dtype)
-        # one power step (range of X^T X G), then Rayleigh-Ritz on that subspace
-        gram_probe = ((X @ probe).T @ X).T.cpu().numpy().astype(np.float64)
-        basis = np.linalg.qr(gram_probe)[0]  # (D, width), orthonormal
-        projected = (X @ torch.from_numpy(basis).to(device=X.device, dtype=X.dtype)).cpu().numpy().astype(np.float64)
-        eigenvalues, eigenvectors = np.linalg.eigh(projected.T @ projected / n)
-        order = np.argsort(eigenvalues)[::-1][:rank]
-        self.eigenvalues = eigenvalues[order]
-        self.vectors = basis @ eigenvectors[:, order]  # (D, q), orthonormal
-
-    def factors(self, C: float, n: int) -> np.ndarray | None:
-        """``a_i - 1`` for this C (None: no preconditioning)."""
-        if self.eigenvalues is None:
-            return None
-        l2 = 1.0 / (C * n)
-        return (self.eigenvalues[-1] + l2) / (self.eigenvalues + l2) - 1.0
-
-    def apply(self, vector: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
-        """``P`` applied to a flat parameter-shaped vector (a new array)."""
-        out = vector.copy()
-        if factors is None:
-            return out
-        coef = vector[:self.k * self.d].reshape(self.k, self.d)
-        out[:self.k * self.d] += (((coef @ self.vectors) * factors) @ self.vectors.T).ravel()
-        return out
-
-
-# --------------------------------------------------------------------------- solver
-@dataclass
-class _Solution:
-    theta: np.ndarray
-    loss: float
-    grad_max: float
-    n_iter: int
-    n_evals: int
-    stop: Literal["converged", "max_iter", "precision"]
-
-
-_ARMIJO = 1e-4
-_MAX_BACKTRACKS = 30
-
-
-def _minimise(objective: _Objective, preconditioner: _Preconditioner, theta0: np.ndarray, C: float,
-              max_iter: int, tol: float, history_size: int, tol_change: float) -> _Solution:
-    """Preconditioned L-BFGS with a backtracking (Armijo) line search, from ``theta0``.
-
-    The objective is strictly convex (L2 term), so every step satisfies the curvature condition
-    ``y.s > 0`` and a sufficient-decrease line search is enough; the unit step is accepted almost
-    always. Stops when max |gradient| <= ``tol`` (scikit-learn's ``gtol``, on the unpreconditioned
-    gradient), after ``max_iter`` iterations, or when the objective no longer decreases by more
-    than ``tol_change`` (relative) -- the precision limit of the dtype.
-    """
-    factors = preconditioner.factors(C, objective.n)
-    theta = theta0.copy()
-    loss, grad = objective(theta, C)
-    n_evals = 1
-    steps: list[np.ndarray] = []
-    changes: list[np.ndarray] = []
-    inverse_curvatures: list[float] = []
-    gamma = 1.0
-    n_iter = 0
-    stop: Literal["converged", "max_iter", "precision"] = "max_iter"
-    while True:
-        if np.abs(grad).max() <= tol:
-            stop = "converged"
-            break
-        if n_iter >= max_iter:
-            break
-        n_iter += 1
-        # two-loop recursion with the preconditioned, scaled initial inverse Hessian gamma * P
-        direction = -grad
-        alphas = []
-        for step, change, rho in zip(reversed(steps), reversed(changes), reversed(inverse_curvatures)):
-            alpha = rho * float(step @ direction)
-            direction = direction - alpha * change
-            alphas.append(alpha)
-        direction = gamma * preconditioner.apply(direction, factors)
-        for step, change, rho, alpha in zip(steps, changes, inverse_curvatures, reversed(alphas)):
-            beta = rho * float(change @ direction)
-            direction += (alpha - beta) * step
-        slope = float(grad @ direction)
-        if slope >= 0:  # not a descent direction (rounding): restart from the preconditioned gradient
-            steps.clear()
-            changes.clear()
-            inverse_curvatures.clear()
-            direction = -preconditioner.apply(grad, factors)
-            slope = float(grad @ direction)
-        # without curvature information the scale of the direction is unknown: start small
-        t = 1.0 if steps else min(1.0, 1.0 / float(np.abs(grad).sum()))
-        for _ in range(_MAX_BACKTRACKS):
-            candidate = theta + t * direction
-            new_loss, new_grad = objective(candidate, C)
-            n_evals += 1
-            if new_loss <= loss + _ARMIJO * t * slope:
-                break
-            curvature = new_loss - loss - t * slope  # quadratic model through f(0), f'(0), f(t)
-            t_model = -slope * t * t / (2 * curvature) if curvature > 0 else 0.5 * t
-            t = min(0.5 * t, max(0.1 * t, t_model))
-        else:
-            stop = "precision"
-            break
-        step, change = candidate - theta, new_grad - grad
-        curvature_pair = float(change @ step)
-        if curvature_pair > np.finfo(np.float64).eps * float(change @ change):
-            if len(steps) == history_size:
-                del steps[0], changes[0], inverse_curvatures[0]
-            steps.append(step)
-            changes.append(change)
-            inverse_curvatures.append(1.0 / curvature_pair)
-            gamma = curvature_pair / float(change @ preconditioner.apply(change, factors))
-        decrease = loss - new_loss
-        theta, loss, grad = candidate, new_loss, new_grad
-        if decrease <= tol_change * max(1.0, abs(loss)) and np.abs(grad).max() > tol:
-            stop = "precision"
-            break
-    return _Solution(theta, loss, float(np.abs(grad).max()), n_iter, n_evals, stop)
-
-
 # --------------------------------------------------------------------------- estimator
 class LinearProbe(BaseEstimator):
     """Logistic-regression probe on standardised features (scikit-learn estimator conventions).
@@ -441,21 +258,35 @@ class LinearProbe(BaseEstimator):
     C: inverse L2 strength, as in ``LogisticRegression(C=C)``.
     n_classes: number of classes for multiclass tasks when ``y`` might not show the last one;
         default ``max(y) + 1``. Every class must occur in the training labels.
-    max_iter: L-BFGS iterations per fit (per C on a path).
-    tol: stop when max |gradient| of the mean-scaled objective is <= tol (scikit-learn's meaning).
-    dtype: ``"float32"`` (fast, default) or ``"float64"`` (for tight agreement with scikit-learn).
+    max_iter: L-BFGS iterations per head and C.
+    tol: every head (the binary sigmoid, each finding of a multilabel task, each class row of a
+        multinomial) stops when the max |gradient| of its own mean-scaled objective is <= tol
+        (scikit-learn's meaning).
+    dtype: ``"float32"`` (fast, default) or ``"float64"``: the precision of the features and their
+        products. A float32 head that runs out of precision before ``tol`` finishes with float64
+        products over row blocks (see :func:`medprobe.probes.solver.solve`).
     device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-    history_size: L-BFGS memory (number of curvature pairs).
+    history_size: L-BFGS memory (number of curvature pairs) per head and C.
+    grid: how :meth:`fit_path` fits a grid of C: ``"path"`` -- one C after the other, each
+        warm-started from the previous solution -- or ``"batched"`` -- every C (and head) from
+        the start, all in one pass over ``X`` per iteration (see :mod:`medprobe.probes.solver`).
+        Same optimum either way (to within ``tol``); which is faster depends on the shapes.
+    head_names: names of the heads (findings or classes) used in convergence warnings; default
+        ``"finding <k>"`` / ``"class <k>"``.
 
     Fitted attributes: ``coef_`` (1, D) for binary else (K, D), ``intercept_`` (1,) or (K,) --
     both for the *standardised* features; ``mean_``/``scale_`` (D,) the standardiser;
     ``classes_`` (binary/multiclass) ``arange(K)``; ``n_classes_`` (K classes or findings);
-    ``n_features_in_``; ``n_iter_``; ``converged_``; ``grad_max_``; ``fit_seconds_``.
+    ``n_features_in_``; ``n_iter_`` (the most any head needed); ``converged_`` (every head met
+    ``tol``); ``grad_max_``; per head: ``head_grad_max_``, ``head_converged_``, ``head_n_iter_``;
+    ``unconverged_heads_`` (names); ``loss_`` (the summed objective of the heads);
+    ``fit_seconds_`` (``"batched"``: the batch's time shared equally by its Cs).
     """
 
     def __init__(self, task_type: TaskType = "binary", C: float = 1.0, *, n_classes: int | None = None,
-                 max_iter: int = 500, tol: float = 1e-4, dtype: str = "float32", device: str = "auto",
-                 history_size: int = 20) -> None:
+                 max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, dtype: str = "float32",
+                 device: str = "auto", history_size: int = 20, grid: GridMode = "path",
+                 head_names: Sequence[str] | None = None) -> None:
         self.task_type = task_type
         self.C = C
         self.n_classes = n_classes
@@ -464,6 +295,8 @@ class LinearProbe(BaseEstimator):
         self.dtype = dtype
         self.device = device
         self.history_size = history_size
+        self.grid = grid
+        self.head_names = head_names
 
     # ---------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
@@ -472,14 +305,14 @@ class LinearProbe(BaseEstimator):
         return self
 
     def fit_path(self, X: np.ndarray, y: np.ndarray, Cs: Sequence[float]) -> list[LinearProbe]:
-        """One fitted probe per C (same order as ``Cs``), cheaply: a regularisation path.
+        """One fitted probe per C (same order as ``Cs``), cheaply.
 
-        The features are validated and standardised once; the Cs are then fitted from the
-        strongest regularisation (smallest C) upwards, each starting from the previous solution.
-        Neighbouring solutions are close, so later fits need a fraction of the iterations, and
-        the strongly regularised problems that come first are the best conditioned. Each result
-        is an independent :class:`LinearProbe` (a clone of this one with ``C`` set) that answers
-        like a probe fitted on that C from scratch, to within ``tol``.
+        The features are validated and standardised once. ``grid="path"``: the Cs are fitted
+        from the strongest regularisation (smallest C) upwards, each starting from the previous
+        solution -- neighbouring solutions are close, so later fits need a fraction of the
+        iterations. ``grid="batched"``: all Cs start together and share every pass over ``X``.
+        Each result is an independent :class:`LinearProbe` (a clone of this one with ``C`` set)
+        that answers like a probe fitted on that C from scratch, to within ``tol``.
         """
         values = [float(c) for c in Cs]
         if not values or any(not math.isfinite(c) or c <= 0 for c in values):
@@ -491,12 +324,13 @@ class LinearProbe(BaseEstimator):
         return probes
 
     def _fit_into(self, X: np.ndarray, y: np.ndarray, probes: list[LinearProbe]) -> None:
-        """Validate and standardise once, then fit ``probes`` (settings of ``self``) in increasing C."""
+        """Validate and standardise once, then fit ``probes`` (settings of ``self``)."""
         self._check_settings()
         if any(not math.isfinite(float(p.C)) or float(p.C) <= 0 for p in probes):
             raise ConfigError(f"C must be a positive finite number, got {[p.C for p in probes]}")
         X = check_features(X, "X")
         labels, k = check_labels(y, self.task_type, X.shape[0], "y", self.n_classes, require_all=True)
+        names = self._resolved_head_names(k)
         device, dtype = resolve_device(self.device), _resolve_dtype(self.dtype)
         # The solver's NumPy work is small (vectors of K * D numbers) and alternates with torch's
         # own thread pool; a multi-threaded NumPy BLAS would fight that pool for the cores
@@ -506,16 +340,35 @@ class LinearProbe(BaseEstimator):
             features = torch.from_numpy(standardised).to(device)
             del standardised  # on the CPU `features` shares its memory; on a GPU the host copy can go
             targets, softmax = self._targets(labels, k)
-            objective = _Objective(features, targets, softmax)
-            preconditioner = _Preconditioner(features, k=targets.shape[1])
-            theta = np.concatenate([np.zeros(targets.shape[1] * X.shape[1]), self._initial_intercept(targets, softmax)])
-            for probe in sorted(probes, key=lambda p: float(p.C)):
+            objective = BatchObjective(features, targets, softmax)
+            preconditioner = Preconditioner(features)
+            # one problem per head and C: a softmax is one problem of K outputs, sigmoids one each
+            heads = 1 if softmax else targets.shape[1]
+            start = np.zeros((heads, objective.outputs, X.shape[1] + 1))
+            start[:, :, -1] = self._initial_intercept(targets, softmax).reshape(heads, objective.outputs)
+            rate = targets.mean(axis=0)
+            curvature = np.full(heads, float(np.mean(rate * (1 - rate)))) if softmax else rate * (1 - rate)
+            n = X.shape[0]
+            ordered = sorted(probes, key=lambda p: float(p.C))
+            if self.grid == "batched":
                 started = time.perf_counter()
-                solution = _minimise(objective, preconditioner, theta, float(probe.C), self.max_iter, self.tol,
-                                     self.history_size, _TOL_CHANGE[self.dtype])
-                theta = solution.theta
-                coef, intercept = objective.split(solution.theta)
-                probe._store(solution, coef, intercept, mean, scale, k, time.perf_counter() - started)
+                l2 = np.repeat([1.0 / (float(p.C) * n) for p in ordered], heads)
+                solution = solve(objective, preconditioner, np.tile(start, (len(ordered), 1, 1)), l2,
+                                 np.tile(np.arange(heads), len(ordered)), np.tile(curvature, len(ordered)),
+                                 self.max_iter, self.tol, self.history_size, _TOL_CHANGE[self.dtype])
+                seconds = (time.perf_counter() - started) / len(ordered)
+                for i, probe in enumerate(ordered):
+                    probe._store(solution, slice(i * heads, (i + 1) * heads), softmax, mean, scale, k, names, seconds)
+            else:
+                theta = start
+                for probe in ordered:
+                    started = time.perf_counter()
+                    solution = solve(objective, preconditioner, theta, np.full(heads, 1.0 / (float(probe.C) * n)),
+                                     np.arange(heads), curvature, self.max_iter, self.tol, self.history_size,
+                                     _TOL_CHANGE[self.dtype])
+                    theta = solution.theta
+                    probe._store(solution, slice(0, heads), softmax, mean, scale, k, names,
+                                 time.perf_counter() - started)
 
     def _check_settings(self) -> None:
         _check_task_type(self.task_type)
@@ -527,6 +380,20 @@ class LinearProbe(BaseEstimator):
             raise ConfigError(f"history_size must be a positive integer, got {self.history_size!r}")
         if self.n_classes is not None and self.task_type == "binary" and self.n_classes != 2:
             raise ConfigError(f"a binary probe has 2 classes, got n_classes={self.n_classes}")
+        if self.grid not in GRID_MODES:
+            raise ConfigError(f"probe grid must be one of {', '.join(GRID_MODES)}, got {self.grid!r}")
+
+    def _resolved_head_names(self, k: int) -> list[str]:
+        """One name per head: the binary positive class, or each class / finding."""
+        count = 1 if self.task_type == "binary" else k
+        if self.head_names is None:
+            if self.task_type == "binary":
+                return ["positive class"]
+            return [f"{'finding' if self.task_type == 'multilabel' else 'class'} {j}" for j in range(count)]
+        names = [str(name) for name in self.head_names]
+        if len(names) != count:
+            raise ConfigError(f"head_names has {len(names)} name(s) but this {self.task_type} probe has {count} head(s)")
+        return names
 
     def _targets(self, labels: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
         """(n, outputs) 0/1 float64 targets and whether the outputs share a softmax."""
@@ -543,28 +410,45 @@ class LinearProbe(BaseEstimator):
             return logits - logits.mean()
         return np.log(rate / (1 - rate))
 
-    def _store(self, solution: _Solution, coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray,
-               scale: np.ndarray, k: int, seconds: float) -> None:
-        self.coef_ = coef.copy()
-        self.intercept_ = intercept.copy()
+    def _store(self, solution: BatchSolution, problems: slice, softmax: bool, mean: np.ndarray, scale: np.ndarray,
+               k: int, names: list[str], seconds: float) -> None:
+        """Take this C's problems out of the batch solution; warn, by name, about heads above tol."""
+        theta = solution.theta[problems]
+        # rows of (K, D + 1): the softmax's K outputs, or the K sigmoid heads' single output each
+        rows = theta[0] if softmax else theta[:, 0]
+        self.coef_ = rows[:, :-1].copy()
+        self.intercept_ = rows[:, -1].copy()
         self.mean_, self.scale_ = mean.copy(), scale.copy()
         self.n_features_in_ = mean.shape[0]
         self.n_classes_ = k
         if self.task_type != "multilabel":
             self.classes_ = np.arange(k)
-        self.n_iter_ = solution.n_iter
-        self.n_evals_ = solution.n_evals
-        self.grad_max_ = solution.grad_max
-        self.loss_ = solution.loss
-        self.converged_ = solution.grad_max <= self.tol
+        head_grad = solution.row_grad_max[problems]
+        self.head_grad_max_ = (head_grad[0] if softmax else head_grad[:, 0]).copy()
+        self.head_converged_ = self.head_grad_max_ <= self.tol
+        per_problem = np.arange(problems.start, problems.stop)
+        iterations, evaluations = solution.n_iter[per_problem], solution.n_evals[per_problem]
+        stops = [solution.stop[i] for i in per_problem]
+        if softmax:
+            iterations, evaluations, stops = np.repeat(iterations, k), np.repeat(evaluations, k), stops * k
+        self.head_n_iter_ = iterations.copy()
+        self.n_iter_ = int(iterations.max())
+        self.n_evals_ = int(evaluations.max())
+        self.grad_max_ = float(self.head_grad_max_.max())
+        self.loss_ = float(solution.loss[problems].sum())
+        self.converged_ = bool(self.head_converged_.all())
+        self.unconverged_heads_ = [names[j] for j in np.flatnonzero(~self.head_converged_)]
         self.fit_seconds_ = seconds
         if not self.converged_:
-            reason = (f"reached max_iter={self.max_iter}" if solution.stop == "max_iter"
-                      else f"stopped at the precision of {self.dtype}")
+            failing = np.flatnonzero(~self.head_converged_)
+            detail = "; ".join(
+                f"{names[j]!r}: max |gradient| {self.head_grad_max_[j]:.2e}, "
+                + (f"reached max_iter={self.max_iter}" if stops[j] == MAX_ITER else f"stopped at the precision of {self.dtype}")
+                for j in failing[:10]) + ("; ..." if len(failing) > 10 else "")
             warnings.warn(
-                f"LinearProbe(task_type={self.task_type!r}, C={self.C:g}) did not converge: {reason} with "
-                f"max |gradient| {solution.grad_max:.2e} > tol {self.tol:g}; raise max_iter, use dtype='float64' "
-                f"or a larger tol", ConvergenceWarning, stacklevel=3)
+                f"LinearProbe(task_type={self.task_type!r}, C={self.C:g}) did not converge for {len(failing)} of "
+                f"{len(names)} head(s) (tol {self.tol:g}): {detail}. Raise max_iter, use dtype='float64' or a larger "
+                f"tol", ConvergenceWarning, stacklevel=4)
 
     # ---------------------------------------------------------------- prediction
     def _check_fitted(self) -> None:

@@ -90,8 +90,9 @@ def select_probe(
     """Fit every C on train (one path), score each on val, return the best probe and the table.
 
     ``probe_params`` go to :class:`LinearProbe` (``max_iter``, ``tol``, ``dtype``, ``device``,
-    ``n_classes``, ``history_size``). The table has one row per C (ascending): ``C``,
-    ``val_score``, ``n_iter``, ``converged``, ``fit_seconds``, ``selected``. The returned probe is
+    ``n_classes``, ``history_size``, ``grid``, ``head_names``). The table has one row per C
+    (ascending): ``C``, ``val_score``, ``n_iter``, ``converged`` (every head met ``tol``),
+    ``fit_seconds``, ``selected``, ``unconverged`` (the names of the heads that did not, comma-separated). The returned probe is
     the one fitted on the training split (see the refit policy in the module docstring).
     """
     if metric not in METRICS:
@@ -109,6 +110,7 @@ def select_probe(
         "C": grid, "val_score": scores,
         "n_iter": [p.n_iter_ for p in probes], "converged": [p.converged_ for p in probes],
         "fit_seconds": [p.fit_seconds_ for p in probes], "selected": [i == best for i in range(len(grid))],
+        "unconverged": [", ".join(p.unconverged_heads_) for p in probes],
     })
     return probes[best], table
 

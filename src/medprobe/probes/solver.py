@@ -1,0 +1,351 @@
+"""The numerical core of the probes: a batch of independent L2 logistic problems solved at once.
+
+Why a batch: the study fits, for every layer, one probe per finding (54 on MIMIC-CXR) and per C
+of a grid. Each of those is its own small convex problem, but they all multiply the *same*
+feature matrix ``X``. Stacking their weight vectors as the rows of one matrix turns the two
+products that cost anything -- logits ``X W^T`` and gradients ``R^T X`` -- into one pass over
+``X`` per iteration for the whole batch (the trick of the DINOv2 and THUNDER linear
+evaluations), while everything else (line search, curvature history, stopping) stays *per
+problem*: each problem takes its own step length, keeps its own L-BFGS memory and stops when its
+own gradient meets ``tol``; a problem that has stopped drops out of the products.
+
+A "problem" is one C and one head: a single sigmoid (binary, or one finding of a multilabel
+task) or a whole K-class softmax (multinomial: its classes share the normaliser, so they are
+solved together, and each class row of its gradient is reported on its own).
+
+Objective per problem (scikit-learn's ``lbfgs`` scaling, so ``tol`` means the same thing)::
+
+    mean_i logloss_i + ||W||^2 / (2 C n)          (intercepts not penalised)
+
+Parameters travel as float64 NumPy arrays ``theta`` of shape (P, K_p, D + 1) -- P problems, K_p
+outputs each (1 for a sigmoid, K for a softmax), the last column the intercept. Only the two
+products touch the features; they run in torch in the probe's dtype, on its device.
+Everything of size O(n P) or O(P D) is float64 NumPy on the host, so the solver sees objective
+changes far below float32's resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: sufficient-decrease constant of the Armijo line search, and its maximum number of halvings
+_ARMIJO = 1e-4
+_MAX_BACKTRACKS = 30
+#: per-problem stop reasons
+CONVERGED, MAX_ITER, PRECISION = "converged", "max_iter", "precision"
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-problem inner products of two (P, K_p, D + 1) arrays -> (P,)."""
+    return np.einsum("pkd,pkd->p", a, b)
+
+
+class BatchObjective:
+    """Mean log-loss plus ``||W||^2 / (2 C n)`` and its gradient for any subset of the problems.
+
+    ``targets`` (n, T) are the 0/1 targets of every head there is (findings, or one-hot classes
+    for a softmax). A sigmoid problem reads column ``head[p]`` of them; a softmax problem reads all
+    T columns. The gradient of sigmoid/softmax cross-entropy w.r.t. the logits is ``p - target``,
+    so no autograd graph is needed.
+    """
+
+    def __init__(self, X: torch.Tensor, targets: np.ndarray, softmax: bool, exact: bool = False) -> None:
+        self.X = X
+        self.targets = targets.astype(np.float64)
+        self.softmax = softmax
+        self.n, self.d = X.shape
+        self.outputs = targets.shape[1] if softmax else 1
+        #: float64 products over row blocks of a lower-precision X (no float64 copy of X is made)
+        self.exact = exact and X.dtype != torch.float64
+        self.compute_dtype = torch.float64 if self.exact else X.dtype
+        self.block_rows = max(1, (1 << 22) // max(1, self.d))
+        #: a float64 copy of X is kept when small (256 MiB at most): converting the blocks at every
+        #: evaluation would otherwise dominate small fits; large X is converted block by block
+        self.X64 = X.to(torch.float64) if self.exact and X.numel() * 8 <= 1 << 28 else None
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device=self.X.device, dtype=self.compute_dtype)
+
+    def _logits(self, coef: torch.Tensor, intercept: torch.Tensor) -> np.ndarray:
+        if not self.exact:
+            return F.linear(self.X, coef, intercept).cpu().numpy().astype(np.float64)
+        if self.X64 is not None:
+            return F.linear(self.X64, coef, intercept).cpu().numpy()
+        return np.concatenate([F.linear(self.X[start:start + self.block_rows].to(torch.float64), coef, intercept).cpu().numpy()
+                               for start in range(0, self.n, self.block_rows)])
+
+    def _residual_product(self, residual: np.ndarray) -> np.ndarray:
+        """``residual^T X`` (outputs, D) in float64."""
+        if not self.exact:
+            return (self._to_device(residual).T @ self.X).cpu().numpy().astype(np.float64)
+        if self.X64 is not None:
+            return (self._to_device(residual).T @ self.X64).cpu().numpy()
+        total = torch.zeros((residual.shape[1], self.d), dtype=torch.float64, device=self.X.device)
+        for start in range(0, self.n, self.block_rows):
+            block = self._to_device(residual[start:start + self.block_rows])
+            total += block.T @ self.X[start:start + self.block_rows].to(torch.float64)
+        return total.cpu().numpy()
+
+    def __call__(self, theta: np.ndarray, l2: np.ndarray, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Losses (P,) and gradients (P, K_p, D + 1) at ``theta``; ``l2`` is ``1 / (C n)`` per problem."""
+        p, k, d = theta.shape[0], self.outputs, self.d
+        coef = theta[:, :, :d].reshape(p * k, d)
+        logits = self._logits(self._to_device(coef), self._to_device(theta[:, :, d].reshape(p * k)))
+        if self.softmax:
+            z = logits.reshape(self.n, p, k)
+            shifted = z - z.max(axis=2, keepdims=True)
+            log_norm = np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+            losses = log_norm[:, :, 0] - np.einsum("npk,nk->np", shifted, self.targets)
+            residual = (np.exp(shifted - log_norm) - self.targets[:, None, :]).reshape(self.n, p * k)
+        else:
+            targets = self.targets[:, head]
+            losses = np.logaddexp(0.0, logits) - logits * targets
+            residual = np.exp(-np.logaddexp(0.0, -logits)) - targets  # sigmoid, without overflow
+        squares = np.einsum("pkd,pkd->p", theta[:, :, :d], theta[:, :, :d])
+        loss = losses.sum(axis=0) / self.n + 0.5 * l2 * squares
+        product = self._residual_product(residual)
+        grad = np.empty_like(theta)
+        grad[:, :, :d] = product.reshape(p, k, d) / self.n + l2[:, None, None] * theta[:, :, :d]
+        grad[:, :, d] = residual.sum(axis=0).reshape(p, k) / self.n
+        return loss, grad
+
+
+class Preconditioner:
+    """Flattens the dominant directions of the standardised features for L-BFGS.
+
+    Why: activations are strongly anisotropic even after per-feature standardisation -- a few
+    shared directions carry much of the variance -- so the Hessian ``~ X^T S X / n + I / (C n)``
+    is badly conditioned and plain L-BFGS crawls, worst at weak regularisation. With the top
+    ``q`` eigenpairs ``(lambda_i, v_i)`` of ``X^T X / n`` (a randomised sketch: three passes over
+    X, once per fit), the initial inverse Hessian of L-BFGS becomes
+    ``P = I + sum_i (a_i - 1) v_i v_i^T`` with ``a_i = (lambda_q + l2) / (lambda_i + l2)``: the
+    dominant directions are scaled down to the level of the q-th. ``P`` is symmetric positive
+    definite and acts on the feature axis of every output's weights; the intercepts (decoupled
+    from the centred features) are left alone. It changes only the path to the optimum.
+    """
+
+    def __init__(self, X: torch.Tensor, max_rank: int = 64, oversampling: int = 10, seed: int = 0) -> None:
+        n, d = X.shape
+        self.d = d
+        rank = min(max_rank, min(n, d) - 1)
+        self.eigenvalues: np.ndarray | None = None
+        if rank < 2:
+            return
+        width = min(rank + oversampling, min(n, d))
+        # seeded generator: deterministic, and the global torch RNG is left alone
+        generator = torch.Generator(device=X.device).manual_seed(seed)
+        probe = torch.randn(d, width, generator=generator, device=X.device, dtype=X.dtype)
+        # one power step (range of X^T X G), then Rayleigh-Ritz on that subspace
+        gram_probe = ((X @ probe).T @ X).T.cpu().numpy().astype(np.float64)
+        basis = np.linalg.qr(gram_probe)[0]  # (D, width), orthonormal
+        projected = (X @ torch.from_numpy(basis).to(device=X.device, dtype=X.dtype)).cpu().numpy().astype(np.float64)
+        eigenvalues, eigenvectors = np.linalg.eigh(projected.T @ projected / n)
+        order = np.argsort(eigenvalues)[::-1][:rank]
+        self.eigenvalues = eigenvalues[order]
+        self.vectors = basis @ eigenvectors[:, order]  # (D, q), orthonormal
+
+    def factors(self, l2: np.ndarray, curvature: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Per problem: ``a_i - 1`` (P, q) of the feature directions, and ``a`` (P,) of the intercepts.
+
+        The Hessian of a problem is about ``s (X^T X / n + l2 / s)`` on the weights and ``s`` on the
+        intercept, where ``s`` (``curvature``) is the mean of ``p (1 - p)`` -- ``r (1 - r)`` at the
+        start, for a head with positive rate ``r``. The intercept is like a feature with
+        eigenvalue 1 and no penalty: ``a = lambda_q + l2 / s``. Without this scaling the
+        intercept of a strongly regularised or rare head converges many times slower than its
+        weights (its gradient then stalls at the precision limit above ``tol``).
+        """
+        shifted = (np.asarray(l2, dtype=np.float64) / np.asarray(curvature, dtype=np.float64))[:, None]
+        if self.eigenvalues is None:
+            return None, np.ones(shifted.shape[0])
+        weights = (self.eigenvalues[-1] + shifted) / (self.eigenvalues + shifted) - 1.0
+        return weights, self.eigenvalues[-1] + shifted[:, 0]
+
+    def apply(self, vector: np.ndarray, factors: tuple[np.ndarray | None, np.ndarray] | None) -> np.ndarray:
+        """``P`` applied to parameter-shaped (P, K_p, D + 1) vectors (a new array)."""
+        out = vector.copy()
+        if factors is None:
+            return out
+        weights, intercept = factors
+        out[:, :, self.d] *= intercept[:, None]
+        if weights is None:
+            return out
+        coef = vector[:, :, :self.d]
+        out[:, :, :self.d] += np.einsum("pkq,dq->pkd", np.einsum("pkd,dq->pkq", coef, self.vectors)
+                                        * weights[:, None, :], self.vectors)
+        return out
+
+    @staticmethod
+    def select(factors: tuple[np.ndarray | None, np.ndarray], index) -> tuple[np.ndarray | None, np.ndarray]:
+        """The factors of a subset of the problems."""
+        weights, intercept = factors
+        return (None if weights is None else weights[index]), intercept[index]
+
+
+@dataclass
+class BatchSolution:
+    """Per problem: parameters, final loss, max |gradient| per output row, iterations, stop reason."""
+
+    theta: np.ndarray        # (P, K_p, D + 1)
+    loss: np.ndarray         # (P,)
+    row_grad_max: np.ndarray  # (P, K_p): max |gradient| of each output's weights and intercept
+    n_iter: np.ndarray       # (P,)
+    n_evals: np.ndarray      # (P,)
+    stop: list[str]          # (P,)
+
+    @property
+    def grad_max(self) -> np.ndarray:
+        return self.row_grad_max.max(axis=1)
+
+
+def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: np.ndarray, l2: np.ndarray,
+             head: np.ndarray, curvature: np.ndarray, max_iter: int, tol: float, history_size: int,
+             tol_change: float) -> BatchSolution:
+    """Preconditioned L-BFGS with a backtracking (Armijo) line search, for P problems at once.
+
+    Every problem behaves exactly as if it were solved alone (own step, own curvature pairs, own
+    scaling ``gamma``); only the evaluations are shared. Each objective is strictly convex (L2
+    term), so accepted steps satisfy ``y.s > 0`` and a sufficient-decrease search is enough.
+    A problem stops when its max |gradient| <= ``tol`` (scikit-learn's ``gtol``, on the
+    unpreconditioned gradient), after ``max_iter`` iterations, or when neither its objective
+    decreases by more than ``tol_change`` (relative: the rounding of the loss in this dtype) nor
+    its max |gradient| halves -- the precision limit.
+    """
+    n_problems = theta0.shape[0]
+    factors_all = preconditioner.factors(l2, curvature)
+    theta = theta0.copy()
+    loss, grad = objective(theta, l2, head)
+    n_evals = np.ones(n_problems, dtype=np.int64)
+    n_iter = np.zeros(n_problems, dtype=np.int64)
+    stop = np.array([MAX_ITER] * n_problems, dtype=object)
+    # curvature history: one ring shared by all problems (they step in lockstep); an empty or
+    # discarded slot of a problem has rho = 0 and then contributes nothing to the recursion
+    steps = np.zeros((history_size, *theta.shape))
+    changes = np.zeros_like(steps)
+    rho = np.zeros((history_size, n_problems))
+    gamma = np.ones(n_problems)
+    ring = 0  # slot of the next pair
+    active = np.flatnonzero(np.abs(grad).max(axis=(1, 2)) > tol)
+    stop[np.setdiff1d(np.arange(n_problems), active)] = CONVERGED
+
+    while active.size:
+        at_limit = n_iter[active] >= max_iter
+        if at_limit.any():
+            active = active[~at_limit]  # already marked MAX_ITER
+            if not active.size:
+                break
+        a = active
+        factors = Preconditioner.select(factors_all, a)
+        n_iter[a] += 1
+        g = grad[a]
+        # two-loop recursion with the preconditioned, scaled initial inverse Hessian gamma * P
+        order = [(ring - 1 - j) % history_size for j in range(history_size)]  # newest first
+        direction = -g
+        alphas = []
+        for slot in order:
+            alpha = rho[slot, a] * _dot(steps[slot, a], direction)
+            direction -= alpha[:, None, None] * changes[slot, a]
+            alphas.append(alpha)
+        direction = gamma[a][:, None, None] * preconditioner.apply(direction, factors)
+        for slot, alpha in zip(reversed(order), reversed(alphas)):
+            beta = rho[slot, a] * _dot(changes[slot, a], direction)
+            direction += (alpha - beta)[:, None, None] * steps[slot, a]
+        slope = _dot(g, direction)
+        uphill = slope >= 0  # not a descent direction (rounding): restart from the preconditioned gradient
+        if uphill.any():
+            rho[:, a[uphill]] = 0.0
+            gamma[a[uphill]] = 1.0
+            direction[uphill] = -preconditioner.apply(g[uphill], Preconditioner.select(factors, uphill))
+            slope[uphill] = _dot(g[uphill], direction[uphill])
+        # without curvature information the scale of the direction is unknown: start small
+        has_history = (rho[:, a] != 0).any(axis=0)
+        t = np.where(has_history, 1.0, np.minimum(1.0, 1.0 / np.abs(g).sum(axis=(1, 2))))
+        new_loss = np.empty(len(a))
+        new_grad = np.empty_like(g)
+        pending = np.arange(len(a))
+        for _ in range(_MAX_BACKTRACKS):
+            candidate = theta[a[pending]] + t[pending][:, None, None] * direction[pending]
+            trial_loss, trial_grad = objective(candidate, l2[a[pending]], head[a[pending]])
+            n_evals[a[pending]] += 1
+            # sufficient decrease, up to the rounding of the loss itself (``tol_change``): near the
+            # optimum of a strongly regularised problem the gradient is still informative when
+            # loss differences are already below rounding
+            reference = loss[a[pending]]
+            accepted = trial_loss <= (reference + _ARMIJO * t[pending] * slope[pending]
+                                      + tol_change * np.maximum(1.0, np.abs(reference)))
+            new_loss[pending[accepted]] = trial_loss[accepted]
+            new_grad[pending[accepted]] = trial_grad[accepted]
+            rejected = pending[~accepted]
+            if rejected.size:
+                tr, sl = t[rejected], slope[rejected]
+                curvature = trial_loss[~accepted] - loss[a[rejected]] - tr * sl  # quadratic model through f(0), f'(0), f(t)
+                t_model = np.where(curvature > 0, -sl * tr * tr / (2 * np.where(curvature > 0, curvature, 1.0)), 0.5 * tr)
+                t[rejected] = np.minimum(0.5 * tr, np.maximum(0.1 * tr, t_model))
+            pending = rejected
+            if not pending.size:
+                break
+        failed = np.zeros(len(a), dtype=bool)
+        failed[pending] = True
+        stop[a[failed]] = PRECISION
+        ok = ~failed
+        moved = a[ok]
+        step = t[ok][:, None, None] * direction[ok]
+        change = new_grad[ok] - grad[moved]
+        curvature_pair = _dot(change, step)
+        valid = curvature_pair > np.finfo(np.float64).eps * _dot(change, change)
+        steps[ring, moved] = step
+        changes[ring, moved] = change
+        rho[ring, moved] = np.where(valid, 1.0 / np.where(valid, curvature_pair, 1.0), 0.0)
+        if valid.any():
+            scaled = preconditioner.apply(change[valid], Preconditioner.select(factors, np.flatnonzero(ok)[valid]))
+            gamma[moved[valid]] = curvature_pair[valid] / _dot(change[valid], scaled)
+        ring = (ring + 1) % history_size
+        decrease = loss[moved] - new_loss[ok]
+        previous_grad_max = np.abs(grad[moved]).max(axis=(1, 2))
+        theta[moved] += step
+        loss[moved], grad[moved] = new_loss[ok], new_grad[ok]
+        grad_max = np.abs(grad[moved]).max(axis=(1, 2))
+        done = grad_max <= tol
+        stop[moved[done]] = CONVERGED
+        # out of precision: a quasi-Newton step (not the first, unscaled one) improved neither the
+        # loss (beyond rounding) nor the gradient (by half)
+        stalled = (~done & has_history[ok] & (decrease <= tol_change * np.maximum(1.0, np.abs(loss[moved])))
+                   & (grad_max > 0.5 * previous_grad_max))
+        stop[moved[stalled]] = PRECISION
+        active = moved[~done & ~stalled]
+    row_grad_max = np.abs(grad).max(axis=2)
+    return BatchSolution(theta, loss, row_grad_max, n_iter, n_evals, list(stop))
+
+
+def solve(objective: BatchObjective, preconditioner: Preconditioner, theta0: np.ndarray, l2: np.ndarray,
+          head: np.ndarray, curvature: np.ndarray, max_iter: int, tol: float, history_size: int,
+          tol_change: float) -> BatchSolution:
+    """:func:`minimise` in the features' dtype, then, for float32 features, a float64 finish.
+
+    Why: with float32 products the objective itself is only known to about 1e-6 relative (the
+    rounding of the logits), so at weak regularisation the line search runs out of precision
+    before the tightest ``tol`` is met. The problems that stopped there continue from where they
+    are with float64 products over row blocks of the same standardised features -- usually a
+    handful of iterations -- and reach ``tol`` (or ``max_iter`` in total) like a float64 fit.
+    """
+    solution = minimise(objective, preconditioner, theta0, l2, head, curvature, max_iter, tol, history_size,
+                        tol_change)
+    stalled = np.array([reason == PRECISION for reason in solution.stop]) & (solution.grad_max > tol)
+    if objective.X.dtype == torch.float64 or not stalled.any():
+        return solution
+    exact = BatchObjective(objective.X, objective.targets, objective.softmax, exact=True)
+    index = np.flatnonzero(stalled)
+    budget = max(1, max_iter - int(solution.n_iter[index].max()))
+    finish = minimise(exact, preconditioner, solution.theta[index], l2[index], head[index], curvature[index],
+                      budget, tol, history_size, 4 * float(np.finfo(np.float64).eps))
+    solution.theta[index] = finish.theta
+    solution.loss[index] = finish.loss
+    solution.row_grad_max[index] = finish.row_grad_max
+    solution.n_iter[index] += finish.n_iter
+    solution.n_evals[index] += finish.n_evals
+    for position, reason in zip(index, finish.stop):
+        solution.stop[position] = reason
+    return solution
