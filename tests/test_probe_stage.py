@@ -404,3 +404,22 @@ def test_a_plan_fits_exactly_its_train_and_val_rows():
     assert (fit.fraction, fit.seed, fit.C) == (0.5, 3, probe.C)
     assert fit.val_score == table.loc[table.selected, "val_score"].iloc[0]
     assert fit.test_scores.tobytes() == probe.predict_proba(features["test"]).tobytes()
+
+
+def test_a_head_that_does_not_converge_is_named_in_the_fit():
+    """Per-head convergence reaches the probe stage: the chosen C's unconverged findings by name."""
+    rng = np.random.default_rng(1)
+    features = {split: rng.normal(size=(n, 8)).astype(np.float32) for split, n in (("train", 80), ("val", 40),
+                                                                                   ("test", 10))}
+    labels = {split: (rng.random((len(x), 3)) < 0.4).astype(int) for split, x in features.items()}
+    for split in features:
+        features[split][:, :3] += 3 * labels[split]
+    plan = grid.FitPlan(1.0, 0, np.arange(80))
+    names = ("effusion", "nodule", "edema")
+    starved, = grid.fit_plans(features, labels, "l0", [plan],
+                              grid.ProbeSettings("multilabel", 3, (100.0,), "auc", 1, "cpu", names))
+    assert not starved.converged
+    assert set(starved.unconverged.split(", ")) <= set(names) and starved.unconverged
+    enough, = grid.fit_plans(features, labels, "l0", [plan],
+                             grid.ProbeSettings("multilabel", 3, (100.0,), "auc", 1000, "cpu", names))
+    assert enough.converged and enough.unconverged == ""

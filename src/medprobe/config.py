@@ -82,7 +82,7 @@ class ProbeConfig(Strict):
     #: subsample the validation split like train at each fraction (same fraction, seed, grouping),
     #: so that 1 % of the training labels is not tuned on a full validation split
     val_follows_fraction: bool = False
-    max_iter: int = Field(500, ge=1)
+    max_iter: int = Field(1000, ge=1)
     device: str = "auto"
     #: where the probe grid (layers x fractions x seeds) runs: this process, one layer at a time,
     #: or Ray tasks, one layer each, on the cluster of ``extraction.ray_address`` (the feature cache

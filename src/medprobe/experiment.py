@@ -92,6 +92,8 @@ class ProbeOutcome:
     test_scores: np.ndarray
     converged: bool = True
     selected: bool = False
+    #: heads (classes / findings) of this probe that did not meet the solver's tol
+    unconverged: str = ""
     #: training / validation samples the probe actually used (after the one-per-class top-up)
     n_train: int | None = None
     n_val: int | None = None
@@ -335,7 +337,8 @@ class Experiment:
                             else None)
                 plans.append(FitPlan(fraction, seed, train_rows, val_rows))
         settings = ProbeSettings(dataset.task_type, len(dataset.classes), tuple(probe_config.Cs),
-                                 probe_config.selection_metric, probe_config.max_iter, probe_config.device)
+                                 probe_config.selection_metric, probe_config.max_iter, probe_config.device,
+                                 tuple(dataset.classes) if dataset.task_type != "binary" else None)
         self.announce_probe_grid(spec, dataset, cache, layers, plans)
         small = validation_size_warning(splits.labels["val"], dataset.task_type, dataset.classes)
         if small and small not in self.probe_warnings:
@@ -393,7 +396,8 @@ class Experiment:
                 fit = fits[layer][number]
                 candidates.append(ProbeOutcome(
                     stack_display_name(spec.display_name, stacks[layer]), layer, plan.fraction, plan.seed, fit.C,
-                    fit.val_score, fit.test_scores, converged=fit.converged, stack=stacks[layer],
+                    fit.val_score, fit.test_scores, converged=fit.converged, unconverged=fit.unconverged,
+                    stack=stacks[layer],
                     tied_Cs=fit.tied_Cs if len(fit.tied_Cs) > 1 else [], n_train=len(plan.train_rows),
                     n_val=n_val_split if plan.val_rows is None else len(plan.val_rows)))
             for stack in dict.fromkeys(stacks[layer] for layer in layers):
@@ -467,8 +471,9 @@ class Experiment:
         for outcome in self.outcomes:
             if outcome.selected and not outcome.converged:
                 message = (f"selected probe did not converge: {outcome.backbone} layer {outcome.layer} "
-                           f"(train fraction {outcome.train_fraction}, seed {outcome.seed}, C={outcome.C:g}); "
-                           "raise probe.max_iter or check feature scaling")
+                           f"(train fraction {outcome.train_fraction}, seed {outcome.seed}, C={outcome.C:g})"
+                           + (f", heads {outcome.unconverged}" if outcome.unconverged else "")
+                           + "; raise probe.max_iter or check feature scaling")
                 self.statistics_warnings.append(message)
                 console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
@@ -519,7 +524,8 @@ class Experiment:
             "n_bootstrap_dropped": int(summary["n_dropped"]),
             **getattr(self, "resampling", {"bootstrap_unit": None, "n_units": None}),
             "selected": outcome.selected, "C": outcome.C, "val_score": outcome.val_score,
-            "converged": outcome.converged, "n_train": outcome.n_train, "n_val": outcome.n_val,
+            "converged": outcome.converged, "unconverged_heads": outcome.unconverged or None,
+            "n_train": outcome.n_train, "n_val": outcome.n_val,
             "stack": outcome.stack, "val_tie": outcome.val_tie, "tied_layers": outcome.tied_layers,
             "tied_Cs": outcome.tied_Cs,
         }

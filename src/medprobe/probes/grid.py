@@ -68,6 +68,8 @@ class ProbeSettings:
     metric: str
     max_iter: int
     device: str
+    #: names of the heads (classes or findings), so a head that does not converge is named
+    head_names: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -84,6 +86,8 @@ class LayerFit:
     #: Cs (ascending) whose validation score ties the chosen one's (the chosen C included)
     tied_Cs: list[float] = field(default_factory=list)
     fit_seconds: float = 0.0
+    #: heads of the chosen C that did not meet tol (comma-separated names; empty when all did)
+    unconverged: str = ""
 
 
 def layer_stacks(layers: Sequence[str], has_language_model: bool) -> dict[str, str]:
@@ -218,6 +222,7 @@ def fit_plans(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], la
                     X_train, labels["train"][plan.train_rows], X_val, labels["val"][val_rows], settings.task_type,
                     Cs=list(settings.Cs), metric=settings.metric, max_iter=settings.max_iter, device=settings.device,
                     n_classes=settings.n_classes,
+                    **({"head_names": list(settings.head_names)} if settings.head_names else {}),
                 )
             except DataError as error:
                 raise DataError(f"layer {layer!r}, train fraction {plan.fraction}, seed {plan.seed}: {error}") from error
@@ -227,7 +232,8 @@ def fit_plans(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], la
         fits.append(LayerFit(layer=layer, fraction=plan.fraction, seed=plan.seed, C=float(probe.C),
                              val_score=float(chosen["val_score"]), converged=bool(chosen["converged"]),
                              test_scores=probe.predict_proba(features["test"]), tied_Cs=tied,
-                             fit_seconds=time.perf_counter() - started))
+                             fit_seconds=time.perf_counter() - started,
+                             unconverged=str(chosen.get("unconverged", "") or "")))
     return fits
 
 
