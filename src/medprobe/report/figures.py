@@ -286,15 +286,6 @@ def group_metrics(run: RunData) -> dict[str, str]:
     return {m[len(prefix):]: m for m in names}
 
 
-def per_group_bars(run: RunData) -> Figure:
-    """Task metric per subgroup of the test set (e.g. per organ) for each backbone's selected layer."""
-    metrics = group_metrics(run)
-    if not metrics:
-        raise FigureSkipped(f"results.json has no per-group rows ({run.task_metric}@<group>)")
-    return _member_bars(run, metrics, what="group", ylabel=metric_label(run.task_metric, run.task_type),
-                        chance_metric=run.task_metric)
-
-
 # --------------------------------------------------------------------------- (c) layer sweep
 def selection_metric(run: RunData) -> str:
     """The validation metric layers and Cs were chosen by (``probe.selection_metric``)."""
@@ -383,7 +374,7 @@ def label_efficiency_curves(run: RunData) -> Figure:
     if len(fractions) < 2:
         raise FigureSkipped("the run used a single train fraction, so there is no label-efficiency curve")
     colours = backbone_colours(run)
-    n_train = as_float(((run.run.get("data") or {}).get("n_samples") or {}).get("train"))
+    n_train = training_sizes(run)
     with _style():
         fig = _new_figure(8.0, 4.5)
         ax = fig.add_subplot()
@@ -403,15 +394,34 @@ def label_efficiency_curves(run: RunData) -> Figure:
         _fit_y_range(ax, selected, metric)
         ax.set_xscale("log")
         ax.set_xlim(fractions[0] / 1.25, fractions[-1] * 1.25)
-        labels = [_fraction_text(f) + (f"\n(≈{round(f * n_train)})" if n_train else "") for f in fractions]
+        labels = [_fraction_text(f) + (f"\n(n={n_train[f]})" if f in n_train else "") for f in fractions]
         ax.set_xticks(fractions, labels)
         ax.minorticks_off()
-        ax.set_xlabel("Share of training labels used (log scale)" + ("; ≈ number of training images" if n_train else ""))
+        ax.set_xlabel("Share of training labels used (log scale)"
+                      + ("; n = training images actually used (mean over seeds)" if n_train else ""))
         ax.set_ylabel(f"Test {metric_label(metric, run.task_type)}")
         ax.set_title("Label efficiency of the selected layer: mean over seeds; band = envelope of per-seed 95% CIs")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
     return fig
+
+
+def training_sizes(run: RunData) -> dict[float, str]:
+    """Train fraction -> the number of training images the fits really used (``n_train`` of the
+    selected rows, after the one-per-class top-up), as text: one number, or the mean over seeds
+    with its range when seeds differ. Empty for runs that did not record it: the count is then
+    not shown, because ``fraction x train size`` is not what was used (1 % of 500 is 5, yet a
+    class needs one image, so more were used)."""
+    if "n_train" not in run.results.columns:
+        return {}
+    selected = run.selected()
+    out = {}
+    for fraction, at in selected.groupby("train_fraction"):
+        sizes = at.drop_duplicates("seed")["n_train"].map(as_float).dropna()
+        if len(sizes):
+            low, high = int(sizes.min()), int(sizes.max())
+            out[float(fraction)] = str(low) if low == high else f"{sizes.mean():.0f}, {low}–{high}"
+    return out
 
 
 def _fit_y_range(ax: Axes, rows: Any, metric: str) -> None:
@@ -588,23 +598,33 @@ FIGURES: dict[str, tuple[str, str, Callable[[RunData], Figure]]] = {
         lambda run: per_class_bars(run, "f1"),
     ),
     "per_group": (
-        "Task metric per group",
-        "Task metric within each subgroup of the test set (e.g. per organ) for each backbone's selected layer at "
-        "the largest train fraction; error bars: 95% bootstrap CI resampled within the group. Missing bars: the "
+        "Task metric per subgroup",
+        "Forest plot: task metric within each subgroup of the test set (e.g. sex, site, organ) for each "
+        "backbone's selected layer at the largest train fraction, with its 95% bootstrap CI resampled within "
+        "the group (over patients when they have several images); dotted lines: the whole test set. 'n/a': the "
         "metric is undefined in that group (e.g. a class absent from it).",
-        per_group_bars,
+        lambda run: _stats_figures().subgroup_forest(run),
+    ),
+    "reliability": (
+        "Calibration (reliability diagram)",
+        "Observed frequency against mean predicted probability in equal-width probability bins, for each "
+        "backbone's selected probe at the largest train fraction (top), and the number of test images per bin "
+        "(bottom). The legend gives the expected calibration error (ECE); its CI is in the calibration table.",
+        lambda run: _stats_figures().reliability_diagram(run),
     ),
     "layer_curves": (
         "Layer sweep",
-        "Test value of the task metric for a probe on each layer (band: 95% bootstrap CI), for every train "
-        "fraction (first seed), beside the validation score the layer was chosen by (dashed). The star marks "
+        "Analysis, not a result to report: test value of the task metric for a probe on each layer (band: 95% "
+        "bootstrap CI), for every train fraction (first seed), beside the validation score the layer was chosen by (dashed). The star marks "
         "the layer chosen on the validation split, which is not necessarily the best on test; layers that tie "
-        "on validation were decided by their order.",
+        "on validation were decided by their order. Picking the best layer on test would be optimistic, which is "
+        "why the tables report only the validation-selected layer.",
         layer_curves,
     ),
     "label_efficiency": (
         "Label efficiency",
-        "Task metric of the selected layer as the share of training labels shrinks (log scale). Line: mean "
+        "Task metric of the selected layer as the share of training labels shrinks (log scale; under each "
+        "fraction the number of training images the fits actually used). Line: mean "
         "over seeds; band: lowest to highest bound of the per-seed 95% CIs; dots: single seeds. The y axis "
         "spans the data (it does not start at 0); the chance line is shown when it falls inside.",
         label_efficiency_curves,
@@ -618,11 +638,41 @@ FIGURES: dict[str, tuple[str, str, Callable[[RunData], Figure]]] = {
     ),
     "mcq_strata": (
         "Multiple-choice accuracy by difficulty",
-        "Accuracy per human-difficulty stratum with 95% CI, the mean share of human readers answering each "
-        "stratum correctly, and the accuracy of random guessing (dashed).",
-        lambda run: mcq_strata(run.mcq, chance=_mcq_chance(run.mcq)),
+        "Accuracy per human-difficulty stratum with 95% Wilson CI (primary answer and, when answers were "
+        "sampled, correct within n tries), the mean share of human readers answering each stratum correctly, "
+        "and the accuracy of random guessing (dashed); beside it, accuracy over all cases next to the study's "
+        "published values (after its Fig. 1f).",
+        lambda run: mcq_figure(run.mcq, chance=_mcq_chance(run.mcq)),
     ),
 }
+
+
+def _stats_figures() -> Any:
+    """:mod:`medprobe.report.stats_figures`, imported on use: it builds on this module's helpers."""
+    from medprobe.report import stats_figures
+
+    return stats_figures
+
+
+#: what :func:`medprobe.mcq.figure.strata_figure` reads from a summary (the schema ``medprobe mcq`` writes)
+STUDY_FIGURE_KEYS = ("model", "n_shots", "n_cases", "strata")
+
+
+def mcq_figure(summaries: Sequence[dict[str, Any]], chance: float) -> Figure:
+    """The MCQ figure: the MCQ package's own study-style figure for the first summary written by
+    ``medprobe mcq`` (primary and within-n accuracy, study reference lines); the loose
+    :func:`mcq_strata` for summaries of another shape (hand-made or partial)."""
+    from medprobe.mcq.figure import strata_figure
+
+    first = summaries[0] if summaries else {}
+    strata = first.get("strata") or []
+    n_tries = int(as_float(first.get("n_tries")) or 0)
+    complete = (all(key in first for key in STUDY_FIGURE_KEYS) and strata
+                and all(isinstance(s, dict) and {"low", "high", "n"} <= set(s) for s in strata)
+                and (not n_tries or str(n_tries) in (first.get("correct_within_n") or {})))
+    if len(summaries) == 1 and complete:
+        return strata_figure(first, chance)
+    return mcq_strata(summaries, chance)
 
 
 def _mcq_chance(summaries: Sequence[dict[str, Any]]) -> float:
@@ -649,6 +699,8 @@ def _applicable(run: RunData, name: str) -> bool:
         return any(m.startswith("f1[") for m in run.results["metric"])
     if name == "per_group":
         return bool(group_metrics(run))
+    if name == "reliability":
+        return "ece" in set(run.results["metric"])
     return True
 
 
