@@ -31,7 +31,8 @@ from medprobe.report import (
     load_run,
     mcq_strata,
     metric_bars,
-    per_group_bars,
+    reliability_diagram,
+    subgroup_forest,
     roc_curves,
     save_figures,
 )
@@ -372,8 +373,8 @@ def test_summary_comparisons_and_label_efficiency(binary_run: Path) -> None:
     assert len(efficiency) == len(run["label_efficiency"])
     for cells, row in zip(efficiency, run["label_efficiency"]):
         spread = [row["value_sd"]] if row["n_seeds"] > 1 else []  # one seed: no SD shown
-        assert numbers(cells[3]) == pytest.approx([row["value_mean"], *spread], abs=TOL)
-        assert float(cells[4].rstrip("%")) == pytest.approx(100 * row["fraction_of_full"], abs=0.05)
+        assert numbers(cells[5]) == pytest.approx([row["value_mean"], *spread], abs=TOL)
+        assert float(cells[6].rstrip("%")) == pytest.approx(100 * row["fraction_of_full"], abs=0.05)
 
 
 def test_label_efficiency_table_computed_when_run_json_has_none(multiclass_run: Path) -> None:
@@ -384,8 +385,9 @@ def test_label_efficiency_table_computed_when_run_json_has_none(multiclass_run: 
     for cells in table:
         part = selected[(selected["backbone"] == cells[0]) & (selected["train_fraction"] == float(cells[1]))]
         assert int(cells[2]) == len(part)
-        spread = [part["value"].std(ddof=0)] if len(part) > 1 else []
-        assert numbers(cells[3]) == pytest.approx([part["value"].mean(), *spread], abs=TOL)
+        spread = [part["value"].std(ddof=1)] if len(part) > 1 else []  # sample SD; one seed: "n/a"
+        assert numbers(cells[5]) == pytest.approx([part["value"].mean(), *spread], abs=TOL)
+        assert cells[5].endswith("n/a") == (len(part) == 1)
 
 
 # --------------------------------------------------------------------------- safety of the page
@@ -461,17 +463,25 @@ def test_metric_bars_show_values_and_cis(binary_run: Path) -> None:
     assert ax.get_ylabel() == "Test AUROC (positive class)"
 
 
-def test_per_group_bars(multiclass_run: Path) -> None:
+def test_subgroup_forest(multiclass_run: Path) -> None:
+    """One row per group (top to bottom in row order), one marker + CI per backbone's selected layer."""
     run = load_run(multiclass_run)
-    ax = per_group_bars(run).axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["liver", "kidney", "lung"]
+    ax = subgroup_forest(run).axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert [label.split(" (n=")[0] for label in labels] == ["liver", "kidney", "lung"]
     rows = run.results
-    for container in [c for c in ax.containers if hasattr(c, "errorbar")]:
+    containers = [c for c in ax.containers if hasattr(c, "lines")]
+    assert [c.get_label().split(" (")[0] for c in containers] == ["vlm", "cnn", "pixels"]
+    for container in containers:
         backbone = container.get_label().split(" (")[0]
         part = rows[(rows["backbone"] == backbone) & (rows["train_fraction"] == 1.0) & rows["selected"]]
         expected = [part[part["metric"] == f"auc@{g}"]["value"].iloc[0] for g in ("liver", "kidney", "lung")]
-        assert [p.get_height() for p in container.patches] == pytest.approx(expected, nan_ok=True)
-    assert np.isnan(container.patches[-1].get_height())  # undefined in that group: no bar, no error
+        xs = np.asarray(container.lines[0].get_xdata(), dtype=float)
+        assert list(xs) == pytest.approx(expected, nan_ok=True)
+        ys = np.asarray(container.lines[0].get_ydata(), dtype=float)
+        assert list(np.argsort(-ys)) == [0, 1, 2]  # the first group is drawn on top
+    assert np.isnan(xs[-1])  # undefined in that group: no marker, an "n/a" label instead
+    assert any(t.get_text() == "n/a" for t in ax.texts)
     page = (multiclass_run / "report.html").read_text(encoding="utf-8")
     cells = [r for r in parse(page).tables["results"]["rows"] if r[4] == "auc@lung" and r[0] == "pixels"]
     assert cells and all(c[5] == "n/a" and c[6] == "n/a" for c in cells)
@@ -586,7 +596,7 @@ def test_mcq_section_and_figure(tmp_path: Path) -> None:
     build_report(path)
     page = (path / "report.html").read_text(encoding="utf-8")
     tables = parse(page).tables
-    assert tables["mcq"]["rows"][0] == ["tiny-vlm", "generate", "50", "0", "0.420 [0.290, 0.560]", "3"]
+    assert tables["mcq"]["rows"][0] == ["tiny-vlm", "generate", "—", "50", "0", "0.420 [0.290, 0.560]", "3", "—"]
     assert tables["mcq-cases"]["rows"][0][-1] == f"B {EVIL}"
     assert "0.400" in page  # stratum without CI still listed
     assert (path / "figures" / "mcq_strata.svg").is_file() and 'id="fig-mcq_strata"' in page

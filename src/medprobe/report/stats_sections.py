@@ -255,7 +255,8 @@ def label_efficiency_section(data: RunData) -> Section:
     for row in rows:
         n_train, train_sort = _sizes(row.get("n_train"))
         n_val, val_sort = _sizes(row.get("n_val"))
-        sd = as_float(row.get("value_sd"))
+        # one seed has no spread: older runs stored 0 there, which would read as "no variation"
+        sd = as_float(row.get("value_sd")) if as_float(row.get("n_seeds")) != 1 else None
         mean = fmt3(row.get("value_mean"))
         cells = [row.get("backbone"), num(fmt_fraction(row.get("train_fraction")), row.get("train_fraction")),
                  num(str(row.get("n_seeds", "—")), row.get("n_seeds")), num(n_train, train_sort),
