@@ -31,7 +31,8 @@ from medprobe.report import (
     load_run,
     mcq_strata,
     metric_bars,
-    per_group_bars,
+    reliability_diagram,
+    subgroup_forest,
     roc_curves,
     save_figures,
 )
@@ -372,8 +373,8 @@ def test_summary_comparisons_and_label_efficiency(binary_run: Path) -> None:
     assert len(efficiency) == len(run["label_efficiency"])
     for cells, row in zip(efficiency, run["label_efficiency"]):
         spread = [row["value_sd"]] if row["n_seeds"] > 1 else []  # one seed: no SD shown
-        assert numbers(cells[3]) == pytest.approx([row["value_mean"], *spread], abs=TOL)
-        assert float(cells[4].rstrip("%")) == pytest.approx(100 * row["fraction_of_full"], abs=0.05)
+        assert numbers(cells[5]) == pytest.approx([row["value_mean"], *spread], abs=TOL)
+        assert float(cells[6].rstrip("%")) == pytest.approx(100 * row["fraction_of_full"], abs=0.05)
 
 
 def test_label_efficiency_table_computed_when_run_json_has_none(multiclass_run: Path) -> None:
@@ -384,8 +385,9 @@ def test_label_efficiency_table_computed_when_run_json_has_none(multiclass_run: 
     for cells in table:
         part = selected[(selected["backbone"] == cells[0]) & (selected["train_fraction"] == float(cells[1]))]
         assert int(cells[2]) == len(part)
-        spread = [part["value"].std(ddof=0)] if len(part) > 1 else []
-        assert numbers(cells[3]) == pytest.approx([part["value"].mean(), *spread], abs=TOL)
+        spread = [part["value"].std(ddof=1)] if len(part) > 1 else []  # sample SD; one seed: "n/a"
+        assert numbers(cells[5]) == pytest.approx([part["value"].mean(), *spread], abs=TOL)
+        assert cells[5].endswith("n/a") == (len(part) == 1)
 
 
 # --------------------------------------------------------------------------- safety of the page
@@ -461,17 +463,25 @@ def test_metric_bars_show_values_and_cis(binary_run: Path) -> None:
     assert ax.get_ylabel() == "Test AUROC (positive class)"
 
 
-def test_per_group_bars(multiclass_run: Path) -> None:
+def test_subgroup_forest(multiclass_run: Path) -> None:
+    """One row per group (top to bottom in row order), one marker + CI per backbone's selected layer."""
     run = load_run(multiclass_run)
-    ax = per_group_bars(run).axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["liver", "kidney", "lung"]
+    ax = subgroup_forest(run).axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert [label.split(" (n=")[0] for label in labels] == ["liver", "kidney", "lung"]
     rows = run.results
-    for container in [c for c in ax.containers if hasattr(c, "errorbar")]:
+    containers = [c for c in ax.containers if hasattr(c, "lines")]
+    assert [c.get_label().split(" (")[0] for c in containers] == ["vlm", "cnn", "pixels"]
+    for container in containers:
         backbone = container.get_label().split(" (")[0]
         part = rows[(rows["backbone"] == backbone) & (rows["train_fraction"] == 1.0) & rows["selected"]]
         expected = [part[part["metric"] == f"auc@{g}"]["value"].iloc[0] for g in ("liver", "kidney", "lung")]
-        assert [p.get_height() for p in container.patches] == pytest.approx(expected, nan_ok=True)
-    assert np.isnan(container.patches[-1].get_height())  # undefined in that group: no bar, no error
+        xs = np.asarray(container.lines[0].get_xdata(), dtype=float)
+        assert list(xs) == pytest.approx(expected, nan_ok=True)
+        ys = np.asarray(container.lines[0].get_ydata(), dtype=float)
+        assert list(np.argsort(-ys)) == [0, 1, 2]  # the first group is drawn on top
+    assert np.isnan(xs[-1])  # undefined in that group: no marker, an "n/a" label instead
+    assert any(t.get_text() == "n/a" for t in ax.texts)
     page = (multiclass_run / "report.html").read_text(encoding="utf-8")
     cells = [r for r in parse(page).tables["results"]["rows"] if r[4] == "auc@lung" and r[0] == "pixels"]
     assert cells and all(c[5] == "n/a" and c[6] == "n/a" for c in cells)
@@ -586,7 +596,7 @@ def test_mcq_section_and_figure(tmp_path: Path) -> None:
     build_report(path)
     page = (path / "report.html").read_text(encoding="utf-8")
     tables = parse(page).tables
-    assert tables["mcq"]["rows"][0] == ["tiny-vlm", "generate", "50", "0", "0.420 [0.290, 0.560]", "3"]
+    assert tables["mcq"]["rows"][0] == ["tiny-vlm", "generate", "—", "50", "0", "0.420 [0.290, 0.560]", "3", "—"]
     assert tables["mcq-cases"]["rows"][0][-1] == f"B {EVIL}"
     assert "0.400" in page  # stratum without CI still listed
     assert (path / "figures" / "mcq_strata.svg").is_file() and 'id="fig-mcq_strata"' in page
@@ -664,3 +674,232 @@ def test_page_structure_comes_from_templates() -> None:
     assert html._environment().autoescape is True
     source = Path(html.__file__).read_text()
     assert "<table" not in source and "<section" not in source and "html.escape" not in source
+
+
+# --------------------------------------------------------------------------- issue 14 / 16 fields
+def _ece_from_bins(bins: list[dict[str, Any]]) -> float:
+    """ECE written from its definition: sum over bins of n_b / N * |observed_b - mean probability_b|."""
+    total = sum(b["n"] for b in bins)
+    return sum(b["n"] / total * abs(b["observed_frequency"] - b["mean_probability"]) for b in bins if b["n"])
+
+
+def add_statistics_fields(path: Path, *, n_patients: int = 30) -> Path:
+    """Give a make_run_dir folder what issue 14's statistics write: resampling unit, training sizes,
+    a non-converged selected probe, ECE rows with reliability bins, group rows with their column,
+    Holm/BH/family on comparisons, a clustered DeLong row, a not-applicable row, the replicate
+    t-test, run.json ``statistics`` and the label-efficiency CIs."""
+    rng = np.random.default_rng(7)
+    rows = json.loads((path / "results.json").read_text())
+    for row in rows:
+        row.update(bootstrap_unit="patient", n_units=n_patients, converged=True,
+                   n_train=int(round(400 * row["train_fraction"])) + 3, n_val=80)
+    selected = [r for r in rows if r["selected"] and r["metric"] == "auc"]
+    selected[0]["converged"] = False
+    for row in selected:
+        bins = []
+        for b in range(10):
+            n = int(rng.integers(0, 12)) if b not in (0, 9) else 0
+            mean = (b + rng.random()) / 10
+            bins.append({"bin_low": b / 10, "bin_high": (b + 1) / 10, "n": n,
+                         "mean_probability": mean if n else None,
+                         "observed_frequency": float(np.clip(mean + rng.normal(0, 0.15), 0, 1)) if n else None})
+        ece = _ece_from_bins(bins)
+        rows.append({**row, "metric": "ece", "value": ece, "ci_low": ece - 0.03, "ci_high": ece + 0.04, "sd": 0.02,
+                     "reliability": bins, "n_bins": 10, "calibrated": "positive-class probability"})
+        for group, value in (("F", 0.81), ("M", 0.74)):
+            rows.append({**row, "metric": f"auc@sex={group}", "value": value, "ci_low": value - 0.1,
+                         "ci_high": value + 0.08, "n_test": 40, "group_column": "sex", "group": group,
+                         "n_units": n_patients // 2})
+    (path / "results.json").write_text(json.dumps(rows, indent=1))
+
+    comparisons = json.loads((path / "comparisons.json").read_text())
+    for c in comparisons:
+        c.update(bootstrap_unit="patient", n_units=n_patients, p_holm=c["p_value"], p_bh=c["p_value"], n_family=1)
+        if c["test"] == "delong":
+            c.update(method="obuchowski", z=3.5)
+    first = comparisons[0]
+    comparisons.append({**first, "metric": "auc[pneumonia]", "test": "delong", "diff": None, "ci_low": None,
+                        "ci_high": None, "p_value": None, "p_holm": None, "p_bh": None, "n_family": 0,
+                        "note": "DeLong not applicable: only one positive"})
+    comparisons.append({**first, "test": "replicate_t_test", "ci_low": None, "ci_high": None, "t": 48.7,
+                        "p_value": 1e-40, "n_replicates": 1000, "warning": "T-TEST WARNING: not a valid test"})
+    (path / "comparisons.json").write_text(json.dumps(comparisons, indent=1))
+
+    run = json.loads((path / "run.json").read_text())
+    run["statistics"] = {"bootstrap_unit": "patient", "n_units": n_patients, "bootstrap_unit_requested": "patient",
+                         "n_bootstrap": 1000, "ci": "percentile, 95 %",
+                         "multiplicity": "Holm and Benjamini-Hochberg across classes",
+                         "paired_t_test_warning": "T-TEST WARNING: not a valid test",
+                         "warnings": ["selected probe did not converge: clip-vit layer X (train fraction 0.1, seed 0)"]}
+    for entry in run["label_efficiency"]:
+        at = [r for r in selected if r["backbone"] == entry["backbone"]
+              and r["train_fraction"] == entry["train_fraction"]]
+        entry.update(n_train=[r["n_train"] for r in at], n_val=[80] * len(at),
+                     n_train_mean=float(np.mean([r["n_train"] for r in at])),
+                     value_sd=entry["value_sd"] if entry["n_seeds"] > 1 else None,
+                     fraction_of_full_ci_low=entry["fraction_of_full"] - 0.05,
+                     fraction_of_full_ci_high=entry["fraction_of_full"] + 0.04,
+                     chance_corrected_ratio=entry["fraction_of_full"] - 0.1,
+                     chance_corrected_ci_low=entry["fraction_of_full"] - 0.2,
+                     chance_corrected_ci_high=entry["fraction_of_full"] + 0.01,
+                     ratio_ci_method="two-level bootstrap: test replicates x seeds (with replacement)")
+    (path / "run.json").write_text(json.dumps(run, indent=1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def statistics_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = add_statistics_fields(make_run_dir(tmp_path_factory.mktemp("statistics")))
+    build_report(path)
+    return path
+
+
+def test_resampling_unit_is_stated_beside_the_cis(statistics_run: Path) -> None:
+    page = (statistics_run / "report.html").read_text(encoding="utf-8")
+    statement = "95 % CI: percentile bootstrap over 30 patients (1,000 replicates)"
+    for section in ("summary", "headline", "calibration", "per-class", "results", "notes"):
+        body = page.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]
+        assert statement in body, section
+    assert "Paired bootstrap over 30 patients (1,000 replicates)" in page
+    assert "the best of the grid" in page and "optimistic" in page
+
+
+def test_comparisons_show_adjusted_p_values_and_the_t_test_apart(statistics_run: Path) -> None:
+    tables = parse((statistics_run / "report.html").read_text(encoding="utf-8")).tables
+    comparisons = json.loads((statistics_run / "comparisons.json").read_text())
+    valid = [c for c in comparisons if c["test"] != "replicate_t_test"]
+    table = tables["comparisons"]
+    assert table["head"][-4:] == ["p (Holm)", "p (BH)", "family", "note"]
+    assert len(table["rows"]) == len(valid)
+    for cells, c in zip(table["rows"], valid):
+        for text, key in ((cells[7], "p_value"), (cells[8], "p_holm"), (cells[9], "p_bh")):
+            p = c[key]
+            assert text == ("n/a" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}")
+        assert cells[10] == str(c["n_family"])
+        if c["test"] == "delong" and c.get("method") == "obuchowski":
+            assert cells[5] == "DeLong (Obuchowski, clustered)"
+    assert table["rows"][-1][-1] == "DeLong not applicable: only one positive"
+    t_rows = tables["replicate-t-test"]["rows"]
+    assert len(t_rows) == 1 and t_rows[0][6] == "48.70" and t_rows[0][7] == "1000"
+    page = (statistics_run / "report.html").read_text(encoding="utf-8")
+    assert '<p class="note warn">Warning: T-TEST WARNING: not a valid test</p>' in page
+
+
+def test_label_efficiency_table_and_axis_use_the_sizes_used(statistics_run: Path) -> None:
+    tables = parse((statistics_run / "report.html").read_text(encoding="utf-8")).tables
+    run = json.loads((statistics_run / "run.json").read_text())
+    rows = tables["label-efficiency"]["rows"]
+    assert len(rows) == len(run["label_efficiency"])
+    for cells, entry in zip(rows, run["label_efficiency"]):
+        sizes = sorted(set(entry["n_train"]))
+        assert cells[3] == (str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}")
+        assert cells[4] == "80"
+        assert cells[5].endswith("n/a") == (entry["n_seeds"] == 1)
+        share = [float(x) for x in re.findall(r"-?\d+\.\d+", cells[6])]
+        assert share == pytest.approx([100 * entry[k] for k in ("fraction_of_full", "fraction_of_full_ci_low",
+                                                                "fraction_of_full_ci_high")], abs=0.05)
+        corrected = [float(x) for x in re.findall(r"-?\d+\.\d+", cells[7])]
+        assert corrected == pytest.approx([100 * entry[k] for k in ("chance_corrected_ratio", "chance_corrected_ci_low",
+                                                                    "chance_corrected_ci_high")], abs=0.05)
+    ax = label_efficiency_curves(load_run(statistics_run)).axes[0]
+    # n_train = round(400 f) + 3 in the fixture: the axis shows what was used, not f x train size
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.1\n(n=43)", "0.5\n(n=203)", "1\n(n=403)"]
+
+
+def test_calibration_table_and_reliability_diagram(statistics_run: Path) -> None:
+    tables = parse((statistics_run / "report.html").read_text(encoding="utf-8")).tables
+    ece_rows = [r for r in json.loads((statistics_run / "results.json").read_text()) if r["metric"] == "ece"]
+    table = tables["calibration"]["rows"]
+    assert len(table) == len(ece_rows)
+    for cells, row in zip(table, ece_rows):
+        assert numbers(cells[4]) == pytest.approx([row["value"], row["ci_low"], row["ci_high"]], abs=TOL)
+        assert cells[6] == f"{sum(1 for b in row['reliability'] if b['n'])}/10"
+    run = load_run(statistics_run)
+    fig = reliability_diagram(run)
+    top, bottom = fig.axes[:2]
+    for line in [line for line in top.lines if "ECE" in line.get_label()]:
+        backbone = line.get_label().split(" (")[0]
+        row = next(r for r in ece_rows if r["backbone"] == backbone and r["train_fraction"] == 1.0)
+        filled = [b for b in row["reliability"] if b["n"]]
+        assert list(line.get_xdata()) == pytest.approx([b["mean_probability"] for b in filled])
+        assert list(line.get_ydata()) == pytest.approx([b["observed_frequency"] for b in filled])
+        # the legend's ECE is the bins' weighted gap, recomputed here from the definition
+        assert f"ECE {_ece_from_bins(row['reliability']):.3f}" in line.get_label()
+    assert sum(p.get_height() for p in bottom.patches) == sum(
+        b["n"] for r in ece_rows if r["train_fraction"] == 1.0 for b in r["reliability"])
+    assert (statistics_run / "figures" / "reliability.png").is_file()
+    assert (statistics_run / "figures" / "reliability.svg").is_file()
+
+
+def test_subgroups_table_and_forest(statistics_run: Path) -> None:
+    tables = parse((statistics_run / "report.html").read_text(encoding="utf-8")).tables
+    rows = [r for r in json.loads((statistics_run / "results.json").read_text()) if "@" in r["metric"]]
+    table = tables["subgroups"]["rows"]
+    assert len(table) == len(rows)
+    for cells, row in zip(table, rows):
+        assert cells[:3] == ["sex", row["group"], row["backbone"]]
+        assert numbers(cells[6]) == pytest.approx([row["value"], row["ci_low"], row["ci_high"]], abs=TOL)
+        assert cells[8] == "15 patients"
+    ax = subgroup_forest(load_run(statistics_run)).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["sex=F (n=40)", "sex=M (n=40)"]
+
+
+def test_unconverged_probe_and_per_class_f1_are_shown(statistics_run: Path) -> None:
+    page = (statistics_run / "report.html").read_text(encoding="utf-8")
+    tables = parse(page).tables
+    flagged = [r for r in tables["headline"]["rows"] if "not converged" in r[1]]
+    assert len(flagged) == 1
+    assert "Warning: selected probe did not converge: clip-vit layer X" in page
+    # a converged: false row the warnings list does not name is added to it
+    assert page.count("Warning: selected probe did not converge") == 2
+    per_class = tables["per-class"]
+    assert per_class["head"][-1] == "F1 (class vs rest) [95% CI]"
+    rows = json.loads((statistics_run / "results.json").read_text())
+    for cells in per_class["rows"]:
+        row = next(r for r in rows if r["backbone"] == cells[0] and r["layer"] == cells[1]
+                   and r["train_fraction"] == 1.0 and r["metric"] == f"f1[{cells[2]}]")
+        assert numbers(cells[3]) == pytest.approx([row["value"], row["ci_low"], row["ci_high"]], abs=TOL)
+
+
+MCQ_STUDY_SUMMARY = {
+    **MCQ_SUMMARY, "prompt_style": "study", "n_tries": 3, "n_shots": 2, "n_without_human_value": 4,
+    "n_without_specialty": 1,
+    "correct_within_n": {str(m): {"n": 50, "accuracy": a, "ci_low": a - 0.12, "ci_high": a + 0.12}
+                         for m, a in ((1, 0.44), (2, 0.5), (3, 0.56))},
+    "strata": [{**s, "within_n": {"n": s["n"], "accuracy": 0.7, "ci_low": 0.4, "ci_high": 0.9}} if s["n"] else s
+               for s in MCQ_SUMMARY["strata"]],
+    "per_specialty": [{"specialty": "cardiology", "n": 20, "accuracy": 0.45, "ci_low": 0.26, "ci_high": 0.66,
+                       "within_n": {"n": 20, "accuracy": 0.6, "ci_low": 0.39, "ci_high": 0.78}}],
+    "study_reference": {"primary": {"k": 375, "n": 929, "accuracy": 375 / 929},
+                        "within_3": {"k": 504, "n": 929, "accuracy": 504 / 929}},
+    "order_robustness": {"n_cases": 50, "original_accuracy": 0.42,
+                         "option_order": {"permutations": 3, "accuracy_mean": 0.38, "accuracy_sd": 0.02,
+                                          "accuracy_min": 0.36, "accuracy_max": 0.4, "share_changed_any": 0.3},
+                         "shots_swapped": {"n": 50, "accuracy": 0.4, "ci_low": 0.27, "ci_high": 0.54,
+                                           "share_changed": 0.12}},
+}
+
+
+def test_mcq_within_n_robustness_and_study_figure(tmp_path: Path) -> None:
+    path = make_run_dir(tmp_path / "run", backbones={"pixels": ["raw"]}, fractions=(1.0,), seeds=(0,))
+    (path / "mcq_results.json").write_text(json.dumps(MCQ_STUDY_SUMMARY))
+    build_report(path)
+    page = (path / "report.html").read_text(encoding="utf-8")
+    tables = parse(page).tables
+    assert tables["mcq"]["rows"][0] == ["tiny-vlm", "generate", "study", "50", "2", "0.420 [0.290, 0.560]", "3",
+                                        "0.560 [0.440, 0.680]", "3", "4"]
+    assert "4 case(s) had no human-percent value" in page
+    assert "40.4% (375 / 929)" in page and "54.3% (504 / 929)" in page
+    robust = tables["mcq-robustness"]["rows"]
+    assert robust[1][2] == "38.0% ± 2.0% (range 36.0%–40.0%)" and robust[1][3] == "30.0%"
+    assert robust[2][2] == "0.400 [0.270, 0.540]" and robust[2][3] == "12.0%"
+    specialty = [r for name, t in tables.items() for r in t["rows"] if r and r[0] == "cardiology"]
+    assert specialty == [["cardiology", "20", "0.450 [0.260, 0.660]", "0.600 [0.390, 0.780]"]]
+    # the MCQ package's study figure (two panels, within-n series) is the one embedded
+    from medprobe.report.mcq_figures import mcq_figure
+
+    fig = mcq_figure([MCQ_STUDY_SUMMARY], chance=0.2)
+    assert len(fig.axes) == 2
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "correct within 3 sampled tries" in labels
+    assert (path / "figures" / "mcq_strata.svg").is_file()

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from medprobe.report import build_report
-from test_report import (EVIL, MCQ_SUMMARY, TOL, check_results_tables, make_run_dir, numbers,
-                         one_auc_row_per_binary_probe, parse)
+from test_report import (EVIL, MCQ_STUDY_SUMMARY, MCQ_SUMMARY, TOL, add_statistics_fields, check_results_tables,
+                         make_run_dir, numbers, one_auc_row_per_binary_probe, parse)
 
 pytestmark = pytest.mark.browser
 
@@ -160,3 +160,42 @@ def test_new_report_parts_as_rendered(report: Path, tmp_path: Path) -> None:
     dashed_grey = re.findall(r'style="[^"]*stroke-dasharray[^"]*stroke: #595959', svg)
     assert len(dashed_grey) == 3 + 1  # three panels and the legend's sample line
     assert "validation score the layer was chosen by" in dom
+
+
+# After layout: which of the statistics sections and figures are visible, whether every image
+# decoded, and whether the t-test warning is shown in its warning style.
+STATISTICS_PROBE = (
+    '<script>window.addEventListener("load",function(){var ids=["calibration","subgroups","per-class",'
+    '"label-efficiency","replicate-t-test","mcq-robustness","fig-reliability","fig-per_group","fig-mcq_strata"],'
+    'shown=[];for(var i=0;i<ids.length;i++){var e=document.getElementById(ids[i]);'
+    'if(e&&e.offsetHeight>0)shown.push(ids[i]);}'
+    'document.body.setAttribute("data-shown",shown.join(","));var ok=document.images.length>0;'
+    "for(var k=0;k<document.images.length;k++){var im=document.images[k];ok=ok&&im.complete&&im.naturalWidth>0;}"
+    'document.body.setAttribute("data-images-ok",ok?"yes":"no");'
+    'var w=document.querySelector("#comparisons p.warn");'
+    'document.body.setAttribute("data-warning",w&&w.offsetHeight>0?getComputedStyle(w).fontWeight:"none");'
+    "});</script></body>")
+
+
+def test_statistics_parts_render(tmp_path: Path) -> None:
+    """Issue 14/16 parts in a real browser: calibration, subgroups, per-class, label-efficiency CIs,
+    the t-test under its warning, MCQ order robustness and their figures, with no console message."""
+    path = add_statistics_fields(make_run_dir(tmp_path / "run"))
+    (path / "mcq_results.json").write_text(json.dumps(MCQ_STUDY_SUMMARY))
+    report = build_report(path)
+    probe = path / "report_statistics.html"
+    probe.write_text(report.read_text(encoding="utf-8").replace("</body>", STATISTICS_PROBE), encoding="utf-8")
+    result = chromium("--dump-dom", "--window-size=1400,3000", probe.as_uri(), profile=tmp_path / "profile")
+    dom = result.stdout
+    assert console_lines(result.stderr) == []
+    shown = re.search(r'data-shown="([^"]*)"', dom).group(1).split(",")
+    assert shown == ["calibration", "subgroups", "per-class", "label-efficiency", "replicate-t-test",
+                     "mcq-robustness", "fig-reliability", "fig-per_group", "fig-mcq_strata"]
+    assert 'data-images-ok="yes"' in dom
+    weight = re.search(r'data-warning="([^"]*)"', dom).group(1)
+    assert weight != "none" and int(weight) >= 600  # the warning is there, and bold
+    assert "percentile bootstrap over 30 patients (1,000 replicates)" in dom
+    shot = tmp_path / "statistics.png"
+    chromium(f"--screenshot={shot}", "--window-size=1400,3000", report.as_uri(), profile=tmp_path / "profile")
+    with Image.open(shot) as image:
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 22) or []) > 500

@@ -8,16 +8,16 @@ from medprobe.report.figures import (
     FigureSkipped,
     label_efficiency_curves,
     layer_curves,
-    mcq_strata,
     metric_bars,
     per_class_bars,
-    per_group_bars,
     render_figures,
     roc_curves,
     save_figures,
 )
 from medprobe.report.html import build_report
 from medprobe.report.load import RunData, load_run
+from medprobe.report.mcq_figures import mcq_strata
+from medprobe.report.stats_figures import reliability_diagram, subgroup_forest
 
 __all__ = [
     "build_report",
@@ -28,7 +28,8 @@ __all__ = [
     "FigureSkipped",
     "metric_bars",
     "per_class_bars",
-    "per_group_bars",
+    "subgroup_forest",
+    "reliability_diagram",
     "layer_curves",
     "label_efficiency_curves",
     "roc_curves",

@@ -286,15 +286,6 @@ def group_metrics(run: RunData) -> dict[str, str]:
     return {m[len(prefix):]: m for m in names}
 
 
-def per_group_bars(run: RunData) -> Figure:
-    """Task metric per subgroup of the test set (e.g. per organ) for each backbone's selected layer."""
-    metrics = group_metrics(run)
-    if not metrics:
-        raise FigureSkipped(f"results.json has no per-group rows ({run.task_metric}@<group>)")
-    return _member_bars(run, metrics, what="group", ylabel=metric_label(run.task_metric, run.task_type),
-                        chance_metric=run.task_metric)
-
-
 # --------------------------------------------------------------------------- (c) layer sweep
 def selection_metric(run: RunData) -> str:
     """The validation metric layers and Cs were chosen by (``probe.selection_metric``)."""
@@ -383,7 +374,7 @@ def label_efficiency_curves(run: RunData) -> Figure:
     if len(fractions) < 2:
         raise FigureSkipped("the run used a single train fraction, so there is no label-efficiency curve")
     colours = backbone_colours(run)
-    n_train = as_float(((run.run.get("data") or {}).get("n_samples") or {}).get("train"))
+    n_train = training_sizes(run)
     with _style():
         fig = _new_figure(8.0, 4.5)
         ax = fig.add_subplot()
@@ -403,15 +394,34 @@ def label_efficiency_curves(run: RunData) -> Figure:
         _fit_y_range(ax, selected, metric)
         ax.set_xscale("log")
         ax.set_xlim(fractions[0] / 1.25, fractions[-1] * 1.25)
-        labels = [_fraction_text(f) + (f"\n(≈{round(f * n_train)})" if n_train else "") for f in fractions]
+        labels = [_fraction_text(f) + (f"\n(n={n_train[f]})" if f in n_train else "") for f in fractions]
         ax.set_xticks(fractions, labels)
         ax.minorticks_off()
-        ax.set_xlabel("Share of training labels used (log scale)" + ("; ≈ number of training images" if n_train else ""))
+        ax.set_xlabel("Share of training labels used (log scale)"
+                      + ("; n = training images actually used (mean over seeds)" if n_train else ""))
         ax.set_ylabel(f"Test {metric_label(metric, run.task_type)}")
         ax.set_title("Label efficiency of the selected layer: mean over seeds; band = envelope of per-seed 95% CIs")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
     return fig
+
+
+def training_sizes(run: RunData) -> dict[float, str]:
+    """Train fraction -> the number of training images the fits really used (``n_train`` of the
+    selected rows, after the one-per-class top-up), as text: one number, or the mean over seeds
+    with its range when seeds differ. Empty for runs that did not record it: the count is then
+    not shown, because ``fraction x train size`` is not what was used (1 % of 500 is 5, yet a
+    class needs one image, so more were used)."""
+    if "n_train" not in run.results.columns:
+        return {}
+    selected = run.selected()
+    out = {}
+    for fraction, at in selected.groupby("train_fraction"):
+        sizes = at.drop_duplicates("seed")["n_train"].map(as_float).dropna()
+        if len(sizes):
+            low, high = int(sizes.min()), int(sizes.max())
+            out[float(fraction)] = str(low) if low == high else f"{sizes.mean():.0f}, {low}–{high}"
+    return out
 
 
 def _fit_y_range(ax: Axes, rows: Any, metric: str) -> None:
@@ -514,57 +524,6 @@ def roc_curves(run: RunData) -> Figure:
     return fig
 
 
-# --------------------------------------------------------------------------- (f) MCQ strata
-def mcq_strata(summaries: dict[str, Any] | Sequence[dict[str, Any]], chance: float = 0.2) -> Figure:
-    """MCQ accuracy per human-difficulty stratum (95% CI) next to the human share, with a guessing line.
-
-    Written against a loose schema: rows or keys that are missing are left out rather than failing,
-    because MCQ outputs come from a separate experiment and may be partial.
-    """
-    items = [summaries] if isinstance(summaries, dict) else list(summaries)
-    series = []
-    for item in items:
-        strata = [s for s in item.get("strata") or [] if isinstance(s, dict)]
-        if any(as_float(s.get("accuracy")) is not None for s in strata):
-            series.append((item, strata))
-    if not series:
-        raise FigureSkipped("mcq_results.json has no difficulty strata with an accuracy")
-
-    def stratum_name(row: dict[str, Any]) -> str:
-        low, high = as_float(row.get("low")), as_float(row.get("high"))
-        name = f"{low:.0%}–{high:.0%}" if low is not None and high is not None else str(row.get("stratum", "?"))
-        n = row.get("n")
-        return f"{name}\n(n={n})" if n is not None else name
-
-    labels = [stratum_name(row) for row in series[0][1]]
-    with _style():
-        fig = _new_figure(8.0, 4.5)
-        ax = fig.add_subplot()
-        x = np.arange(len(labels))
-        human_drawn = False
-        for i, (item, strata) in enumerate(series):
-            acc = np.array([_number(s.get("accuracy")) for s in strata], dtype=float)[: len(x)]
-            low = np.array([_number(s.get("ci_low")) for s in strata], dtype=float)[: len(x)]
-            high = np.array([_number(s.get("ci_high")) for s in strata], dtype=float)[: len(x)]
-            label = str(item.get("model") or f"model {i + 1}")
-            ax.errorbar(x[: len(acc)], acc, yerr=_ci_errors(acc, low, high), marker=MARKERS[i % len(MARKERS)],
-                        color=PALETTE[i % len(PALETTE)], capsize=3, label=f"{label} (95% CI)")
-            human = np.array([_number(s.get("human_mean")) for s in strata], dtype=float)[: len(x)]
-            if not human_drawn and np.isfinite(human).any():
-                ax.plot(x[: len(human)], human, marker="s", color="0.35", linestyle=":",
-                        label="human readers (mean share correct)")
-                human_drawn = True
-        ax.axhline(chance, color="#D55E00", linestyle="--", linewidth=1.0, label=f"random guessing ({chance:.0%})")
-        ax.set_xticks(x, labels)
-        ax.set_ylim(0, 1.05)
-        ax.set_xlabel("Case difficulty: share of human readers answering correctly")
-        ax.set_ylabel("Accuracy (share of cases correct)")
-        ax.set_title("Multiple-choice accuracy by case difficulty")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        fig.tight_layout()
-    return fig
-
-
 # --------------------------------------------------------------------------- saving
 #: name -> (title, caption, builder); the order is the order on the page.
 FIGURES: dict[str, tuple[str, str, Callable[[RunData], Figure]]] = {
@@ -588,23 +547,33 @@ FIGURES: dict[str, tuple[str, str, Callable[[RunData], Figure]]] = {
         lambda run: per_class_bars(run, "f1"),
     ),
     "per_group": (
-        "Task metric per group",
-        "Task metric within each subgroup of the test set (e.g. per organ) for each backbone's selected layer at "
-        "the largest train fraction; error bars: 95% bootstrap CI resampled within the group. Missing bars: the "
+        "Task metric per subgroup",
+        "Forest plot: task metric within each subgroup of the test set (e.g. sex, site, organ) for each "
+        "backbone's selected layer at the largest train fraction, with its 95% bootstrap CI resampled within "
+        "the group (over patients when they have several images); dotted lines: the whole test set. 'n/a': the "
         "metric is undefined in that group (e.g. a class absent from it).",
-        per_group_bars,
+        lambda run: _stats_figures().subgroup_forest(run),
+    ),
+    "reliability": (
+        "Calibration (reliability diagram)",
+        "Observed frequency against mean predicted probability in equal-width probability bins, for each "
+        "backbone's selected probe at the largest train fraction (top), and the number of test images per bin "
+        "(bottom). The legend gives the expected calibration error (ECE); its CI is in the calibration table.",
+        lambda run: _stats_figures().reliability_diagram(run),
     ),
     "layer_curves": (
         "Layer sweep",
-        "Test value of the task metric for a probe on each layer (band: 95% bootstrap CI), for every train "
-        "fraction (first seed), beside the validation score the layer was chosen by (dashed). The star marks "
+        "Analysis, not a result to report: test value of the task metric for a probe on each layer (band: 95% "
+        "bootstrap CI), for every train fraction (first seed), beside the validation score the layer was chosen by (dashed). The star marks "
         "the layer chosen on the validation split, which is not necessarily the best on test; layers that tie "
-        "on validation were decided by their order.",
+        "on validation were decided by their order. Picking the best layer on test would be optimistic, which is "
+        "why the tables report only the validation-selected layer.",
         layer_curves,
     ),
     "label_efficiency": (
         "Label efficiency",
-        "Task metric of the selected layer as the share of training labels shrinks (log scale). Line: mean "
+        "Task metric of the selected layer as the share of training labels shrinks (log scale; under each "
+        "fraction the number of training images the fits actually used). Line: mean "
         "over seeds; band: lowest to highest bound of the per-seed 95% CIs; dots: single seeds. The y axis "
         "spans the data (it does not start at 0); the chance line is shown when it falls inside.",
         label_efficiency_curves,
@@ -618,23 +587,27 @@ FIGURES: dict[str, tuple[str, str, Callable[[RunData], Figure]]] = {
     ),
     "mcq_strata": (
         "Multiple-choice accuracy by difficulty",
-        "Accuracy per human-difficulty stratum with 95% CI, the mean share of human readers answering each "
-        "stratum correctly, and the accuracy of random guessing (dashed).",
-        lambda run: mcq_strata(run.mcq, chance=_mcq_chance(run.mcq)),
+        "Accuracy per human-difficulty stratum with 95% Wilson CI (primary answer and, when answers were "
+        "sampled, correct within n tries), the mean share of human readers answering each stratum correctly, "
+        "and the accuracy of random guessing (dashed); beside it, accuracy over all cases next to the study's "
+        "published values (after its Fig. 1f).",
+        lambda run: _mcq_figures().mcq_figure(run.mcq, chance=_mcq_figures().mcq_chance(run.mcq)),
     ),
 }
 
 
-def _mcq_chance(summaries: Sequence[dict[str, Any]]) -> float:
-    """Guessing accuracy: 1 / number of options when the summary says, else 1/5 (five options)."""
-    for item in summaries:
-        chance = as_float(item.get("chance"))
-        if chance is not None and 0 < chance < 1:
-            return chance
-        options = as_float(item.get("n_options"))
-        if options is not None and options >= 2:
-            return 1.0 / options
-    return 0.2
+def _stats_figures() -> Any:
+    """:mod:`medprobe.report.stats_figures`, imported on use: it builds on this module's helpers."""
+    from medprobe.report import stats_figures
+
+    return stats_figures
+
+
+def _mcq_figures() -> Any:
+    """:mod:`medprobe.report.mcq_figures`, imported on use: it builds on this module's helpers."""
+    from medprobe.report import mcq_figures
+
+    return mcq_figures
 
 
 def _applicable(run: RunData, name: str) -> bool:
@@ -649,6 +622,8 @@ def _applicable(run: RunData, name: str) -> bool:
         return any(m.startswith("f1[") for m in run.results["metric"])
     if name == "per_group":
         return bool(group_metrics(run))
+    if name == "reliability":
+        return "ece" in set(run.results["metric"])
     return True
 
 

@@ -42,7 +42,19 @@ from medprobe.report.blocks import (
     table_block,
 )
 from medprobe.report.figures import FigureSet, metric_label, render_figures, selection_metric
+from medprobe.report.format import fmt3, fmt_ci, fmt_fraction, fmt_p, fmt_value_ci, num
 from medprobe.report.load import RunData, as_float, load_run
+from medprobe.report.mcq_section import mcq_section
+from medprobe.report.stats_sections import (
+    calibration_section,
+    label_efficiency_section,
+    layer_cell_parts,
+    per_class_section,
+    resampling_statement,
+    subgroups_section,
+    val_score_note,
+    warnings_block,
+)
 
 REPORT_NAME = "report.html"
 
@@ -51,42 +63,6 @@ def fingerprint_hash(fingerprint: Any) -> str:
     """A short, stable hash of a backbone's fingerprint (weights, config, preprocessing)."""
     text = json.dumps(fingerprint, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-# --------------------------------------------------------------------------- number formats
-def fmt3(value: Any) -> str:
-    """Three decimals, the precision the report uses for every metric; 'n/a' when undefined."""
-    number = as_float(value)
-    return "n/a" if number is None else f"{number:.3f}"
-
-
-def fmt_ci(low: Any, high: Any) -> str:
-    if as_float(low) is None or as_float(high) is None:
-        return "n/a"
-    return f"[{fmt3(low)}, {fmt3(high)}]"
-
-
-def fmt_value_ci(value: Any, low: Any, high: Any) -> str:
-    """'0.912 [0.889, 0.934]': the form used in the headline table and the paper."""
-    ci = fmt_ci(low, high)
-    return fmt3(value) if ci == "n/a" else f"{fmt3(value)} {ci}"
-
-
-def fmt_p(value: Any) -> str:
-    number = as_float(value)
-    if number is None:
-        return "n/a"
-    return "< 0.001" if number < 0.001 else f"{number:.3f}"
-
-
-def fmt_fraction(value: Any) -> str:
-    number = as_float(value)
-    return "n/a" if number is None else f"{number:g}"
-
-
-def num(text: Any, value: Any, style: str = "") -> Cell:
-    """A right-aligned numeric cell sorted by its number (undefined values sort last)."""
-    return Cell((Part(text, style),), as_float(value), numeric=True)
 
 
 # --------------------------------------------------------------------------- sections
@@ -120,13 +96,17 @@ def summary_section(data: RunData) -> Section:
         ("Layers probed", f"{layers_total} (layer and C chosen on the validation split)"),
         ("Train fractions", ", ".join(fmt_fraction(f) for f in data.fractions)),
         ("Seeds", ", ".join(str(s) for s in seeds)),
-        ("Bootstrap replicates", run.get("n_bootstrap")),
+        ("Uncertainty", resampling_statement(data)),
+        ("Multiplicity", _multiplicity(data)),
         ("Prompt", cell(run["prompt"], "code") if run.get("prompt") else "none (image only)"),
         ("Started", run.get("started")),
         ("Finished", str(run["finished"]) + (f" ({_duration(run)})" if _duration(run) else "")
          if run.get("finished") else None),
     ]
-    blocks = [Block("facts", items=[(label, as_cell(value)) for label, value in items])]
+    blocks = [Block("facts", items=[(label, as_cell(value)) for label, value in items if value is not None])]
+    warned = warnings_block(data)
+    if warned is not None:
+        blocks.append(warned)
     counts = info.get("class_counts") or {}
     if counts:
         splits = [s for s in ("train", "val", "test") if s in counts] + [s for s in counts if s not in
@@ -140,6 +120,20 @@ def summary_section(data: RunData) -> Section:
                                              table_id="class-counts"), heading=f"Class counts per split{note}"))
     blocks.append(table_block(models_table(data), heading="Models"))
     return Section("summary", "Run summary", "Summary", blocks)
+
+
+def _multiplicity(data: RunData) -> str | None:
+    """How the paired tests were adjusted, with the largest family, when the run says so."""
+    stats = data.run.get("statistics") if isinstance(data.run.get("statistics"), dict) else {}
+    families = [int(f) for f in (as_float(c.get("n_family")) for c in data.comparisons) if f is not None]
+    if not families and not stats.get("multiplicity"):
+        return None
+    text = str(stats.get("multiplicity") or "Holm and Benjamini-Hochberg")
+    if families and max(families) > 1:
+        text += f"; adjusted within families of up to {max(families)} comparisons (same pair, test, metric kind)"
+    elif families:
+        text += "; every family holds one comparison (no per-class tests), so adjusted p = raw p"
+    return text
 
 
 def models_table(data: RunData) -> Table:
@@ -185,7 +179,7 @@ def headline_section(data: RunData) -> Section:
     best = rows.groupby(["train_fraction", "seed"])["value"].transform("max")
     body, classes = [], []
     for (_, row), top in zip(rows.iterrows(), best):
-        body.append([row["backbone"], cell(row["layer"], "code"),
+        body.append([row["backbone"], layer_cell_parts(row),
                      num(fmt_fraction(row["train_fraction"]), row["train_fraction"]),
                      num(str(int(row["seed"])), row["seed"]),
                      num(fmt_value_ci(row["value"], row["ci_low"], row["ci_high"]), row["value"]),
@@ -194,13 +188,15 @@ def headline_section(data: RunData) -> Section:
         several = len(data.backbones) > 1 and as_float(row["value"]) is not None
         classes.append("best" if several and row["value"] == top else "")
     label = metric_label(metric, data.task_type)
-    intro = Paragraph(f"Test {label} of the layer chosen on the validation split, with its 95% percentile-bootstrap "
-                      "CI over test samples. Bold: the best backbone of each train fraction and seed.", "muted")
+    intro = Paragraph(f"Test {label} of the layer chosen on the validation split. {resampling_statement(data)} "
+                      "Bold: the best backbone of each train fraction and seed.", "muted")
+    optimism = Paragraph(val_score_note(data), "muted")
     headers = ["backbone", "selected layer", Header("train fraction", True), Header("seed", True),
                Header(f"{label} [95% CI]", True), Header("n_test", True), Header("validation score", True)]
     table = make_table(headers, body, table_id="headline", sortable=True, scroll=len(body) > 40,
                        row_classes=classes)
-    return Section("headline", "Headline results", "Headline", [table_block(table, before=[intro])])
+    return Section("headline", "Headline results", "Headline", [table_block(table, before=[intro], after=[optimism])])
+
 
 
 def figures_section(figures: FigureSet) -> Section:
@@ -213,26 +209,31 @@ def figures_section(figures: FigureSet) -> Section:
     return Section("figures", "Figures", "Figures", [block])
 
 
-def _test_name(test: Any) -> str:
-    return {"paired_bootstrap": "paired bootstrap", "delong": "DeLong"}.get(str(test), str(test))
+def _test_name(comparison: dict[str, Any]) -> str:
+    test = str(comparison.get("test"))
+    if test == "delong" and comparison.get("method") == "obuchowski":
+        return "DeLong (Obuchowski, clustered)"
+    return {"paired_bootstrap": "paired bootstrap", "delong": "DeLong",
+            "replicate_t_test": "t-test on replicates"}.get(test, test)
 
 
 def p_value_disagreements(data: RunData) -> list[str]:
     """Pairs whose paired-bootstrap and DeLong p-values differ noticeably (by more than 0.05, or on
-    opposite sides of 0.05), each described with its test-set size."""
+    opposite sides of 0.05) for the same metric, each described with its test-set size."""
     by_pair: dict[tuple, dict[str, Any]] = {}
     for c in data.comparisons:
         key = (c.get("backbone_a"), c.get("layer_a"), c.get("backbone_b"), c.get("layer_b"), c.get("train_fraction"),
-               c.get("seed"))
+               c.get("seed"), c.get("metric"))
         by_pair.setdefault(key, {})[str(c.get("test"))] = as_float(c.get("p_value"))
     n_test = as_float(data.selected()["n_test"].max())
     found = []
-    for (a, layer_a, b, layer_b, fraction, seed), tests in by_pair.items():
+    for (a, layer_a, b, layer_b, fraction, seed, metric), tests in by_pair.items():
         boot, delong = tests.get("paired_bootstrap"), tests.get("delong")
         if boot is None or delong is None:
             continue
         if abs(boot - delong) > 0.05 or (boot < 0.05) != (delong < 0.05):
-            found.append(f"{a} {layer_a} vs {b} {layer_b} (train fraction {fmt_fraction(fraction)}, seed {seed}): "
+            found.append(f"{a} {layer_a} vs {b} {layer_b} (train fraction {fmt_fraction(fraction)}, seed {seed}"
+                         + (f", {metric}" if metric and metric != "auc" else "") + "): "
                          f"paired bootstrap p = {fmt_p(boot)}, DeLong p = {fmt_p(delong)}"
                          + (f", n = {int(n_test)} test samples" if n_test is not None else ""))
     return found
@@ -248,27 +249,45 @@ P_VALUE_NOTE = (
     "set cannot settle the comparison; more test samples would.")
 
 
+def _pair_cells(c: dict[str, Any]) -> list[Any]:
+    return [c.get("metric"), num(fmt_fraction(c.get("train_fraction")), c.get("train_fraction")),
+            num(str(c.get("seed")), c.get("seed")),
+            parts(Part(c.get("backbone_a")), Part(" "), Part(c.get("layer_a"), "code")),
+            parts(Part(c.get("backbone_b")), Part(" "), Part(c.get("layer_b"), "code"))]
+
+
 def comparisons_section(data: RunData) -> Section:
     if not data.comparisons:
         return Section("comparisons", "Paired comparisons", "Comparisons",
                        [paragraph_block(Paragraph("none: paired tests need at least two backbones.", "muted"))])
+    tests = [c for c in data.comparisons if c.get("test") != "replicate_t_test"]
+    t_tests = [c for c in data.comparisons if c.get("test") == "replicate_t_test"]
+    adjusted = any("p_holm" in c for c in tests)
     body = []
-    for c in data.comparisons:
+    for c in tests:
         diff = fmt3(c.get("diff"))
         ci = fmt_ci(c.get("ci_low"), c.get("ci_high"))
-        p_value = as_float(c.get("p_value"))
-        body.append([
-            c.get("metric"), num(fmt_fraction(c.get("train_fraction")), c.get("train_fraction")),
-            num(str(c.get("seed")), c.get("seed")),
-            parts(Part(c.get("backbone_a")), Part(" "), Part(c.get("layer_a"), "code")),
-            parts(Part(c.get("backbone_b")), Part(" "), Part(c.get("layer_b"), "code")),
-            _test_name(c.get("test")),
-            num(diff if ci == "n/a" else f"{diff} {ci}", c.get("diff")),
-            num(fmt_p(p_value), p_value, "strong" if p_value is not None and p_value < 0.05 else ""),
-        ])
-    intro = Paragraph("Difference A − B on the same test samples (paired bootstrap: same replicates for both; "
-                      "DeLong: AUROC of a binary task). p-values are two-sided and not adjusted for multiple "
-                      "comparisons; bold: p < 0.05.", "muted")
+        p_value, p_holm, p_bh = (as_float(c.get(k)) for k in ("p_value", "p_holm", "p_bh"))
+        decisive = p_holm if adjusted else p_value
+        row = [*_pair_cells(c), _test_name(c), num(diff if ci == "n/a" else f"{diff} {ci}", c.get("diff")),
+               num(fmt_p(p_value), p_value, "strong" if not adjusted and decisive is not None and decisive < 0.05
+                   else "")]
+        if adjusted:
+            row += [num(fmt_p(p_holm), p_holm, "strong" if p_holm is not None and p_holm < 0.05 else ""),
+                    num(fmt_p(p_bh), p_bh), num(str(c["n_family"]) if c.get("n_family") is not None else "—",
+                                                c.get("n_family"))]
+        row.append(cell(c.get("note"), "muted"))
+        body.append(row)
+    unit = resampling_statement(data).replace("95 % CI: percentile bootstrap", "Paired bootstrap")
+    text = ("Difference A − B on the same test samples; both probes share every bootstrap replicate. "
+            f"{unit} DeLong: one AUROC (binary, or each class vs rest); Obuchowski's clustered form when patients "
+            "have several images. p-values are two-sided. ")
+    if adjusted:
+        text += ("Holm and Benjamini–Hochberg (BH) adjust the raw p-values within each family: the per-class rows of "
+                 "one pair, train fraction, seed and test (a headline row is a family of one, so adjusted = raw); "
+                 "'family' is its size. Bold: Holm-adjusted p < 0.05.")
+    else:
+        text += "These p-values are not adjusted for multiple comparisons; bold: p < 0.05."
     after = []
     disagreements = p_value_disagreements(data)
     if disagreements:
@@ -276,100 +295,30 @@ def comparisons_section(data: RunData) -> Section:
                  *(Paragraph(line, "muted pdiff") for line in disagreements)]
     headers = ["metric", Header("train fraction", True), Header("seed", True), "A", "B", "test",
                Header("A − B [95% CI]", True), Header("p-value", True)]
+    if adjusted:
+        headers += [Header("p (Holm)", True), Header("p (BH)", True), Header("family", True)]
+    headers.append("note")
     table = make_table(headers, body, table_id="comparisons", sortable=True)
-    return Section("comparisons", "Paired comparisons", "Comparisons", [table_block(table, before=[intro], after=after)])
+    blocks = [table_block(table, before=[Paragraph(text, "muted")], after=after)]
+    if t_tests:
+        blocks.append(replicate_t_test_block(data, t_tests))
+    return Section("comparisons", "Paired comparisons", "Comparisons", blocks)
 
 
-def label_efficiency_rows(data: RunData) -> list[dict[str, Any]]:
-    """run.json's label-efficiency summary, or the same summary computed from the selected rows."""
-    stored = data.run.get("label_efficiency")
-    if isinstance(stored, list) and stored:
-        return [row for row in stored if isinstance(row, dict)]
-    selected = data.selected()
-    if selected["train_fraction"].nunique() < 2:
-        return []
-    rows = []
-    for backbone in data.backbones:
-        part = selected[selected["backbone"] == backbone]
-        full = part[part["train_fraction"] == part["train_fraction"].max()]["value"].mean()
-        for fraction, at in part.groupby("train_fraction"):
-            mean = at["value"].mean()
-            rows.append({"backbone": backbone, "train_fraction": float(fraction), "value_mean": mean,
-                         "value_sd": at["value"].std(ddof=0), "n_seeds": len(at),
-                         "fraction_of_full": mean / full if full else None})
-    return rows
-
-
-def label_efficiency_section(data: RunData) -> Section:
-    rows = label_efficiency_rows(data)
-    if not rows:
-        return Section("label-efficiency", "Label efficiency", "Label efficiency",
-                       [paragraph_block(Paragraph("none: the run used a single train fraction.", "muted"))])
-    body = []
-    for row in rows:
-        share = as_float(row.get("fraction_of_full"))
-        body.append([row.get("backbone"), num(fmt_fraction(row.get("train_fraction")), row.get("train_fraction")),
-                     num(str(row.get("n_seeds", "—")), row.get("n_seeds")),
-                     num(fmt3(row.get("value_mean")) if row.get("n_seeds") == 1
-                         else f"{fmt3(row.get('value_mean'))} ± {fmt3(row.get('value_sd'))}", row.get("value_mean")),
-                     num("n/a" if share is None else f"{share:.1%}", share)])
-    label = metric_label(data.task_metric, data.task_type)
-    intro = Paragraph(f"Mean ± SD over seeds of the selected layer's test {label} per share of training labels, "
-                      "and that mean as a share of the value with all training labels.", "muted")
-    headers = ["backbone", Header("train fraction", True), Header("seeds", True),
-               Header(f"{label} mean ± SD", True), Header("share of full-data value", True)]
-    table = make_table(headers, body, table_id="label-efficiency", sortable=True)
-    return Section("label-efficiency", "Label efficiency", "Label efficiency", [table_block(table, before=[intro])])
-
-
-MCQ_CASE_COLUMNS = ("case_id", "method", "try", "parsed_option", "correct_option", "correct", "parse_method",
-                    "human_correct", "specialty", "raw_answer")
-
-
-def _clip(text: str, limit: int) -> str:
-    """Shorten long model output for a table cell; the CSV keeps the full text."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def mcq_section(data: RunData) -> Section:
-    """The optional multiple-choice experiment; every key is optional, as its outputs may be partial."""
-    blocks = []
-    body = []
-    for item in data.mcq:
-        unparseable = item.get("n_unparseable")
-        body.append([item.get("model"), item.get("method"), num(str(item.get("n_cases", "—")), item.get("n_cases")),
-                     num(str(item.get("n_shots", "—")), item.get("n_shots")),
-                     num(fmt_value_ci(item.get("accuracy"), item.get("ci_low"), item.get("ci_high")),
-                         item.get("accuracy")),
-                     num(str(unparseable) if unparseable is not None else "—", unparseable)])
-    if body:
-        blocks.append(table_block(make_table(
-            ["model", "method", Header("cases", True), Header("shots", True), Header("accuracy [95% CI]", True),
-             Header("unparseable answers", True)], body, table_id="mcq")))
-    for item in data.mcq:
-        name = item.get("model") or "model"
-        strata = [s for s in item.get("strata") or [] if isinstance(s, dict)]
-        if strata:
-            rows = [[s.get("stratum"), num(str(s.get("n", "—")), s.get("n")),
-                     num(fmt_value_ci(s.get("accuracy"), s.get("ci_low"), s.get("ci_high")), s.get("accuracy")),
-                     num(fmt3(s.get("human_mean")), s.get("human_mean"))] for s in strata]
-            blocks.append(table_block(make_table(
-                ["stratum (human share correct)", Header("cases", True), Header("accuracy [95% CI]", True),
-                 Header("human mean", True)], rows), heading=f"{name}: accuracy by difficulty stratum"))
-        specialties = [s for s in item.get("per_specialty") or [] if isinstance(s, dict)]
-        if specialties:
-            rows = [[s.get("specialty"), num(str(s.get("n", "—")), s.get("n")),
-                     num(fmt_value_ci(s.get("accuracy"), s.get("ci_low"), s.get("ci_high")), s.get("accuracy"))]
-                    for s in specialties]
-            blocks.append(table_block(make_table(
-                ["specialty", Header("cases", True), Header("accuracy [95% CI]", True)], rows, sortable=True),
-                heading=f"{name}: accuracy by specialty"))
-    if data.mcq_cases:
-        columns = [c for c in MCQ_CASE_COLUMNS if c in data.mcq_cases[0]]
-        rows = [[_clip(case.get(c) or "", 300) for c in columns] for case in data.mcq_cases]
-        blocks.append(table_block(make_table(columns, rows, table_id="mcq-cases", sortable=True, scroll=True),
-                                  heading=f"Answers ({len(rows)} rows of mcq_cases.csv)"))
-    return Section("mcq", "Multiple-choice questions", "MCQ", blocks)
+def replicate_t_test_block(data: RunData, rows: list[dict[str, Any]]) -> Block:
+    """The study's t-test on bootstrap replicates, apart from the valid tests and under its warning."""
+    stats = data.run.get("statistics") if isinstance(data.run.get("statistics"), dict) else {}
+    warning = next((str(c["warning"]) for c in rows if c.get("warning")), None) or stats.get("paired_t_test_warning")
+    body = [[*_pair_cells(c), num(fmt3(c.get("diff")), c.get("diff")),
+             num(f"{as_float(c.get('t')):.2f}" if as_float(c.get("t")) is not None else "n/a", c.get("t")),
+             num(str(c.get("n_replicates", "—")), c.get("n_replicates")), num(fmt_p(c.get("p_value")), c.get("p_value"))]
+            for c in rows]
+    headers = ["metric", Header("train fraction", True), Header("seed", True), "A", "B", Header("A − B", True),
+               Header("t", True), Header("replicates", True), Header("p (not valid)", True)]
+    return table_block(make_table(headers, body, table_id="replicate-t-test", sortable=True),
+                       heading="The study's paired t-test on bootstrap replicates (for reproduction only)",
+                       before=[Paragraph("Warning: " + (warning or "not a valid test: its statistic grows with the "
+                                                                   "number of replicates."), "note warn")])
 
 
 def _binary_duplicates(data: RunData) -> set[int]:
@@ -404,7 +353,7 @@ def results_section(data: RunData) -> Section:
             continue
         marks.append("sel" if row.selected else "")
         cells = [cell(row.task)] if several_tasks else []
-        cells += [cell(row.backbone), cell(row.layer, "code"),
+        cells += [cell(row.backbone), layer_cell_parts(row),
                   num(fmt_fraction(row.train_fraction), row.train_fraction), num(str(row.seed), row.seed),
                   cell(row.metric), num(fmt3(row.value), row.value),
                   num(fmt_ci(row.ci_low, row.ci_high), row.ci_low),
@@ -418,13 +367,16 @@ def results_section(data: RunData) -> Section:
         Header("value", True), Header("95% CI", True), Header("SD", True), Header("n_test", True), "selected",
         Header("C", True), Header("validation score", True)]
     shown = f"All {len(frame)} rows" if not hidden else f"{len(body)} of the {len(frame)} rows"
-    text = (f"{shown} of results.json (every backbone, layer, train fraction, seed and metric). ✓ marks the layer "
-            "chosen on validation. Click a column header to sort.")
+    text = (f"{shown} of results.json (every backbone, layer, train fraction, seed and metric), for analysis: rows "
+            "without ✓ are layers not chosen on validation, whose test values must not be reported as results "
+            "(picking the best of them on test is optimistic). ✓ marks the layer chosen on validation. "
+            f"{resampling_statement(data)} Click a column header to sort.")
     if hidden:
         text += (f" Binary task: auc_macro and the two per-class AUROCs equal each probe's auc, so those "
                  f"{len(hidden)} rows are not repeated here (results.json has them).")
     table = make_table(headers, body, table_id="results", sortable=True, scroll=len(body) > 25, row_classes=marks)
-    return Section("results", "All results", "All results", [table_block(table, before=[Paragraph(text, "muted")])])
+    return Section("results", "All results (analysis)", "All results",
+                   [table_block(table, before=[Paragraph(text, "muted")])])
 
 
 def _skipped_block(entries: Any, columns: Sequence[str], table_id: str, heading: str) -> Block:
@@ -474,21 +426,24 @@ def provenance_section(data: RunData) -> Section:
 def caveats(data: RunData, figures: FigureSet) -> list[str]:
     """Caveats that follow from the run itself, stated so nobody over-reads the numbers."""
     notes = []
-    n_boot = data.run.get("n_bootstrap")
     n_test = as_float(data.selected()["n_test"].max())  # group rows count only their group's samples
-    notes.append(
-        "95% CIs are percentile-bootstrap intervals over the test samples"
-        + (f" ({n_boot} replicates)" if n_boot else "")
-        + "; they reflect test-set sampling only, not variation between training subsets, seeds or data sets.")
+    notes.append(resampling_statement(data)[:-1] + "; the CIs reflect test-set sampling only, not variation "
+                 "between training subsets, seeds or data sets (the label-efficiency shares also resample seeds).")
     notes.append(f"Layers and the regularisation strength C were chosen on the validation split (by validation "
                  f"{metric_label(selection_metric(data), data.task_type)}); the test split was used only for the "
-                 "numbers reported here.")
+                 "numbers reported here. " + val_score_note(data))
     if n_test is not None and n_test < 100:
         notes.append(f"The test split is small (n = {int(n_test)}), so the CIs are wide and small differences "
                      "between backbones are not meaningful.")
-    if data.comparisons:
+    if data.comparisons and not any("p_holm" in c for c in data.comparisons):
         notes.append(f"{len(data.comparisons)} paired comparisons are reported without correction for multiple "
                      "testing.")
+    elif data.comparisons:
+        notes.append(f"{len(data.comparisons)} paired comparisons: read the Holm / BH columns when judging several "
+                     "classes at once; the raw p-values are not adjusted.")
+    if any(c.get("test") == "replicate_t_test" for c in data.comparisons):
+        notes.append("The t-test on bootstrap replicates is shown for reproducing the study only; it is not a valid "
+                     "test (its t grows with the number of replicates).")
     if data.results["value"].isna().any():
         notes.append("Some metrics are undefined (n/a), e.g. a class without positive test samples.")
     skipped = data.run.get("skipped") or []
@@ -531,6 +486,8 @@ def render_page(data: RunData, figures: FigureSet) -> str:
                 f" · {len(data.backbones)} backbone{'s' if len(data.backbones) != 1 else ''}")
     sections = [summary_section(data), headline_section(data), figures_section(figures), comparisons_section(data),
                 label_efficiency_section(data)]
+    sections += [s for s in (per_class_section(data), calibration_section(data), subgroups_section(data))
+                 if s is not None]
     if data.mcq or data.mcq_cases:
         sections.append(mcq_section(data))
     sections += [results_section(data), inputs_section(data), provenance_section(data), notes_section(data, figures)]
