@@ -170,7 +170,8 @@ def load_manifest(
     else:
         splits = None
 
-    if splits is not None and classes is None:
+    # with label_columns the classes are the named columns, so no value can turn into a new class
+    if splits is not None and classes is None and label_columns is None:
         _check_labels_seen_in_train(names, labels, splits, is_multilabel, where, manifest)
 
     group_name = group_column or next((c for c in ("patient_id", "group") if c in table.columns), None)
