@@ -150,6 +150,19 @@ def _pneumonia_images(n: int) -> np.ndarray:
     return [dataset.read_image(row) for _, row in rows.iterrows()]
 
 
+def _timed_features(backbone: Any, images: list[np.ndarray], layers: list[str],
+                    batch_size: int) -> tuple[float, dict[str, np.ndarray]]:
+    """Best-of-two seconds to extract ``layers`` of all ``images`` in batches, and the features."""
+    batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+
+    def extract_all():
+        return [backbone.extract(batch, layers) for batch in batches]
+
+    seconds = _best_of(extract_all, 2)
+    outs = extract_all()
+    return seconds, {layer: np.concatenate([o[layer] for o in outs]) for layer in layers}
+
+
 def onnx_int8(n_images: int, threads: int, batch_size: int = 16) -> dict[str, Any]:
     """ViT-S/14 fp32 vs int8 on real images: images/s, GFLOP/s, feature fidelity (all 12 layers)."""
     from medprobe.models.registry import create_backbone
@@ -162,15 +175,7 @@ def onnx_int8(n_images: int, threads: int, batch_size: int = 16) -> dict[str, An
     flops = onnx_graph_flops(pruned_graph(create_backbone("dinov2-s-onnx")), [1, 3, 224, 224])
     for precision in ("fp32", "int8"):
         backbone = create_backbone("dinov2-s-onnx", precision=precision, threads=threads)
-        layers = backbone.layer_names()
-        batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
-
-        def extract_all():
-            return [backbone.extract(batch, layers) for batch in batches]
-
-        seconds = _best_of(extract_all, 2)
-        outs = extract_all()
-        features[precision] = {layer: np.concatenate([o[layer] for o in outs]) for layer in layers}
+        seconds, features[precision] = _timed_features(backbone, images, backbone.layer_names(), batch_size)
         result[precision] = {"images_per_s": len(images) / seconds, "gflops_per_image": flops / 1e9,
                              "achieved_gflops": flops * len(images) / seconds / 1e9}
         backbone.close()
@@ -198,14 +203,7 @@ def torch_bf16(n_images: int, threads: int, batch_size: int = 8, hidden_size: in
         for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
             backbone = create_backbone(f"hf:{model_dir}", dtype=dtype)
             layers = [str(k) for k in range(1, lm_layers + 1)]
-            batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
-
-            def extract_all():
-                return [backbone.extract(batch, layers) for batch in batches]
-
-            seconds = _best_of(extract_all, 2)
-            outs = extract_all()
-            features[name] = {layer: np.concatenate([o[layer] for o in outs]) for layer in layers}
+            seconds, features[name] = _timed_features(backbone, images, layers, batch_size)
             tokens = backbone.encode([_as_pil(images[0])], [backbone.prompt])["input_ids"].shape[1]
             decoder = backbone.model.config.text_config
             # 2 FLOPs per MAC: q/k/v/o projections (4 h^2; GQA makes k/v smaller, counted exactly)
