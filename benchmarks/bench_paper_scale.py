@@ -90,7 +90,8 @@ def run_config(workdir: Path, width: int, layers: list[str], n_bootstrap: int, C
     return parse_config({
         "name": "paper-scale-t7-idefics80b-shape", "output_dir": str(workdir / "run"),
         "cache_dir": str(workdir / "cache"),
-        "data": {"adapter": "manifest", "options": {
+        # the synthetic manifest names no real image files: build the table from the labels alone
+        "data": {"adapter": "manifest", "check_files": False, "options": {
             "path": str(workdir / "manifest.parquet"),
             "label_columns": [f"finding_{k:02d}" for k in range(N_FINDINGS)]}},
         "backbones": [{"name": BACKBONE, "options": {"width": width}, "layers": layers}],
