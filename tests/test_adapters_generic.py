@@ -473,3 +473,18 @@ def test_class_folder_only_under_test_is_an_error(tmp_path):
     write_png(tmp_path / "test" / "malignat" / "2.png")  # misspelt: exists only under test/
     with pytest.raises(DataError, match=r"\['test/malignat'\] have no counterpart under the train folder"):
         load_image_folder(tmp_path)
+
+
+def test_named_label_columns_are_classes_even_without_train_positives(tmp_path):
+    """label_columns name the findings, so a finding positive only in val/test is no typo to refuse
+    (the new-label check is for classes read from label values)."""
+    rows = [("a.png", 1, 0, "train"), ("b.png", 0, 0, "train"), ("c.png", 0, 1, "val"), ("d.png", 1, 1, "test")]
+    for name, *_ in rows:
+        write_png(tmp_path / name)
+    pd.DataFrame(rows, columns=["path", "Effusion", "Mass", "split"]).to_csv(tmp_path / "m.csv", index=False)
+    data = load_manifest(tmp_path / "m.csv", label_columns=["Effusion", "Mass"])
+    assert data.classes == ["Effusion", "Mass"] and data.task_type == "multilabel"
+    pd.DataFrame([("a.png", "benign", "train"), ("c.png", "malignnat", "val")],
+                 columns=["path", "label", "split"]).to_csv(tmp_path / "typo.csv", index=False)
+    with pytest.raises(DataError, match="new label 'malignnat' appeared in the val split"):
+        load_manifest(tmp_path / "typo.csv")
