@@ -1,5 +1,6 @@
 """Size of results.json for a paper-scale probe grid (issue 15.6): 81 layers x 19 (fraction, seed)
-plans of one backbone, for a T1-like task (9 classes) and a T7-like one (54 findings). Rows are
+plans of one backbone, for a T1-like task (9 classes) and a T7-like one (54 findings), with the
+default ``stats.per_class_rows: selected`` (per-class rows for the selected probes only). Rows are
 built with the experiment's own row builder and written the way results.json is; the statistics
 are placeholders (the size depends on the number of rows and keys, not on the values).
 
@@ -30,10 +31,14 @@ def measure(task_type: str, classes: list[str], n_test: int = 1000) -> None:
     outcomes = [ProbeOutcome("IDEFICS-80B", str(layer), fraction, seed, 1.0, 0.5, scores, selected=layer == 32)
                 for fraction, seed in PLANS for layer in range(N_LAYERS)]
     names = metric_names(task_type, classes)
-    rows = [experiment.result_row(outcome, metric, SUMMARY, n_test) for outcome in outcomes for metric in names]
+    summary_names = [name for name in names if "[" not in name]
+    # stats.per_class_rows: selected (the default) writes per-class rows for the selected probes only
+    rows = [experiment.result_row(outcome, metric, SUMMARY, n_test) for outcome in outcomes
+            for metric in (names if outcome.selected else summary_names)]
     written = json.dumps(_json_safe(rows), indent=2, sort_keys=True, allow_nan=False)
     compact = json.dumps(_json_safe(rows), separators=(",", ":"), sort_keys=True, allow_nan=False)
-    print(f"{task_type}, {len(classes)} classes: {len(outcomes)} probes x {len(names)} metrics = {len(rows)} rows; "
+    print(f"{task_type}, {len(classes)} classes: {len(outcomes)} probes ({len(PLANS)} selected with all "
+          f"{len(names)} metrics, the rest {len(summary_names)}) = {len(rows)} rows; "
           f"results.json {len(written) / 1e6:.1f} MB as written (indent 2), {len(compact) / 1e6:.1f} MB without")
 
 

@@ -423,3 +423,22 @@ def test_a_head_that_does_not_converge_is_named_in_the_fit():
     enough, = grid.fit_plans(features, labels, "l0", [plan],
                              grid.ProbeSettings("multilabel", 3, (100.0,), "auc", 1000, "cpu", names))
     assert enough.converged and enough.unconverged == ""
+
+
+def test_per_class_rows_only_for_selected_layers_by_default(tmp_path, layered_backbone):
+    """results.json stays compact at paper scale: layers the sweep did not select keep their summary
+    metrics; every row that both settings write is the same bytes."""
+    experiment, spec, dataset, cache, layers = _prepared(tmp_path)
+    splits = experiment.probe_backbone(spec, dataset, cache, layers)
+    test_ids = [splits.ids[i] for i in splits.index["test"]]
+    compact, _ = experiment.score(dataset, test_ids, splits.labels["test"])
+    experiment.config.stats.per_class_rows = "all"
+    full, _ = experiment.score(dataset, test_ids, splits.labels["test"])
+    summary_metrics = {r["metric"] for r in full if not r["selected"] and "[" not in r["metric"]}
+    assert {r["metric"] for r in compact if not r["selected"]} == summary_metrics
+    assert not any("[" in r["metric"] for r in compact if not r["selected"])
+    assert any("[" in r["metric"] for r in full if not r["selected"])
+    key = lambda r: (r["backbone"], r["layer"], r["train_fraction"], r["seed"], r["metric"])  # noqa: E731
+    by_key = {key(r): r for r in full}
+    assert all(json.dumps(r) == json.dumps(by_key[key(r)]) for r in compact)
+    assert len(compact) < len(full)

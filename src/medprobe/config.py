@@ -135,6 +135,9 @@ class StatsConfig(Strict):
     #: for reproducing the study only: its paired two-tailed t-test on bootstrap replicates. Not a
     #: valid test (its statistic grows with n_bootstrap); stored with a warning in comparisons.json
     paired_t_test: bool = False
+    #: per-class rows (auc[c], f1[c]) in results.json for the selected probes only (compact at 81
+    #: layers x 54 findings), or for every layer
+    per_class_rows: Literal["selected", "all"] = "selected"
 
 
 class RunConfig(Strict):

@@ -445,7 +445,12 @@ class Experiment:
         rows: list[dict[str, Any]] = []
         for outcome in self.outcomes:
             point = compute_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes)
-            replicates = bootstrap_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes, indices)
+            if not outcome.selected and stats_config.per_class_rows == "selected":
+                # a layer the sweep did not select keeps its summary metrics (the layer-sweep
+                # figure's data); per-class rows would multiply results.json by the class count
+                point = {metric: value for metric, value in point.items() if "[" not in metric}
+            replicates = bootstrap_metrics(y_test, outcome.test_scores, dataset.task_type, dataset.classes, indices,
+                                           metrics=list(point))
             if outcome.selected:
                 key = (outcome.backbone, outcome.train_fraction, outcome.seed)
                 self.selected_replicates[key] = (point, replicates)
