@@ -225,11 +225,7 @@ def _member_bars(run: RunData, metrics: dict[str, str], *, what: str, ylabel: st
     rows = run.results
     colours = backbone_colours(run)
     entries: list[tuple[str, str, int, Any]] = []
-    for backbone in run.backbones:
-        seed = run.reference_seed(backbone, fraction)
-        layer = run.selected_layer(backbone, fraction, seed) if seed is not None else None
-        if layer is None:
-            continue
+    for backbone, layer, seed in run.reference_probes():
         part = rows[(rows["backbone"] == backbone) & (rows["layer"] == layer) & (rows["train_fraction"] == fraction)
                     & (rows["seed"] == seed) & rows["metric"].isin(list(metrics.values()))]
         entries.append((backbone, layer, seed, part.drop_duplicates("metric").set_index("metric")))
@@ -481,11 +477,7 @@ def roc_curves(run: RunData) -> Figure:
         raise FigureSkipped("run.json names fewer than two classes")
     fraction = run.full_fraction
     curves = []
-    for backbone in run.backbones:
-        seed = run.reference_seed(backbone, fraction)
-        layer = run.selected_layer(backbone, fraction, seed) if seed is not None else None
-        if layer is None:
-            continue
+    for backbone, layer, seed in run.reference_probes():
         part = predictions[(predictions["backbone"] == backbone) & (predictions["layer"] == layer)
                            & np.isclose(predictions["train_fraction"].astype(float), fraction)
                            & (predictions["seed"] == seed)]

@@ -159,6 +159,18 @@ class RunData:
                       & rows["selected"]]
         return str(chosen["layer"].iloc[0]) if len(chosen) else None
 
+    def reference_probes(self) -> list[tuple[str, str, int]]:
+        """``(backbone, selected layer, seed)`` of the fit that represents each backbone in the
+        single-fit figures and tables: the largest train fraction, its :meth:`reference_seed`."""
+        fraction = self.full_fraction
+        probes = []
+        for backbone in self.backbones:
+            seed = self.reference_seed(backbone, fraction)
+            layer = self.selected_layer(backbone, fraction, seed) if seed is not None else None
+            if layer is not None:
+                probes.append((backbone, layer, seed))
+        return probes
+
     # ------------------------------------------------------------ predictions
     @cached_property
     def predictions(self) -> pd.DataFrame | None:

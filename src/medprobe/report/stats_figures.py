@@ -37,11 +37,7 @@ def _reference_rows(run: RunData, metrics: list[str]) -> list[tuple[str, str, in
     fraction = run.full_fraction
     rows = run.results
     out = []
-    for backbone in run.backbones:
-        seed = run.reference_seed(backbone, fraction)
-        layer = run.selected_layer(backbone, fraction, seed) if seed is not None else None
-        if layer is None:
-            continue
+    for backbone, layer, seed in run.reference_probes():
         part = rows[(rows["backbone"] == backbone) & (rows["layer"] == layer) & (rows["train_fraction"] == fraction)
                     & (rows["seed"] == seed) & rows["selected"] & rows["metric"].isin(metrics)]
         if len(part):

@@ -174,11 +174,7 @@ def per_class_section(data: RunData) -> Section | None:
     fraction = data.full_fraction
     rows = data.results
     body = []
-    for backbone in data.backbones:
-        seed = data.reference_seed(backbone, fraction)
-        layer = data.selected_layer(backbone, fraction, seed) if seed is not None else None
-        if layer is None:
-            continue
+    for backbone, layer, seed in data.reference_probes():
         fit = rows[(rows["backbone"] == backbone) & (rows["layer"] == layer) & (rows["train_fraction"] == fraction)
                    & (rows["seed"] == seed)].drop_duplicates("metric").set_index("metric")
         for name in data.classes:
