@@ -186,18 +186,30 @@ def _driver_error(error_type: str, message: str) -> MedprobeError:
     return cls(message)
 
 
-def _connect(ray_address: str | None) -> bool:
-    """Join the cluster (or start a local one); True when this call started Ray and must stop it."""
+def connect_ray(ray_address: str | None, engine: str = "extraction") -> bool:
+    """Join the running Ray instance or cluster (or start a local one); True when this call
+    started Ray and must stop it. ``engine`` names who needs Ray in the install hint."""
     try:
         import ray
     except ModuleNotFoundError as error:
         raise ConfigError(
-            "extraction engine 'ray' needs Ray; install it with `pip install 'medprobe[ray]'`"
+            f"{engine} engine 'ray' needs Ray; install it with `pip install 'medprobe[ray]'`"
         ) from error
     if ray.is_initialized():
         return False
     ray.init(address=ray_address)
     return True
+
+
+def check_worker_resources(num_workers: Any, num_cpus_per_worker: Any, num_gpus_per_worker: Any,
+                           prefix: str = "") -> None:
+    """Ray worker settings as clear errors (``prefix`` names the run-file section, e.g. ``probe.``)."""
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ConfigError(f"{prefix}num_workers must be an integer >= 1, got {num_workers!r}")
+    if not num_cpus_per_worker > 0:
+        raise ConfigError(f"{prefix}num_cpus_per_worker must be > 0, got {num_cpus_per_worker!r}")
+    if not num_gpus_per_worker >= 0:
+        raise ConfigError(f"{prefix}num_gpus_per_worker must be >= 0, got {num_gpus_per_worker!r}")
 
 
 def _data_context() -> Any:
@@ -296,12 +308,7 @@ def extract_features_ray(
 
     Returns the cache entry; read features with ``cache.load(layer)``.
     """
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise ConfigError(f"num_workers must be an integer >= 1, got {num_workers!r}")
-    if not num_cpus_per_worker > 0:
-        raise ConfigError(f"num_cpus_per_worker must be > 0, got {num_cpus_per_worker!r}")
-    if not num_gpus_per_worker >= 0:
-        raise ConfigError(f"num_gpus_per_worker must be >= 0, got {num_gpus_per_worker!r}")
+    check_worker_resources(num_workers, num_cpus_per_worker, num_gpus_per_worker)
     if max_chunk_attempts < 1:
         raise ConfigError(f"max_chunk_attempts must be >= 1, got {max_chunk_attempts!r}")
     if on_error not in ("raise", "skip"):
@@ -337,7 +344,7 @@ def extract_features_ray(
                     "max_chunk_attempts": max_chunk_attempts,
                 }
                 workers = min(num_workers, len(descriptors))  # every idle replica would load a model
-                started_ray = _connect(ray_address)
+                started_ray = connect_ray(ray_address)
                 context = _data_context()
                 ray_bars = context.enable_progress_bars
                 context.enable_progress_bars = False  # the driver draws its own bar, below

@@ -26,24 +26,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from medprobe import errors
-from medprobe.errors import CacheError, ConfigError, MedprobeError
+from medprobe.errors import CacheError, MedprobeError
+from medprobe.features.ray_engine import check_worker_resources, connect_ray
 from medprobe.probes.grid import FitPlan, LayerFit, ProbeSettings, probe_layer
 from medprobe.progress import progress_bar
 
 #: retries of a layer whose worker process died (a lost node, the OOM killer)
 MAX_RETRIES = 3
-
-
-def _connect(ray_address: str | None) -> bool:
-    """Join the running Ray instance or cluster (or start a local one); True when this call started it."""
-    try:
-        import ray
-    except ModuleNotFoundError as error:
-        raise ConfigError("probe engine 'ray' needs Ray; install it with `pip install 'medprobe[ray]'`") from error
-    if ray.is_initialized():
-        return False
-    ray.init(address=ray_address)
-    return True
 
 
 def _probe_layer_task(cache_path: str, layer: str, shared: tuple, threads: int) -> tuple[str, Any]:
@@ -93,15 +82,10 @@ def probe_layers_ray(
     """``{layer: [LayerFit per plan]}`` for every layer, fitted as Ray tasks (see the module docstring).
     ``keep``, when given, is applied to each fit's test probabilities as its layer arrives (the
     experiment's :class:`~medprobe.probes.grid.ScoreStore`), so the driver never holds them all."""
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise ConfigError(f"probe.num_workers must be an integer >= 1, got {num_workers!r}")
-    if not num_cpus_per_worker > 0:
-        raise ConfigError(f"probe.num_cpus_per_worker must be > 0, got {num_cpus_per_worker!r}")
-    if not num_gpus_per_worker >= 0:
-        raise ConfigError(f"probe.num_gpus_per_worker must be >= 0, got {num_gpus_per_worker!r}")
+    check_worker_resources(num_workers, num_cpus_per_worker, num_gpus_per_worker, prefix="probe.")
     import torch
 
-    started_ray = _connect(ray_address)
+    started_ray = connect_ray(ray_address, engine="probe")
     import ray
 
     try:

@@ -10,7 +10,7 @@ NaN entries (a test that could not be run) stay NaN and do not count towards the
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -25,36 +25,32 @@ def _finite(p_values: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndar
     return p, kept
 
 
-def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values: with sorted ``p_(1) <= ... <= p_(m)``,
-    ``p~_(i) = min(1, max_{j <= i} (m - j + 1) p_(j))``."""
+def _step_adjusted(p_values: Sequence[float] | np.ndarray,
+                   step: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply a step-wise adjustment ``step`` (ascending finite p-values -> adjusted, same order)
+    and put the results back in the input order, capped at 1; NaN entries stay NaN and do not
+    count towards the family size."""
     p, kept = _finite(p_values)
     out = np.full(p.shape, np.nan)
     finite = p[kept]
-    m = finite.size
-    if m:
+    if finite.size:
         order = np.argsort(finite, kind="stable")
-        stepped = np.maximum.accumulate((m - np.arange(m)) * finite[order])
-        adjusted = np.empty(m)
-        adjusted[order] = np.minimum(1.0, stepped)
+        adjusted = np.empty(finite.size)
+        adjusted[order] = np.minimum(1.0, step(finite[order]))
         out[kept] = adjusted
     return out
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values: with sorted ``p_(1) <= ... <= p_(m)``,
+    ``p~_(i) = min(1, max_{j <= i} (m - j + 1) p_(j))``."""
+    return _step_adjusted(p_values, lambda p: np.maximum.accumulate((p.size - np.arange(p.size)) * p))
 
 
 def benjamini_hochberg(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     """BH-adjusted p-values (q-values): ``p~_(i) = min(1, min_{j >= i} m p_(j) / j)``."""
-    p, kept = _finite(p_values)
-    out = np.full(p.shape, np.nan)
-    finite = p[kept]
-    m = finite.size
-    if m:
-        order = np.argsort(finite, kind="stable")
-        scaled = m * finite[order] / np.arange(1, m + 1)
-        stepped = np.minimum.accumulate(scaled[::-1])[::-1]
-        adjusted = np.empty(m)
-        adjusted[order] = np.minimum(1.0, stepped)
-        out[kept] = adjusted
-    return out
+    return _step_adjusted(p_values,
+                          lambda p: np.minimum.accumulate((p.size * p / np.arange(1, p.size + 1))[::-1])[::-1])
 
 
 def add_adjusted_p_values(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
