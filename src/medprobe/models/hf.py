@@ -194,7 +194,6 @@ class HFVisionLanguageBackbone(Backbone):
             )
 
         self.stacks = find_stacks(self.model, name)
-        self._decoder = self.stacks.lm_module
         self._lm_layers = self.stacks.lm_layers
         self._vision = self.stacks.vision_module
         self._vision_layers = self.stacks.vision_layers
