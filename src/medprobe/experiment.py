@@ -15,6 +15,7 @@ Outputs (``output_dir``): ``results.json``, ``predictions.parquet``, ``compariso
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import platform
 import shutil
@@ -167,8 +168,7 @@ def ensure_validation_split(dataset: Dataset, fraction: float, seed: int) -> Dat
     table["split"] = carve_validation(
         table["split"].to_numpy(), dataset.labels(table), table["group"].to_numpy(), fraction=fraction, seed=seed
     )
-    return Dataset(dataset.name, table, dataset.classes, dataset.task_type, dataset.read_image, dataset.root,
-                   dataset.description, dataset.excluded, dataset.preprocessing)
+    return dataclasses.replace(dataset, samples=table)  # every other field (selection rules too) kept
 
 
 def check_test_split(dataset: Dataset) -> None:
