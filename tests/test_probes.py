@@ -170,14 +170,14 @@ def test_path_equals_fitting_each_C_from_scratch(data, task):
 def test_preconditioner_finds_the_dominant_directions():
     """The randomised eigen-sketch behind the L-BFGS preconditioner matches numpy's eigh, and the
     preconditioner is symmetric positive definite with the dominant directions scaled down."""
-    from medprobe.probes.solver import Preconditioner
+    from medprobe.probes.solver import FeatureProducts, Preconditioner
 
     rng = np.random.default_rng(4)
     n, d = 400, 60
     X = rng.normal(size=(n, d)) + rng.normal(size=(n, 3)) @ (rng.normal(size=(3, d)) * np.array([[6.0], [4.0], [3.0]]))
     X = (X - X.mean(0)) / X.std(0)
     exact = np.linalg.eigvalsh(X.T @ X / n)[::-1]
-    preconditioner = Preconditioner(torch.as_tensor(X), max_rank=20)
+    preconditioner = Preconditioner(FeatureProducts(X), max_rank=20)
     np.testing.assert_allclose(preconditioner.eigenvalues[:3], exact[:3], rtol=1e-4)
     factors = preconditioner.factors(np.array([1.0 / n]), np.array([0.25]))
     basis = np.eye(2 * (d + 1)).reshape(-1, 1, 2, d + 1)  # one problem of two outputs
@@ -455,7 +455,8 @@ def test_every_finding_converges_on_its_own_gradient(data):
     grad_b = residual.mean(axis=0)
     per_head = np.maximum(np.abs(grad_w).max(axis=1), np.abs(grad_b))
     assert (per_head <= probe.tol * 1.01).all() and probe.head_converged_.all()
-    np.testing.assert_allclose(probe.head_grad_max_, per_head, rtol=1e-2, atol=1e-9)
+    # the solver's gradients come from float32 products: about 1e-8 absolute at this size
+    np.testing.assert_allclose(probe.head_grad_max_, per_head, rtol=1e-2, atol=1e-8)
     assert probe.head_n_iter_.shape == (4,) and probe.n_iter_ == probe.head_n_iter_.max()
 
 

@@ -1,4 +1,4 @@
-"""L2-regularised logistic-regression probes, fitted with full-batch L-BFGS in torch.
+"""L2-regularised logistic-regression probes, fitted with full-batch L-BFGS (NumPy; torch on a GPU).
 
 Why not just scikit-learn: the study fits one probe per (backbone, layer, C, label fraction,
 seed), on thousands of samples with thousands of features. scikit-learn refits every C (and, one
@@ -32,24 +32,26 @@ Task types (labels as the rest of medprobe passes them):
 
 Results are deterministic for a given input, dtype, device and thread count: the solver starts
 from zero weights with intercepts at the training log-odds, and the preconditioner's random
-sketch comes from a fixed-seed generator (the global torch RNG is not touched).
+sketch comes from a fixed-seed NumPy generator (no global RNG is touched).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import math
+import os
 import time
 import warnings
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from medprobe.errors import ConfigError, DataError
-from medprobe.probes.solver import MAX_ITER, BatchObjective, BatchSolution, Preconditioner, solve
+from medprobe.probes.solver import MAX_ITER, BatchObjective, BatchSolution, FeatureProducts, Preconditioner, solve
 
 TaskType = Literal["binary", "multiclass", "multilabel"]
 GridMode = Literal["path", "batched"]
@@ -73,19 +75,37 @@ _TOL_CHANGE = {"float32": 1e-11, "float64": 64 * float(np.finfo(np.float64).eps)
 
 
 # --------------------------------------------------------------------------- settings
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` means CUDA when torch sees a GPU, else the CPU; anything else is used as given."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _gpu_device_nodes() -> bool:
+    """Whether this machine shows a GPU to processes at all (NVIDIA or ROCm device files).
+
+    Why: ``device: auto`` must not import torch (about 2 s) just to learn that a CPU-only machine
+    has no GPU; where device files exist, torch is asked.
+    """
+    return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd") or os.path.exists("/dev/dxg"))
+
+
+def resolve_device(device: Any) -> str:
+    """The device the probe's products run on: ``"cpu"`` (NumPy) or a torch GPU device name.
+
+    ``"auto"`` means CUDA when torch sees a GPU, else the CPU; anything else is used as given
+    (a ``torch.device`` too) and checked.
+    """
+    name = str(device)
+    if name == "cpu":
+        return "cpu"
+    if name == "auto" and not _gpu_device_nodes():
+        return "cpu"
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        resolved = torch.device(device)
+        resolved = torch.device(name)
     except RuntimeError as error:
         raise ConfigError(f"probe device {device!r} is not a torch device ('auto', 'cpu', 'cuda', 'cuda:1', ...)") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"probe device {device!r} was requested but torch sees no CUDA GPU; use 'auto' or 'cpu'")
-    return resolved
+    return str(resolved)
 
 
 def _resolve_dtype(dtype: str) -> np.dtype:
@@ -332,13 +352,19 @@ class LinearProbe(BaseEstimator):
         labels, k = check_labels(y, self.task_type, X.shape[0], "y", self.n_classes, require_all=True)
         names = self._resolved_head_names(k)
         device, dtype = resolve_device(self.device), _resolve_dtype(self.dtype)
-        # The solver's NumPy work is small (vectors of K * D numbers) and alternates with torch's
-        # own thread pool; a multi-threaded NumPy BLAS would fight that pool for the cores
-        # (measured: ~3x slower fits on a busy 2-core machine), so it runs single-threaded here.
-        with threadpool_limits(limits=1, user_api="blas"):
+        # On a GPU the solver's host-side NumPy work is small (vectors of K * D numbers) and
+        # alternates with torch's own thread pool; a multi-threaded NumPy BLAS would fight that
+        # pool for the cores (measured: ~3x slower fits on a busy 2-core machine), so it runs
+        # single-threaded there. On the CPU NumPy's BLAS does the products and keeps its threads.
+        with threadpool_limits(limits=1, user_api="blas") if device != "cpu" else contextlib.nullcontext():
             mean, scale, standardised = _fit_standardiser(X, dtype)
-            features = torch.from_numpy(standardised).to(device)
-            del standardised  # on the CPU `features` shares its memory; on a GPU the host copy can go
+            if device == "cpu":
+                features = FeatureProducts(standardised)
+            else:
+                import torch
+
+                features = FeatureProducts(torch.from_numpy(standardised).to(device))
+                del standardised  # the GPU holds the features; the host copy can go
             targets, softmax = self._targets(labels, k)
             objective = BatchObjective(features, targets, softmax)
             preconditioner = Preconditioner(features)

@@ -7,8 +7,8 @@ every (train fraction, seed) plan and returns the validation scores and test pro
 The split positions, labels and plans go to the object store once and are shared by all tasks.
 
 Why the results equal the local engine's bit for bit: the inputs are the same arrays, the solver
-is deterministic for a given input and thread count, and each task runs torch with the driver's
-thread count (``torch.get_num_threads()`` there), whatever CPU share Ray gave it. On a cluster of
+is deterministic for a given input and thread count, and each task runs the BLAS (and torch, on a
+GPU) with the driver's thread count, whatever CPU share Ray gave it. On a cluster of
 machines with another CPU or BLAS the last bits may still differ; on one machine or identical
 nodes they do not.
 
@@ -20,6 +20,7 @@ node (``max_retries``); errors meant for people keep their medprobe type on the 
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -35,25 +36,37 @@ from medprobe.progress import progress_bar
 MAX_RETRIES = 3
 
 
+def driver_threads() -> int:
+    """The thread count of this process's BLAS, which the CPU solver's products run on."""
+    from threadpoolctl import threadpool_info
+
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return max(counts, default=1)
+
+
 def _probe_layer_task(cache_path: str, layer: str, shared: tuple, threads: int) -> tuple[str, Any]:
     """Ray task body: ``("ok", fits)`` or ``("error", (type name, message))`` for medprobe errors
     (Ray would wrap them into its own exception types otherwise)."""
-    import torch
+    from threadpoolctl import threadpool_limits
 
     index, labels, plans, settings = shared
     host = socket.gethostname()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch = sys.modules.get("torch")  # imported only where the probes run on a GPU
+    previous = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(threads)
     try:
         if not (Path(cache_path) / "meta.json").is_file():
             raise CacheError(f"worker on host {host} cannot see the feature cache {cache_path}: with "
                              "probe.engine: ray the cache must be on a filesystem shared by every node (e.g. NFS), "
                              "mounted at the same path")
-        return "ok", probe_layer(cache_path, layer, index, labels, plans, settings)
+        with threadpool_limits(limits=threads, user_api="blas"):
+            return "ok", probe_layer(cache_path, layer, index, labels, plans, settings)
     except MedprobeError as error:
         return "error", (type(error).__name__, f"layer {layer!r} on host {host}: {error}")
     finally:
-        torch.set_num_threads(previous)
+        if torch:
+            torch.set_num_threads(previous)
 
 
 def _driver_error(error_type: str, message: str) -> MedprobeError:
@@ -83,8 +96,6 @@ def probe_layers_ray(
     ``keep``, when given, is applied to each fit's test probabilities as its layer arrives (the
     experiment's :class:`~medprobe.probes.grid.ScoreStore`), so the driver never holds them all."""
     check_worker_resources(num_workers, num_cpus_per_worker, num_gpus_per_worker, prefix="probe.")
-    import torch
-
     started_ray = connect_ray(ray_address, engine="probe")
     import ray
 
@@ -92,7 +103,7 @@ def probe_layers_ray(
         task = ray.remote(_probe_layer_task).options(
             num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker or None, max_retries=MAX_RETRIES)
         shared = ray.put((index, labels, list(plans), settings))
-        threads = torch.get_num_threads()
+        threads = driver_threads()
         waiting = list(layers)
         running: dict[Any, str] = {}
         fits: dict[str, list[LayerFit]] = {}
