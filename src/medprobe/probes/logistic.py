@@ -51,11 +51,14 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from medprobe.errors import ConfigError, DataError
+from medprobe.probes.newton import MAX_SYSTEM, NewtonSolver, newton_applies
 from medprobe.probes.solver import MAX_ITER, BatchObjective, BatchSolution, FeatureProducts, Preconditioner, solve
 
 TaskType = Literal["binary", "multiclass", "multilabel"]
 GridMode = Literal["path", "batched"]
 GRID_MODES: tuple[str, ...] = ("path", "batched")
+SolverName = Literal["auto", "newton", "lbfgs"]
+SOLVERS: tuple[str, ...] = ("auto", "newton", "lbfgs")
 #: stopping rule of every head (see :class:`LinearProbe`). Why this tight: on real activations
 #: (the demo's DINOv2 features, every layer, C up to 10) 1e-4 left the objective 1-4 % above
 #: scikit-learn's tightly converged optimum at weak regularisation and moved test AUC by up to
@@ -68,6 +71,8 @@ TASK_TYPES: tuple[str, ...] = ("binary", "multiclass", "multilabel")
 THRESHOLD = 0.5
 #: elements per block when standardising or scoring, so temporaries stay small (32 MiB in float64)
 _BLOCK_ELEMENTS = 1 << 22
+#: features with fewer elements than this (4 MiB in float32) are fitted with a single-threaded BLAS
+_MULTITHREADED_ELEMENTS = 1 << 20
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 #: "no more progress": a relative decrease of the (float64-accumulated) objective below this is
 #: rounding noise of the dtype the products run in (float64: scikit-learn's ``64 * eps``)
@@ -293,6 +298,9 @@ class LinearProbe(BaseEstimator):
         Same optimum either way (to within ``tol``); which is faster depends on the shapes.
     head_names: names of the heads (findings or classes) used in convergence warnings; default
         ``"finding <k>"`` / ``"class <k>"``.
+    solver: ``"auto"`` (default): Newton's method (:mod:`medprobe.probes.newton`) for sigmoid
+        heads on the CPU when the problem is small, else the batched L-BFGS; ``"newton"`` or
+        ``"lbfgs"`` to insist (``"newton"`` is refused for softmax, GPU or large problems).
 
     Fitted attributes: ``coef_`` (1, D) for binary else (K, D), ``intercept_`` (1,) or (K,) --
     both for the *standardised* features; ``mean_``/``scale_`` (D,) the standardiser;
@@ -306,7 +314,7 @@ class LinearProbe(BaseEstimator):
     def __init__(self, task_type: TaskType = "binary", C: float = 1.0, *, n_classes: int | None = None,
                  max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, dtype: str = "float32",
                  device: str = "auto", history_size: int = 20, grid: GridMode = "path",
-                 head_names: Sequence[str] | None = None) -> None:
+                 head_names: Sequence[str] | None = None, solver: SolverName = "auto") -> None:
         self.task_type = task_type
         self.C = C
         self.n_classes = n_classes
@@ -317,6 +325,7 @@ class LinearProbe(BaseEstimator):
         self.history_size = history_size
         self.grid = grid
         self.head_names = head_names
+        self.solver = solver
 
     # ---------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
@@ -355,8 +364,11 @@ class LinearProbe(BaseEstimator):
         # On a GPU the solver's host-side NumPy work is small (vectors of K * D numbers) and
         # alternates with torch's own thread pool; a multi-threaded NumPy BLAS would fight that
         # pool for the cores (measured: ~3x slower fits on a busy 2-core machine), so it runs
-        # single-threaded there. On the CPU NumPy's BLAS does the products and keeps its threads.
-        with threadpool_limits(limits=1, user_api="blas") if device != "cpu" else contextlib.nullcontext():
+        # single-threaded there. On the CPU NumPy's BLAS does the products: with all its threads
+        # for large features, with one for small ones, where threads only add synchronisation
+        # (a 384 x 60 QR took 0.2 s instead of 1 ms with two BLAS threads on a busy 2-core machine).
+        single_threaded = device != "cpu" or X.size < _MULTITHREADED_ELEMENTS
+        with threadpool_limits(limits=1, user_api="blas") if single_threaded else contextlib.nullcontext():
             mean, scale, standardised = _fit_standardiser(X, dtype)
             if device == "cpu":
                 features = FeatureProducts(standardised)
@@ -366,22 +378,34 @@ class LinearProbe(BaseEstimator):
                 features = FeatureProducts(torch.from_numpy(standardised).to(device))
                 del standardised  # the GPU holds the features; the host copy can go
             targets, softmax = self._targets(labels, k)
-            objective = BatchObjective(features, targets, softmax)
-            preconditioner = Preconditioner(features)
             # one problem per head and C: a softmax is one problem of K outputs, sigmoids one each
             heads = 1 if softmax else targets.shape[1]
-            start = np.zeros((heads, objective.outputs, X.shape[1] + 1))
-            start[:, :, -1] = self._initial_intercept(targets, softmax).reshape(heads, objective.outputs)
+            n = X.shape[0]
+            batch = heads * (len(probes) if self.grid == "batched" else 1)
+            if self._use_newton(device, softmax, n, X.shape[1], batch):
+                newton = NewtonSolver(standardised, targets)
+                outputs = 1
+
+                def fit(theta0, l2, head, curvature):
+                    return newton.minimise(theta0, l2, head, self.max_iter, self.tol)
+            else:
+                objective = BatchObjective(features, targets, softmax)
+                preconditioner = Preconditioner(features)
+                outputs = objective.outputs
+
+                def fit(theta0, l2, head, curvature):
+                    return solve(objective, preconditioner, theta0, l2, head, curvature, self.max_iter, self.tol,
+                                 self.history_size, _TOL_CHANGE[self.dtype])
+            start = np.zeros((heads, outputs, X.shape[1] + 1))
+            start[:, :, -1] = self._initial_intercept(targets, softmax).reshape(heads, outputs)
             rate = targets.mean(axis=0)
             curvature = np.full(heads, float(np.mean(rate * (1 - rate)))) if softmax else rate * (1 - rate)
-            n = X.shape[0]
             ordered = sorted(probes, key=lambda p: float(p.C))
             if self.grid == "batched":
                 started = time.perf_counter()
                 l2 = np.repeat([1.0 / (float(p.C) * n) for p in ordered], heads)
-                solution = solve(objective, preconditioner, np.tile(start, (len(ordered), 1, 1)), l2,
-                                 np.tile(np.arange(heads), len(ordered)), np.tile(curvature, len(ordered)),
-                                 self.max_iter, self.tol, self.history_size, _TOL_CHANGE[self.dtype])
+                solution = fit(np.tile(start, (len(ordered), 1, 1)), l2, np.tile(np.arange(heads), len(ordered)),
+                               np.tile(curvature, len(ordered)))
                 seconds = (time.perf_counter() - started) / len(ordered)
                 for i, probe in enumerate(ordered):
                     probe._store(solution, slice(i * heads, (i + 1) * heads), softmax, mean, scale, k, names, seconds)
@@ -389,9 +413,7 @@ class LinearProbe(BaseEstimator):
                 theta = start
                 for probe in ordered:
                     started = time.perf_counter()
-                    solution = solve(objective, preconditioner, theta, np.full(heads, 1.0 / (float(probe.C) * n)),
-                                     np.arange(heads), curvature, self.max_iter, self.tol, self.history_size,
-                                     _TOL_CHANGE[self.dtype])
+                    solution = fit(theta, np.full(heads, 1.0 / (float(probe.C) * n)), np.arange(heads), curvature)
                     theta = solution.theta
                     probe._store(solution, slice(0, heads), softmax, mean, scale, k, names,
                                  time.perf_counter() - started)
@@ -408,6 +430,19 @@ class LinearProbe(BaseEstimator):
             raise ConfigError(f"a binary probe has 2 classes, got n_classes={self.n_classes}")
         if self.grid not in GRID_MODES:
             raise ConfigError(f"probe grid must be one of {', '.join(GRID_MODES)}, got {self.grid!r}")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"probe solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+
+    def _use_newton(self, device: str, softmax: bool, n: int, d: int, n_problems: int) -> bool:
+        """Newton for small sigmoid problems on the CPU (``solver="auto"``), or as asked."""
+        if self.solver == "lbfgs":
+            return False
+        possible = device == "cpu" and not softmax and newton_applies(n, d, n_problems)
+        if self.solver == "newton" and not possible:
+            raise ConfigError(f"solver='newton' needs sigmoid heads (binary or multilabel), the CPU and a small "
+                              f"problem (min(n, D + 1) <= {MAX_SYSTEM}); got task {self.task_type!r}, device "
+                              f"{device!r}, n={n}, D={d}, {n_problems} problems")
+        return possible
 
     def _resolved_head_names(self, k: int) -> list[str]:
         """One name per head: the binary positive class, or each class / finding."""

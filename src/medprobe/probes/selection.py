@@ -31,10 +31,10 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score, roc_auc_score
 
 from medprobe.errors import ConfigError, DataError
 from medprobe.probes.logistic import THRESHOLD, LinearProbe, TaskType, check_features, check_labels
+from medprobe.scoring import binary_auc, macro_f1
 
 Metric = Literal["auc", "f1"]
 METRICS: tuple[str, ...] = ("auc", "f1")
@@ -50,15 +50,15 @@ def validation_score(y_true: np.ndarray, probabilities: np.ndarray, task_type: T
     p = np.asarray(probabilities)
     if metric == "f1":
         if task_type == "multilabel":
-            return float(f1_score(y, (p > THRESHOLD).astype(np.int64), average="macro", zero_division=np.nan))
-        return float(f1_score(y, np.argmax(p, axis=1), average="macro"))
+            return macro_f1(y, (p > THRESHOLD).astype(np.int64))
+        return macro_f1(y, np.argmax(p, axis=1))
     if task_type == "binary":
         columns = [(y == 1, p[:, 1])]
     elif task_type == "multiclass":
         columns = [(y == k, p[:, k]) for k in range(p.shape[1])]
     else:
         columns = [(y[:, k] == 1, p[:, k]) for k in range(p.shape[1])]
-    aucs = [roc_auc_score(positive, score) for positive, score in columns if 0 < positive.sum() < len(positive)]
+    aucs = [binary_auc(positive, score) for positive, score in columns if 0 < positive.sum() < len(positive)]
     if not aucs:
         raise DataError("the validation labels have only one class (for every finding), so AUC is undefined; "
                         "use a larger validation split or metric='f1'")

@@ -468,7 +468,7 @@ def roc_curves(run: RunData) -> Figure:
     micro-average (every class-vs-rest decision pooled), which is one curve per backbone; its area
     is the micro AUROC and differs from the macro AUROC in the tables, so the legend says which.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from medprobe.scoring import binary_auc, roc_points
 
     predictions = run.predictions
     if predictions is None:
@@ -486,8 +486,8 @@ def roc_curves(run: RunData) -> Figure:
         truth, scores = _roc_inputs(run, part)
         if truth.min() == truth.max():
             continue
-        fpr, tpr, _ = roc_curve(truth, scores)
-        curves.append((backbone, layer, seed, fpr, tpr, float(roc_auc_score(truth, scores))))
+        fpr, tpr = roc_points(truth == 1, scores)
+        curves.append((backbone, layer, seed, fpr, tpr, binary_auc(truth == 1, scores)))
     if not curves:
         raise FigureSkipped(f"predictions.parquet has no test predictions of a selected layer at train fraction "
                             f"{fraction:g} with both classes present")
