@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from medprobe.errors import ConfigError, DataError
+from medprobe.errors import ConfigError, ConvergenceWarning, DataError
 from medprobe.probes import (
     LinearProbe,
     cv_select,
@@ -512,3 +511,25 @@ def test_solver_choice_and_refusals(data):
     from medprobe.probes.newton import newton_applies
 
     assert newton_applies(500, 384, 6) and not newton_applies(20_000, 4096, 1) and not newton_applies(2000, 2000, 1)
+
+
+def test_probe_is_a_scikit_learn_estimator_without_importing_it():
+    """clone, get_params/set_params, tags and repr work like a BaseEstimator's; fitting imports
+    neither scikit-learn nor torch (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    from sklearn.utils import get_tags
+
+    probe = LinearProbe("multilabel", 0.5, tol=1e-5)
+    copy = clone(probe)
+    assert copy is not probe and copy.get_params() == probe.get_params()
+    assert repr(probe) == "LinearProbe(task_type='multilabel', C=0.5, tol=1e-05)"
+    assert get_tags(probe).target_tags.required is False
+    with pytest.raises(ValueError, match="invalid parameter 'Cee'"):
+        probe.set_params(Cee=1)
+    code = ("import sys, numpy as np; from medprobe.probes import LinearProbe; "
+            "X = np.random.default_rng(0).normal(size=(50, 8)); y = (X[:, 0] > 0).astype(int); "
+            "LinearProbe('binary', device='auto').fit(X, y).predict_proba(X); "
+            "print(sorted(m for m in ('sklearn', 'torch', 'scipy.stats') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -17,12 +17,12 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
 from medprobe.config import ProbeConfig
+from medprobe.errors import ConvergenceWarning
 from tests.conftest import SHARED_DATA
 
 pytest.importorskip("onnxruntime")

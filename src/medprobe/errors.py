@@ -28,3 +28,8 @@ class ModelError(MedprobeError):
 
 class CacheError(MedprobeError):
     """The feature cache is incomplete, locked by another process, or does not match the request."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A probe head that did not meet ``tol`` (medprobe's own class: the probes do not import
+    scikit-learn; filter this one, not ``sklearn.exceptions.ConvergenceWarning``)."""

@@ -1,8 +1,10 @@
-"""Rank-based scores in plain NumPy, shared by probe selection and the report.
+"""Rank-based scores and the few distribution functions medprobe needs, without heavy imports.
 
-Why not ``sklearn.metrics``: importing it costs about a second, a large part of a small run's
-fixed cost, for three formulas. Each function here equals its scikit-learn counterpart (tested
-against it, ties included):
+Why not ``sklearn.metrics`` / ``scipy.stats``: importing them costs 1-2 s, a large part of a
+small run's fixed cost, for a handful of formulas. Each function here equals its counterpart
+(tested against it, ties included):
+
+* :func:`midranks` -- ``scipy.stats.rankdata(method="average")`` along the last axis;
 
 * :func:`binary_auc` -- ``roc_auc_score``: the Mann-Whitney statistic with mid-ranks for ties,
   i.e. the trapezoidal area under the ROC curve;
@@ -15,7 +17,30 @@ against it, ties included):
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.special import ndtr
+
+
+def midranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks along the last axis, ties sharing the mean of their ranks (float64)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, axis=-1, kind="mergesort")
+    ordered = np.take_along_axis(values, order, axis=-1)
+    size = values.shape[-1]
+    position = np.broadcast_to(np.arange(size), values.shape)
+    starts_group = np.ones(values.shape, dtype=bool)
+    starts_group[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    ends_group = np.ones(values.shape, dtype=bool)
+    ends_group[..., :-1] = starts_group[..., 1:]
+    first = np.maximum.accumulate(np.where(starts_group, position, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends_group, position, size), axis=-1), axis=-1), axis=-1)
+    ranks = np.empty(values.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=-1)
+    return ranks
+
+
+def normal_two_sided_p(z: float) -> float:
+    """``2 * P(Z > |z|)`` for a standard normal ``Z``."""
+    return float(2.0 * ndtr(-abs(z)))
 
 
 def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
@@ -26,7 +51,7 @@ def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     n_negative = positive.size - n_positive
     if n_positive == 0 or n_negative == 0:
         raise ValueError("AUC needs both a positive and a negative sample")
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    ranks = midranks(scores)
     return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 

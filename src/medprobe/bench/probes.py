@@ -38,6 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
+from medprobe.errors import ConvergenceWarning as ProbeConvergenceWarning
 from medprobe.probes import resolve_device, select_probe
 
 FULL = {"n_train": 20_000, "n_val": 5_000, "n_test": 5_000, "n_features": 4096, "n_classes": 9}
@@ -184,7 +185,7 @@ def run_real(run_file: str, backbone: str | None = None, Cs: list[float] | None 
         X_test, y_test = X[splits.index["test"]], splits.labels["test"]
         started = time.perf_counter()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", ProbeConvergenceWarning)
             probes = LinearProbe("binary", device="cpu").fit_path(X_train, y_train, grid)
         ours_s += time.perf_counter() - started
         started = time.perf_counter()
@@ -289,7 +290,7 @@ def compare_multilabel_solvers(X: np.ndarray, Y: np.ndarray, Cs: list[float], to
     for mode in ("path", "batched"):
         started = time.perf_counter()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", ProbeConvergenceWarning)
             probes = LinearProbe("multilabel", tol=tol, device=str(device), grid=mode).fit_path(X, Y, grid)
         timings[mode] = time.perf_counter() - started
         objectives[mode] = np.stack([_head_objectives(p, Xs, Y) for p in probes])

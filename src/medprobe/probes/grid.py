@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
-from medprobe.errors import CacheError, DataError
+from medprobe.errors import CacheError, ConvergenceWarning, DataError
 from medprobe.features.cache import FeatureCache
 from medprobe.probes.selection import select_probe
 

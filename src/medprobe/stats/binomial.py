@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from scipy.special import ndtri
-from scipy.stats import beta
+from scipy.special import betaincinv, ndtri
 
 from medprobe.errors import ConfigError, DataError
 
@@ -45,8 +44,8 @@ def binomial_ci(k: int, n: int, level: float = 0.95,
         half = z / (n + z * z) * math.sqrt(n * p * (1 - p) + z * z / 4)
         low, high = center - half, center + half
     else:
-        low = float(beta.ppf(alpha / 2, k, n - k + 1)) if k > 0 else 0.0
-        high = float(beta.ppf(1 - alpha / 2, k + 1, n - k)) if k < n else 1.0
+        low = float(betaincinv(k, n - k + 1, alpha / 2)) if k > 0 else 0.0
+        high = float(betaincinv(k + 1, n - k, 1 - alpha / 2)) if k < n else 1.0
     low = 0.0 if k == 0 else max(0.0, low)
     high = 1.0 if k == n else min(1.0, high)
     return {"value": k / n, "ci_low": low, "ci_high": high}

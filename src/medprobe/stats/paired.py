@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.stats import norm, rankdata, ttest_rel
+from scipy.special import ndtri, stdtr
 
 from medprobe.errors import ConfigError, DataError
+from medprobe.scoring import midranks, normal_two_sided_p
 from medprobe.stats.bootstrap import bootstrap_metrics
 from medprobe.stats.cluster import ClusteredIndices, cluster_codes, has_clusters
 from medprobe.stats.metrics import TaskType, compute_metrics
@@ -81,7 +82,7 @@ def replicate_t_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndar
                      indices: np.ndarray | ClusteredIndices) -> dict[str, Any]:
     """The study's "paired two-tailed t-test on bootstrap replicates", kept to reproduce its numbers.
 
-    ``scipy.stats.ttest_rel`` on the two models' per-replicate metric values (replicates where
+    A paired t-test (``scipy.stats.ttest_rel``'s) on the two models' per-replicate metric values (replicates where
     either is undefined dropped). Returns ``t, p_value, df, n_replicates`` and ``warning``
     (:data:`REPLICATE_T_TEST_WARNING`): the test answers nothing about the models, because R is
     the analyst's choice, not a sample size.
@@ -97,8 +98,12 @@ def t_test_on_replicates(replicates_a: np.ndarray, replicates_b: np.ndarray, met
     kept = np.isfinite(replicates_a) & np.isfinite(replicates_b)
     if kept.sum() < 2:
         raise DataError(f"only {int(kept.sum())} bootstrap replicates define {metric!r}; no t-test")
-    result = ttest_rel(replicates_a[kept], replicates_b[kept])
-    return {"t": float(result.statistic), "p_value": float(result.pvalue), "df": int(kept.sum() - 1),
+    differences = replicates_a[kept] - replicates_b[kept]
+    df = int(kept.sum() - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = float(differences.mean() / (differences.std(ddof=1) / np.sqrt(df + 1)))
+    p_value = float(2.0 * stdtr(df, -abs(t))) if np.isfinite(t) else float("nan")
+    return {"t": t, "p_value": p_value, "df": df,
             "n_replicates": int(kept.sum()), "warning": REPLICATE_T_TEST_WARNING}
 
 
@@ -132,9 +137,9 @@ def _structural_components(positive: np.ndarray, score_rows: Sequence[np.ndarray
     if m < 2 or n < 2:
         raise DataError(f"DeLong's variance needs at least 2 positive and 2 negative samples, got {m} and {n}")
     pos, neg = scores[:, positive], scores[:, ~positive]
-    ranks_all = rankdata(np.hstack([pos, neg]), axis=1)
-    v10 = (ranks_all[:, :m] - rankdata(pos, axis=1)) / n
-    v01 = 1.0 - (ranks_all[:, m:] - rankdata(neg, axis=1)) / m
+    ranks_all = midranks(np.hstack([pos, neg]))
+    v10 = (ranks_all[:, :m] - midranks(pos)) / n
+    v01 = 1.0 - (ranks_all[:, m:] - midranks(neg)) / m
     return v10.mean(axis=1), v10, v01
 
 
@@ -190,7 +195,7 @@ def delong_auc(y_true: np.ndarray, scores: np.ndarray, level: float = 0.95, *,
         raise ConfigError(f"confidence level must be between 0 and 1, got {level}")
     aucs, covariance, method = _delong_covariance(y_true, [scores], patients)
     auc, var = float(aucs[0]), float(covariance[0, 0])
-    half = float(norm.ppf(0.5 + level / 2) * np.sqrt(var))
+    half = float(ndtri(0.5 + level / 2) * np.sqrt(var))
     return {"auc": auc, "var": var, "ci_low": max(0.0, auc - half), "ci_high": min(1.0, auc + half),
             "method": method}
 
@@ -219,9 +224,9 @@ def delong_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
         z = diff / np.sqrt(var)
     else:
         z = 0.0 if diff == 0 else float(np.copysign(np.inf, diff))
-    half = float(norm.ppf(0.5 + level / 2) * np.sqrt(max(var, 0.0)))
+    half = float(ndtri(0.5 + level / 2) * np.sqrt(max(var, 0.0)))
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "diff": diff, "var": var, "z": float(z),
-            "p_value": float(2 * norm.sf(abs(z))), "ci_low": diff - half, "ci_high": diff + half,
+            "p_value": normal_two_sided_p(z), "ci_low": diff - half, "ci_high": diff + half,
             "var_a": float(covariance[0, 0]), "var_b": float(covariance[1, 1]), "cov_ab": float(covariance[0, 1]),
             "method": method}
 
