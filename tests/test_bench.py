@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -29,6 +30,10 @@ def test_bench_probes_and_extraction_quick():
     assert probes.run(quick=True)["auc_abs_diff"] <= 0.002
     result = extraction.run(quick=True)
     assert result["max_abs_diff_vs_study"] < 1e-2  # float16 cache vs float32 study-style features
+    factors = result["factors"]
+    assert set(factors) == {"early stop", "batching", "precision"}
+    assert np.prod(list(factors.values())) == pytest.approx(result["bf16_ratio"], rel=1e-9)
+    assert result["bf16_min_cosine_vs_fp32"] > 0.98
 
 
 def test_bench_bootstrap_numpy_baseline_agrees_with_sklearn_on_ties():

@@ -269,8 +269,14 @@ def bench(
             table.add_row(result["name"], "study-style loop (batch 1, all hidden states)",
                           f"{result['study_images_per_s']:.1f} img/s", f"{result['medprobe_images_per_s']:.1f} img/s",
                           f"{result['ratio']:.1f}x", f"max |diff| {result['max_abs_diff_vs_study']:.1e}")
+            speeds = result["ladder_images_per_s"]
+            for (step, factor), (before, after) in zip(result["factors"].items(), zip(speeds, list(speeds)[1:])):
+                table.add_row(f"  of which {step}", {"stop": "study-style loop", "medprobe": "the same at batch 1",
+                                                     "bf16": "the same in fp32"}[after],
+                              f"{speeds[before]:.1f} img/s", f"{speeds[after]:.1f} img/s", f"{factor:.2f}x",
+                              f"min cosine {result['bf16_min_cosine_vs_fp32']:.4f}" if after == "bf16" else "")
         elif name == "probes":
-            table.add_row(result["name"], "scikit-learn LogisticRegression per C", f"{result['naive_s']:.2f} s",
+            table.add_row(result["name"], "scikit-learn LogisticRegression per C (cold starts)", f"{result['naive_s']:.2f} s",
                           f"{result['ours_s']:.2f} s", f"{result['ratio']:.1f}x",
                           f"AUC {result['auc_naive']:.4f} vs {result['auc_ours']:.4f}")
         elif name == "precision":
