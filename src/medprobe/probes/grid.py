@@ -20,6 +20,7 @@ selected layer (see :func:`stack_display_name`).
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -293,24 +294,28 @@ class ScoreStore:
 
 
 # ------------------------------------------------------------------------------ up-front estimate
-#: effective floating-point work of one C of a warm-started path, per training sample x feature x
-#: output: L-BFGS iterations (8-23 per C seen) x objective/gradient evaluations x two (n x D) @ (D x K)
-#: products, plus standardising and scoring. Measured 75-141 on three synthetic problems on the
-#: 2-core development machine (benchmarks/calibrate_probe_estimate.py), so the estimate is good to
-#: about a factor of two
-_FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C = 120
+#: effective floating-point work of one C of a warm-started L-BFGS path, per training sample x
+#: feature x output: iterations x objective/gradient evaluations x two (n x D) @ (D x K) products,
+#: plus standardising and scoring. Measured on the 2-core development machine: 75-141 on three
+#: small synthetic problems at tol 1e-4 (benchmarks/calibrate_probe_estimate.py), ~660 at paper
+#: scale (94,658 x 8,192 float16 cache, 54 findings, one C, tol 1e-7: 185 s per layer; the old
+#: value 120 announced 268 s for 1,477 s). The estimate is good to about a factor of three either
+#: way; small sigmoid problems, fitted by Newton's method, take less
+_FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C = 400
 
 
+@functools.lru_cache(maxsize=1)
 def measured_flops() -> float:
-    """Float32 matrix-product throughput of this process (FLOP/s), from a ~0.1 s trial of the
-    NumPy BLAS the CPU solver runs on. The trial matrix is small (1 MiB: memory checks of the
-    probe stage see it), and gives within ~5 % of the rate of a 4x larger one here."""
+    """Float32 matrix-product throughput of this process (FLOP/s), from a ~30 ms trial of the
+    NumPy BLAS the CPU solver runs on, once per process (every backbone of a run shares it). The
+    trial matrix is small (1 MiB: memory checks of the probe stage see it), and gives within ~5 %
+    of the rate of a 4x larger one here."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((256, 1024), dtype=np.float32)
     b = rng.standard_normal((1024, 64), dtype=np.float32)
     a @ b  # warm-up
     started, repeats = time.perf_counter(), 0
-    while time.perf_counter() - started < 0.1:
+    while time.perf_counter() - started < 0.03:
         a @ b
         repeats += 1
     return 2 * 256 * 1024 * 64 * repeats / (time.perf_counter() - started)
