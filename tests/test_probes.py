@@ -510,7 +510,9 @@ def test_solver_choice_and_refusals(data):
         LinearProbe("binary", device="cpu", solver="sag").fit(data["X_train"], (data["y_train"] == 1).astype(int))
     from medprobe.probes.newton import newton_applies
 
-    assert newton_applies(500, 384, 6) and not newton_applies(20_000, 4096, 1) and not newton_applies(2000, 2000, 1)
+    assert newton_applies(60, 384, 1) and newton_applies(500, 384, 1)  # dual; primal
+    assert not newton_applies(500, 384, 54)  # 54 Hessians per iteration: L-BFGS
+    assert not newton_applies(20_000, 4096, 1) and not newton_applies(2000, 2000, 1)
 
 
 def test_probe_is_a_scikit_learn_estimator_without_importing_it():

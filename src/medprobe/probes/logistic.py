@@ -50,7 +50,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from medprobe.errors import ConfigError, ConvergenceWarning, DataError
-from medprobe.probes.newton import MAX_SYSTEM, NewtonSolver, newton_applies
+from medprobe.probes.newton import MAX_SYSTEM, NewtonSolver, newton_applies, newton_possible
 from medprobe.probes.solver import MAX_ITER, BatchObjective, BatchSolution, FeatureProducts, Preconditioner, solve
 
 TaskType = Literal["binary", "multiclass", "multilabel"]
@@ -334,7 +334,8 @@ class LinearProbe(EstimatorParameters):
     head_names: names of the heads (findings or classes) used in convergence warnings; default
         ``"finding <k>"`` / ``"class <k>"``.
     solver: ``"auto"`` (default): Newton's method (:mod:`medprobe.probes.newton`) for sigmoid
-        heads on the CPU when the problem is small, else the batched L-BFGS; ``"newton"`` or
+        heads on the CPU where its cost model expects it to be faster (small problems, mostly
+        n < D + 1), else the batched L-BFGS; ``"newton"`` or
         ``"lbfgs"`` to insist (``"newton"`` is refused for softmax, GPU or large problems).
 
     Fitted attributes: ``coef_`` (1, D) for binary else (K, D), ``intercept_`` (1,) or (K,) --
@@ -472,12 +473,12 @@ class LinearProbe(EstimatorParameters):
         """Newton for small sigmoid problems on the CPU (``solver="auto"``), or as asked."""
         if self.solver == "lbfgs":
             return False
-        possible = device == "cpu" and not softmax and newton_applies(n, d, n_problems)
+        possible = device == "cpu" and not softmax and newton_possible(n, d, n_problems)
         if self.solver == "newton" and not possible:
             raise ConfigError(f"solver='newton' needs sigmoid heads (binary or multilabel), the CPU and a small "
                               f"problem (min(n, D + 1) <= {MAX_SYSTEM}); got task {self.task_type!r}, device "
                               f"{device!r}, n={n}, D={d}, {n_problems} problems")
-        return possible
+        return possible and (self.solver == "newton" or newton_applies(n, d, n_problems))
 
     def _resolved_head_names(self, k: int) -> list[str]:
         """One name per head: the binary positive class, or each class / finding."""
