@@ -126,11 +126,11 @@ class OnnxBackbone(Backbone):
         self.provenance = provenance
         self._prepare_graph = prepare_graph
         self._loaded_graph: Any = None
-        self._layer_map = layers
+        self._layers: dict[str, OnnxLayer] | None = layers
         self._sessions: dict[tuple[str, ...], Any] = {}
         self._sha256: str | None = None
         if layers is None:  # the layer names are the graph's tensors: read it now, a bad file fails here
-            self._layers
+            self._layers = self._all_tensors()
 
     @property
     def _graph(self) -> Any:
@@ -141,20 +141,14 @@ class OnnxBackbone(Backbone):
                 graph = quantise_matmuls(graph)
             if self._prepare_graph is not None:
                 self._prepare_graph(graph)
-            if self._layer_map is not None:
+            if self._layers is not None:  # a preset's map (the generic backbone builds its map from this graph)
                 outputs = {output for node in graph.graph.node for output in node.output}
-                missing = [layer for layer, spec in self._layer_map.items() if spec.tensor not in outputs]
+                missing = [layer for layer, spec in self._layers.items() if spec.tensor not in outputs]
                 if missing:
                     raise ModelError(f"backbone {self.name!r}: {self.model_path} has no tensor for layers {missing} "
                                      "(not the graph this preset was written for)")
             self._loaded_graph = graph
         return self._loaded_graph
-
-    @property
-    def _layers(self) -> dict[str, OnnxLayer]:
-        if self._layer_map is None:
-            self._layer_map = self._all_tensors()
-        return self._layer_map
 
     def _all_tensors(self) -> dict[str, OnnxLayer]:
         """Every node output of the graph, pooled by rank (decided on the fly in ``_pool``)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medprobe.probes.solver import CONVERGED, MAX_ITER, PRECISION, BatchSolution
+from medprobe.probes.solver import _ARMIJO, _MAX_BACKTRACKS, CONVERGED, MAX_ITER, PRECISION, BatchSolution, _dot
 
 #: the largest linear system (rows of min(n, D + 1)), the most work per iteration (problems x
 #: (size^3 + n size^2) multiply-adds) and the largest features (n x D, copied in float64) for which
@@ -41,14 +41,17 @@ MAX_ELEMENTS = 1 << 24
 _NEWTON_ITERATIONS, _LBFGS_ITERATIONS = 5, 60
 _OVERHEAD_S = 3e-4
 _FLOPS = 5e10
-_ARMIJO = 1e-4
-_MAX_BACKTRACKS = 30
+
+
+def _work(n: int, d: int, n_problems: int) -> tuple[int, float]:
+    """The size of Newton's systems, min(n, D + 1), and its multiply-adds per iteration."""
+    size = min(n, d + 1)
+    return size, n_problems * (float(size) ** 3 + float(n) * size * size)
 
 
 def newton_possible(n: int, d: int, n_problems: int) -> bool:
     """Whether a batch of sigmoid problems on (n, d) features is within Newton's size limits."""
-    size = min(n, d + 1)
-    work = n_problems * (float(size) ** 3 + float(n) * size * size)
+    size, work = _work(n, d, n_problems)
     return size <= MAX_SYSTEM and work <= MAX_WORK and n * d <= MAX_ELEMENTS
 
 
@@ -60,9 +63,7 @@ def newton_applies(n: int, d: int, n_problems: int) -> bool:
     54 Hessians make L-BFGS the faster one."""
     if not newton_possible(n, d, n_problems):
         return False
-    size = min(n, d + 1)
-    work = n_problems * (float(size) ** 3 + float(n) * size * size)
-    newton = _NEWTON_ITERATIONS * (work / _FLOPS + _OVERHEAD_S)
+    newton = _NEWTON_ITERATIONS * (_work(n, d, n_problems)[1] / _FLOPS + _OVERHEAD_S)
     lbfgs = _LBFGS_ITERATIONS * (n_problems * 4.0 * n * d / _FLOPS + _OVERHEAD_S)
     return newton < lbfgs
 
@@ -75,7 +76,9 @@ class NewtonSolver:
         self.targets = np.asarray(targets, dtype=np.float64)
         self.n, self.d = self.X.shape
         self.dual = self.n < self.d + 1
+        #: what the Newton systems are built from, once per fit: X X^T (dual) or [X, 1] (primal)
         self.gram = self.X @ self.X.T if self.dual else None
+        self.augmented = None if self.dual else np.hstack([self.X, np.ones((self.n, 1))])
 
     def _evaluate(self, theta: np.ndarray, l2: np.ndarray, head: np.ndarray):
         """Losses (P,), gradients (P, 1, D + 1) and the curvature weights ``s`` (n, P)."""
@@ -96,8 +99,7 @@ class NewtonSolver:
         n, d = self.n, self.d
         g_w, g_b = grad[:, 0, :d], grad[:, 0, d]
         if not self.dual:
-            augmented = np.hstack([self.X, np.ones((n, 1))])
-            hessian = (augmented.T[None] * s.T[:, None, :]) @ augmented / n
+            hessian = (self.augmented.T[None] * s.T[:, None, :]) @ self.augmented / n
             hessian[:, np.arange(d), np.arange(d)] += l2[:, None]
             return -np.linalg.solve(hessian, grad[:, 0, :, None])[:, None, :, 0]
         root = np.sqrt(s.T)  # (P, n)
@@ -138,11 +140,11 @@ class NewtonSolver:
                 direction = self._direction(grad[a], s[:, a], l2[a])
             except np.linalg.LinAlgError:  # numerically singular: fall back to steepest descent
                 direction = -grad[a]
-            slope = np.einsum("pkd,pkd->p", grad[a], direction)
+            slope = _dot(grad[a], direction)
             uphill = ~(slope < 0)
             if uphill.any():
                 direction[uphill] = -grad[a][uphill]
-                slope[uphill] = -np.einsum("pkd,pkd->p", grad[a][uphill], grad[a][uphill])
+                slope[uphill] = -_dot(grad[a][uphill], grad[a][uphill])
             t = np.ones(len(a))
             pending = np.arange(len(a))
             new_theta, new_loss = theta[a].copy(), loss[a].copy()

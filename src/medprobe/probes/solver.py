@@ -139,10 +139,15 @@ class BatchObjective:
         self.softmax = softmax
         self.n, self.d = features.n, features.d
         self.outputs = targets.shape[1] if softmax else 1
+        self._exact: BatchObjective | None = None
 
     def exactly(self) -> BatchObjective:
-        """The same objective with float64 products (for the finish of :func:`solve`)."""
-        return BatchObjective(self.features.exactly(), self.targets, self.softmax)
+        """The same objective with float64 products (for the finish of :func:`solve`), built once:
+        every C of a path reuses it, and with it the float64 copy of small features."""
+        if self._exact is None:
+            self._exact = self if self.features.is_float64 else BatchObjective(
+                self.features.exactly(), self.targets, self.softmax)
+        return self._exact
 
     def __call__(self, theta: np.ndarray, l2: np.ndarray, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Losses (P,) and gradients (P, K_p, D + 1) at ``theta``; ``l2`` is ``1 / (C n)`` per problem."""
