@@ -10,7 +10,8 @@
 # and prints, for each: extraction images/s at LM layers 16 and 32 through medprobe's own backbone
 # (batched, forward stopped after the layer) against a study-style loop (batch 1, every hidden
 # state kept), peak GPU memory, then the time of a 6-C multi-label probe grid (54 findings,
-# width 8192) on the GPU, path vs batched.
+# width 8192) on the GPU, path vs batched, and of 4 layers x 3 Cs fitted in one solver pass
+# (probe.layers_per_pass: 4) against one pass per layer.
 #
 #   benchmarks/gpu_check.sh           # on the GPU machine
 #   benchmarks/gpu_check.sh --tiny    # dry run: tiny sizes, CPU is fine (tests/test_gpu_check.py)
@@ -165,6 +166,25 @@ for grid in ("path", "batched"):
     report(probe_grid=grid, n=PROBE["n"], width=PROBE["width"], findings=PROBE["findings"], Cs=6,
            seconds=round(time.perf_counter() - t0, 2), unconverged_heads=sum(len(p.unconverged_heads_) for p in probes),
            device=str(device))
+# several layers of that task in one solver pass (probe.layers_per_pass) against one pass per layer
+layers = [X] + [(0.8 * X + 0.6 * rng.standard_normal(X.shape, dtype=np.float32)) for _ in range(3)]
+Cs = [1e-3, 1e-2, 1e-1]
+timings = {}
+for way in ("one layer per pass", "4 layers per pass"):
+    t0 = time.perf_counter()
+    template = LinearProbe("multilabel", device=str(device))
+    fitted = ([template.fit_path(features, Y, Cs) for features in layers] if way == "one layer per pass"
+              else template.fit_layers_path(layers, Y, Cs))
+    timings[way] = time.perf_counter() - t0
+    losses = [[probe.loss_ for probe in row] for row in fitted]
+    if way == "one layer per pass":
+        reference = losses
+    report(probe_layers=way, layers=len(layers), Cs=len(Cs), n=PROBE["n"], width=PROBE["width"],
+           seconds=round(timings[way], 2), device=str(device),
+           max_relative_loss_gap=float(max(abs(a - b) / abs(b) for ra, rb in zip(losses, reference)
+                                           for a, b in zip(ra, rb))))
+report(probe_layers_speedup=round(timings["one layer per pass"] / timings["4 layers per pass"], 2))
+del layers
 report(total_s=round(time.perf_counter() - started_all, 1), device=str(device),
        gpu=torch.cuda.get_device_name() if device.type == "cuda" else None)
 PY

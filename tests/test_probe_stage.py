@@ -137,6 +137,32 @@ def test_layer_outer_stage_gives_the_old_results_byte_for_byte(tmp_path, layered
     assert comparisons_new == comparisons_old
 
 
+def test_layers_per_pass_fits_k_layers_at_once_with_the_same_results(tmp_path, layered_backbone, monkeypatch):
+    """``probe.layers_per_pass: 2`` on 5 layers: passes of 2, 2 and 1 layers, each read together and
+    fitted in one solver pass per plan; on this small sigmoid task Newton fits every layer on its
+    own, so the outcomes are the one-layer-per-pass outcomes bit for bit."""
+    experiment, spec, dataset, cache, layers = _prepared(tmp_path)
+    experiment.probe_backbone(spec, dataset, cache, layers)
+    passes, fit_plans = [], grid.fit_plans
+
+    def spy(features, *args):
+        passes.append(list(features))
+        return fit_plans(features, *args)
+
+    monkeypatch.setattr(grid, "fit_plans", spy)
+    paired = Experiment(experiment.config.model_copy(update={"probe": experiment.config.probe.model_copy(
+        update={"layers_per_pass": 2})}), show_progress=False)
+    paired.probe_backbone(spec, dataset, cache, layers)
+    assert passes == [layers[0:2], layers[2:4], layers[4:]]
+    assert len(paired.outcomes) == len(experiment.outcomes) == 5 * 3
+    for one, two in zip(experiment.outcomes, paired.outcomes):
+        assert (one.layer, one.train_fraction, one.seed, one.C, one.val_score, one.selected) == \
+               (two.layer, two.train_fraction, two.seed, two.C, two.val_score, two.selected)
+        assert one.test_scores.tobytes() == two.test_scores.tobytes()
+    with pytest.raises(Exception, match="layers_per_pass"):
+        parse_config({**_run_config(tmp_path, {"name": "test-layers"}), "probe": {"layers_per_pass": 0}})
+
+
 def test_reading_a_layer_into_splits_equals_cache_load(tmp_path):
     data = make_dataset(30, bad=[7])
     backbone = LayeredToy(n_layers=2, dim=5)
@@ -343,6 +369,10 @@ def test_probe_engine_ray_on_a_local_instance_equals_local(tmp_path, layered_bac
         distributed = Experiment(experiment.config.model_copy(update={"probe": experiment.config.probe.model_copy(
             update={"engine": "ray", "num_workers": 2, "num_cpus_per_worker": 0.5})}), show_progress=False)
         distributed.probe_backbone(spec, dataset, cache, layers)
+        # passes of two layers are one task each, with the local engine's numbers
+        paired = Experiment(distributed.config.model_copy(update={"probe": distributed.config.probe.model_copy(
+            update={"layers_per_pass": 2})}), show_progress=False)
+        paired.probe_backbone(spec, dataset, cache, layers)
         splits = align_features(dataset, *grid.layer_sample_ids(cache, layers))
         settings = grid.ProbeSettings("binary", 2, (1.0,), "auc", 100, "cpu")
         with pytest.raises(CacheError, match=r"layer 'l0' on host .*cannot see the feature cache .*nowhere"):
@@ -351,8 +381,8 @@ def test_probe_engine_ray_on_a_local_instance_equals_local(tmp_path, layered_bac
                              num_cpus_per_worker=0.5, show_progress=False)
     finally:
         ray.shutdown()
-    assert len(distributed.outcomes) == len(experiment.outcomes) == 3 * 3
-    for local, remote in zip(experiment.outcomes, distributed.outcomes):
+    assert len(distributed.outcomes) == len(paired.outcomes) == len(experiment.outcomes) == 3 * 3
+    for local, remote in [*zip(experiment.outcomes, distributed.outcomes), *zip(experiment.outcomes, paired.outcomes)]:
         assert (local.layer, local.C, local.val_score, local.selected) == (remote.layer, remote.C, remote.val_score,
                                                                          remote.selected)
         assert local.test_scores.tobytes() == remote.test_scores.tobytes()
@@ -401,7 +431,7 @@ def test_a_plan_fits_exactly_its_train_and_val_rows():
     features["train"][:, 0] += labels["train"]
     train_rows, val_rows = np.arange(0, 60, 3), np.arange(10, 40)
     settings = grid.ProbeSettings("binary", 2, (0.1, 1.0), "auc", 100, "cpu")
-    fit, = grid.fit_plans(features, labels, "l0", [grid.FitPlan(0.5, 3, train_rows, val_rows)], settings)
+    fit, = grid.fit_plans({"l0": features}, labels, [grid.FitPlan(0.5, 3, train_rows, val_rows)], settings)["l0"]
     probe, table = select_probe(features["train"][train_rows], labels["train"][train_rows], features["val"][val_rows],
                                 labels["val"][val_rows], "binary", Cs=[0.1, 1.0], max_iter=100, device="cpu",
                                 n_classes=2)
@@ -420,12 +450,12 @@ def test_a_head_that_does_not_converge_is_named_in_the_fit():
         features[split][:, :3] += 3 * labels[split]
     plan = grid.FitPlan(1.0, 0, np.arange(80))
     names = ("effusion", "nodule", "edema")
-    starved, = grid.fit_plans(features, labels, "l0", [plan],
-                              grid.ProbeSettings("multilabel", 3, (100.0,), "auc", 1, "cpu", names))
+    starved, = grid.fit_plans({"l0": features}, labels, [plan],
+                              grid.ProbeSettings("multilabel", 3, (100.0,), "auc", 1, "cpu", names))["l0"]
     assert not starved.converged
     assert set(starved.unconverged.split(", ")) <= set(names) and starved.unconverged
-    enough, = grid.fit_plans(features, labels, "l0", [plan],
-                             grid.ProbeSettings("multilabel", 3, (100.0,), "auc", 1000, "cpu", names))
+    enough, = grid.fit_plans({"l0": features}, labels, [plan],
+                             grid.ProbeSettings("multilabel", 3, (100.0,), "auc", 1000, "cpu", names))["l0"]
     assert enough.converged and enough.unconverged == ""
 
 

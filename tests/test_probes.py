@@ -177,7 +177,7 @@ def test_preconditioner_finds_the_dominant_directions():
     X = (X - X.mean(0)) / X.std(0)
     exact = np.linalg.eigvalsh(X.T @ X / n)[::-1]
     preconditioner = Preconditioner(FeatureProducts(X), max_rank=20)
-    np.testing.assert_allclose(preconditioner.eigenvalues[:3], exact[:3], rtol=1e-4)
+    np.testing.assert_allclose(preconditioner.eigenvalues[0, :3], exact[:3], rtol=1e-4)
     factors = preconditioner.factors(np.array([1.0 / n]), np.array([0.25]))
     basis = np.eye(2 * (d + 1)).reshape(-1, 1, 2, d + 1)  # one problem of two outputs
     P = np.stack([preconditioner.apply(row, factors).ravel() for row in basis])
@@ -187,8 +187,8 @@ def test_preconditioner_finds_the_dominant_directions():
     weights = P.reshape(2, d + 1, 2, d + 1)[:, :d, :, :d].reshape(2 * d, 2 * d)
     assert np.linalg.eigvalsh(weights).max() == pytest.approx(1.0)  # the bulk directions are left alone
     # the (unpenalised) intercepts are scaled like a feature of eigenvalue 1 with the penalty / curvature
-    assert P[d, d] == pytest.approx(preconditioner.eigenvalues[-1] + (1.0 / n) / 0.25)
-    top = preconditioner.vectors[:, 0]
+    assert P[d, d] == pytest.approx(preconditioner.eigenvalues[0, -1] + (1.0 / n) / 0.25)
+    top = preconditioner.vectors[0, :, 0]
     assert top @ P[:d, :d] @ top < 0.1  # the strongest direction is damped hardest
 
 
@@ -278,17 +278,17 @@ def test_select_probe_maximises_the_validation_metric(data, metric):
 def test_select_probe_fits_on_train_and_scores_on_val_only(data, monkeypatch):
     """Spy on the probe: fitting sees exactly the training split, scoring exactly the validation split."""
     fitted_on, scored_on = [], []
-    fit_path, predict_proba = LinearProbe.fit_path, LinearProbe.predict_proba
+    fit_layers_path, predict_proba = LinearProbe.fit_layers_path, LinearProbe.predict_proba
 
-    def spy_fit_path(self, X, y, Cs):
-        fitted_on.append((X, y))
-        return fit_path(self, X, y, Cs)
+    def spy_fit_path(self, X_layers, y, Cs):
+        fitted_on.extend((X, y) for X in X_layers)
+        return fit_layers_path(self, X_layers, y, Cs)
 
     def spy_predict_proba(self, X):
         scored_on.append(X)
         return predict_proba(self, X)
 
-    monkeypatch.setattr(LinearProbe, "fit_path", spy_fit_path)
+    monkeypatch.setattr(LinearProbe, "fit_layers_path", spy_fit_path)
     monkeypatch.setattr(LinearProbe, "predict_proba", spy_predict_proba)
     select_probe(data["X_train"], data["y_train"], data["X_val"], data["y_val"], "multiclass",
                  Cs=[1e-3, 1e-1, 10.0], device="cpu")
@@ -535,3 +535,111 @@ def test_probe_is_a_scikit_learn_estimator_without_importing_it():
             "LinearProbe('binary', device='auto').fit(X, y).predict_proba(X); "
             "print(sorted(m for m in ('sklearn', 'torch', 'scipy.stats') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- several layers in one solver pass
+def _layers(data: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Three 'layers' of the same samples: the data, a rescaled mix of it, and a narrower view."""
+    X = data["X_train"]
+    mixed = X @ np.random.default_rng(7).normal(size=(X.shape[1], X.shape[1])) * 0.01 + 3.0
+    return [X, mixed, X[:, :17]]
+
+
+@pytest.mark.parametrize("grid", ["path", "batched"])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_layers_fitted_in_one_pass_reach_each_layers_own_optimum(data, task, grid):
+    """fit_layers_path shares the L-BFGS iterations of every layer (the two of equal width in one
+    LayerStack, the narrower one in its own pass) and must answer like fit_path on each layer."""
+    y = {"binary": (data["y_train"] == 3).astype(int), "multiclass": data["y_train"],
+         "multilabel": multilabel_from(data["y_train"], 4, seed=3)}[task]
+    Cs = [1e-3, 0.1, 10.0]
+    template = LinearProbe(task, dtype="float64", device="cpu", solver="lbfgs", grid=grid)
+    layers = _layers(data)
+    together = template.fit_layers_path(layers, y, Cs)
+    kind = "softmax" if task == "multiclass" else "sigmoid"
+    assert [len(row) for row in together] == [3, 3, 3]
+    for X, stacked in zip(layers, together):
+        alone = template.fit_path(X, y, Cs)
+        Xs = StandardScaler().fit_transform(X)
+        for a, b, C in zip(alone, stacked, Cs):
+            assert a.converged_ and b.converged_ and a.C == b.C == C
+            np.testing.assert_array_equal(a.mean_, b.mean_)  # each layer its own standardiser
+            np.testing.assert_array_equal(a.scale_, b.scale_)
+            ours = objective(b.coef_, b.intercept_, Xs, y, C, kind)
+            theirs = objective(a.coef_, a.intercept_, Xs, y, C, kind)
+            assert abs(ours - theirs) <= 1e-8 * theirs
+            assert np.abs(a.predict_proba(data["X_test"][:, :X.shape[1]] if X.shape[1] < 30 else data["X_test"])
+                          - b.predict_proba(data["X_test"][:, :X.shape[1]] if X.shape[1] < 30 else data["X_test"])
+                          ).max() < 1e-5
+
+
+def test_layer_stack_products_and_sketches_are_each_layers_own():
+    """The pieces the shared pass is built from: a LayerStack's products are each layer's products,
+    column for column, and its preconditioner holds each layer's own sketch, bit for bit."""
+    from medprobe.probes.solver import FeatureProducts, LayerStack, Preconditioner
+
+    rng = np.random.default_rng(2)
+    layers = [rng.normal(size=(120, 40)) * (1 + l) for l in range(3)]
+    parts = [FeatureProducts(X) for X in layers]
+    stack = LayerStack(parts)
+    M, R = rng.normal(size=(40, 6)), rng.normal(size=(120, 6))
+    column_layer = np.array([2, 0, 0, 1, 2, 2])
+    product, transposed = stack.times(M, column_layer), stack.transposed_times(R, column_layer)
+    for j, layer in enumerate(column_layer):
+        np.testing.assert_allclose(product[:, j], layers[layer] @ M[:, j], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(transposed[j], R[:, j] @ layers[layer], rtol=1e-12, atol=1e-12)
+    together = Preconditioner(stack, max_rank=10)
+    for number, part in enumerate(parts):
+        alone = Preconditioner(part, max_rank=10)
+        np.testing.assert_array_equal(together.eigenvalues[number], alone.eigenvalues[0])
+        np.testing.assert_array_equal(together.vectors[number], alone.vectors[0])
+    vector = rng.normal(size=(3, 1, 41))
+    l2, curvature = np.full(3, 1e-3), np.full(3, 0.25)
+    applied = together.apply(vector, together.factors(l2, curvature, np.array([1, 0, 2])))
+    for row, layer in enumerate([1, 0, 2]):
+        alone = Preconditioner(parts[layer], max_rank=10)
+        np.testing.assert_allclose(applied[row], alone.apply(vector[row:row + 1], alone.factors(l2[:1], curvature[:1]))[0],
+                                   rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="equal shapes"):
+        LayerStack([parts[0], FeatureProducts(layers[0][:, :30])])
+
+
+def test_layer_stack_on_torch_tensors_reaches_the_numpy_optimum():
+    """The GPU code path (torch tensors in every layer's FeatureProducts), run here on CPU tensors:
+    one solver pass over a stack of float32 layers reaches the NumPy float64 optimum per layer."""
+    from medprobe.probes.solver import BatchObjective, FeatureProducts, LayerStack, Preconditioner, solve
+
+    rng = np.random.default_rng(3)
+    n, d, heads = 200, 24, 3
+    layers = [rng.normal(size=(n, d)).astype(np.float32) for _ in range(3)]
+    targets = (layers[0][:, :heads] + rng.normal(size=(n, heads)) > 0.5).astype(np.float64)
+
+    def fit(parts):
+        stack = LayerStack(parts)
+        head, layer = np.tile(np.arange(heads), 3), np.repeat(np.arange(3), heads)
+        rate = targets.mean(axis=0)
+        theta0 = np.zeros((3 * heads, 1, d + 1))
+        theta0[:, 0, -1] = np.tile(np.log(rate / (1 - rate)), 3)
+        return solve(BatchObjective(stack, targets, False), Preconditioner(stack), theta0, np.full(3 * heads, 1 / n),
+                     head, np.tile(rate * (1 - rate), 3), 1000, 1e-7, 20, 1e-11, layer)
+
+    exact = fit([FeatureProducts(X.astype(np.float64)) for X in layers])
+    on_torch = fit([FeatureProducts(torch.from_numpy(X)) for X in layers])
+    assert all(reason == "converged" for reason in exact.stop + on_torch.stop)
+    assert (on_torch.grad_max <= 1e-7).all()
+    np.testing.assert_allclose(on_torch.loss, exact.loss, rtol=1e-9)
+
+
+def test_fit_layers_path_with_newton_fits_each_layer_alone(data):
+    """Where Newton's method is chosen (small sigmoid problems on the CPU) every layer is its own
+    pass: the probes are bit for bit those of fit_path."""
+    y = multilabel_from(data["y_train"], 4, seed=3)
+    layers = _layers(data)[:2]
+    template = LinearProbe("multilabel", device="cpu", solver="newton")
+    for X, stacked in zip(layers, template.fit_layers_path(layers, y, [0.01, 1.0])):
+        for a, b in zip(template.fit_path(X, y, [0.01, 1.0]), stacked):
+            assert a.coef_.tobytes() == b.coef_.tobytes() and a.intercept_.tobytes() == b.intercept_.tobytes()
+    with pytest.raises(DataError, match=r"X_layers\[1\] has 499 rows but X_layers\[0\] has 500"):
+        template.fit_layers_path([layers[0], layers[1][:-1]], y, [1.0])
+    with pytest.raises(ConfigError, match="at least one layer"):
+        template.fit_layers_path([], y, [1.0])

@@ -88,7 +88,11 @@ class ProbeConfig(Strict):
     #: or Ray tasks, one layer each, on the cluster of ``extraction.ray_address`` (the feature cache
     #: must be on a filesystem every node sees at the same path); both give identical results
     engine: Literal["local", "ray"] = "local"
-    #: Ray only: layers fitted at once (each task holds one layer's features) and resources per task
+    #: layers fitted together in one solver pass (all on the same samples): on a GPU the solver's
+    #: per-iteration work is then shared by k layers; memory holds k layers' features instead of one.
+    #: Results equal one layer per pass to within ``tol`` (the same optimum, other summation order)
+    layers_per_pass: int = Field(1, ge=1)
+    #: Ray only: passes fitted at once (each task holds one pass's features) and resources per task
     num_workers: int = Field(1, ge=1)
     num_cpus_per_worker: float = Field(1.0, gt=0)
     num_gpus_per_worker: float = Field(0.0, ge=0)

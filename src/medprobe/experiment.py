@@ -49,12 +49,13 @@ from medprobe.probes.grid import (
     format_duration,
     grid_estimate,
     has_language_model,
+    layer_passes,
     layer_sample_ids,
     layer_stacks,
     layer_width,
     measured_flops,
     n_outputs,
-    probe_layer,
+    probe_layers,
     stack_display_name,
     tied_best,
     validation_size_warning,
@@ -322,7 +323,8 @@ class Experiment:
     def probe_backbone(self, spec: BackboneConfig, dataset: Dataset, cache: FeatureCache, layers: list[str]) -> Splits:
         """Fit and score a probe for every layer x fraction x seed; mark the val-selected layer of
         each stack. Layer by layer (see :mod:`medprobe.probes.grid`): one layer's features in
-        memory at a time, whatever the number of layers, fractions and seeds."""
+        memory at a time (``probe.layers_per_pass`` of them), whatever the number of layers,
+        fractions and seeds."""
         started = time.perf_counter()
         probe_config = self.config.probe
         ids, skipped = layer_sample_ids(cache, layers)
@@ -338,7 +340,8 @@ class Experiment:
                 plans.append(FitPlan(fraction, seed, train_rows, val_rows))
         settings = ProbeSettings(dataset.task_type, len(dataset.classes), tuple(probe_config.Cs),
                                  probe_config.selection_metric, probe_config.max_iter, probe_config.device,
-                                 tuple(dataset.classes) if dataset.task_type != "binary" else None)
+                                 tuple(dataset.classes) if dataset.task_type != "binary" else None,
+                                 probe_config.layers_per_pass)
         self.announce_probe_grid(spec, dataset, cache, layers, plans)
         small = validation_size_warning(splits.labels["val"], dataset.task_type, dataset.classes)
         if small and small not in self.probe_warnings:
@@ -358,14 +361,16 @@ class Experiment:
             fits = {}
             with progress_bar(f"{spec.display_name}: probing {len(layers)} layer(s) x {len(plans)} plan(s), layers",
                               total=len(layers), enabled=self.show_progress) as advance:
-                for layer in layers:
+                for members in layer_passes(layers, settings.layers_per_pass):
                     try:
-                        fits[layer] = probe_layer(cache.path, layer, splits.index, labels, plans, settings)
+                        fitted = probe_layers(cache.path, members, splits.index, labels, plans, settings)
                     except DataError as error:  # the probe names the problem; say which fit it was
-                        raise DataError(f"{spec.display_name}, layer {layer!r}: {error}") from None
-                    for fit in fits[layer]:
-                        fit.test_scores = self.score_store.keep(fit.test_scores)
-                    advance(1)
+                        raise DataError(f"{spec.display_name}: {error}") from None
+                    for layer in members:
+                        fits[layer] = fitted[layer]
+                        for fit in fits[layer]:
+                            fit.test_scores = self.score_store.keep(fit.test_scores)
+                    advance(len(members))
         self.select_layers(spec, layers, plans, fits, has_language_model(cache), len(splits.index["val"]))
         self.timings[f"probe[{spec.display_name}]_s"] = round(time.perf_counter() - started, 3)
         return splits

@@ -2,13 +2,17 @@
 
 Why layer by layer: a layer's features are the big object (81 hidden states x 8,192 dims x 100k
 images is ~265 GB in float32), while what selection and scoring need from a fitted layer is tiny
-(a validation score per C and the test probabilities). So :func:`probe_layer` reads one layer
+(a validation score per C and the test probabilities). So :func:`probe_layers` reads one layer
 straight into its train / val / test matrices, fits it for every fraction and seed, returns a
 :class:`LayerFit` per plan and lets the features go; the layer is chosen afterwards from the
 scores alone. Peak memory is one layer's features (float32) plus one cache chunk and the solver's
 working copy of one training subset, whatever the number of layers, fractions and seeds.
 
-:func:`probe_layer` is a pure function of its arguments (the cache path, the split positions,
+``probe.layers_per_pass: k`` reads k layers at a time and fits them in one solver pass per plan
+(:meth:`~medprobe.probes.logistic.LinearProbe.fit_layers_path`): on a GPU the solver's
+per-iteration cost is then paid once for k layers; memory holds k layers' features.
+
+:func:`probe_layers` is a pure function of its arguments (the cache path, the split positions,
 the plans and :class:`ProbeSettings`), which is what lets the Ray engine run it on any node and
 still give the local engine's numbers bit for bit (see :mod:`medprobe.probes.ray_engine`).
 
@@ -35,7 +39,7 @@ import numpy as np
 
 from medprobe.errors import CacheError, ConvergenceWarning, DataError
 from medprobe.features.cache import FeatureCache
-from medprobe.probes.selection import select_probe
+from medprobe.probes.selection import select_probes
 
 SPLITS = ("train", "val", "test")
 VISION_PREFIX = "vision."
@@ -70,6 +74,8 @@ class ProbeSettings:
     device: str
     #: names of the heads (classes or findings), so a head that does not converge is named
     head_names: tuple[str, ...] | None = None
+    #: layers fitted together in one solver pass (``probe.layers_per_pass``)
+    layers_per_pass: int = 1
 
 
 @dataclass
@@ -204,44 +210,58 @@ def _rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return matrix[rows]
 
 
-def fit_plans(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], layer: str,
-              plans: Sequence[FitPlan], settings: ProbeSettings) -> list[LayerFit]:
-    """Fit one layer's probe (C chosen on val) for every plan; keep val scores and test probabilities."""
-    fits = []
+def fit_plans(features: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray], plans: Sequence[FitPlan],
+              settings: ProbeSettings) -> dict[str, list[LayerFit]]:
+    """Fit the probes of one or more layers (C chosen on val per layer) for every plan; keep val
+    scores and test probabilities. ``features`` is ``{layer: {split: matrix}}``; several layers
+    are fitted in one solver pass per plan (:func:`~medprobe.probes.selection.select_probes`)."""
+    layers = list(features)
+    fits: dict[str, list[LayerFit]] = {layer: [] for layer in layers}
     for plan in plans:
         started = time.perf_counter()
-        X_train = _rows(features["train"], plan.train_rows)
-        val_rows = np.arange(len(features["val"])) if plan.val_rows is None else plan.val_rows
-        X_val = _rows(features["val"], val_rows)
+        X_train = [_rows(features[layer]["train"], plan.train_rows) for layer in layers]
+        val_rows = np.arange(len(labels["val"])) if plan.val_rows is None else plan.val_rows
+        X_val = [_rows(features[layer]["val"], val_rows) for layer in layers]
         with warnings.catch_warnings():
             # non-convergence at the extreme Cs of the grid is expected; it is recorded per row in
             # results.json ("converged") instead of flooding the terminal
             warnings.simplefilter("ignore", ConvergenceWarning)
             try:
-                probe, table = select_probe(
+                selected = select_probes(
                     X_train, labels["train"][plan.train_rows], X_val, labels["val"][val_rows], settings.task_type,
                     Cs=list(settings.Cs), metric=settings.metric, max_iter=settings.max_iter, device=settings.device,
                     n_classes=settings.n_classes,
                     **({"head_names": list(settings.head_names)} if settings.head_names else {}),
                 )
             except DataError as error:
-                raise DataError(f"layer {layer!r}, train fraction {plan.fraction}, seed {plan.seed}: {error}") from error
+                where = f"layer {layers[0]!r}" if len(layers) == 1 else f"layers {layers}"
+                raise DataError(f"{where}, train fraction {plan.fraction}, seed {plan.seed}: {error}") from error
         del X_train, X_val
-        chosen = table[table["selected"]].iloc[0]
-        tied = [float(table["C"].iloc[i]) for i in tied_best(table["val_score"].to_numpy())]
-        fits.append(LayerFit(layer=layer, fraction=plan.fraction, seed=plan.seed, C=float(probe.C),
-                             val_score=float(chosen["val_score"]), converged=bool(chosen["converged"]),
-                             test_scores=probe.predict_proba(features["test"]), tied_Cs=tied,
-                             fit_seconds=time.perf_counter() - started,
-                             unconverged=str(chosen.get("unconverged", "") or "")))
+        seconds = (time.perf_counter() - started) / len(layers)
+        for layer, (probe, table) in zip(layers, selected):
+            chosen = table[table["selected"]].iloc[0]
+            tied = [float(table["C"].iloc[i]) for i in tied_best(table["val_score"].to_numpy())]
+            fits[layer].append(LayerFit(layer=layer, fraction=plan.fraction, seed=plan.seed, C=float(probe.C),
+                                        val_score=float(chosen["val_score"]), converged=bool(chosen["converged"]),
+                                        test_scores=probe.predict_proba(features[layer]["test"]), tied_Cs=tied,
+                                        fit_seconds=seconds, unconverged=str(chosen.get("unconverged", "") or "")))
     return fits
 
 
-def probe_layer(cache_path: str | Path, layer: str, index: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                plans: Sequence[FitPlan], settings: ProbeSettings) -> list[LayerFit]:
-    """Read one layer from the cache and fit it for every plan (the unit of work of both engines)."""
-    features = read_layer_splits(FeatureCache(Path(cache_path)), layer, index)
-    return fit_plans(features, labels, layer, plans, settings)
+def probe_layers(cache_path: str | Path, layers: Sequence[str], index: dict[str, np.ndarray],
+                 labels: dict[str, np.ndarray], plans: Sequence[FitPlan],
+                 settings: ProbeSettings) -> dict[str, list[LayerFit]]:
+    """Read a pass of layers from the cache and fit them for every plan (the unit of work of both
+    engines): ``{layer: [LayerFit per plan]}``. One layer per pass unless ``probe.layers_per_pass``
+    asks for more -- memory then holds that many layers' features."""
+    cache = FeatureCache(Path(cache_path))
+    features = {layer: read_layer_splits(cache, layer, index) for layer in layers}
+    return fit_plans(features, labels, plans, settings)
+
+
+def layer_passes(layers: Sequence[str], layers_per_pass: int) -> list[list[str]]:
+    """The layers in passes of at most ``layers_per_pass``, in order."""
+    return [list(layers[start:start + layers_per_pass]) for start in range(0, len(layers), layers_per_pass)]
 
 
 # ------------------------------------------------------------------------------ test probabilities
@@ -345,6 +365,6 @@ def n_outputs(task_type: str, n_classes: int) -> int:
 
 __all__ = [
     "ScoreStore", "SpilledScores", "has_language_model", "layer_sample_ids", "layer_width", "FitPlan", "LayerFit", "ProbeSettings", "TIE_TOLERANCE", "fit_plans", "format_duration", "grid_estimate",
-    "layer_stacks", "measured_flops", "n_outputs", "probe_layer", "read_layer_splits", "stack_display_name",
+    "layer_passes", "layer_stacks", "measured_flops", "n_outputs", "probe_layers", "read_layer_splits", "stack_display_name",
     "tied_best", "validation_size_warning",
 ]

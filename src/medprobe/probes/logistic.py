@@ -51,7 +51,8 @@ from threadpoolctl import threadpool_limits
 
 from medprobe.errors import ConfigError, ConvergenceWarning, DataError
 from medprobe.probes.newton import MAX_SYSTEM, NewtonSolver, newton_applies, newton_possible
-from medprobe.probes.solver import MAX_ITER, BatchObjective, BatchSolution, FeatureProducts, Preconditioner, solve
+from medprobe.probes.solver import (MAX_ITER, BatchObjective, BatchSolution, FeatureProducts, LayerStack,
+                                    Preconditioner, solve)
 
 TaskType = Literal["binary", "multiclass", "multilabel"]
 GridMode = Literal["path", "batched"]
@@ -366,7 +367,7 @@ class LinearProbe(EstimatorParameters):
     # ---------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
         """Standardise ``X`` with its own statistics and fit the probe at ``self.C``."""
-        self._fit_into(X, y, [self])
+        self._fit_into([X], y, [[self]])
         return self
 
     def fit_path(self, X: np.ndarray, y: np.ndarray, Cs: Sequence[float]) -> list[LinearProbe]:
@@ -379,80 +380,140 @@ class LinearProbe(EstimatorParameters):
         Each result is an independent :class:`LinearProbe` (a clone of this one with ``C`` set)
         that answers like a probe fitted on that C from scratch, to within ``tol``.
         """
+        probes = [self.__sklearn_clone__().set_params(C=c) for c in self._checked_grid(Cs)]
+        self._fit_into([X], y, [probes])
+        return probes
+
+    def fit_layers_path(self, X_layers: Sequence[np.ndarray], y: np.ndarray,
+                        Cs: Sequence[float]) -> list[list[LinearProbe]]:
+        """:meth:`fit_path` for the features of several layers of the same samples, in one solver pass.
+
+        Returns ``[layer][C]`` probes; each answers like ``fit_path(X_layers[l], y, Cs)[c]`` to
+        within ``tol``: the same problems, stopping rule and products, only some sums run in
+        another order. Why: the L-BFGS problems of every layer then share one iteration loop,
+        line search and stopping test (:class:`~medprobe.probes.solver.LayerStack`), which is
+        what a probe grid on a GPU spends its time on. The features of all these layers are in
+        memory at once, and on the CPU it pays for small layers only (larger ones fall out of
+        the cache between uses; benchmarks/bench_layers_per_pass.py). Layers of different
+        widths are fitted in one pass per width; where Newton's method is chosen (small sigmoid
+        problems on the CPU) each layer is fitted on its own, with the numbers of fit_path.
+        """
+        values = self._checked_grid(Cs)
+        if not len(X_layers):
+            raise ConfigError("fit_layers_path needs the features of at least one layer")
+        probes = [[self.__sklearn_clone__().set_params(C=c) for c in values] for _ in X_layers]
+        self._fit_into(list(X_layers), y, probes)
+        return probes
+
+    @staticmethod
+    def _checked_grid(Cs: Sequence[float]) -> list[float]:
         values = [float(c) for c in Cs]
         if not values or any(not math.isfinite(c) or c <= 0 for c in values):
             raise ConfigError(f"Cs must be a non-empty list of positive finite numbers, got {list(Cs)}")
         if len(set(values)) != len(values):
             raise ConfigError(f"Cs has repeated values: {values}")
-        probes = [self.__sklearn_clone__().set_params(C=c) for c in values]
-        self._fit_into(X, y, probes)
-        return probes
+        return values
 
-    def _fit_into(self, X: np.ndarray, y: np.ndarray, probes: list[LinearProbe]) -> None:
-        """Validate and standardise once, then fit ``probes`` (settings of ``self``)."""
+    def _fit_into(self, X_layers: list[np.ndarray], y: np.ndarray, probes: list[list[LinearProbe]]) -> None:
+        """Validate, then fit ``probes[l]`` (one per C, settings of ``self``) on ``X_layers[l]``:
+        the layers of equal width in one solver pass, each standardised with its own statistics."""
         self._check_settings()
-        if any(not math.isfinite(float(p.C)) or float(p.C) <= 0 for p in probes):
-            raise ConfigError(f"C must be a positive finite number, got {[p.C for p in probes]}")
-        X = check_features(X, "X")
-        labels, k = check_labels(y, self.task_type, X.shape[0], "y", self.n_classes, require_all=True)
+        if any(not math.isfinite(float(p.C)) or float(p.C) <= 0 for row in probes for p in row):
+            raise ConfigError(f"C must be a positive finite number, got {[p.C for p in probes[0]]}")
+        single = len(X_layers) == 1
+        X_layers = [check_features(X, "X" if single else f"X_layers[{number}]") for number, X in enumerate(X_layers)]
+        n = X_layers[0].shape[0]
+        for number, X in enumerate(X_layers):
+            if X.shape[0] != n:
+                raise DataError(f"X_layers[{number}] has {X.shape[0]} rows but X_layers[0] has {n}: the layers "
+                                "must hold the same samples")
+        labels, k = check_labels(y, self.task_type, n, "y", self.n_classes, require_all=True)
         names = self._resolved_head_names(k)
         device, dtype = resolve_device(self.device), _resolve_dtype(self.dtype)
+        targets, softmax = self._targets(labels, k)
+        # one problem per head and C: a softmax is one problem of K outputs, sigmoids one each
+        heads = 1 if softmax else targets.shape[1]
+        by_width: dict[int, list[int]] = {}
+        for number, X in enumerate(X_layers):
+            by_width.setdefault(X.shape[1], []).append(number)
+        for width, members in by_width.items():
+            batch = heads * (len(probes[0]) if self.grid == "batched" else 1)
+            newton = self._use_newton(device, softmax, n, width, batch)
+            # Newton's systems are per feature matrix: one layer per pass
+            for numbers in ([number] for number in members) if newton else [members]:
+                self._fit_pass([X_layers[number] for number in numbers], targets, softmax, heads,
+                               [probes[number] for number in numbers], device, dtype, k, names, newton)
+
+    def _fit_pass(self, X_layers: list[np.ndarray], targets: np.ndarray, softmax: bool, heads: int,
+                  probes: list[list[LinearProbe]], device: str, dtype: np.dtype, k: int, names: list[str],
+                  newton: bool) -> None:
+        """One solver pass: every head x C of layers of equal width (see :meth:`fit_layers_path`)."""
+        n, d = X_layers[0].shape
+        n_layers = len(X_layers)
         # On a GPU the solver's host-side NumPy work is small (vectors of K * D numbers) and
         # alternates with torch's own thread pool; a multi-threaded NumPy BLAS would fight that
         # pool for the cores (measured: ~3x slower fits on a busy 2-core machine), so it runs
         # single-threaded there. On the CPU NumPy's BLAS does the products: with all its threads
         # for large features, with one for small ones, where threads only add synchronisation
         # (a 384 x 60 QR took 0.2 s instead of 1 ms with two BLAS threads on a busy 2-core machine).
-        single_threaded = device != "cpu" or X.size < _MULTITHREADED_ELEMENTS
+        single_threaded = device != "cpu" or n * d < _MULTITHREADED_ELEMENTS
         with threadpool_limits(limits=1, user_api="blas") if single_threaded else contextlib.nullcontext():
-            mean, scale, standardised = _fit_standardiser(X, dtype)
-            if device == "cpu":
-                features = FeatureProducts(standardised)
-            else:
-                import torch
+            standardisers, parts = [], []
+            for X in X_layers:
+                mean, scale, standardised = _fit_standardiser(X, dtype)
+                standardisers.append((mean, scale))
+                if device == "cpu":
+                    parts.append(FeatureProducts(standardised))
+                else:
+                    import torch
 
-                features = FeatureProducts(torch.from_numpy(standardised).to(device))
-                del standardised  # the GPU holds the features; the host copy can go
-            targets, softmax = self._targets(labels, k)
-            # one problem per head and C: a softmax is one problem of K outputs, sigmoids one each
-            heads = 1 if softmax else targets.shape[1]
-            n = X.shape[0]
-            batch = heads * (len(probes) if self.grid == "batched" else 1)
-            if self._use_newton(device, softmax, n, X.shape[1], batch):
-                newton = NewtonSolver(standardised, targets)
+                    parts.append(FeatureProducts(torch.from_numpy(standardised).to(device)))
+                    del standardised  # the GPU holds the features; the host copy can go
+            n_per_c = heads * n_layers
+            if newton:
+                solver = NewtonSolver(parts[0].X, targets)  # one layer (see _fit_into)
                 outputs = 1
 
-                def fit(theta0, l2, head, curvature):
-                    return newton.minimise(theta0, l2, head, self.max_iter, self.tol)
+                def fit(theta0, l2, head, curvature, layer):
+                    return solver.minimise(theta0, l2, head, self.max_iter, self.tol)
             else:
-                objective = BatchObjective(features, targets, softmax)
-                preconditioner = Preconditioner(features)
+                stack = LayerStack(parts)
+                objective = BatchObjective(stack, targets, softmax)
+                preconditioner = Preconditioner(stack)
                 outputs = objective.outputs
 
-                def fit(theta0, l2, head, curvature):
+                def fit(theta0, l2, head, curvature, layer):
                     return solve(objective, preconditioner, theta0, l2, head, curvature, self.max_iter, self.tol,
-                                 self.history_size, _TOL_CHANGE[self.dtype])
-            start = np.zeros((heads, outputs, X.shape[1] + 1))
-            start[:, :, -1] = self._initial_intercept(targets, softmax).reshape(heads, outputs)
+                                 self.history_size, _TOL_CHANGE[self.dtype], layer)
+            # the problems of one C: layer-major, then head
+            start = np.zeros((n_per_c, outputs, d + 1))
+            start[:, :, -1] = np.tile(self._initial_intercept(targets, softmax).reshape(heads, outputs), (n_layers, 1))
             rate = targets.mean(axis=0)
-            curvature = np.full(heads, float(np.mean(rate * (1 - rate)))) if softmax else rate * (1 - rate)
-            ordered = sorted(probes, key=lambda p: float(p.C))
+            curvature = np.tile(np.full(heads, float(np.mean(rate * (1 - rate)))) if softmax else rate * (1 - rate),
+                                n_layers)
+            head, layer = np.tile(np.arange(heads), n_layers), np.repeat(np.arange(n_layers), heads)
+            order = sorted(range(len(probes[0])), key=lambda c: float(probes[0][c].C))
+            Cs = [float(probes[0][c].C) for c in order]
             if self.grid == "batched":
                 started = time.perf_counter()
-                l2 = np.repeat([1.0 / (float(p.C) * n) for p in ordered], heads)
-                solution = fit(np.tile(start, (len(ordered), 1, 1)), l2, np.tile(np.arange(heads), len(ordered)),
-                               np.tile(curvature, len(ordered)))
-                seconds = (time.perf_counter() - started) / len(ordered)
-                for i, probe in enumerate(ordered):
-                    probe._store(solution, slice(i * heads, (i + 1) * heads), softmax, mean, scale, k, names, seconds)
+                solution = fit(np.tile(start, (len(Cs), 1, 1)), np.repeat([1.0 / (C * n) for C in Cs], n_per_c),
+                               np.tile(head, len(Cs)), np.tile(curvature, len(Cs)), np.tile(layer, len(Cs)))
+                seconds = (time.perf_counter() - started) / (len(Cs) * n_layers)
+                for position, c in enumerate(order):
+                    for number in range(n_layers):
+                        first = position * n_per_c + number * heads
+                        probes[number][c]._store(solution, slice(first, first + heads), softmax,
+                                                 *standardisers[number], k, names, seconds)
             else:
                 theta = start
-                for probe in ordered:
+                for c, C in zip(order, Cs):
                     started = time.perf_counter()
-                    solution = fit(theta, np.full(heads, 1.0 / (float(probe.C) * n)), np.arange(heads), curvature)
+                    solution = fit(theta, np.full(n_per_c, 1.0 / (C * n)), head, curvature, layer)
                     theta = solution.theta
-                    probe._store(solution, slice(0, heads), softmax, mean, scale, k, names,
-                                 time.perf_counter() - started)
+                    seconds = (time.perf_counter() - started) / n_layers
+                    for number in range(n_layers):
+                        probes[number][c]._store(solution, slice(number * heads, (number + 1) * heads), softmax,
+                                                 *standardisers[number], k, names, seconds)
 
     def _check_settings(self) -> None:
         _check_task_type(self.task_type)
@@ -545,7 +606,7 @@ class LinearProbe(EstimatorParameters):
             warnings.warn(
                 f"LinearProbe(task_type={self.task_type!r}, C={self.C:g}) did not converge for {len(failing)} of "
                 f"{len(names)} head(s) (tol {self.tol:g}): {detail}. Raise max_iter, use dtype='float64' or a larger "
-                f"tol", ConvergenceWarning, stacklevel=4)
+                f"tol", ConvergenceWarning, stacklevel=5)
 
     # ---------------------------------------------------------------- prediction
     def _check_fitted(self) -> None:

@@ -1,7 +1,8 @@
-"""The probe grid on a Ray cluster (``probe.engine: ray``): one task per layer.
+"""The probe grid on a Ray cluster (``probe.engine: ray``): one task per pass of layers.
 
-Each task runs :func:`medprobe.probes.grid.probe_layer` -- the very function the local engine
-runs -- on the node Ray places it: it reads its layer from the feature cache (which therefore has
+Each task runs :func:`medprobe.probes.grid.probe_layers` -- the very function the local engine
+runs -- on the node Ray places it: it reads its layers (one, or ``probe.layers_per_pass``) from
+the feature cache (which therefore has
 to be on a filesystem every node mounts at the same path, as for distributed extraction), fits
 every (train fraction, seed) plan and returns the validation scores and test probabilities only.
 The split positions, labels and plans go to the object store once and are shared by all tasks.
@@ -12,8 +13,8 @@ GPU) with the driver's thread count, whatever CPU share Ray gave it. On a cluste
 machines with another CPU or BLAS the last bits may still differ; on one machine or identical
 nodes they do not.
 
-At most ``num_workers`` layers are in flight, so cluster memory is bounded by ``num_workers``
-layers' features. A task whose worker died (node lost, out of memory) is retried by Ray on another
+At most ``num_workers`` passes are in flight, so cluster memory is bounded by ``num_workers``
+passes' features. A task whose worker died (node lost, out of memory) is retried by Ray on another
 node (``max_retries``); errors meant for people keep their medprobe type on the driver.
 """
 
@@ -29,7 +30,7 @@ import numpy as np
 from medprobe import errors
 from medprobe.errors import CacheError, MedprobeError
 from medprobe.features.ray_engine import check_worker_resources, connect_ray
-from medprobe.probes.grid import FitPlan, LayerFit, ProbeSettings, probe_layer
+from medprobe.probes.grid import FitPlan, LayerFit, ProbeSettings, layer_passes, probe_layers
 from medprobe.progress import progress_bar
 
 #: retries of a layer whose worker process died (a lost node, the OOM killer)
@@ -44,7 +45,7 @@ def driver_threads() -> int:
     return max(counts, default=1)
 
 
-def _probe_layer_task(cache_path: str, layer: str, shared: tuple, threads: int) -> tuple[str, Any]:
+def _probe_layers_task(cache_path: str, layers: list[str], shared: tuple, threads: int) -> tuple[str, Any]:
     """Ray task body: ``("ok", fits)`` or ``("error", (type name, message))`` for medprobe errors
     (Ray would wrap them into its own exception types otherwise)."""
     from threadpoolctl import threadpool_limits
@@ -61,9 +62,10 @@ def _probe_layer_task(cache_path: str, layer: str, shared: tuple, threads: int) 
                              "probe.engine: ray the cache must be on a filesystem shared by every node (e.g. NFS), "
                              "mounted at the same path")
         with threadpool_limits(limits=threads, user_api="blas"):
-            return "ok", probe_layer(cache_path, layer, index, labels, plans, settings)
+            return "ok", probe_layers(cache_path, layers, index, labels, plans, settings)
     except MedprobeError as error:
-        return "error", (type(error).__name__, f"layer {layer!r} on host {host}: {error}")
+        where = f"layer {layers[0]!r}" if len(layers) == 1 else f"layers {layers}"
+        return "error", (type(error).__name__, f"{where} on host {host}: {error}")
     finally:
         if torch:
             torch.set_num_threads(previous)
@@ -100,31 +102,32 @@ def probe_layers_ray(
     import ray
 
     try:
-        task = ray.remote(_probe_layer_task).options(
+        task = ray.remote(_probe_layers_task).options(
             num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker or None, max_retries=MAX_RETRIES)
         shared = ray.put((index, labels, list(plans), settings))
         threads = driver_threads()
-        waiting = list(layers)
-        running: dict[Any, str] = {}
+        waiting = layer_passes(layers, settings.layers_per_pass)
+        running: dict[Any, list[str]] = {}
         fits: dict[str, list[LayerFit]] = {}
         with progress_bar(description, total=len(layers), enabled=show_progress) as advance:
             while waiting or running:
                 while waiting and len(running) < num_workers:
-                    layer = waiting.pop(0)
-                    running[task.remote(str(Path(cache_path).resolve()), layer, shared, threads)] = layer
+                    members = waiting.pop(0)
+                    running[task.remote(str(Path(cache_path).resolve()), members, shared, threads)] = members
                 done, _ = ray.wait(list(running), num_returns=1)
                 for reference in done:
-                    layer = running.pop(reference)
+                    members = running.pop(reference)
                     status, value = ray.get(reference)
                     if status == "error":
                         for other in running:
                             ray.cancel(other)
                         raise _driver_error(*value)
-                    if keep is not None:
-                        for fit in value:
-                            fit.test_scores = keep(fit.test_scores)
-                    fits[layer] = value
-                    advance(1)
+                    for layer in members:
+                        if keep is not None:
+                            for fit in value[layer]:
+                                fit.test_scores = keep(fit.test_scores)
+                        fits[layer] = value[layer]
+                    advance(len(members))
         return fits
     finally:
         if started_ray:

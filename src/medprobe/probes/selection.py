@@ -1,7 +1,8 @@
 """Choosing the regularisation strength C (and the layer) of a probe without looking at test data.
 
 * :func:`select_probe`: fit the whole C grid on the training split (one warm-started path) and
-  keep the C with the best score on the validation split.
+  keep the C with the best score on the validation split; :func:`select_probes` does so for
+  several layers in one solver pass.
 * :func:`cv_select`: for data without a validation split -- K folds inside the training data
   (class-stratified, optionally grouped by patient), C chosen on the mean held-out score.
 * :func:`select_layer`: run :func:`select_probe` on each layer's features and keep the layer
@@ -95,24 +96,49 @@ def select_probe(
     ``fit_seconds``, ``selected``, ``unconverged`` (the names of the heads that did not, comma-separated). The returned probe is
     the one fitted on the training split (see the refit policy in the module docstring).
     """
+    (probe, table), = select_probes([X_train], y_train, [X_val], y_val, task_type, Cs, metric, **probe_params)
+    return probe, table
+
+
+def select_probes(
+    X_train_layers: Sequence[np.ndarray],
+    y_train: np.ndarray,
+    X_val_layers: Sequence[np.ndarray],
+    y_val: np.ndarray,
+    task_type: TaskType,
+    Cs: Sequence[float] = DEFAULT_CS,
+    metric: Metric = "auc",
+    **probe_params: Any,
+) -> list[tuple[LinearProbe, pd.DataFrame]]:
+    """:func:`select_probe` for several layers' features of the same samples, fitted in one solver
+    pass (:meth:`LinearProbe.fit_layers_path`): ``[(probe, table)]`` per layer, each C chosen on
+    that layer's own validation scores."""
     if metric not in METRICS:
         raise ConfigError(f"unknown selection metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if len(X_train_layers) != len(X_val_layers):
+        raise DataError(f"{len(X_train_layers)} layers of training features but {len(X_val_layers)} of validation")
     grid = _grid(Cs)
-    X_train = check_features(X_train, "X_train")
-    X_val = check_features(X_val, "X_val", X_train.shape[1])
-    _, k = check_labels(y_train, task_type, X_train.shape[0], "y_train", probe_params.get("n_classes"))
-    check_labels(y_val, task_type, X_val.shape[0], "y_val", k, require_all=False)
+    single = len(X_train_layers) == 1
+    X_train_layers = [check_features(X, "X_train" if single else f"X_train of layer {number}")
+                      for number, X in enumerate(X_train_layers)]
+    X_val_layers = [check_features(X, "X_val" if single else f"X_val of layer {number}", X_train.shape[1])
+                    for number, (X, X_train) in enumerate(zip(X_val_layers, X_train_layers))]
+    _, k = check_labels(y_train, task_type, X_train_layers[0].shape[0], "y_train", probe_params.get("n_classes"))
+    check_labels(y_val, task_type, X_val_layers[0].shape[0], "y_val", k, require_all=False)
 
-    probes = LinearProbe(task_type, **probe_params).fit_path(X_train, y_train, grid)
-    scores = [validation_score(y_val, probe.predict_proba(X_val), task_type, metric) for probe in probes]
-    best = _best_index(scores)
-    table = pd.DataFrame({
-        "C": grid, "val_score": scores,
-        "n_iter": [p.n_iter_ for p in probes], "converged": [p.converged_ for p in probes],
-        "fit_seconds": [p.fit_seconds_ for p in probes], "selected": [i == best for i in range(len(grid))],
-        "unconverged": [", ".join(p.unconverged_heads_) for p in probes],
-    })
-    return probes[best], table
+    results = []
+    probes_by_layer = LinearProbe(task_type, **probe_params).fit_layers_path(X_train_layers, y_train, grid)
+    for probes, X_val in zip(probes_by_layer, X_val_layers):
+        scores = [validation_score(y_val, probe.predict_proba(X_val), task_type, metric) for probe in probes]
+        best = _best_index(scores)
+        table = pd.DataFrame({
+            "C": grid, "val_score": scores,
+            "n_iter": [p.n_iter_ for p in probes], "converged": [p.converged_ for p in probes],
+            "fit_seconds": [p.fit_seconds_ for p in probes], "selected": [i == best for i in range(len(grid))],
+            "unconverged": [", ".join(p.unconverged_heads_) for p in probes],
+        })
+        results.append((probes[best], table))
+    return results
 
 
 def _fold_names(n_splits: int) -> list[str]:

@@ -13,6 +13,17 @@ A "problem" is one C and one head: a single sigmoid (binary, or one finding of a
 task) or a whole K-class softmax (multinomial: its classes share the normaliser, so they are
 solved together, and each class row of its gradient is reported on its own).
 
+Problems may also come from several layers (:class:`LayerStack`): the same labels on each
+layer's own standardised features. Their products run layer by layer, but everything else --
+the iteration loop, the line search, the stopping tests and the O(n P) element-wise work -- is
+shared by the problems of all layers, so a probe grid pays the solver's per-iteration overhead
+once per pass instead of once per layer. That is meant for a GPU, where the arithmetic of one
+product of a 20,000 x 8,192 layer is well under a millisecond and the overhead dominates (not
+measured: no GPU was available; ``benchmarks/gpu_check.sh`` measures it). On the CPU it pays
+for small layers only: larger ones fall out of the cache between their turns (measured in
+``benchmarks/bench_layers_per_pass.py``). Each problem still takes the steps it would take
+alone, up to the order of some sums.
+
 Objective per problem (scikit-learn's ``lbfgs`` scaling, so ``tol`` means the same thing)::
 
     mean_i logloss_i + ||W||^2 / (2 C n)          (intercepts not penalised)
@@ -32,7 +43,7 @@ transposed product 222 ms vs 216 ms), and a run that needs no GPU then never imp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -124,20 +135,70 @@ class FeatureProducts:
         return total.cpu().numpy()
 
 
+class LayerStack:
+    """The features of several layers of the same samples, for problems that each read one layer.
+
+    ``times``/``transposed_times`` take, per column of ``M`` (row of the result), the layer it
+    belongs to, and run each layer's share of the columns through that layer's
+    :class:`FeatureProducts` -- the same products, column for column, as a fit of that layer
+    alone would run.
+    """
+
+    def __init__(self, layers: Sequence[FeatureProducts]) -> None:
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("a LayerStack needs at least one layer's features")
+        self.n, self.d = self.layers[0].n, self.layers[0].d
+        if any((part.n, part.d) != (self.n, self.d) for part in self.layers):
+            raise ValueError(f"the layers of a LayerStack must have equal shapes, got "
+                             f"{[(part.n, part.d) for part in self.layers]}")
+        self.is_float64 = all(part.is_float64 for part in self.layers)
+
+    def exactly(self) -> LayerStack:
+        return LayerStack([part.exactly() for part in self.layers])
+
+    def _groups(self, column_layer: np.ndarray):
+        """``(layer, columns)`` for every layer that has columns; one layer: all of them, no copy."""
+        if len(self.layers) == 1:
+            yield 0, slice(None)
+            return
+        for layer in np.unique(column_layer):
+            yield int(layer), np.flatnonzero(column_layer == layer)
+
+    def times(self, M: np.ndarray, column_layer: np.ndarray) -> np.ndarray:
+        """``X_l @ M[:, j]`` for every column ``j`` of ``M`` (D, m), ``l = column_layer[j]`` -> (n, m)."""
+        if len(self.layers) == 1:
+            return self.layers[0].times(M)
+        out = np.empty((self.n, M.shape[1]))
+        for layer, columns in self._groups(column_layer):
+            out[:, columns] = self.layers[layer].times(M[:, columns])
+        return out
+
+    def transposed_times(self, R: np.ndarray, column_layer: np.ndarray) -> np.ndarray:
+        """``R[:, j]^T X_l`` for every column ``j`` of ``R`` (n, m), ``l = column_layer[j]`` -> (m, D)."""
+        if len(self.layers) == 1:
+            return self.layers[0].transposed_times(R)
+        out = np.empty((R.shape[1], self.d))
+        for layer, columns in self._groups(column_layer):
+            out[columns] = self.layers[layer].transposed_times(R[:, columns])
+        return out
+
+
 class BatchObjective:
     """Mean log-loss plus ``||W||^2 / (2 C n)`` and its gradient for any subset of the problems.
 
     ``targets`` (n, T) are the 0/1 targets of every head there is (findings, or one-hot classes
     for a softmax). A sigmoid problem reads column ``head[p]`` of them; a softmax problem reads all
-    T columns. The gradient of sigmoid/softmax cross-entropy w.r.t. the logits is ``p - target``,
-    so no autograd graph is needed.
+    T columns. ``features`` are one layer's, or a :class:`LayerStack` whose layer ``layer[p]``
+    problem ``p`` reads (every layer with the same targets). The gradient of sigmoid/softmax
+    cross-entropy w.r.t. the logits is ``p - target``, so no autograd graph is needed.
     """
 
-    def __init__(self, features: FeatureProducts, targets: np.ndarray, softmax: bool) -> None:
-        self.features = features
+    def __init__(self, features: FeatureProducts | LayerStack, targets: np.ndarray, softmax: bool) -> None:
+        self.features = features if isinstance(features, LayerStack) else LayerStack([features])
         self.targets = targets.astype(np.float64)
         self.softmax = softmax
-        self.n, self.d = features.n, features.d
+        self.n, self.d = self.features.n, self.features.d
         self.outputs = targets.shape[1] if softmax else 1
         self._exact: BatchObjective | None = None
 
@@ -149,11 +210,13 @@ class BatchObjective:
                 self.features.exactly(), self.targets, self.softmax)
         return self._exact
 
-    def __call__(self, theta: np.ndarray, l2: np.ndarray, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, theta: np.ndarray, l2: np.ndarray, head: np.ndarray,
+                 layer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Losses (P,) and gradients (P, K_p, D + 1) at ``theta``; ``l2`` is ``1 / (C n)`` per problem."""
         p, k, d = theta.shape[0], self.outputs, self.d
         coef = theta[:, :, :d].reshape(p * k, d)
-        logits = self.features.times(coef.T) + theta[:, :, d].reshape(p * k)
+        column_layer = np.repeat(layer, k)
+        logits = self.features.times(coef.T, column_layer) + theta[:, :, d].reshape(p * k)
         if self.softmax:
             z = logits.reshape(self.n, p, k)
             shifted = z - z.max(axis=2, keepdims=True)
@@ -166,7 +229,7 @@ class BatchObjective:
             residual = np.exp(-np.logaddexp(0.0, -logits)) - targets  # sigmoid, without overflow
         squares = np.einsum("pkd,pkd->p", theta[:, :, :d], theta[:, :, :d])
         loss = losses.sum(axis=0) / self.n + 0.5 * l2 * squares
-        product = self.features.transposed_times(residual)
+        product = self.features.transposed_times(residual, column_layer)
         grad = np.empty_like(theta)
         grad[:, :, :d] = product.reshape(p, k, d) / self.n + l2[:, None, None] * theta[:, :, :d]
         grad[:, :, d] = residual.sum(axis=0).reshape(p, k) / self.n
@@ -185,29 +248,42 @@ class Preconditioner:
     dominant directions are scaled down to the level of the q-th. ``P`` is symmetric positive
     definite and acts on the feature axis of every output's weights; the intercepts (decoupled
     from the centred features) are left alone. It changes only the path to the optimum.
+
+    For a :class:`LayerStack` every layer gets its own sketch (row ``l`` of ``eigenvalues`` and
+    ``vectors``, each the very sketch a fit of that layer alone makes), and each problem is
+    preconditioned with its own layer's.
     """
 
-    def __init__(self, features: FeatureProducts, max_rank: int = 64, oversampling: int = 10, seed: int = 0) -> None:
-        n, d = features.n, features.d
+    def __init__(self, features: FeatureProducts | LayerStack, max_rank: int = 64, oversampling: int = 10,
+                 seed: int = 0) -> None:
+        layers = features.layers if isinstance(features, LayerStack) else [features]
+        n, d = layers[0].n, layers[0].d
         self.d = d
         rank = min(max_rank, min(n, d) - 1)
+        #: (L, q) eigenvalues, descending, and (L, D, q) orthonormal eigenvectors; None when rank < 2
         self.eigenvalues: np.ndarray | None = None
+        self.vectors: np.ndarray | None = None
         if rank < 2:
             return
         width = min(rank + oversampling, min(n, d))
-        # a seeded NumPy generator: the same sketch on every device, and no global RNG touched
+        # a seeded NumPy generator: the same sketch on every device and for every layer, and no
+        # global RNG touched
         probe = np.random.default_rng(seed).standard_normal((d, width))
-        # one power step (range of X^T X G), then Rayleigh-Ritz on that subspace
-        gram_probe = features.transposed_times(features.times(probe)).T
-        basis = np.linalg.qr(gram_probe)[0]  # (D, width), orthonormal
-        projected = features.times(basis)
-        eigenvalues, eigenvectors = np.linalg.eigh(projected.T @ projected / n)
-        order = np.argsort(eigenvalues)[::-1][:rank]
-        self.eigenvalues = eigenvalues[order]
-        self.vectors = basis @ eigenvectors[:, order]  # (D, q), orthonormal
+        eigenvalues, vectors = [], []
+        for layer in layers:
+            # one power step (range of X^T X G), then Rayleigh-Ritz on that subspace
+            gram_probe = layer.transposed_times(layer.times(probe)).T
+            basis = np.linalg.qr(gram_probe)[0]  # (D, width), orthonormal
+            projected = layer.times(basis)
+            values, ritz = np.linalg.eigh(projected.T @ projected / n)
+            order = np.argsort(values)[::-1][:rank]
+            eigenvalues.append(values[order])
+            vectors.append(basis @ ritz[:, order])  # (D, q), orthonormal
+        self.eigenvalues, self.vectors = np.stack(eigenvalues), np.stack(vectors)
 
-    def factors(self, l2: np.ndarray, curvature: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """Per problem: ``a_i - 1`` (P, q) of the feature directions, and ``a`` (P,) of the intercepts.
+    def factors(self, l2: np.ndarray, curvature: np.ndarray, layer: np.ndarray | None = None) -> tuple:
+        """Per problem: ``a_i - 1`` (P, q) of the feature directions, ``a`` (P,) of the intercepts,
+        and the layer (P,) whose directions they belong to (``None``: layer 0 for all).
 
         The Hessian of a problem is about ``s (X^T X / n + l2 / s)`` on the weights and ``s`` on the
         intercept, where ``s`` (``curvature``) is the mean of ``p (1 - p)`` -- ``r (1 - r)`` at the
@@ -217,30 +293,34 @@ class Preconditioner:
         weights (its gradient then stalls at the precision limit above ``tol``).
         """
         shifted = (np.asarray(l2, dtype=np.float64) / np.asarray(curvature, dtype=np.float64))[:, None]
+        layer = np.zeros(shifted.shape[0], dtype=np.int64) if layer is None else np.asarray(layer)
         if self.eigenvalues is None:
-            return None, np.ones(shifted.shape[0])
-        weights = (self.eigenvalues[-1] + shifted) / (self.eigenvalues + shifted) - 1.0
-        return weights, self.eigenvalues[-1] + shifted[:, 0]
+            return None, np.ones(shifted.shape[0]), layer
+        eigenvalues = self.eigenvalues[layer]  # (P, q)
+        weights = (eigenvalues[:, -1:] + shifted) / (eigenvalues + shifted) - 1.0
+        return weights, eigenvalues[:, -1] + shifted[:, 0], layer
 
-    def apply(self, vector: np.ndarray, factors: tuple[np.ndarray | None, np.ndarray] | None) -> np.ndarray:
+    def apply(self, vector: np.ndarray, factors: tuple | None) -> np.ndarray:
         """``P`` applied to parameter-shaped (P, K_p, D + 1) vectors (a new array)."""
         out = vector.copy()
         if factors is None:
             return out
-        weights, intercept = factors
+        weights, intercept, layer = factors
         out[:, :, self.d] *= intercept[:, None]
         if weights is None:
             return out
-        coef = vector[:, :, :self.d]
-        out[:, :, :self.d] += np.einsum("pkq,dq->pkd", np.einsum("pkd,dq->pkq", coef, self.vectors)
-                                        * weights[:, None, :], self.vectors)
+        groups = [(0, slice(None))] if len(self.vectors) == 1 else [
+            (int(number), np.flatnonzero(layer == number)) for number in np.unique(layer)]
+        for number, rows in groups:
+            vectors, coef = self.vectors[number], vector[rows, :, :self.d]
+            out[rows, :, :self.d] += np.einsum("pkq,dq->pkd", np.einsum("pkd,dq->pkq", coef, vectors)
+                                               * weights[rows][:, None, :], vectors)
         return out
 
     @staticmethod
-    def select(factors: tuple[np.ndarray | None, np.ndarray], index) -> tuple[np.ndarray | None, np.ndarray]:
+    def select(factors: tuple, index) -> tuple:
         """The factors of a subset of the problems."""
-        weights, intercept = factors
-        return (None if weights is None else weights[index]), intercept[index]
+        return tuple(None if part is None else part[index] for part in factors)
 
 
 @dataclass
@@ -260,8 +340,8 @@ class BatchSolution:
 
 
 def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: np.ndarray, l2: np.ndarray,
-             head: np.ndarray, curvature: np.ndarray, max_iter: int, tol: float, history_size: int,
-             tol_change: float) -> BatchSolution:
+             head: np.ndarray, curvature: np.ndarray, max_iter: int | np.ndarray, tol: float, history_size: int,
+             tol_change: float, layer: np.ndarray | None = None) -> BatchSolution:
     """Preconditioned L-BFGS with a backtracking (Armijo) line search, for P problems at once.
 
     Every problem behaves exactly as if it were solved alone (own step, own curvature pairs, own
@@ -270,12 +350,15 @@ def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: 
     A problem stops when its max |gradient| <= ``tol`` (scikit-learn's ``gtol``, on the
     unpreconditioned gradient), after ``max_iter`` iterations, or when neither its objective
     decreases by more than ``tol_change`` (relative: the rounding of the loss in this dtype) nor
-    its max |gradient| halves -- the precision limit.
+    its max |gradient| halves -- the precision limit. ``max_iter`` may differ per problem (an
+    array); ``layer`` is each problem's layer in a :class:`LayerStack` (``None``: one layer).
     """
     n_problems = theta0.shape[0]
-    factors_all = preconditioner.factors(l2, curvature)
+    layer = np.zeros(n_problems, dtype=np.int64) if layer is None else np.asarray(layer, dtype=np.int64)
+    iteration_limit = np.broadcast_to(np.asarray(max_iter, dtype=np.int64), (n_problems,))
+    factors_all = preconditioner.factors(l2, curvature, layer)
     theta = theta0.copy()
-    loss, grad = objective(theta, l2, head)
+    loss, grad = objective(theta, l2, head, layer)
     n_evals = np.ones(n_problems, dtype=np.int64)
     n_iter = np.zeros(n_problems, dtype=np.int64)
     stop = np.array([MAX_ITER] * n_problems, dtype=object)
@@ -290,7 +373,7 @@ def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: 
     stop[np.setdiff1d(np.arange(n_problems), active)] = CONVERGED
 
     while active.size:
-        at_limit = n_iter[active] >= max_iter
+        at_limit = n_iter[active] >= iteration_limit[active]
         if at_limit.any():
             active = active[~at_limit]  # already marked MAX_ITER
             if not active.size:
@@ -326,7 +409,7 @@ def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: 
         pending = np.arange(len(a))
         for _ in range(_MAX_BACKTRACKS):
             candidate = theta[a[pending]] + t[pending][:, None, None] * direction[pending]
-            trial_loss, trial_grad = objective(candidate, l2[a[pending]], head[a[pending]])
+            trial_loss, trial_grad = objective(candidate, l2[a[pending]], head[a[pending]], layer[a[pending]])
             n_evals[a[pending]] += 1
             # sufficient decrease, up to the rounding of the loss itself (``tol_change``): near the
             # optimum of a strongly regularised problem the gradient is still informative when
@@ -380,25 +463,27 @@ def minimise(objective: BatchObjective, preconditioner: Preconditioner, theta0: 
 
 def solve(objective: BatchObjective, preconditioner: Preconditioner, theta0: np.ndarray, l2: np.ndarray,
           head: np.ndarray, curvature: np.ndarray, max_iter: int, tol: float, history_size: int,
-          tol_change: float) -> BatchSolution:
+          tol_change: float, layer: np.ndarray | None = None) -> BatchSolution:
     """:func:`minimise` in the features' dtype, then, for float32 features, a float64 finish.
 
     Why: with float32 products the objective itself is only known to about 1e-6 relative (the
     rounding of the logits), so at weak regularisation the line search runs out of precision
     before the tightest ``tol`` is met. The problems that stopped there continue from where they
     are with float64 products over row blocks of the same standardised features -- usually a
-    handful of iterations -- and reach ``tol`` (or ``max_iter`` in total) like a float64 fit.
+    handful of iterations -- and reach ``tol`` (or ``max_iter`` iterations in total, each problem
+    counting its own) like a float64 fit.
     """
+    layer = np.zeros(theta0.shape[0], dtype=np.int64) if layer is None else np.asarray(layer, dtype=np.int64)
     solution = minimise(objective, preconditioner, theta0, l2, head, curvature, max_iter, tol, history_size,
-                        tol_change)
+                        tol_change, layer)
     stalled = np.array([reason == PRECISION for reason in solution.stop]) & (solution.grad_max > tol)
     if objective.features.is_float64 or not stalled.any():
         return solution
     exact = objective.exactly()
     index = np.flatnonzero(stalled)
-    budget = max(1, max_iter - int(solution.n_iter[index].max()))
+    budget = np.maximum(1, max_iter - solution.n_iter[index])
     finish = minimise(exact, preconditioner, solution.theta[index], l2[index], head[index], curvature[index],
-                      budget, tol, history_size, 4 * float(np.finfo(np.float64).eps))
+                      budget, tol, history_size, 4 * float(np.finfo(np.float64).eps), layer[index])
     solution.theta[index] = finish.theta
     solution.loss[index] = finish.loss
     solution.row_grad_max[index] = finish.row_grad_max
