@@ -101,19 +101,20 @@ def test_extraction_on_two_nodes_writes_the_local_cache(tmp_path, cluster):
 
 
 def test_probe_grid_on_ray_equals_the_local_engine(tmp_path, cluster, layered_backbone):
+    """Also with passes of two layers (one task each) on the cluster: the same numbers."""
     outcomes = {}
-    for engine in ("local", "ray"):
-        config = test_probe_stage._run_config(tmp_path / engine, {
+    for run, engine, layers_per_pass in (("local", "local", 1), ("ray", "ray", 1), ("ray-pairs", "ray", 2)):
+        config = test_probe_stage._run_config(tmp_path / run, {
             "name": "test-layers", "label": "VLM", "layers": "all", "options": {"vlm": True, "n_layers": 3}},
-            engine=engine, num_workers=2, num_cpus_per_worker=0.5)
+            engine=engine, num_workers=2, num_cpus_per_worker=0.5, layers_per_pass=layers_per_pass)
         config["cache_dir"] = str(tmp_path / "cache")  # one cache: the same features for both engines
         experiment = Experiment(parse_config(config), show_progress=False)
         dataset = experiment.load_data()
         cache, layers = experiment.extract(experiment.config.backbones[0], dataset)
         experiment.probe_backbone(experiment.config.backbones[0], dataset, cache, layers)
-        outcomes[engine] = experiment.outcomes
-    assert len(outcomes["local"]) == len(outcomes["ray"]) == 5 * 3
-    for local, distributed in zip(outcomes["local"], outcomes["ray"]):
+        outcomes[run] = experiment.outcomes
+    assert len(outcomes["local"]) == len(outcomes["ray"]) == len(outcomes["ray-pairs"]) == 5 * 3
+    for local, distributed in [*zip(outcomes["local"], outcomes["ray"]), *zip(outcomes["local"], outcomes["ray-pairs"])]:
         assert vars(local).keys() == vars(distributed).keys()
         for key, value in vars(local).items():
             other = vars(distributed)[key]

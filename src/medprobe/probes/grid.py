@@ -316,12 +316,13 @@ class ScoreStore:
 # ------------------------------------------------------------------------------ up-front estimate
 #: effective floating-point work of one C of a warm-started L-BFGS path, per training sample x
 #: feature x output: iterations x objective/gradient evaluations x two (n x D) @ (D x K) products,
-#: plus standardising and scoring. Measured on the 2-core development machine: 75-141 on three
-#: small synthetic problems at tol 1e-4 (benchmarks/calibrate_probe_estimate.py), ~660 at paper
-#: scale (94,658 x 8,192 float16 cache, 54 findings, one C, tol 1e-7: 185 s per layer; the old
-#: value 120 announced 268 s for 1,477 s). The estimate is good to about a factor of three either
-#: way; small sigmoid problems, fitted by Newton's method, take less
-_FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C = 400
+#: plus standardising and scoring. Measured on the 2-core development machine at paper scale
+#: (94,658 x 8,192 float16 cache, 54 findings, tol 1e-7): ~660 with one C (0.01; 185 s per layer)
+#: and ~950 per C with the study's six (1e-4 ... 10, weak regularisation costs more; 1,175 s for
+#: one layer, where 400 announced 496 s); 75-141 on three small synthetic problems at tol 1e-4
+#: (benchmarks/calibrate_probe_estimate.py). The estimate is good to about 1.5x at paper scale;
+#: small sigmoid problems, fitted by Newton's method, take far less
+_FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C = 750
 
 
 @functools.lru_cache(maxsize=1)

@@ -2,9 +2,9 @@
 
 Each task runs :func:`medprobe.probes.grid.probe_layers` -- the very function the local engine
 runs -- on the node Ray places it: it reads its layers (one, or ``probe.layers_per_pass``) from
-the feature cache (which therefore has
-to be on a filesystem every node mounts at the same path, as for distributed extraction), fits
-every (train fraction, seed) plan and returns the validation scores and test probabilities only.
+the feature cache (which therefore has to be on a filesystem every node mounts at the same path,
+as for distributed extraction), fits every (train fraction, seed) plan and returns the
+validation scores and test probabilities only.
 The split positions, labels and plans go to the object store once and are shared by all tasks.
 
 Why the results equal the local engine's bit for bit: the inputs are the same arrays, the solver
