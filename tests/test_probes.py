@@ -643,3 +643,38 @@ def test_fit_layers_path_with_newton_fits_each_layer_alone(data):
         template.fit_layers_path([layers[0], layers[1][:-1]], y, [1.0])
     with pytest.raises(ConfigError, match="at least one layer"):
         template.fit_layers_path([], y, [1.0])
+
+
+@pytest.mark.parametrize("softmax", [False, True], ids=["sigmoid", "softmax"])
+@pytest.mark.parametrize("exact", [False, True], ids=["feature dtype", "float64 finish"])
+def test_objective_on_torch_features_equals_the_numpy_objective(softmax, exact, monkeypatch):
+    """The GPU objective keeps logits, losses and residuals on the device (here torch CPU tensors)
+    and must give the host objective's losses and gradients: one layer and a stack, float32
+    features, products in float32 or (the float64 finish, from a float64 copy or over row blocks)
+    in float64."""
+    from medprobe.probes import solver
+    from medprobe.probes.solver import BatchObjective, FeatureProducts, LayerStack
+
+    rng = np.random.default_rng(5)
+    n, d, classes = 150, 20, 3
+    layers = [rng.normal(size=(n, d)).astype(np.float32) for _ in range(2)]
+    targets = np.eye(classes)[rng.integers(0, classes, n)]
+    outputs = classes if softmax else 1
+    for block_rows in (None, 64):  # None: the float64 copy; 64 rows: block by block
+        if block_rows:
+            monkeypatch.setattr(solver, "_EXACT_COPY_BYTES", 0)
+            monkeypatch.setattr(solver, "_BLOCK_ELEMENTS", block_rows * d)
+        host = [FeatureProducts(X, exact=exact) for X in layers]
+        device = [FeatureProducts(torch.from_numpy(X), exact=exact) for X in layers]
+        for parts in ([0], [0, 1]):
+            ours = BatchObjective(LayerStack([device[i] for i in parts]), targets, softmax)
+            reference = BatchObjective(LayerStack([host[i] for i in parts]), targets, softmax)
+            problems = 4 * len(parts)
+            theta = rng.normal(scale=0.3, size=(problems, outputs, d + 1))
+            l2, head = np.full(problems, 0.01), rng.integers(0, classes, problems)
+            layer = np.repeat(np.arange(len(parts)), 4)
+            loss, grad = ours(theta, l2, head, layer)
+            expected_loss, expected_grad = reference(theta, l2, head, layer)
+            tolerance = 1e-12 if exact else 1e-6  # float32 products: two BLAS libraries' roundings
+            np.testing.assert_allclose(loss, expected_loss, rtol=tolerance)
+            np.testing.assert_allclose(grad, expected_grad, rtol=tolerance, atol=tolerance * np.abs(expected_grad).max())

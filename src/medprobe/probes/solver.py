@@ -31,8 +31,10 @@ Objective per problem (scikit-learn's ``lbfgs`` scaling, so ``tol`` means the sa
 Parameters travel as float64 NumPy arrays ``theta`` of shape (P, K_p, D + 1) -- P problems, K_p
 outputs each (1 for a sigmoid, K for a softmax), the last column the intercept. Only the two
 products touch the features (:class:`FeatureProducts`): in NumPy on the CPU, in torch on a GPU,
-in the probe's dtype. Everything of size O(n P) or O(P D) is float64 NumPy on the host, so the
-solver sees objective changes far below float32's resolution.
+in the probe's dtype. Everything else is float64, so the solver sees objective changes far below
+float32's resolution: the O(n P) logits, losses and residuals in NumPy on the CPU or in torch on
+the GPU (they never cross the bus), the O(P D) parameters, line search and L-BFGS history in
+NumPy on the host.
 
 Why NumPy on the CPU: its BLAS runs these skinny products as fast as torch's here (measured on
 the 2-core development machine: (20,000 x 8,192) @ (8,192 x 54) in 187 ms vs 265 ms, the
@@ -65,17 +67,20 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class FeatureProducts:
-    """``X @ M`` and ``R^T X`` for the standardised features ``X`` (n, D), results float64 on the host.
+    """``X @ M`` and ``R^T X`` for the standardised features ``X`` (n, D), results float64.
 
     ``X`` is a NumPy array (CPU) or a torch tensor on its device (GPU). With ``exact`` the products
     of lower-precision features are accumulated in float64 (from a float64 copy of ``X`` when
     small, else over row blocks, so no large float64 copy is ever made); otherwise they run in the
-    features' own dtype.
+    features' own dtype. ``times``/``transposed_times`` take and give NumPy arrays on the host;
+    for torch features, ``device_times``/``device_transposed_times`` take and give float64
+    tensors on the features' device, so that the objective's O(n P) work stays there too.
     """
 
     def __init__(self, X: Any, exact: bool = False) -> None:
         self.X = X
         self.on_host = isinstance(X, np.ndarray)
+        self.device = None if self.on_host else X.device
         self.n, self.d = X.shape
         self.is_float64 = (X.dtype == np.float64) if self.on_host else (str(X.dtype) == "torch.float64")
         self.exact = exact and not self.is_float64
@@ -88,51 +93,59 @@ class FeatureProducts:
         """The same features with float64 products."""
         return FeatureProducts(self.X, exact=True)
 
-    def _device(self, array: np.ndarray, dtype: Any) -> Any:
+    def to_device(self, array: np.ndarray) -> Any:
+        """A host array as a float64 tensor on the features' device."""
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(array)).to(device=self.X.device, dtype=dtype)
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64)).to(self.device)
 
     def times(self, M: np.ndarray) -> np.ndarray:
         """``X @ M`` for ``M`` (D, m) -> (n, m) float64."""
-        if self.on_host:
-            if not self.exact:
-                return (self.X @ M.astype(self.X.dtype)).astype(np.float64, copy=False)
-            if self.X64 is not None:
-                return self.X64 @ M
-            return np.concatenate([self.X[start:start + self.block_rows].astype(np.float64) @ M
-                                   for start in range(0, self.n, self.block_rows)])
+        if not self.on_host:
+            return self.device_times(self.to_device(M)).cpu().numpy()
         if not self.exact:
-            return (self.X @ self._device(M, self.X.dtype)).cpu().numpy().astype(np.float64)
-        import torch
-
-        M64 = self._device(M, torch.float64)
+            return (self.X @ M.astype(self.X.dtype)).astype(np.float64, copy=False)
         if self.X64 is not None:
-            return (self.X64 @ M64).cpu().numpy()
-        return np.concatenate([(self.X[start:start + self.block_rows].double() @ M64).cpu().numpy()
+            return self.X64 @ M
+        return np.concatenate([self.X[start:start + self.block_rows].astype(np.float64) @ M
                                for start in range(0, self.n, self.block_rows)])
 
     def transposed_times(self, R: np.ndarray) -> np.ndarray:
         """``R^T X`` for ``R`` (n, m) -> (m, D) float64."""
-        if self.on_host:
-            if not self.exact:
-                return (R.astype(self.X.dtype).T @ self.X).astype(np.float64, copy=False)
-            if self.X64 is not None:
-                return R.T @ self.X64
-            total = np.zeros((R.shape[1], self.d))
-            for start in range(0, self.n, self.block_rows):
-                total += R[start:start + self.block_rows].T @ self.X[start:start + self.block_rows].astype(np.float64)
-            return total
+        if not self.on_host:
+            return self.device_transposed_times(self.to_device(R)).cpu().numpy()
         if not self.exact:
-            return (self._device(R, self.X.dtype).T @ self.X).cpu().numpy().astype(np.float64)
+            return (R.astype(self.X.dtype).T @ self.X).astype(np.float64, copy=False)
+        if self.X64 is not None:
+            return R.T @ self.X64
+        total = np.zeros((R.shape[1], self.d))
+        for start in range(0, self.n, self.block_rows):
+            total += R[start:start + self.block_rows].T @ self.X[start:start + self.block_rows].astype(np.float64)
+        return total
+
+    def device_times(self, M: Any) -> Any:
+        """``X @ M`` for a float64 tensor ``M`` (D, m) on the device -> (n, m) float64 there."""
         import torch
 
+        if not self.exact:
+            return (self.X @ M.to(self.X.dtype)).double()
         if self.X64 is not None:
-            return (self._device(R, torch.float64).T @ self.X64).cpu().numpy()
-        total = torch.zeros((R.shape[1], self.d), dtype=torch.float64, device=self.X.device)
+            return self.X64 @ M
+        return torch.cat([self.X[start:start + self.block_rows].double() @ M
+                          for start in range(0, self.n, self.block_rows)])
+
+    def device_transposed_times(self, R: Any) -> Any:
+        """``R^T X`` for a float64 tensor ``R`` (n, m) on the device -> (m, D) float64 there."""
+        import torch
+
+        if not self.exact:
+            return (R.to(self.X.dtype).T @ self.X).double()
+        if self.X64 is not None:
+            return R.T @ self.X64
+        total = torch.zeros((R.shape[1], self.d), dtype=torch.float64, device=self.device)
         for start in range(0, self.n, self.block_rows):
-            total += self._device(R[start:start + self.block_rows], torch.float64).T @ self.X[start:start + self.block_rows].double()
-        return total.cpu().numpy()
+            total += R[start:start + self.block_rows].T @ self.X[start:start + self.block_rows].double()
+        return total
 
 
 class LayerStack:
@@ -153,6 +166,10 @@ class LayerStack:
             raise ValueError(f"the layers of a LayerStack must have equal shapes, got "
                              f"{[(part.n, part.d) for part in self.layers]}")
         self.is_float64 = all(part.is_float64 for part in self.layers)
+        self.on_host = all(part.on_host for part in self.layers)
+        self.device = self.layers[0].device
+        if any(part.device != self.device for part in self.layers):
+            raise ValueError("the layers of a LayerStack must be on one device")
 
     def exactly(self) -> LayerStack:
         return LayerStack([part.exactly() for part in self.layers])
@@ -183,6 +200,52 @@ class LayerStack:
             out[columns] = self.layers[layer].transposed_times(R[:, columns])
         return out
 
+    def _device_groups(self, column_layer: np.ndarray):
+        import torch
+
+        for layer, columns in self._groups(column_layer):
+            yield layer, columns if isinstance(columns, slice) else torch.from_numpy(columns).to(self.device)
+
+    def device_times(self, M: Any, column_layer: np.ndarray) -> Any:
+        """:meth:`times` for float64 tensors on the layers' device."""
+        if len(self.layers) == 1:
+            return self.layers[0].device_times(M)
+        import torch
+
+        out = torch.empty((self.n, M.shape[1]), dtype=torch.float64, device=self.device)
+        for layer, columns in self._device_groups(column_layer):
+            out[:, columns] = self.layers[layer].device_times(M[:, columns])
+        return out
+
+    def device_transposed_times(self, R: Any, column_layer: np.ndarray) -> Any:
+        """:meth:`transposed_times` for float64 tensors on the layers' device."""
+        if len(self.layers) == 1:
+            return self.layers[0].device_transposed_times(R)
+        import torch
+
+        out = torch.empty((R.shape[1], self.d), dtype=torch.float64, device=self.device)
+        for layer, columns in self._device_groups(column_layer):
+            out[columns] = self.layers[layer].device_transposed_times(R[:, columns])
+        return out
+
+
+def _losses_and_residual(logits: Any, targets: Any, softmax: bool, n: int, p: int, k: int,
+                         xp: Any) -> tuple[Any, Any]:
+    """Per-sample losses (n, P) and residuals ``probability - target`` (n, P K) from the logits
+    (n, P K): the same float64 arithmetic for NumPy arrays (``xp=numpy``) and torch tensors
+    (``xp=torch``)."""
+    if softmax:
+        z = logits.reshape(n, p, k)
+        shifted = z - xp.amax(z, 2)[:, :, None]
+        log_norm = xp.log(xp.exp(shifted).sum(2))[:, :, None]
+        losses = log_norm[:, :, 0] - xp.einsum("npk,nk->np", shifted, targets)
+        residual = (xp.exp(shifted - log_norm) - targets[:, None, :]).reshape(n, p * k)
+        return losses, residual
+    zero = xp.zeros_like(logits)
+    losses = xp.logaddexp(zero, logits) - logits * targets
+    residual = xp.exp(-xp.logaddexp(zero, -logits)) - targets  # sigmoid, without overflow
+    return losses, residual
+
 
 class BatchObjective:
     """Mean log-loss plus ``||W||^2 / (2 C n)`` and its gradient for any subset of the problems.
@@ -192,6 +255,11 @@ class BatchObjective:
     T columns. ``features`` are one layer's, or a :class:`LayerStack` whose layer ``layer[p]``
     problem ``p`` reads (every layer with the same targets). The gradient of sigmoid/softmax
     cross-entropy w.r.t. the logits is ``p - target``, so no autograd graph is needed.
+
+    For features on a GPU the logits, losses and residuals -- the O(n P) part -- are computed in
+    float64 on the device and only the per-problem sums and gradients (O(P D)) come back to the
+    host: moving the (n, P) logits and residuals across the bus and through NumPy at every
+    evaluation would cost more than the products themselves.
     """
 
     def __init__(self, features: FeatureProducts | LayerStack, targets: np.ndarray, softmax: bool) -> None:
@@ -201,6 +269,7 @@ class BatchObjective:
         self.n, self.d = self.features.n, self.features.d
         self.outputs = targets.shape[1] if softmax else 1
         self._exact: BatchObjective | None = None
+        self.device_targets = None if self.features.on_host else self.features.layers[0].to_device(self.targets)
 
     def exactly(self) -> BatchObjective:
         """The same objective with float64 products (for the finish of :func:`solve`), built once:
@@ -214,25 +283,29 @@ class BatchObjective:
                  layer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Losses (P,) and gradients (P, K_p, D + 1) at ``theta``; ``l2`` is ``1 / (C n)`` per problem."""
         p, k, d = theta.shape[0], self.outputs, self.d
-        coef = theta[:, :, :d].reshape(p * k, d)
         column_layer = np.repeat(layer, k)
-        logits = self.features.times(coef.T, column_layer) + theta[:, :, d].reshape(p * k)
-        if self.softmax:
-            z = logits.reshape(self.n, p, k)
-            shifted = z - z.max(axis=2, keepdims=True)
-            log_norm = np.log(np.exp(shifted).sum(axis=2, keepdims=True))
-            losses = log_norm[:, :, 0] - np.einsum("npk,nk->np", shifted, self.targets)
-            residual = (np.exp(shifted - log_norm) - self.targets[:, None, :]).reshape(self.n, p * k)
+        if self.features.on_host:
+            logits = self.features.times(theta[:, :, :d].reshape(p * k, d).T, column_layer) + theta[:, :, d].reshape(p * k)
+            targets = self.targets if self.softmax else self.targets[:, head]
+            losses, residual = _losses_and_residual(logits, targets, self.softmax, self.n, p, k, np)
+            product = self.features.transposed_times(residual, column_layer)
+            loss_sums, residual_sums = losses.sum(axis=0), residual.sum(axis=0)
         else:
-            targets = self.targets[:, head]
-            losses = np.logaddexp(0.0, logits) - logits * targets
-            residual = np.exp(-np.logaddexp(0.0, -logits)) - targets  # sigmoid, without overflow
+            import torch
+
+            parameters = self.features.layers[0].to_device(theta)
+            logits = (self.features.device_times(parameters[:, :, :d].reshape(p * k, d).T, column_layer)
+                      + parameters[:, :, d].reshape(p * k))
+            targets = self.device_targets if self.softmax else self.device_targets[:, torch.from_numpy(head).to(
+                self.features.device)]
+            losses, residual = _losses_and_residual(logits, targets, self.softmax, self.n, p, k, torch)
+            product = self.features.device_transposed_times(residual, column_layer).cpu().numpy()
+            loss_sums, residual_sums = losses.sum(0).cpu().numpy(), residual.sum(0).cpu().numpy()
         squares = np.einsum("pkd,pkd->p", theta[:, :, :d], theta[:, :, :d])
-        loss = losses.sum(axis=0) / self.n + 0.5 * l2 * squares
-        product = self.features.transposed_times(residual, column_layer)
+        loss = loss_sums / self.n + 0.5 * l2 * squares
         grad = np.empty_like(theta)
         grad[:, :, :d] = product.reshape(p, k, d) / self.n + l2[:, None, None] * theta[:, :, :d]
-        grad[:, :, d] = residual.sum(axis=0).reshape(p, k) / self.n
+        grad[:, :, d] = residual_sums.reshape(p, k) / self.n
         return loss, grad
 
 
