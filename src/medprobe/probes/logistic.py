@@ -436,8 +436,8 @@ class LinearProbe(EstimatorParameters):
         by_width: dict[int, list[int]] = {}
         for number, X in enumerate(X_layers):
             by_width.setdefault(X.shape[1], []).append(number)
+        batch = heads * (len(probes[0]) if self.grid == "batched" else 1)  # problems per layer and solve
         for width, members in by_width.items():
-            batch = heads * (len(probes[0]) if self.grid == "batched" else 1)
             newton = self._use_newton(device, softmax, n, width, batch)
             # Newton's systems are per feature matrix: one layer per pass
             for numbers in ([number] for number in members) if newton else [members]:

@@ -174,59 +174,45 @@ class LayerStack:
     def exactly(self) -> LayerStack:
         return LayerStack([part.exactly() for part in self.layers])
 
-    def _groups(self, column_layer: np.ndarray):
-        """``(layer, columns)`` for every layer that has columns; one layer: all of them, no copy."""
+    def _per_layer(self, product: str, A: Any, column_layer: np.ndarray, result_rows: bool) -> Any:
+        """Each layer's ``product`` of its own columns of ``A``, put into the same columns of the
+        result (``times``) or its rows (``transposed_times``); float64 NumPy, or on the device."""
         if len(self.layers) == 1:
-            yield 0, slice(None)
-            return
-        for layer in np.unique(column_layer):
-            yield int(layer), np.flatnonzero(column_layer == layer)
+            return getattr(self.layers[0], product)(A)
+        shape = (A.shape[1], self.d) if result_rows else (self.n, A.shape[1])
+        on_device = product.startswith("device_")
+        if on_device:
+            import torch
+
+            out = torch.empty(shape, dtype=torch.float64, device=self.device)
+        else:
+            out = np.empty(shape)
+        for number in np.unique(column_layer):
+            columns = np.flatnonzero(column_layer == number)
+            if on_device:
+                columns = torch.from_numpy(columns).to(self.device)
+            part = getattr(self.layers[int(number)], product)(A[:, columns])
+            if result_rows:
+                out[columns] = part
+            else:
+                out[:, columns] = part
+        return out
 
     def times(self, M: np.ndarray, column_layer: np.ndarray) -> np.ndarray:
         """``X_l @ M[:, j]`` for every column ``j`` of ``M`` (D, m), ``l = column_layer[j]`` -> (n, m)."""
-        if len(self.layers) == 1:
-            return self.layers[0].times(M)
-        out = np.empty((self.n, M.shape[1]))
-        for layer, columns in self._groups(column_layer):
-            out[:, columns] = self.layers[layer].times(M[:, columns])
-        return out
+        return self._per_layer("times", M, column_layer, result_rows=False)
 
     def transposed_times(self, R: np.ndarray, column_layer: np.ndarray) -> np.ndarray:
         """``R[:, j]^T X_l`` for every column ``j`` of ``R`` (n, m), ``l = column_layer[j]`` -> (m, D)."""
-        if len(self.layers) == 1:
-            return self.layers[0].transposed_times(R)
-        out = np.empty((R.shape[1], self.d))
-        for layer, columns in self._groups(column_layer):
-            out[columns] = self.layers[layer].transposed_times(R[:, columns])
-        return out
-
-    def _device_groups(self, column_layer: np.ndarray):
-        import torch
-
-        for layer, columns in self._groups(column_layer):
-            yield layer, columns if isinstance(columns, slice) else torch.from_numpy(columns).to(self.device)
+        return self._per_layer("transposed_times", R, column_layer, result_rows=True)
 
     def device_times(self, M: Any, column_layer: np.ndarray) -> Any:
         """:meth:`times` for float64 tensors on the layers' device."""
-        if len(self.layers) == 1:
-            return self.layers[0].device_times(M)
-        import torch
-
-        out = torch.empty((self.n, M.shape[1]), dtype=torch.float64, device=self.device)
-        for layer, columns in self._device_groups(column_layer):
-            out[:, columns] = self.layers[layer].device_times(M[:, columns])
-        return out
+        return self._per_layer("device_times", M, column_layer, result_rows=False)
 
     def device_transposed_times(self, R: Any, column_layer: np.ndarray) -> Any:
         """:meth:`transposed_times` for float64 tensors on the layers' device."""
-        if len(self.layers) == 1:
-            return self.layers[0].device_transposed_times(R)
-        import torch
-
-        out = torch.empty((R.shape[1], self.d), dtype=torch.float64, device=self.device)
-        for layer, columns in self._device_groups(column_layer):
-            out[columns] = self.layers[layer].device_transposed_times(R[:, columns])
-        return out
+        return self._per_layer("device_transposed_times", R, column_layer, result_rows=True)
 
 
 def _losses_and_residual(logits: Any, targets: Any, softmax: bool, n: int, p: int, k: int,
