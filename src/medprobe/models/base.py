@@ -57,6 +57,16 @@ class Backbone(ABC):
         more than needed to produce the deepest requested layer.
         """
 
+    def layer_stacks(self) -> dict[str, str]:
+        """``{layer: stack}`` for every layer: the stack a layer's probe is selected within.
+
+        The backbone declares it (timm's ``feature_info`` idea) because only the backbone knows
+        which of its modules a layer lives in; no other package parses layer names to find out.
+        A single-stack model (pixels, an ONNX network, CLIP's vision tower) is all ``"main"``;
+        a vision-language model says ``"lm"`` and ``"vision"``.
+        """
+        return {layer: "main" for layer in self.layer_names()}
+
     def default_layers(self) -> list[str]:
         """Layers probed when a run file does not name any: the last one."""
         return self.layer_names()[-1:]

@@ -237,6 +237,10 @@ class HFVisionLanguageBackbone(Backbone):
             str(k) for k in range(self.num_lm_layers + 1)
         ]
 
+    def layer_stacks(self) -> dict[str, str]:
+        """Language-model layers form the ``"lm"`` stack, ``vision.k`` the ``"vision"`` stack."""
+        return {layer: "vision" if layer.startswith("vision.") else "lm" for layer in self.layer_names()}
+
     def default_layers(self) -> list[str]:
         return [str(self.num_lm_layers)]
 
