@@ -15,7 +15,7 @@ import numpy as np
 
 from medprobe.config import parse_config
 from medprobe.experiment import Experiment, ProbeOutcome
-from medprobe.features.cache import _json_safe
+from medprobe.io import json_safe
 from medprobe.stats.metrics import metric_names
 
 N_LAYERS = 81
@@ -35,8 +35,8 @@ def measure(task_type: str, classes: list[str], n_test: int = 1000) -> None:
     # stats.per_class_rows: selected (the default) writes per-class rows for the selected probes only
     rows = [experiment.result_row(outcome, metric, SUMMARY, n_test) for outcome in outcomes
             for metric in (names if outcome.selected else summary_names)]
-    written = json.dumps(_json_safe(rows), indent=2, sort_keys=True, allow_nan=False)
-    compact = json.dumps(_json_safe(rows), separators=(",", ":"), sort_keys=True, allow_nan=False)
+    written = json.dumps(json_safe(rows), indent=2, sort_keys=True, allow_nan=False)
+    compact = json.dumps(json_safe(rows), separators=(",", ":"), sort_keys=True, allow_nan=False)
     print(f"{task_type}, {len(classes)} classes: {len(outcomes)} probes ({len(PLANS)} selected with all "
           f"{len(names)} metrics, the rest {len(summary_names)}) = {len(rows)} rows; "
           f"results.json {len(written) / 1e6:.1f} MB as written (indent 2), {len(compact) / 1e6:.1f} MB without")

@@ -120,7 +120,7 @@ def test_written_files_get_normal_permissions(tmp_path):
     import os
     import stat
 
-    from medprobe.features.cache import atomic_write_json
+    from medprobe.io import atomic_write_json
 
     atomic_write_json(tmp_path / "x.json", {"a": float("nan")})
     mask = os.umask(0)

@@ -36,8 +36,9 @@ from medprobe.config import BackboneConfig, RunConfig, check_options
 from medprobe.data.dataset import Dataset
 from medprobe.data.loaders import load_dataset
 from medprobe.errors import CacheError, ConfigError, DataError
-from medprobe.features.cache import FeatureCache, atomic_write_bytes, atomic_write_json
+from medprobe.features.cache import FeatureCache
 from medprobe.features.extract import existing_cache, extract_features, other_dtype_entries
+from medprobe.io import atomic_write_bytes, atomic_write_json
 from medprobe.models.registry import create_backbone
 from medprobe.plan import check_fits
 from medprobe.probes.grid import (

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from medprobe.errors import ConfigError
-from medprobe.features.cache import atomic_write_bytes, fsync_dir, make_dirs
+from medprobe.io import atomic_write_bytes, fsync_dir, make_dirs
 
 STAGING_TAG = ".medprobe-incomplete-"
 PREVIOUS_TAG = ".medprobe-previous-"

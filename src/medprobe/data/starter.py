@@ -22,6 +22,7 @@ from medprobe.config import parse_config
 from medprobe.data.adapters import DEFAULT_FRACTIONS, SPLIT_ALIASES, load_image_folder, load_manifest
 from medprobe.data.dataset import SPLITS, Dataset
 from medprobe.errors import ConfigError, DataError
+from medprobe.io import atomic_write_text
 
 #: fewer validation images than this: say that the layer / C choice will be noisy
 SMALL_VALIDATION = 30
@@ -176,9 +177,7 @@ def write_starter(data: str | Path, out: str | Path | None = None, *, name: str 
         raise ConfigError(f"{target} already exists; nothing was written (choose another --out or remove it)")
     text = _run_file(name, adapter, options, dataset.classes, split_note)
     parse_config(yaml.safe_load(text), f"starter for {source}")  # never write a file `run` would reject
-    from medprobe.features.cache import atomic_write_bytes
-
-    atomic_write_bytes(target, text.encode("utf-8"))
+    atomic_write_text(target, text)
     return Starter(target, adapter, list(dataset.classes), dataset.task_type, _counts(dataset), split_note,
                    patient, options)
 

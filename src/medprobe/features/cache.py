@@ -37,13 +37,11 @@ samples and checksum are in the header metadata), a format that cannot execute c
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +54,7 @@ from safetensors.numpy import save
 
 import medprobe
 from medprobe.errors import CacheError
+from medprobe.io import atomic_write_bytes, atomic_write_json, disk_errors, fsync_dir, make_dirs
 
 #: 2: chunks carry a checksum and the storage dtype is part of the key. Entries of format 1 get
 #: other keys, so they are never read (``medprobe cache gc`` removes them).
@@ -82,93 +81,6 @@ def cache_key(fingerprint: dict[str, Any], sample_ids: Sequence[str], dtype: str
 
 def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:60]
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates files readable by the owner only; outputs should get the usual permissions.
-FILE_MODE = 0o666 & ~_current_umask()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable: POSIX only persists a folder's entries when
-    the folder itself is fsynced, so without this a power loss can undo a rename that returned."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as error:
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):  # folder fsync unsupported here
-            raise
-    finally:
-        os.close(fd)
-
-
-def make_dirs(path: Path) -> None:
-    """``mkdir -p`` whose new folders survive a power loss (each new folder's parent is fsynced)."""
-    created = []
-    folder = Path(path)
-    while not folder.exists() and folder != folder.parent:
-        created.append(folder)
-        folder = folder.parent
-    Path(path).mkdir(parents=True, exist_ok=True)
-    for folder in reversed(created):
-        fsync_dir(folder.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file, or the whole new one, also after
-    a crash or a power loss (file fsynced before the rename, folder fsynced after it)."""
-    with _disk_errors(path):
-        make_dirs(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf become ``null``: strict JSON has no NaN, and browsers' JSON.parse rejects it."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, np.floating):
-        return _json_safe(float(value))
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    text = json.dumps(_json_safe(value), indent=2, sort_keys=True, default=str, allow_nan=False)
-    atomic_write_bytes(path, (text + "\n").encode())
-
-
-@contextmanager
-def _disk_errors(path: Path) -> Iterator[None]:
-    """Turn disk-full and permission problems into errors that say where and what to do."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise CacheError(f"disk full while writing {path}; free space or choose another cache_dir") from error
-        if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
-            raise CacheError(f"cannot write {path}: {error.strerror}; choose a writable cache_dir / output folder") from error
-        raise
 
 
 @dataclass(frozen=True)
@@ -275,7 +187,7 @@ class FeatureCache:
         path = entry_path(root, backbone_name, fingerprint, sample_ids, dtype)
         key = path.name.rsplit("-", 1)[1]
         if not (path / "meta.json").is_file():
-            with _disk_errors(path):
+            with disk_errors(path):
                 make_dirs(path)
             atomic_write_json(path / "sample_ids.json", sample_ids)
             atomic_write_json(
@@ -334,7 +246,7 @@ class FeatureCache:
         waits up to ``wait_s`` seconds for the first to finish (``--wait-for-lock``).
         flock is released by the kernel when the holder dies, so a killed run never blocks resume."""
         lock_path = self.path / ".lock"
-        with _disk_errors(lock_path):
+        with disk_errors(lock_path):
             handle = open(lock_path, "a+")
         try:
             deadline = time.monotonic() + wait_s
@@ -535,5 +447,4 @@ def load(cache_dir: str | Path, layer: str) -> tuple[list[str], np.ndarray]:
     return FeatureCache(Path(cache_dir)).load(layer)
 
 
-__all__ = ["FeatureCache", "load", "cache_key", "entry_path", "atomic_write_json", "atomic_write_bytes", "fsync_dir",
-           "make_dirs", "read_chunk_file", "CorruptChunkError", "BadChunksError"]
+__all__ = ["FeatureCache", "load", "cache_key", "entry_path", "read_chunk_file", "CorruptChunkError", "BadChunksError"]

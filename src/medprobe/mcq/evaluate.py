@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medprobe.errors import DataError
-from medprobe.features.cache import atomic_write_bytes, atomic_write_json
+from medprobe.io import atomic_write_json, atomic_write_text
 from medprobe.mcq.records import CaseResult
 from medprobe.stats.binomial import binomial_ci
 
@@ -200,7 +200,7 @@ def write_cases_csv(path: Path, results: Sequence[CaseResult]) -> None:
             **{key: json.dumps(getattr(r, key)) if getattr(r, key) else ""
                for key in ("logprob_sum", "n_tokens", "logprob_mean")},
         })
-    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    atomic_write_text(path, buffer.getvalue())
 
 
 def write_outputs(out_dir: Path, results: Sequence[CaseResult], summary: dict[str, Any], chance: float) -> None:

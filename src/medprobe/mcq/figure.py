@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from medprobe.features.cache import atomic_write_bytes
+from medprobe.io import atomic_write_bytes
 
 PRIMARY_COLOR = "#0072B2"
 WITHIN_COLOR = "#E69F00"

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medprobe.errors import ConfigError
-from medprobe.features.cache import atomic_write_bytes
+from medprobe.io import atomic_write_text
 from medprobe.mcq.answer import MCQModel, answer_by_generation, answer_by_loglik
 from medprobe.mcq.cases import MCQCase, load_cases
 from medprobe.mcq.evaluate import CASES_CSV, RESULTS_JSON, accuracy_row, summarize, write_outputs
@@ -217,7 +217,7 @@ def write_order_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({**row, "option_order": json.dumps(row["option_order"])})
-    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _argmax(values: list[float]) -> int:

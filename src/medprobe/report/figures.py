@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from medprobe.errors import MedprobeError
-from medprobe.features.cache import atomic_write_bytes
+from medprobe.io import atomic_write_bytes
 from medprobe.report.load import RunData, as_float, load_run
 
 #: Okabe & Ito (2008): eight colours that stay distinguishable for colour-blind readers.

@@ -24,7 +24,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Sequence
 
-from medprobe.features.cache import atomic_write_bytes
+from medprobe.io import atomic_write_bytes
 from medprobe.report.blocks import (
     Block,
     Cell,
