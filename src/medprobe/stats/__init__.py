@@ -30,6 +30,7 @@ from medprobe.stats.metrics import (
 )
 from medprobe.stats.efficiency import ratio_intervals
 from medprobe.stats.multiplicity import add_adjusted_p_values, benjamini_hochberg, holm
+from medprobe.stats.outcomes import ProbeOutcome
 from medprobe.stats.paired import (
     REPLICATE_T_TEST_WARNING,
     delong_auc,
@@ -39,6 +40,10 @@ from medprobe.stats.paired import (
     replicate_t_test,
     t_test_on_replicates,
 )
+from medprobe.stats.rows import EvaluationSet, GroupColumn, result_row
+from medprobe.stats.comparisons import compare
+from medprobe.stats.label_efficiency import label_efficiency
+from medprobe.stats.probe_statistics import ProbeStatistics, probe_statistics
 
 __all__ = [
     "BOOTSTRAP_UNITS", "BootstrapUnit", "ClusteredIndices", "cluster_bootstrap_indices", "cluster_codes",
@@ -49,4 +54,6 @@ __all__ = [
     "binomial_ci", "bootstrap_indices", "bootstrap_metrics", "check_inputs", "compute_metrics",
     "delong_auc", "delong_test", "metric_names", "paired_bootstrap_test", "per_group_metrics",
     "resample_counts", "summarise",
+    "ProbeOutcome", "EvaluationSet", "GroupColumn", "result_row", "compare", "label_efficiency", "ProbeStatistics",
+    "probe_statistics",
 ]

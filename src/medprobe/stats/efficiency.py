@@ -17,7 +17,7 @@ def ratio_intervals(seed_replicates: np.ndarray, full_replicates: np.ndarray, ch
     """Percentile CIs of "fraction of full" (and the chance-corrected AUC ratio) by a two-level
     bootstrap: ``seed_replicates`` is (S seeds, R test replicates), ``full_replicates`` (R,); on
     replicate r, S seeds are re-drawn with replacement and their mean on r is divided by the
-    full-data value on r (see :meth:`medprobe.experiment.Experiment.label_efficiency`)."""
+    full-data value on r (see :func:`medprobe.stats.label_efficiency.label_efficiency`)."""
     n_seeds, n_replicates = seed_replicates.shape
     drawn = rng.integers(0, n_seeds, size=(n_replicates, n_seeds))
     numerator = seed_replicates[drawn, np.arange(n_replicates)[:, None]].mean(axis=1)
