@@ -4,6 +4,11 @@ Every command turns medprobe's own errors (bad input, bad config, missing model,
 clear red message and exit code 2, never a bare traceback. Run files are validated (keys, and the
 options of the adapter and of every backbone) before the heavy libraries are imported, so a typo
 is reported in well under a second.
+
+Commands map to the stages of :mod:`medprobe.stages`: ``run`` / ``demo`` run all of them
+(:func:`medprobe.experiment.run_experiment`), ``probe`` all but extraction (features from the
+cache), ``extract`` the data and extract stages; ``bench`` reads its benchmarks from
+:data:`medprobe.bench.BENCHMARKS`.
 """
 
 from __future__ import annotations
@@ -114,16 +119,17 @@ def extract(
 ) -> None:
     """Fill the feature cache for a run file's backbones (resumes where a previous run stopped)."""
     config, _ = _load(run_file, None, engine, wait_for_lock)
-    from medprobe.experiment import Experiment
+    from medprobe.stages.data import load_data
+    from medprobe.stages.extract import extract_backbone
 
-    experiment = Experiment(config, show_progress=not quiet)
-    dataset = experiment.load_data()
+    dataset = load_data(config.data, val_fraction=config.probe.val_fraction, seed=config.seed)
     for spec in config.backbones:
         if backbone and spec.display_name not in backbone:
             continue
-        cache, layers = experiment.extract(spec, dataset)
-        console.print(f"[green]{spec.display_name}[/]: {len(layers)} layer(s) cached as {cache.dtype_name} in "
-                      f"{cache.path}")
+        features = extract_backbone(spec, dataset, config.extraction, config.resolved_cache_dir(),
+                                    on_error=config.data.on_error, show_progress=not quiet)
+        console.print(f"[green]{spec.display_name}[/]: {len(features.layers)} layer(s) cached as "
+                      f"{features.cache.dtype_name} in {features.cache.path}")
 
 
 @app.command()
@@ -253,46 +259,19 @@ def bench(
 ) -> None:
     """Check this machine: baselines vs medprobe, side by side (small sizes by default). Every row
     names the baseline its ratio is measured against."""
-    import importlib
+    from medprobe.bench import BENCHMARKS
 
-    benchmarks = ("bootstrap", "probes", "extraction", "precision")
-    names = only or list(benchmarks)
+    names = only or list(BENCHMARKS)
     table = Table(title="medprobe bench" + (" (full size)" if full else " (quick sizes)"))
     for column in ("benchmark", "baseline", "baseline result", "medprobe", "ratio", "agreement"):
         table.add_column(column)
     for name in names:
-        if name not in benchmarks:
-            raise typer.BadParameter(f"unknown benchmark {name!r}; choose from {', '.join(benchmarks)}")
+        if name not in BENCHMARKS:
+            raise typer.BadParameter(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
         console.print(f"running {name} ...")
-        result = importlib.import_module(f"medprobe.bench.{name}").run(quick=not full)
-        if name == "extraction":
-            table.add_row(result["name"], "study-style loop (batch 1, all hidden states)",
-                          f"{result['study_images_per_s']:.1f} img/s", f"{result['medprobe_images_per_s']:.1f} img/s",
-                          f"{result['ratio']:.1f}x", f"max |diff| {result['max_abs_diff_vs_study']:.1e}")
-            speeds = result["ladder_images_per_s"]
-            for (step, factor), (before, after) in zip(result["factors"].items(), zip(speeds, list(speeds)[1:])):
-                table.add_row(f"  of which {step}", {"stop": "study-style loop", "medprobe": "the same at batch 1",
-                                                     "bf16": "the same in fp32"}[after],
-                              f"{speeds[before]:.1f} img/s", f"{speeds[after]:.1f} img/s", f"{factor:.2f}x",
-                              f"min cosine {result['bf16_min_cosine_vs_fp32']:.4f}" if after == "bf16" else "")
-        elif name == "probes":
-            table.add_row(result["name"], "scikit-learn LogisticRegression per C (cold starts)", f"{result['naive_s']:.2f} s",
-                          f"{result['ours_s']:.2f} s", f"{result['ratio']:.1f}x",
-                          f"AUC {result['auc_naive']:.4f} vs {result['auc_ours']:.4f}")
-        elif name == "precision":
-            for part, low in (("onnx", "int8"), ("torch", "bf16")):
-                row = result[part]
-                cosine = min(v["min_cosine"] for v in row["fidelity"].values())
-                table.add_row(f"{part} {low} extraction", "the same backbone in fp32",
-                              f"{row['fp32']['images_per_s']:.1f} img/s", f"{row[low]['images_per_s']:.1f} img/s",
-                              f"{row[low]['images_per_s'] / row['fp32']['images_per_s']:.2f}x",
-                              f"min cosine {cosine:.4f}")
-        else:
-            table.add_row(result["name"], "loop over sklearn roc_auc_score", f"{result['naive_s']:.2f} s",
-                          f"{result['ours_s']:.3f} s", f"{result['ratio']:.1f}x", f"max |diff| {result['max_abs_diff']:.1e}")
-            table.add_row(result["name"], "vectorised NumPy (sort once, draw counts)", f"{result['numpy_s']:.3f} s",
-                          f"{result['ours_s']:.3f} s", f"{result['ratio_vs_numpy']:.2f}x",
-                          f"max |diff| {result['max_abs_diff']:.1e}")
+        benchmark = BENCHMARKS[name]
+        for row in benchmark.rows(benchmark.run(quick=not full)):
+            table.add_row(*row)
     console.print(table)
 
 
@@ -448,6 +427,51 @@ def init(
     console.print(starter.summary(), highlight=False, markup=False)
     console.print(f"wrote {starter.path}; check it, then: medprobe run {starter.path}", highlight=False)
 
+
+FRACTION_HELP = "train fraction of the table's cells (default: all labels)"
+REFERENCE_HELP = "test every backbone against this one only (default: every pair of backbones)"
+
+
+@app.command()
+@friendly_errors
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="output folders of finished runs"),
+    out: Path = typer.Option(..., "--out", help="folder for compare.html, comparison.json and comparison.csv"),
+    fraction: float = typer.Option(1.0, "--fraction", help=FRACTION_HELP),
+    reference: Optional[str] = typer.Option(None, "--reference", help=REFERENCE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a comparison already in --out"),
+) -> None:
+    """Put finished runs side by side: task x backbone table, paired tests across runs, figures."""
+    from medprobe.compare import compare_runs
+
+    report = compare_runs(run_dirs, out, fraction=fraction, reference=reference, overwrite=overwrite)
+    console.print(f"comparison: {out / 'comparison.json'}\nreport:     {report}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def study(
+    sources: list[Path] = typer.Argument(..., help="run files, or folders of run files (e.g. configs/paper/)"),
+    out: Path = typer.Option(Path("runs/study"), "--out", help="folder for the comparison of the runs"),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="put each run in RUNS_DIR/<name> "
+                                            "(default: each run file's output_dir)"),
+    keep_going: bool = typer.Option(False, "--keep-going", help="list a failing run and go on with the others"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="redo runs that already finished"),
+    fraction: float = typer.Option(1.0, "--fraction", help=FRACTION_HELP),
+    reference: Optional[str] = typer.Option(None, "--reference", help=REFERENCE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Run several run files in order (finished ones are not redone), then compare them."""
+    from medprobe.study import run_study
+
+    outcome = run_study(sources, out, runs_dir=runs_dir, keep_going=keep_going, overwrite=overwrite,
+                        show_progress=not quiet, fraction=fraction, reference=reference)
+    for file, error in outcome.failed:
+        console.print(f"[red]failed[/]: {file}: {error}", highlight=False)
+    if outcome.report is not None:
+        console.print(f"report: {outcome.report}", highlight=False)
+    if outcome.failed:
+        raise typer.Exit(1)
 
 def _print_summary(run_dir: Path) -> None:
     import json

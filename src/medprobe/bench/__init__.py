@@ -2,4 +2,80 @@
 
 Each module has ``run(quick) -> dict`` (used by ``medprobe bench``) and a ``main`` for
 ``python benchmarks/bench_<name>.py``. Absolute times depend on the machine; the ratios are the point.
+
+:data:`BENCHMARKS` is the table ``medprobe bench`` reads: per benchmark, its module (imported only
+when it runs) and how its result becomes rows of the summary table (``benchmark, baseline, baseline
+result, medprobe, ratio, agreement``).
 """
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+Row = tuple[str, str, str, str, str, str]
+
+
+def _bootstrap_rows(result: dict[str, Any]) -> list[Row]:
+    return [
+        (result["name"], "loop over sklearn roc_auc_score", f"{result['naive_s']:.2f} s", f"{result['ours_s']:.3f} s",
+         f"{result['ratio']:.1f}x", f"max |diff| {result['max_abs_diff']:.1e}"),
+        (result["name"], "vectorised NumPy (sort once, draw counts)", f"{result['numpy_s']:.3f} s",
+         f"{result['ours_s']:.3f} s", f"{result['ratio_vs_numpy']:.2f}x", f"max |diff| {result['max_abs_diff']:.1e}"),
+    ]
+
+
+def _probes_rows(result: dict[str, Any]) -> list[Row]:
+    return [(result["name"], "scikit-learn LogisticRegression per C (cold starts)", f"{result['naive_s']:.2f} s",
+             f"{result['ours_s']:.2f} s", f"{result['ratio']:.1f}x",
+             f"AUC {result['auc_naive']:.4f} vs {result['auc_ours']:.4f}")]
+
+
+#: what each rung of the extraction ladder is measured against
+_LADDER_BASELINES = {"stop": "study-style loop", "medprobe": "the same at batch 1", "bf16": "the same in fp32"}
+
+
+def _extraction_rows(result: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = [(result["name"], "study-style loop (batch 1, all hidden states)",
+                        f"{result['study_images_per_s']:.1f} img/s", f"{result['medprobe_images_per_s']:.1f} img/s",
+                        f"{result['ratio']:.1f}x", f"max |diff| {result['max_abs_diff_vs_study']:.1e}")]
+    speeds = result["ladder_images_per_s"]
+    for (step, factor), (before, after) in zip(result["factors"].items(), zip(speeds, list(speeds)[1:])):
+        rows.append((f"  of which {step}", _LADDER_BASELINES[after], f"{speeds[before]:.1f} img/s",
+                     f"{speeds[after]:.1f} img/s", f"{factor:.2f}x",
+                     f"min cosine {result['bf16_min_cosine_vs_fp32']:.4f}" if after == "bf16" else ""))
+    return rows
+
+
+def _precision_rows(result: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for part, low in (("onnx", "int8"), ("torch", "bf16")):
+        row = result[part]
+        cosine = min(v["min_cosine"] for v in row["fidelity"].values())
+        rows.append((f"{part} {low} extraction", "the same backbone in fp32", f"{row['fp32']['images_per_s']:.1f} img/s",
+                     f"{row[low]['images_per_s']:.1f} img/s",
+                     f"{row[low]['images_per_s'] / row['fp32']['images_per_s']:.2f}x", f"min cosine {cosine:.4f}"))
+    return rows
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One entry of ``medprobe bench``: the module with ``run(quick)`` and its summary rows."""
+
+    module: str
+    rows: Callable[[dict[str, Any]], list[Row]]
+
+    def run(self, quick: bool) -> dict[str, Any]:
+        return importlib.import_module(f"medprobe.bench.{self.module}").run(quick=quick)
+
+
+#: ``medprobe bench`` runs these, in this order, unless ``--only`` names some
+BENCHMARKS: dict[str, Benchmark] = {
+    "bootstrap": Benchmark("bootstrap", _bootstrap_rows),
+    "probes": Benchmark("probes", _probes_rows),
+    "extraction": Benchmark("extraction", _extraction_rows),
+    "precision": Benchmark("precision", _precision_rows),
+}
+
+__all__ = ["BENCHMARKS", "Benchmark"]
