@@ -1,9 +1,9 @@
-"""The scoring stage of an experiment (``Experiment.score`` / ``label_efficiency``) on test sets
-with several images per patient, checked against references computed here with scikit-learn,
-``medprobe.stats`` building blocks and formulas.
+"""The statistics of a run (:func:`medprobe.stats.probe_statistics` and the row builders under
+it) on test sets with several images per patient, checked against references computed here with
+scikit-learn, ``medprobe.stats`` building blocks and formulas.
 
-Probe outcomes are injected directly (synthetic test scores), so these tests exercise the
-statistics without extracting features; one end-to-end run checks ``val_follows_fraction``."""
+Probe outcomes are built from synthetic test scores and the statistics are called on arrays: no
+run file, data set or feature extraction; two end-to-end runs check the stage around them."""
 
 from __future__ import annotations
 
@@ -14,25 +14,30 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medprobe.config import parse_config
-from medprobe.data.dataset import Dataset
-from medprobe.experiment import Experiment, ProbeOutcome, run_experiment
+from medprobe.config import StatsConfig, parse_config
+from medprobe.experiment import run_experiment
 from medprobe.stats import (
     REPLICATE_T_TEST_WARNING,
+    EvaluationSet,
+    GroupColumn,
+    ProbeOutcome,
+    ProbeStatistics,
     benjamini_hochberg,
     bootstrap_indices,
     cluster_bootstrap_indices,
     cluster_codes,
     delong_test,
     holm,
+    probe_statistics,
 )
 
 N_BOOT = 200
 
 
-def clustered_dataset(task_type: str = "binary", n_patients: int = 40, seed: int = 0,
-                      with_patients: bool = True) -> tuple[Dataset, np.ndarray, list[str]]:
-    """Test split only matters here: 3 images per patient, a per-patient ``sex``; ``y_test``."""
+def clustered_test_set(task_type: str = "binary", n_patients: int = 40, seed: int = 0,
+                       with_patients: bool = True) -> dict:
+    """A test split of 3 images per patient: labels ``y``, ``patients`` (None entries without
+    patient ids), a per-patient ``sex``, ``classes`` and ``task_type``."""
     rng = np.random.default_rng(seed)
     patients = np.repeat([f"p{i:02d}" for i in range(n_patients)], 3)
     n = patients.size
@@ -43,11 +48,8 @@ def clustered_dataset(task_type: str = "binary", n_patients: int = 40, seed: int
     else:
         labels = np.digitize(propensity + rng.normal(0, 0.7, n), [-0.4, 0.4])
     sex = np.repeat(np.where(rng.random(n_patients) < 0.5, "F", "M"), 3)
-    table = pd.DataFrame({"sample_id": [f"s{i:03d}" for i in range(n)], "split": "test",
-                          "label": labels.tolist(), "group": patients if with_patients else None,
-                          "source": "mem", "sex": sex})
-    dataset = Dataset("clustered", table, classes, task_type, lambda row: np.zeros((2, 2, 3)))
-    return dataset, labels, table["sample_id"].tolist()
+    return {"y": labels, "classes": classes, "task_type": task_type, "sex": sex.astype(object),
+            "patients": patients.astype(object) if with_patients else np.full(n, None, dtype=object)}
 
 
 def probabilities(y: np.ndarray, n_classes: int, strength: float, rng: np.random.Generator,
@@ -57,21 +59,30 @@ def probabilities(y: np.ndarray, n_classes: int, strength: float, rng: np.random
     return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
 
 
-def experiment(dataset: Dataset, y: np.ndarray, stats: dict | None = None, fractions=(1.0,), seeds=(0,),
-               converged: bool = True) -> Experiment:
-    config = parse_config({"data": {"adapter": "medmnist"}, "backbones": [{"name": "a"}, {"name": "b"}],
-                           "stats": {"n_bootstrap": N_BOOT, "reference": "a", **(stats or {})}})
-    exp = Experiment(config, show_progress=False)
+def outcomes(test: dict, fractions=(1.0,), seeds=(0,), converged: bool = True) -> list[ProbeOutcome]:
+    """Selected probes of backbones "a" and "b" ("b" the stronger) at each fraction and seed."""
+    y = test["y"]
     rng = np.random.default_rng(5)
     effect = np.repeat(rng.normal(0, 1, y.size // 3), 3)
+    made = []
     for backbone, strength in (("a", 1.0), ("b", 1.4)):
         for fraction in fractions:
             for seed in (seeds if fraction < 1 else (0,)):
-                scores = probabilities(y, len(dataset.classes), strength * fraction ** 0.3, rng, effect)
-                exp.outcomes.append(ProbeOutcome(backbone, "layer0", fraction, seed, 1.0, 0.8, scores,
-                                                 converged=converged, selected=True,
-                                                 n_train=int(round(fraction * 400)) + seed, n_val=60))
-    return exp
+                scores = probabilities(y, len(test["classes"]), strength * fraction ** 0.3, rng, effect)
+                made.append(ProbeOutcome(backbone, "layer0", fraction, seed, 1.0, 0.8, scores, converged=converged,
+                                         selected=True, n_train=int(round(fraction * 400)) + seed, n_val=60))
+    return made
+
+
+def statistics(test: dict, probes: list[ProbeOutcome], stats: dict | None = None,
+               task_metric: str = "auc") -> ProbeStatistics:
+    """The statistics of ``probes`` with backbone "a" as the reference, as a run would compute them."""
+    settings = StatsConfig(**{"n_bootstrap": N_BOOT, "reference": "a", **(stats or {})})
+    evaluation = EvaluationSet.draw("run", test["task_type"], test["classes"], test["y"], test["patients"],
+                                    n_bootstrap=settings.n_bootstrap, seed=0, bootstrap_unit=settings.bootstrap_unit)
+    groups = [GroupColumn(column, test[column], True) for column in settings.group_columns]
+    return probe_statistics(probes, evaluation, settings, task_metric=task_metric, seed=0,
+                            reference=settings.reference, groups=groups)
 
 
 def expanded(draws: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -79,46 +90,46 @@ def expanded(draws: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 
 def test_results_resample_patients_by_default() -> None:
-    dataset, y, ids = clustered_dataset()
-    exp = experiment(dataset, y)
-    rows, _ = exp.score(dataset, ids, y)
-    auc_rows = [r for r in rows if r["metric"] == "auc"]
-    patients = dataset.samples["group"].to_numpy()
+    test = clustered_test_set()
+    y, probes = test["y"], outcomes(test)
+    result = statistics(test, probes)
+    auc_rows = [r for r in result.rows if r["metric"] == "auc"]
+    patients = test["patients"]
     plan = cluster_bootstrap_indices(patients, N_BOOT, seed=0)
     codes = cluster_codes(patients)
-    for row, outcome in zip(auc_rows, exp.outcomes):
+    for row, outcome in zip(auc_rows, probes):
         assert row["bootstrap_unit"] == "patient" and row["n_units"] == 40 and row["n_test"] == 120
         replicates = [roc_auc_score(y[expanded(d, codes)], outcome.test_scores[expanded(d, codes), 1])
                       for d in plan.draws]
         assert row["ci_low"] == pytest.approx(np.percentile(replicates, 2.5), abs=1e-12)
         assert row["sd"] == pytest.approx(np.std(replicates, ddof=1), abs=1e-12)
         assert row["n_train"] == 400 and row["n_val"] == 60
-    assert exp.statistics_summary()["bootstrap_unit"] == "patient"
+    assert result.summary["bootstrap_unit"] == "patient"
 
 
 @pytest.mark.parametrize("with_patients", [True, False])
 def test_image_unit_override_and_data_without_patient_ids(with_patients: bool) -> None:
-    dataset, y, ids = clustered_dataset(with_patients=with_patients)
-    exp = experiment(dataset, y, {"bootstrap_unit": "image"} if with_patients else None)
-    rows, comparisons = exp.score(dataset, ids, y)
-    row = next(r for r in rows if r["metric"] == "auc")
+    test = clustered_test_set(with_patients=with_patients)
+    y, probes = test["y"], outcomes(test)
+    result = statistics(test, probes, {"bootstrap_unit": "image"} if with_patients else None)
+    row = next(r for r in result.rows if r["metric"] == "auc")
     indices = bootstrap_indices(len(y), N_BOOT, seed=0)
-    scores = exp.outcomes[0].test_scores[:, 1]
+    scores = probes[0].test_scores[:, 1]
     replicates = [roc_auc_score(y[i], scores[i]) for i in indices]
     assert row["bootstrap_unit"] == "image" and row["n_units"] == 120
     assert row["ci_high"] == pytest.approx(np.percentile(replicates, 97.5), abs=1e-12)
-    delong = next(c for c in comparisons if c["test"] == "delong")
+    delong = next(c for c in result.comparisons if c["test"] == "delong")
     assert delong["method"] == "delong" and delong["bootstrap_unit"] == "image"
 
 
 def test_binary_comparisons_share_patient_replicates_and_use_clustered_delong() -> None:
-    dataset, y, ids = clustered_dataset()
-    exp = experiment(dataset, y, {"paired_t_test": True})
-    _, comparisons = exp.score(dataset, ids, y)
+    test = clustered_test_set()
+    y, probes = test["y"], outcomes(test)
+    comparisons = statistics(test, probes, {"paired_t_test": True}).comparisons
     by_test = {c["test"]: c for c in comparisons}
     assert set(by_test) == {"paired_bootstrap", "delong", "replicate_t_test"}
-    a, b = exp.outcomes[1], exp.outcomes[0]  # backbone "b" is compared with the reference "a"
-    patients = dataset.samples["group"].to_numpy()
+    a, b = probes[1], probes[0]  # backbone "b" is compared with the reference "a"
+    patients = test["patients"]
     expected = delong_test(y, a.test_scores[:, 1], b.test_scores[:, 1], patients=patients)
     assert by_test["delong"]["method"] == "obuchowski" and by_test["delong"]["bootstrap_unit"] == "patient"
     assert by_test["delong"]["p_value"] == pytest.approx(expected["p_value"], abs=1e-12)
@@ -137,25 +148,26 @@ def test_binary_comparisons_share_patient_replicates_and_use_clustered_delong() 
 def test_replicate_t_statistic_grows_with_the_number_of_replicates() -> None:
     """The reason the study's t-test is only an option: same data, more replicates, larger t
     (roughly by sqrt(R ratio))."""
-    dataset, y, ids = clustered_dataset()
+    test = clustered_test_set()
     t = {}
     for n_boot in (100, 1600):
-        exp = experiment(dataset, y, {"paired_t_test": True, "n_bootstrap": n_boot, "delong": False})
-        _, comparisons = exp.score(dataset, ids, y)
+        comparisons = statistics(test, outcomes(test), {"paired_t_test": True, "n_bootstrap": n_boot,
+                                                        "delong": False}).comparisons
         t[n_boot] = abs(next(c for c in comparisons if c["test"] == "replicate_t_test")["t"])
     assert 2.5 < t[1600] / t[100] < 6.5  # sqrt(16) = 4
 
 
 def test_multiclass_per_class_delong_paired_rows_and_adjusted_p_values() -> None:
-    dataset, y, ids = clustered_dataset("multiclass", seed=2)
-    exp = experiment(dataset, y)
-    rows, comparisons = exp.score(dataset, ids, y)
+    test = clustered_test_set("multiclass", seed=2)
+    y, probes = test["y"], outcomes(test)
+    result = statistics(test, probes)
+    rows, comparisons = result.rows, result.comparisons
     assert {r["metric"] for r in rows} >= {"f1[a]", "f1[b]", "f1[c]", "auc[a]", "ece"}
     delong = [c for c in comparisons if c["test"] == "delong"]
     assert [c["metric"] for c in delong] == ["auc[a]", "auc[b]", "auc[c]", "auc"]
     assert delong[-1]["p_value"] is None and "macro AUC" in delong[-1]["note"]
-    a, b = exp.outcomes[1], exp.outcomes[0]
-    patients = dataset.samples["group"].to_numpy()
+    a, b = probes[1], probes[0]
+    patients = test["patients"]
     for k, row in enumerate(delong[:3]):
         expected = delong_test((y == k).astype(int), a.test_scores[:, k], b.test_scores[:, k], patients=patients)
         assert row["method"] == "obuchowski" and row["p_value"] == pytest.approx(expected["p_value"], abs=1e-12)
@@ -169,23 +181,24 @@ def test_multiclass_per_class_delong_paired_rows_and_adjusted_p_values() -> None
 
 
 def test_delong_it_cannot_serve_is_a_row_with_a_note() -> None:
-    dataset, y, ids = clustered_dataset("multiclass", seed=2)
-    y = y.copy()
+    test = clustered_test_set("multiclass", seed=2)
+    y = test["y"].copy()
     y[y == 2] = 0
     y[0] = 2  # class "c": a single positive test image
-    _, comparisons = experiment(dataset, y).score(dataset, ids, y)
+    test = {**test, "y": y}
+    comparisons = statistics(test, outcomes(test)).comparisons
     row = next(c for c in comparisons if c["test"] == "delong" and c["metric"] == "auc[c]")
     assert row["p_value"] is None and row["p_holm"] is None and "not applicable" in row["note"]
 
 
 def test_group_columns_rows_and_calibration() -> None:
-    dataset, y, ids = clustered_dataset()
-    exp = experiment(dataset, y, {"group_columns": ["sex"]})
-    rows, _ = exp.score(dataset, ids, y)
+    test = clustered_test_set()
+    y, probes = test["y"], outcomes(test)
+    rows = statistics(test, probes, {"group_columns": ["sex"]}).rows
     groups = [r for r in rows if r.get("group_column") == "sex"]
     for row in groups:
-        members = (dataset.samples["sex"] == row["group"]).to_numpy()
-        outcome = next(o for o in exp.outcomes if o.backbone == row["backbone"])
+        members = test["sex"] == row["group"]
+        outcome = next(o for o in probes if o.backbone == row["backbone"])
         assert row["value"] == pytest.approx(roc_auc_score(y[members], outcome.test_scores[members, 1]), abs=1e-12)
         assert row["bootstrap_unit"] == "patient" and row["n_units"] == members.sum() // 3
         assert row["metric"] == f"auc@sex={row['group']}" and row["ci_low"] < row["value"] < row["ci_high"]
@@ -195,10 +208,9 @@ def test_group_columns_rows_and_calibration() -> None:
 
 
 def test_label_efficiency_sd_ci_ratios_and_sizes() -> None:
-    dataset, y, ids = clustered_dataset()
-    exp = experiment(dataset, y, fractions=(0.1, 1.0), seeds=(0, 1, 2))
-    rows, _ = exp.score(dataset, ids, y)
-    summary = exp.label_efficiency(rows)
+    test = clustered_test_set()
+    result = statistics(test, outcomes(test, fractions=(0.1, 1.0), seeds=(0, 1, 2)))
+    rows, summary = result.rows, result.label_efficiency
     entry = next(e for e in summary if e["backbone"] == "b" and e["train_fraction"] == 0.1)
     values = [r["value"] for r in rows if r["metric"] == "auc" and r["backbone"] == "b" and r["train_fraction"] == 0.1]
     full = next(r["value"] for r in rows if r["metric"] == "auc" and r["backbone"] == "b" and r["train_fraction"] == 1)
@@ -213,13 +225,15 @@ def test_label_efficiency_sd_ci_ratios_and_sizes() -> None:
 
 
 def test_unconverged_selected_probe_is_flagged(capsys) -> None:
-    dataset, y, ids = clustered_dataset()
-    exp = experiment(dataset, y, converged=False)
-    rows, _ = exp.score(dataset, ids, y)
-    warnings = exp.statistics_summary()["warnings"]
+    from medprobe.stages.statistics import print_warnings
+
+    test = clustered_test_set()
+    result = statistics(test, outcomes(test, converged=False))
+    print_warnings(result.warnings)  # what the statistics stage does with them
+    warnings = result.summary["warnings"]
     assert len(warnings) == 2 and "did not converge" in warnings[0]
     assert "did not converge" in capsys.readouterr().err
-    assert all(not r["converged"] for r in rows if r["metric"] == "auc")
+    assert all(not r["converged"] for r in result.rows if r["metric"] == "auc")
 
 
 def test_val_follows_fraction_subsamples_validation(tmp_path) -> None:
@@ -240,14 +254,13 @@ def test_val_follows_fraction_subsamples_validation(tmp_path) -> None:
 
 
 def test_f1_task_metric_gets_per_class_f1_comparisons() -> None:
-    dataset, y, ids = clustered_dataset("multiclass", seed=4)
-    exp = experiment(dataset, y)
-    exp.config.task_metric = "f1_macro"
-    _, comparisons = exp.score(dataset, ids, y)
+    test = clustered_test_set("multiclass", seed=4)
+    result = statistics(test, outcomes(test), task_metric="f1_macro")
+    comparisons = result.comparisons
     paired = [c for c in comparisons if c["test"] == "paired_bootstrap"]
     assert [c["metric"] for c in paired] == ["f1_macro", "f1[a]", "f1[b]", "f1[c]"]
-    point = exp.selected_replicates[("b", 1.0, 0)][0]
-    reference = exp.selected_replicates[("a", 1.0, 0)][0]
+    point = result.replicates[("b", 1.0, 0)][0]
+    reference = result.replicates[("a", 1.0, 0)][0]
     assert paired[1]["diff"] == pytest.approx(point["f1[a]"] - reference["f1[a]"], abs=1e-12)
     # DeLong still compares the per-class AUCs; no macro row since the task metric is not AUC
     assert [c["metric"] for c in comparisons if c["test"] == "delong"] == ["auc[a]", "auc[b]", "auc[c]"]
