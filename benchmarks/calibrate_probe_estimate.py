@@ -1,5 +1,5 @@
 """Calibrates the probe-grid time estimate that `medprobe run` prints before fitting
-(``medprobe.probes.grid._FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C``): fits one 6-C path on three
+(``medprobe.plan._FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C``): fits one 6-C path on three
 synthetic problems and prints the effective FLOPs per (training sample x feature x output x C)
 and the estimate next to the measured time.
 
@@ -7,7 +7,8 @@ and the estimate next to the measured time.
 """
 import time, numpy as np, torch
 from medprobe.probes import LinearProbe
-from medprobe.probes.grid import measured_flops, grid_estimate, FitPlan
+from medprobe.plan import grid_estimate, measured_flops
+from medprobe.probes.layer_sweep import TrainSubset
 rng = np.random.default_rng(0)
 flops = measured_flops()
 print(f"measured {flops/1e9:.0f} GFLOP/s, torch threads {torch.get_num_threads()}")
@@ -26,6 +27,6 @@ for n, d, task, k in [(4000, 1024, "binary", 2), (4000, 1024, "multiclass", 9), 
     probes = LinearProbe(task, n_classes=k if task != "binary" else None).fit_path(X, y, Cs)
     took = time.perf_counter() - started
     outputs = 1 if task == "binary" else k
-    est = grid_estimate(1, d, outputs, [FitPlan(1.0, 0, np.arange(n))], len(Cs), flops)["estimated_seconds"]
+    est = grid_estimate(1, d, outputs, [TrainSubset(1.0, 0, np.arange(n))], len(Cs), flops)["estimated_seconds"]
     print(f"effective FLOPs per sample x feature x output x C: {took * flops / (n * d * outputs * len(Cs)):.0f}")
     print(f"{task} n={n} d={d} K={k}: iterations per C {[p.n_iter_ for p in probes]} (mean {np.mean([p.n_iter_ for p in probes]):.0f}); path {took:.2f} s, estimate {est:.2f} s")

@@ -20,7 +20,7 @@ from medprobe.errors import ConfigError, ConvergenceWarning, DataError
 from medprobe.probes import (
     LinearProbe,
     cv_select,
-    select_layer,
+    select_best,
     select_probe,
     validation_score,
 )
@@ -342,18 +342,42 @@ def test_cv_select_multilabel_and_fold_errors(data):
         cv_select(data["X_train"], data["y_train"], "multiclass", n_splits=1)
 
 
-def test_select_layer_prefers_the_informative_layer(data):
+def test_select_best_prefers_the_informative_layer(data):
+    """select_best over the layers' val-selected probes (the experiment's layer selection)."""
     rng = np.random.default_rng(9)
     train = {"noise": rng.normal(size=data["X_train"].shape), "good": data["X_train"]}
     val = {"noise": rng.normal(size=data["X_val"].shape), "good": data["X_val"]}
-    best, scores, probes = select_layer(train, val, data["y_train"], data["y_val"], "multiclass",
-                                        Cs=[1e-3, 1e-1], device="cpu")
-    assert best == "good" and list(scores) == ["noise", "good"]
-    assert scores["good"] > 0.7 > scores["noise"]
-    proba = probes["good"].predict_proba(data["X_val"])
-    assert scores["good"] == pytest.approx(roc_auc_score(data["y_val"], proba, multi_class="ovr"))
-    with pytest.raises(DataError, match="different layers"):
-        select_layer(train, {"good": val["good"]}, data["y_train"], data["y_val"], "multiclass")
+    chosen = {layer: select_probe(train[layer], data["y_train"], val[layer], data["y_val"], "multiclass",
+                                  Cs=[1e-3, 1e-1], device="cpu") for layer in train}
+    scores = {layer: {probe.C: float(table.loc[table["selected"], "val_score"].iloc[0])}
+              for layer, (probe, table) in chosen.items()}
+    best, C, ties = select_best(scores)
+    assert best == "good" and ties == [("good", C)] and C == chosen["good"][0].C
+    assert scores["good"][C] > 0.7 > scores["noise"][chosen["noise"][0].C]
+    proba = chosen["good"][0].predict_proba(data["X_val"])
+    assert scores["good"][C] == pytest.approx(roc_auc_score(data["y_val"], proba, multi_class="ovr"))
+    with pytest.raises(DataError, match="at least one layer"):
+        select_best({})
+
+
+def test_select_best_ties_go_to_the_shallowest_layer_and_smallest_C():
+    grid = {"l0": {10.0: 0.8, 0.1: 0.9}, "l1": {0.01: 0.9 - 1e-15, 1.0: 0.9}, "l2": {1.0: 0.9 - 1e-3}}
+    assert select_best(grid) == ("l0", 0.1, [("l0", 0.1), ("l1", 0.01), ("l1", 1.0)])
+    # an exactly higher score wins even when it is within the tolerance of an earlier one
+    assert select_best({"a": {1.0: 0.9}, "b": {1.0: 0.9 + 1e-15}}) == ("b", 1.0, [("a", 1.0), ("b", 1.0)])
+
+
+def test_one_rule_for_the_C_grid():
+    from medprobe.c_grid import check_Cs
+    from medprobe.config import ProbeConfig
+
+    assert check_Cs([1, 0.01, 0.1]) == (0.01, 0.1, 1.0)
+    assert ProbeConfig(Cs=[1, 0.01]).Cs == [0.01, 1.0]
+    for bad in ([], [0.1, -1], [0.0], [float("inf")], [float("nan")], [0.1, 0.1]):
+        with pytest.raises(ConfigError, match="Cs"):
+            check_Cs(bad)
+        with pytest.raises(Exception, match="Cs"):
+            ProbeConfig(Cs=bad)
 
 
 # --------------------------------------------------------------------------- input errors

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medprobe.c_grid import check_Cs
 from medprobe.errors import ConfigError
 
 LayerSpec = int | str | list[int | str] | None
@@ -113,10 +114,12 @@ class ProbeConfig(Strict):
 
     @field_validator("Cs")
     @classmethod
-    def _positive_cs(cls, value: list[float]) -> list[float]:
-        if not value or any(c <= 0 for c in value):
-            raise ValueError("Cs must be a non-empty list of positive numbers")
-        return value
+    def _valid_cs(cls, value: list[float]) -> list[float]:
+        """The probes' own rule (:func:`medprobe.c_grid.check_Cs`), so a bad grid stops the run here."""
+        try:
+            return list(check_Cs(value))
+        except ConfigError as error:  # pydantic reports ValueErrors with the field's path
+            raise ValueError(str(error)) from None
 
 
 class StatsConfig(Strict):

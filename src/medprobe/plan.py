@@ -22,8 +22,10 @@ few seconds. Per backbone:
   2 x parameters x tokens for every layer that runs, plus 4 x tokens^2 x width for attention.
 
 Token counts are the model's own where its config fixes them (IDEFICS v1: 257 vision tokens, 64
-latents, ``PROMPT_TOKENS`` text tokens; LLaVA: 577 / 576); for dynamic-resolution models one
-image at the processor's default size without splitting is assumed, and the plan says so.
+latents, ``PROMPT_TOKENS`` text tokens; LLaVA: 577 / 576), counted by the rule its family record
+states (:class:`~medprobe.models.records.ModelFamily`: CLS token, image tokens, assumed image side);
+for dynamic-resolution models one image at the family's assumed size without splitting is
+assumed, and the plan says so.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ from medprobe.errors import ModelError
 
 #: text tokens assumed around one image (the study's prompt is ~20 LLaMA tokens; chat templates add more)
 PROMPT_TOKENS = 32
-#: image side assumed for Qwen2-VL (dynamic resolution)
-QWEN_IMAGE_SIDE = 448
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _GB = 1e9
 
@@ -264,35 +264,43 @@ def _params(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _image_tokens(family: Any, config: Any, vision_config: Any, patches: int) -> int:
+    """Language-model tokens one image becomes, by the rule its family record states."""
+    rule = family.image_tokens
+    if isinstance(rule, int):
+        return rule
+    if rule == "patches":
+        return patches
+    if rule == "perceiver_latents":
+        return int(config.perceiver_config.resampler_n_latents)
+    if rule == "pixel_shuffle":
+        return patches // config.scale_factor ** 2
+    if rule == "spatial_merge":
+        return patches // vision_config.spatial_merge_size ** 2
+    if rule == "none":
+        return 0
+    raise ModelError(f"model family {family.model_type!r}: unknown image-token rule {rule!r}")
+
+
 def _stack_costs(stacks: Any, config: Any) -> tuple[StackCost | None, StackCost, list[str]]:
     """(LM, vision, assumptions) for one model: geometry plus the tokens each stack sees per image."""
+    from medprobe.models.records import family_of
+
+    family = family_of(config.model_type)
     vision_config = getattr(config, "vision_config", None) or config
     image_size = getattr(vision_config, "image_size", 224)
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
     patch = getattr(vision_config, "patch_size", 14)
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
     assumptions: list[str] = []
-    model_type = config.model_type
-    if model_type == "qwen2_vl":
-        patches = (QWEN_IMAGE_SIDE // patch) ** 2
-        vision_tokens, image_tokens = patches, patches // vision_config.spatial_merge_size ** 2
-        assumptions.append(f"one {QWEN_IMAGE_SIDE}x{QWEN_IMAGE_SIDE} px image (dynamic resolution)")
-    else:
-        patches = (image_size // patch) ** 2
-        has_cls = model_type in ("idefics", "clip", "llava")
-        vision_tokens = patches + (1 if has_cls else 0)
-        if model_type == "idefics":
-            image_tokens = 3  # <fake><image><fake>; pixels arrive by cross-attention from 64 latents
-        elif model_type == "llava":
-            image_tokens = patches
-        elif model_type == "idefics2":
-            image_tokens = config.perceiver_config.resampler_n_latents
-            assumptions.append("one crop per image (no image splitting)")
-        elif model_type == "idefics3":
-            image_tokens = patches // config.scale_factor ** 2
-            assumptions.append("one crop per image (no image splitting)")
-        else:
-            image_tokens = 0
+    if family.image_side is not None:
+        image_size = family.image_side
+        assumptions.append(f"one {image_size}x{image_size} px image (dynamic resolution)")
+    patches = (image_size // patch) ** 2
+    vision_tokens = patches + (1 if family.vision_cls else 0)
+    image_tokens = _image_tokens(family, config, vision_config, patches)
+    if family.token_assumption:
+        assumptions.append(family.token_assumption)
     vision_layer = stacks.vision_layers[0]
     vision = StackCost(stacks.num_vision_layers, stacks.vision_width,
                        _mlp_width(vision_config, stacks.vision_width),
@@ -358,10 +366,10 @@ def forward_flops(model: Any, stacks: Any, lm: StackCost | None, vision: StackCo
 
 # ---------------------------------------------------------------------------------------------- plans
 def is_hf_backbone(name: str) -> bool:
-    """Backbones :func:`plan_backbone` can plan: recorded architectures and ``hf:`` models."""
-    from medprobe.models.architectures import ARCHITECTURES
+    """Backbones :func:`plan_backbone` can plan: recorded models and ``hf:`` models."""
+    from medprobe.models.records import MODELS
 
-    return name.startswith("hf:") or name in ARCHITECTURES
+    return name.startswith("hf:") or name in MODELS
 
 
 def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: Any = None, label: str | None = None,
@@ -371,13 +379,14 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
     own ``max_memory`` option, else the visible devices."""
     from medprobe.models.architectures import config_for_backbone, meta_model
     from medprobe.models.hf_loading import QUANTIZATIONS, resolve_dtype
+    from medprobe.models.records import family_of
     from medprobe.models.stacks import find_stacks, resolve_layer_spec
 
     options = dict(options or {})
     label = label or name
     config = config_for_backbone(name, options)
     model = meta_model(config, name=name)
-    is_clip = config.model_type == "clip"
+    is_clip = not family_of(config.model_type).language_model
     stacks = find_stacks(model, name, language=not is_clip)
     memory_source = options.get("max_memory") or max_memory or visible_memory()
     memory = {key: parse_size(value, where=f"backbone {label!r} max_memory") for key, value in memory_source.items()}
@@ -392,8 +401,10 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
                                num_vision=stacks.num_vision_layers, extra=extra, default=default)
     device_map = device_map_for(model, memory, dtype, quantization)
     lm, vision, assumptions = _stack_costs(stacks, config)
-    lm_layers = [int(layer) for layer in names if layer.isdigit()]
-    vision_layers = [int(layer.split(".")[1]) for layer in names if layer.startswith("vision.")]
+    hidden_states = stacks.hidden_states()
+    keys = [hidden_states[layer] for layer in names if layer in hidden_states]  # image_embeds is neither stack
+    lm_layers = [k for stack, k in keys if stack == "lm"]
+    vision_layers = [k for stack, k in keys if stack == "vision"]
     wants_embeds = "image_embeds" in names
     deepest_lm = max(lm_layers) if lm_layers else None
     deepest_vision = vision.layers if wants_embeds else (max(vision_layers) if vision_layers else None)
@@ -407,7 +418,8 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
         captured_values += len(lm_layers) * lm.tokens * lm.width
     embed_width = int(getattr(config, "projection_dim", 0) or 0)
     feature_bytes = _DTYPE_BYTES.get(feature_dtype, 4)
-    per_image = sum(lm.width if layer.isdigit() and lm else embed_width if layer == "image_embeds" else vision.width
+    widths = {"lm": lm.width if lm else 0, "vision": vision.width}
+    per_image = sum(widths[hidden_states[layer][0]] if layer in hidden_states else embed_width
                     for layer in names) * feature_bytes
     return BackbonePlan(
         label=label, name=name, model_class=type(model).__name__, parameters=_params(model), dtype=dtype,

@@ -5,10 +5,10 @@ Plain NumPy arrays in and out. Labels: ``(n,)`` class indices for binary/multicl
 """
 
 from medprobe.probes.logistic import TASK_TYPES, THRESHOLD, LinearProbe, check_features, check_labels, resolve_device
-from medprobe.probes.selection import (DEFAULT_CS, METRICS, cv_select, select_layer, select_probe, select_probes,
-                                      validation_score)
+from medprobe.probes.selection import (DEFAULT_CS, METRICS, TIE_TOLERANCE, cv_select, select_best, select_probe,
+                                      select_probes, validation_score)
 
 __all__ = [
-    "DEFAULT_CS", "METRICS", "TASK_TYPES", "THRESHOLD", "LinearProbe", "check_features", "check_labels",
-    "cv_select", "resolve_device", "select_layer", "select_probe", "select_probes", "validation_score",
+    "DEFAULT_CS", "METRICS", "TASK_TYPES", "THRESHOLD", "TIE_TOLERANCE", "LinearProbe", "check_features",
+    "check_labels", "cv_select", "resolve_device", "select_best", "select_probe", "select_probes", "validation_score",
 ]

@@ -1,11 +1,11 @@
 """The probe grid on a Ray cluster (``probe.engine: ray``): one task per pass of layers.
 
-Each task runs :func:`medprobe.probes.grid.probe_layers` -- the very function the local engine
+Each task runs :func:`medprobe.probes.layer_sweep.probe_layers` -- the very function the local engine
 runs -- on the node Ray places it: it reads its layers (one, or ``probe.layers_per_pass``) from
 the feature cache (which therefore has to be on a filesystem every node mounts at the same path,
-as for distributed extraction), fits every (train fraction, seed) plan and returns the
+as for distributed extraction), fits every (train fraction, seed) subset and returns the
 validation scores and test probabilities only.
-The split positions, labels and plans go to the object store once and are shared by all tasks.
+The split positions, labels and subsets go to the object store once and are shared by all tasks.
 
 Why the results equal the local engine's bit for bit: the inputs are the same arrays, the solver
 is deterministic for a given input and thread count, and each task runs the BLAS (and torch, on a
@@ -30,7 +30,7 @@ import numpy as np
 from medprobe import errors
 from medprobe.errors import CacheError, MedprobeError
 from medprobe.features.ray_engine import check_worker_resources, connect_ray
-from medprobe.probes.grid import FitPlan, LayerFit, ProbeSettings, layer_passes, probe_layers
+from medprobe.probes.layer_sweep import LayerFit, ProbeSettings, TrainSubset, layer_passes, probe_layers
 from medprobe.progress import progress_bar
 
 #: retries of a layer whose worker process died (a lost node, the OOM killer)
@@ -50,7 +50,7 @@ def _probe_layers_task(cache_path: str, layers: list[str], shared: tuple, thread
     (Ray would wrap them into its own exception types otherwise)."""
     from threadpoolctl import threadpool_limits
 
-    index, labels, plans, settings = shared
+    index, labels, subsets, settings = shared
     host = socket.gethostname()
     torch = sys.modules.get("torch")  # imported only where the probes run on a GPU
     previous = torch.get_num_threads() if torch else None
@@ -62,7 +62,7 @@ def _probe_layers_task(cache_path: str, layers: list[str], shared: tuple, thread
                              "probe.engine: ray the cache must be on a filesystem shared by every node (e.g. NFS), "
                              "mounted at the same path")
         with threadpool_limits(limits=threads, user_api="blas"):
-            return "ok", probe_layers(cache_path, layers, index, labels, plans, settings)
+            return "ok", probe_layers(cache_path, layers, index, labels, subsets, settings)
     except MedprobeError as error:
         where = f"layer {layers[0]!r}" if len(layers) == 1 else f"layers {layers}"
         return "error", (type(error).__name__, f"{where} on host {host}: {error}")
@@ -83,7 +83,7 @@ def probe_layers_ray(
     layers: Sequence[str],
     index: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
-    plans: Sequence[FitPlan],
+    subsets: Sequence[TrainSubset],
     settings: ProbeSettings,
     *,
     num_workers: int = 1,
@@ -94,9 +94,9 @@ def probe_layers_ray(
     show_progress: bool = True,
     keep: Callable[[np.ndarray], Any] | None = None,
 ) -> dict[str, list[LayerFit]]:
-    """``{layer: [LayerFit per plan]}`` for every layer, fitted as Ray tasks (see the module docstring).
+    """``{layer: [LayerFit per subset]}`` for every layer, fitted as Ray tasks (see the module docstring).
     ``keep``, when given, is applied to each fit's test probabilities as its layer arrives (the
-    experiment's :class:`~medprobe.probes.grid.ScoreStore`), so the driver never holds them all."""
+    experiment's :class:`~medprobe.probes.score_store.ScoreStore`), so the driver never holds them all."""
     check_worker_resources(num_workers, num_cpus_per_worker, num_gpus_per_worker, prefix="probe.")
     started_ray = connect_ray(ray_address, engine="probe")
     import ray
@@ -104,7 +104,7 @@ def probe_layers_ray(
     try:
         task = ray.remote(_probe_layers_task).options(
             num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker or None, max_retries=MAX_RETRIES)
-        shared = ray.put((index, labels, list(plans), settings))
+        shared = ray.put((index, labels, list(subsets), settings))
         threads = driver_threads()
         waiting = layer_passes(layers, settings.layers_per_pass)
         running: dict[Any, list[str]] = {}

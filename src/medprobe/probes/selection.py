@@ -5,8 +5,9 @@
   several layers in one solver pass.
 * :func:`cv_select`: for data without a validation split -- K folds inside the training data
   (class-stratified, optionally grouped by patient), C chosen on the mean held-out score.
-* :func:`select_layer`: run :func:`select_probe` on each layer's features and keep the layer
-  with the best validation score.
+* :func:`select_best`: the one best-of-grid rule -- of validation scores by layer and C, the
+  best (layer, C) and the pairs that tie it -- used for C here, and for the layer by the
+  experiment.
 
 Refit policy (kept simple, as in the study): after choosing C on the validation split the probe
 that was fitted on the *training split alone* is returned -- it is not refitted on train + val, so
@@ -14,7 +15,8 @@ its validation score is the one it was chosen by and the validation data stay ou
 :func:`cv_select` has no such probe (each fold's probe saw only part of the training data), so it
 refits once on all of the training data at the chosen C.
 
-Ties go to the smallest C (the simplest model) and, for layers, to the first layer given.
+Ties go to the smallest C (the simplest model) and, for layers, to the first (shallowest) layer
+given; scores within :data:`TIE_TOLERANCE` of the best are reported as ties.
 
 Validation metrics (scikit-learn, per class then averaged):
 
@@ -28,11 +30,12 @@ Validation metrics (scikit-learn, per class then averaged):
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Hashable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from medprobe.c_grid import check_Cs
 from medprobe.errors import ConfigError, DataError
 from medprobe.probes.logistic import THRESHOLD, LinearProbe, TaskType, check_features, check_labels
 from medprobe.scoring import binary_auc, macro_f1
@@ -41,6 +44,9 @@ Metric = Literal["auc", "f1"]
 METRICS: tuple[str, ...] = ("auc", "f1")
 #: the default C grid: inverse L2 strengths from very strong to weak regularisation
 DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 2, 7))
+#: validation scores closer than this to the best one count as a tie (AUC / F1 live in [0, 1]; two
+#: layers whose probes rank the validation samples identically differ by summation noise at most)
+TIE_TOLERANCE = 1e-12
 
 
 def validation_score(y_true: np.ndarray, probabilities: np.ndarray, task_type: TaskType, metric: Metric = "auc") -> float:
@@ -66,16 +72,24 @@ def validation_score(y_true: np.ndarray, probabilities: np.ndarray, task_type: T
     return float(np.mean(aucs))
 
 
-def _grid(Cs: Sequence[float]) -> list[float]:
-    values = [float(c) for c in Cs]
-    if not values or any(not np.isfinite(c) or c <= 0 for c in values):
-        raise ConfigError(f"Cs must be a non-empty list of positive finite numbers, got {list(Cs)}")
-    return sorted(set(values))
+def select_best(scores_by_layer_and_C: Mapping[Hashable, Mapping[float, float]],
+                ) -> tuple[Hashable, float, list[tuple[Hashable, float]]]:
+    """``(layer, C, ties)``: the best validation score of a grid and the (layer, C) pairs that tie it.
 
-
-def _best_index(scores: Sequence[float]) -> int:
-    """Index of the highest score; the first (smallest C / first layer) among ties."""
-    return int(np.argmax(np.asarray(scores, dtype=float)))
+    Layers are taken in the mapping's order (shallowest first), each layer's Cs in ascending order.
+    The best is the highest score, the first in that order -- shallowest layer, then smallest C --
+    among equal ones; ``ties`` are the pairs within :data:`TIE_TOLERANCE` of it, in the same order
+    (the best among them), so a tie is reported instead of being hidden. A grid of one layer
+    chooses C; one C per layer (each layer's own choice) chooses the layer.
+    """
+    pairs = [(layer, C) for layer, by_C in scores_by_layer_and_C.items() for C in sorted(by_C)]
+    if not pairs:
+        raise DataError("select_best needs validation scores of at least one layer and C")
+    values = np.asarray([scores_by_layer_and_C[layer][C] for layer, C in pairs], dtype=float)
+    best = int(np.argmax(values))
+    top = float(np.max(values))
+    ties = [pair for pair, value in zip(pairs, values) if top - value <= TIE_TOLERANCE]
+    return (*pairs[best], ties)
 
 
 def select_probe(
@@ -117,7 +131,7 @@ def select_probes(
         raise ConfigError(f"unknown selection metric {metric!r}; expected one of {', '.join(METRICS)}")
     if len(X_train_layers) != len(X_val_layers):
         raise DataError(f"{len(X_train_layers)} layers of training features but {len(X_val_layers)} of validation")
-    grid = _grid(Cs)
+    grid = list(check_Cs(Cs))
     single = len(X_train_layers) == 1
     X_train_layers = [check_features(X, "X_train" if single else f"X_train of layer {number}")
                       for number, X in enumerate(X_train_layers)]
@@ -130,7 +144,8 @@ def select_probes(
     probes_by_layer = LinearProbe(task_type, **probe_params).fit_layers_path(X_train_layers, y_train, grid)
     for probes, X_val in zip(probes_by_layer, X_val_layers):
         scores = [validation_score(y_val, probe.predict_proba(X_val), task_type, metric) for probe in probes]
-        best = _best_index(scores)
+        _, best_C, _ = select_best({"layer": dict(zip(grid, scores))})
+        best = grid.index(best_C)
         table = pd.DataFrame({
             "C": grid, "val_score": scores,
             "n_iter": [p.n_iter_ for p in probes], "converged": [p.converged_ for p in probes],
@@ -170,7 +185,7 @@ def cv_select(
         raise ConfigError(f"unknown selection metric {metric!r}; expected one of {', '.join(METRICS)}")
     if not (isinstance(n_splits, int) and n_splits >= 2):
         raise ConfigError(f"n_splits must be an integer >= 2, got {n_splits!r}")
-    grid = _grid(Cs)
+    grid = list(check_Cs(Cs))
     X = check_features(X, "X")
     labels, k = check_labels(y, task_type, X.shape[0], "y", probe_params.get("n_classes"))
     names = _fold_names(n_splits)
@@ -193,42 +208,8 @@ def cv_select(
     table = pd.DataFrame({"C": grid, **fold_scores})
     table["val_score"] = table[names].mean(axis=1)
     table["val_std"] = table[names].std(axis=1, ddof=1)
-    best = _best_index(table["val_score"].to_numpy())
+    _, best_C, _ = select_best({"layer": dict(zip(grid, table["val_score"].to_numpy()))})
+    best = grid.index(best_C)
     table["selected"] = np.arange(len(grid)) == best
     probe = LinearProbe(task_type, C=grid[best], **probe_params).fit(X, labels)
     return probe, table[["C", "val_score", "val_std", *names, "selected"]]
-
-
-def select_layer(
-    features_by_layer_train: Mapping[str, np.ndarray],
-    features_by_layer_val: Mapping[str, np.ndarray],
-    y_train: np.ndarray,
-    y_val: np.ndarray,
-    task_type: TaskType,
-    Cs: Sequence[float] = DEFAULT_CS,
-    metric: Metric = "auc",
-    **probe_params: Any,
-) -> tuple[str, dict[str, float], dict[str, LinearProbe]]:
-    """The layer whose val-selected probe scores best on validation.
-
-    Returns ``(best_layer, {layer: best val score}, {layer: its val-selected probe})``; every
-    layer gets its own C (via :func:`select_probe`). Layers are tried in the mapping's order.
-    """
-    layers = list(features_by_layer_train)
-    if not layers:
-        raise DataError("select_layer needs features of at least one layer")
-    if set(layers) != set(features_by_layer_val):
-        raise DataError(f"train and val features cover different layers: {sorted(layers)} vs "
-                        f"{sorted(features_by_layer_val)}")
-    scores: dict[str, float] = {}
-    probes: dict[str, LinearProbe] = {}
-    for layer in layers:
-        try:
-            probe, table = select_probe(features_by_layer_train[layer], y_train, features_by_layer_val[layer], y_val,
-                                        task_type, Cs=Cs, metric=metric, **probe_params)
-        except DataError as error:
-            raise DataError(f"layer {layer!r}: {error}") from error
-        probes[layer] = probe
-        scores[layer] = float(table.loc[table["selected"], "val_score"].iloc[0])
-    best = layers[_best_index([scores[layer] for layer in layers])]
-    return best, scores, probes
