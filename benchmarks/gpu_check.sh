@@ -36,7 +36,7 @@ started_all = time.perf_counter()
 from transformers import IdeficsConfig, IdeficsForVisionText2Text, IdeficsImageProcessor, IdeficsProcessor
 from medprobe.models.hf import HFVisionLanguageBackbone
 from medprobe.models.hf_loading import LoadedModel
-from medprobe.models.tiny import tiny_tokenizer
+from medprobe.testing.tiny_models import tiny_tokenizer
 from medprobe.probes import LinearProbe
 
 if args.tiny:

@@ -2,7 +2,7 @@
 language-model and vision stacks, their real sizes, layer specs over them, and ``medprobe layers``.
 
 The expected numbers are the models' own (model cards / config.json), written out here by hand,
-not read back from :mod:`medprobe.models.architectures`.
+not read back from :mod:`medprobe.models.records`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typer.testing import CliRunner  # noqa: E402
 
 from medprobe.cli import app  # noqa: E402
 from medprobe.errors import ModelError  # noqa: E402
-from medprobe.models.architectures import ARCHITECTURES, meta_model_of  # noqa: E402
+from medprobe.models.architectures import meta_model_of  # noqa: E402
+from medprobe.models.records import MODELS  # noqa: E402
 from medprobe.models.stacks import find_stacks, resolve_layer_spec  # noqa: E402
 
 # name: (LM decoder layers, LM width, LM layer class, LM path,
@@ -55,7 +56,7 @@ EXPECTED = {
 
 
 def test_every_named_family_has_a_recorded_architecture():
-    assert set(ARCHITECTURES) == set(EXPECTED)
+    assert set(MODELS) == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -150,10 +151,11 @@ def test_medprobe_layers_lists_real_counts_without_any_model_file(tmp_path, monk
 
 def test_medprobe_layers_reads_a_local_folders_config_json_only(tmp_path):
     """``--path`` on a folder holding nothing but config.json (no weights, no tokenizer)."""
-    from medprobe.models.architectures import architecture, build_config
+    from medprobe.models.architectures import build_config
+    from medprobe.models.records import model_record
 
-    entry = architecture("smolvlm-256m")
-    build_config(entry.model_type, entry.config).save_pretrained(tmp_path)
+    record = model_record("smolvlm-256m")
+    build_config(record.model_type, dict(record.config)).save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
     result = CliRunner().invoke(app, ["layers", "--path", str(tmp_path)])
     assert result.exit_code == 0, result.output

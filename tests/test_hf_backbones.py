@@ -24,10 +24,10 @@ transformers = pytest.importorskip("transformers")
 from medprobe.errors import ModelError  # noqa: E402
 from medprobe.models.hf import DEFAULT_PROMPT, DEFAULT_PROMPTS, HFVisionLanguageBackbone  # noqa: E402
 from medprobe.models.hf_clip import ClipBackbone, zero_shot_scores  # noqa: E402
-from medprobe.models.hf_common import to_pil  # noqa: E402
+from medprobe.models.imaging import to_pil  # noqa: E402
 from medprobe.models.registry import create_backbone, list_backbones  # noqa: E402
 
-import medprobe.models.tiny as tiny_models  # noqa: E402
+import medprobe.testing.tiny_models as tiny_models  # noqa: E402
 
 VLM_FAMILIES = ("idefics", "llava", "idefics2", "idefics3", "qwen2vl")
 ATOL = 1e-5

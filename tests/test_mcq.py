@@ -297,7 +297,7 @@ def test_outputs_written(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_vlms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """IDEFICS v1 (interleaved prompts) and two chat-template VLMs, saved like real checkpoints."""
-    from medprobe.models.tiny import build_tiny_idefics, build_tiny_idefics3, build_tiny_llava
+    from medprobe.testing.tiny_models import build_tiny_idefics, build_tiny_idefics3, build_tiny_llava
 
     root = tmp_path_factory.mktemp("vlms")
     return {"idefics": build_tiny_idefics(root / "idefics"), "llava": build_tiny_llava(root / "llava"),

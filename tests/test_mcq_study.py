@@ -31,7 +31,7 @@ def case_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from medprobe.mcq.run import MCQModelConfig, load_model
-    from medprobe.models.tiny import build_tiny_idefics, build_tiny_llava
+    from medprobe.testing.tiny_models import build_tiny_idefics, build_tiny_llava
 
     root = tmp_path_factory.mktemp("vlms")
     paths = {"idefics": build_tiny_idefics(root / "idefics"), "llava": build_tiny_llava(root / "llava")}

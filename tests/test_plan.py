@@ -10,6 +10,7 @@ MLP 3df; vision 4*1280^2 + 2*1280*5120 per layer; perceiver q,k,v (1280 -> 1536)
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -126,7 +127,7 @@ def test_medprobe_plan_on_the_paper_run_file_needs_no_weights(tmp_path, monkeypa
 
 
 def test_run_stops_before_loading_a_model_that_cannot_fit(monkeypatch):
-    import medprobe.experiment as experiment
+    import medprobe.stages.extract as extract_stage
     from medprobe.config import parse_config
 
     config = parse_config({
@@ -138,14 +139,14 @@ def test_run_stops_before_loading_a_model_that_cannot_fit(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the backbone was built although it cannot fit")
 
-    monkeypatch.setattr(experiment, "create_backbone", never)
+    monkeypatch.setattr(extract_stage, "create_backbone", never)
     with pytest.raises(ModelError, match=r"'idefics-80b' cannot be loaded here.*medprobe plan"):
-        experiment.Experiment(config).extract(config.backbones[0], dataset=None)
+        extract_stage.extract_backbone(config.backbones[0], None, config.extraction, Path("unused"), on_error="raise")
 
 
 def test_paper_configs_prompt_the_base_idefics_models_as_the_study_did():
     from medprobe.config import load_config
-    from medprobe.models.hf import STUDY_NOUNS
+    from medprobe.models.records import STUDY_NOUNS
 
     assert STUDY_NOUNS == {"t1": "histological picture", "t2": "histological picture", "t3": "skin image",
                            "t4": "skin image", "t5": "eye fundus image", "t6": "eye fundus image",

@@ -80,7 +80,7 @@ def test_vit_s_flops_match_the_architecture():
 
 
 def test_bf16_torch_backbone_follows_fp32(tmp_path):
-    from medprobe.models.tiny import build_tiny_llava
+    from medprobe.testing.tiny_models import build_tiny_llava
 
     model_dir = build_tiny_llava(tmp_path / "llava", lm_layers=3, hidden_size=64, image_size=32)
     rng = np.random.default_rng(0)

@@ -391,7 +391,7 @@ def test_probe_engine_ray_on_a_local_instance_equals_local(tmp_path, layered_bac
 def test_real_hf_backbones_are_told_apart(tmp_path):
     """The stack split keys on the fingerprint's prompt: present for HF VLMs, absent for CLIP."""
     pytest.importorskip("transformers")
-    import medprobe.models.tiny as tiny
+    import medprobe.testing.tiny_models as tiny
     from medprobe.models.registry import create_backbone
 
     data = make_dataset(8)

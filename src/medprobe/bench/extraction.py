@@ -62,7 +62,7 @@ def _study_style(model_dir: Path, n: int, size: int) -> dict[str, Any]:
     """Batch 1, every layer, all pooled vectors of all layers held in RAM."""
     import torch
 
-    from medprobe.models.hf_common import to_pil
+    from medprobe.models.imaging import to_pil
     from medprobe.models.registry import create_backbone
 
     backbone = create_backbone(f"hf:{model_dir}", dtype="float32")
@@ -126,7 +126,7 @@ def _measure(mode: str, model_dir: Path, n: int, size: int, work: Path, batch_si
 
 def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
     """Measure both ways side by side; returns images/s, their ratio and peak RSS at N and 4N."""
-    from medprobe.models.tiny import build_tiny_llava
+    from medprobe.testing.tiny_models import build_tiny_llava
 
     n = 24 if quick else 150
     size, batch_size = 64, 32

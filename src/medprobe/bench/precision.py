@@ -190,7 +190,7 @@ def torch_bf16(n_images: int, threads: int, batch_size: int = 8, hidden_size: in
     import torch
 
     from medprobe.models.registry import create_backbone
-    from medprobe.models.tiny import build_tiny_llava
+    from medprobe.testing.tiny_models import build_tiny_llava
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -220,7 +220,7 @@ def torch_bf16(n_images: int, threads: int, batch_size: int = 8, hidden_size: in
 
 
 def _as_pil(image: np.ndarray):
-    from medprobe.models.hf_common import to_pil
+    from medprobe.models.imaging import to_pil
 
     return to_pil(image)
 

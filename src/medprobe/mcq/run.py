@@ -156,12 +156,13 @@ def model_source(spec: MCQModelConfig, base: Path) -> str:
         source = spec.name[3:]
         relative = base / source
         return str(relative) if not Path(source).is_absolute() and relative.is_dir() else source
-    from medprobe.models.hf import IDEFICS_PRESETS
+    from medprobe.models.records import vlm_presets
 
-    if spec.name not in IDEFICS_PRESETS:
-        raise ConfigError(f"model.name {spec.name!r} is not a known VLM preset ({', '.join(IDEFICS_PRESETS)}); "
+    presets = vlm_presets()
+    if spec.name not in presets:
+        raise ConfigError(f"model.name {spec.name!r} is not a known VLM preset ({', '.join(presets)}); "
                           "use hf:<folder-or-hub-id> for any other Hugging Face VLM")
-    return IDEFICS_PRESETS[spec.name]
+    return presets[spec.name].source
 
 
 def load_model(spec: MCQModelConfig, base: Path, prompt_style: Literal["study", "chat"] | None = None) -> MCQModel:

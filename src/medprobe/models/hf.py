@@ -1,6 +1,7 @@
 """Hugging Face vision-language backbones: show an image *with a prompt* and read the internal state.
 
-Families (all registered here at import time; heavy imports happen only when one is built):
+Families (registered by name in :mod:`medprobe.models.hf_presets` from :mod:`medprobe.models.records`;
+heavy imports happen only when one is built):
 
 * **IDEFICS v1** (``idefics-9b``, ``idefics-9b-instruct``, ``idefics-80b``, ``idefics-80b-instruct``):
   the open Flamingo reproduction. Images enter the LLaMA decoder through gated cross-attention.
@@ -19,7 +20,7 @@ Prompt styles (``prompt_style``), all ending where the last token is read:
 
 * ``study``: the study's activation prompt for the base IDEFICS models (peterhan91/Multimodal-Probes,
   ``activation.py``): ``[image, "Question: What can you see on this <noun>? Answer:"]`` -- image
-  first, no chat turns. ``noun`` is the study's per-task noun (:data:`STUDY_NOUNS`: "histological
+  first, no chat turns. ``noun`` is the study's per-task noun (:data:`~medprobe.models.records.STUDY_NOUNS`: "histological
   picture" for T1/T2, "skin image" T3/T4, "eye fundus image" T5/T6, "chest radiological image" T7,
   "knee radiological image" T8); without one it is ``"<domain> image"``. ``prompt=`` replaces the
   question, keeping the ``Question: ... Answer:`` frame.
@@ -71,28 +72,21 @@ before pooling, so a model spread over devices (``device_map``) gives the same f
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from medprobe.errors import ModelError
 from medprobe.models.base import Backbone
-from medprobe.models.hf_common import (
-    VISION_POOLINGS,
-    StopForward,
-    layer_input,
-    layer_output,
-    to_cpu,
-    to_pil,
-)
-from medprobe.models.registry import factory_options, register_backbone
-from medprobe.models.stacks import find_stacks, hook_points, resolve_layer_spec, stop_key
+from medprobe.models.imaging import to_pil
+from medprobe.models.records import IDEFICS_PROMPT_STYLES
+from medprobe.models.stacks import VISION_POOLINGS, find_stacks, hook_points, resolve_layer_spec, stop_key
+from medprobe.models.torch_hooks import StopForward, layer_input, layer_output, to_cpu
+from medprobe.study_prompt import PROMPT_TEMPLATE, STUDY_FRAME, STUDY_QUESTION, STUDY_QUESTION_VERBATIM
 
 if TYPE_CHECKING:
     from medprobe.models.hf_loading import LoadedModel
 
-PROMPT_TEMPLATE = "What can you see on this {domain} image?"
 #: The study's prompt for each image domain (the adjective varies with the kind of image).
 DEFAULT_PROMPTS: dict[str, str] = {
     domain: PROMPT_TEMPLATE.format(domain=domain)
@@ -100,28 +94,6 @@ DEFAULT_PROMPTS: dict[str, str] = {
 }
 DEFAULT_PROMPT = DEFAULT_PROMPTS["radiological"]
 LM_POOLINGS = ("last_token", "mean", "image_mean", "text_mean")
-PROMPT_STYLES = ("study", "study-verbatim", "chat", "plain")
-#: The study's question (activation.py); ``study-verbatim`` keeps its typo "seen".
-STUDY_QUESTION = "What can you see on this {noun}?"
-STUDY_QUESTION_VERBATIM = "What can you seen on this {noun}?"
-STUDY_FRAME = "Question: {question} Answer:"
-#: The noun the study's prompt uses for each of its tasks.
-STUDY_NOUNS: dict[str, str] = {
-    "t1": "histological picture", "t2": "histological picture", "t3": "skin image", "t4": "skin image",
-    "t5": "eye fundus image", "t6": "eye fundus image", "t7": "chest radiological image",
-    "t8": "knee radiological image",
-}
-IDEFICS_PRESETS = {
-    "idefics-9b": "HuggingFaceM4/idefics-9b",
-    "idefics-9b-instruct": "HuggingFaceM4/idefics-9b-instruct",
-    "idefics-80b": "HuggingFaceM4/idefics-80b",
-    "idefics-80b-instruct": "HuggingFaceM4/idefics-80b-instruct",
-}
-CLIP_PRESETS = {
-    "clip-b32": ("openai/clip-vit-base-patch32",
-                 "OpenAI CLIP ViT-B/32 image tower (vision.0..12, image_embeds)"),
-    "plip": ("vinid/plip", "PLIP: CLIP ViT-B/32 fine-tuned on pathology image-text pairs (vision.0..12, image_embeds)"),
-}
 _IDEFICS_IMAGE_TOKENS = ("<image>", "<fake_token_around_image>")
 _IDEFICS_END = "<end_of_utterance>"
 
@@ -153,8 +125,9 @@ class HFVisionLanguageBackbone(Backbone):
             raise ModelError(
                 f"backbone {name!r}: unknown vision_pooling {vision_pooling!r}; choose from {VISION_POOLINGS}"
             )
-        if prompt_style not in PROMPT_STYLES:
-            raise ModelError(f"backbone {name!r}: unknown prompt_style {prompt_style!r}; choose from {PROMPT_STYLES}")
+        if prompt_style not in IDEFICS_PROMPT_STYLES:
+            raise ModelError(f"backbone {name!r}: unknown prompt_style {prompt_style!r}; "
+                             f"choose from {IDEFICS_PROMPT_STYLES}")
         if domain not in DEFAULT_PROMPTS:
             raise ModelError(f"backbone {name!r}: unknown domain {domain!r}; choose from {sorted(DEFAULT_PROMPTS)}")
         if prompt is None:
@@ -197,6 +170,8 @@ class HFVisionLanguageBackbone(Backbone):
         self._lm_layers = self.stacks.lm_layers
         self._vision = self.stacks.vision_module
         self._vision_layers = self.stacks.vision_layers
+        #: ``{layer: (stack, k)}``, vision tower first: the declaration layer_names/layer_stacks read
+        self._hidden_states = self.stacks.hidden_states()
         self._vision_has_cls = any(n.endswith("class_embedding") for n, _ in self._vision.named_parameters())
         if vision_pooling == "cls" and not self._vision_has_cls:
             raise ModelError(
@@ -233,13 +208,11 @@ class HFVisionLanguageBackbone(Backbone):
     # ------------------------------------------------------------------ Backbone API
     def layer_names(self) -> list[str]:
         """Vision tower first (it feeds the LM), then the language model: shallow to deep."""
-        return [f"vision.{k}" for k in range(self.num_vision_layers + 1)] + [
-            str(k) for k in range(self.num_lm_layers + 1)
-        ]
+        return list(self._hidden_states)
 
     def layer_stacks(self) -> dict[str, str]:
         """Language-model layers form the ``"lm"`` stack, ``vision.k`` the ``"vision"`` stack."""
-        return {layer: "vision" if layer.startswith("vision.") else "lm" for layer in self.layer_names()}
+        return {layer: stack for layer, (stack, _) in self._hidden_states.items()}
 
     def default_layers(self) -> list[str]:
         return [str(self.num_lm_layers)]
@@ -299,23 +272,22 @@ class HFVisionLanguageBackbone(Backbone):
         """Like :meth:`extract`, with one prompt per image (batched with padding)."""
         if len(images) != len(prompts):
             raise ModelError(f"backbone {self.name!r}: {len(images)} images but {len(prompts)} prompts")
-        names = set(self.layer_names())
         for layer in layers:
-            if layer not in names:
+            if layer not in self._hidden_states:
                 self.resolve_layers(layer)  # raises with the list of valid layers
         if not images or not layers:
             return {layer: np.zeros((len(images), 0), np.float32) for layer in layers}
-        lm = sorted({int(layer) for layer in layers if not layer.startswith("vision.")})
-        vision = sorted({int(layer.split(".", 1)[1]) for layer in layers if layer.startswith("vision.")})
+        keys = {layer: self._hidden_states[layer] for layer in layers}
+        lm = sorted({k for stack, k in keys.values() if stack == "lm"})
+        vision = sorted({k for stack, k in keys.values() if stack == "vision"})
         inputs = self.encode([to_pil(image) for image in images], prompts)
         captured, tower_kwargs = self._run(inputs, lm, vision)
         out: dict[str, np.ndarray] = {}
         for layer in layers:
-            if layer.startswith("vision."):
-                hidden = captured[("vision", int(layer.split(".", 1)[1]))]
-                pooled = self._pool_vision(hidden, inputs, tower_kwargs, len(images))
+            if keys[layer][0] == "vision":
+                pooled = self._pool_vision(captured[keys[layer]], inputs, tower_kwargs, len(images))
             else:
-                pooled = self._pool_lm(captured[("lm", int(layer))], inputs)
+                pooled = self._pool_lm(captured[keys[layer]], inputs)
             out[layer] = pooled.numpy().astype(np.float32)
         return out
 
@@ -487,122 +459,3 @@ class HFVisionLanguageBackbone(Backbone):
             else:
                 rows.append(part[part_valid].mean(dim=0))
         return torch.stack(rows)
-
-
-# ---------------------------------------------------------------------------- factories
-_VLM_OPTIONS = ("options: path, revision, prompt, prompt_style, noun, domain, pooling, vision_pooling, dtype, "
-                "device_map, max_memory, offload_folder, quantization, trust_remote_code, download, cache_dir, "
-                "padding_side")
-#: the base IDEFICS models get the study's prompt by default, the instruct models their chat turns
-DEFAULT_PROMPT_STYLES = {"idefics-9b": "study", "idefics-80b": "study",
-                         "idefics-9b-instruct": "chat", "idefics-80b-instruct": "chat"}
-
-
-def _build_vlm(
-    source: str,
-    *,
-    name: str,
-    kind: str,
-    revision: str | None = None,
-    prompt: str | None = None,
-    prompt_style: str = "chat",
-    noun: str | None = None,
-    domain: str = "radiological",
-    pooling: str = "last_token",
-    vision_pooling: str = "mean",
-    dtype: str | None = None,
-    device_map: str | dict[str, Any] | None = None,
-    max_memory: dict[Any, str] | None = None,
-    offload_folder: str | None = None,
-    quantization: str | None = None,
-    trust_remote_code: bool = False,
-    download: bool = False,
-    cache_dir: str | None = None,
-    padding_side: str | None = None,
-) -> HFVisionLanguageBackbone:
-    from medprobe.models.hf_loading import load_hf_model
-
-    loaded = load_hf_model(
-        source, kind=kind, revision=revision, dtype=dtype, device_map=device_map, max_memory=max_memory,  # type: ignore[arg-type]
-        offload_folder=offload_folder, quantization=quantization, trust_remote_code=trust_remote_code,
-        download=download, cache_dir=cache_dir,
-    )
-    return HFVisionLanguageBackbone(loaded, name=name, prompt=prompt, prompt_style=prompt_style, noun=noun,
-                                    domain=domain, pooling=pooling, vision_pooling=vision_pooling,
-                                    padding_side=padding_side)
-
-
-def idefics_backbone(preset: str, path: str | None = None, **options: Any) -> HFVisionLanguageBackbone:
-    """An IDEFICS v1 preset; ``path=`` points at a local copy instead of the hub id."""
-    options.setdefault("prompt_style", DEFAULT_PROMPT_STYLES[preset])
-    return _build_vlm(path or IDEFICS_PRESETS[preset], name=preset, kind="idefics", **options)
-
-
-def generic_hf_backbone(source: str, **options: Any) -> Backbone:
-    """``hf:<folder-or-hub-id>``: a chat-template VLM (or IDEFICS v1), or a CLIP model."""
-    from medprobe.models.hf_loading import model_type_of
-
-    if not source:
-        raise ModelError("backbone 'hf:' needs a model folder or hub id after the colon, e.g. hf:/models/smolvlm")
-    resolve = {k: options[k] for k in ("revision", "download", "cache_dir") if k in options}
-    if model_type_of(source, **resolve) == "clip":
-        return _clip(f"hf:{source}", source, **options)
-    return _build_vlm(source, name=f"hf:{source}", kind="auto", **options)
-
-
-def _clip(name: str, source: str, **options: Any) -> Backbone:
-    from medprobe.models.hf_clip import clip_backbone
-
-    return clip_backbone(name, source, **options)
-
-
-def _option_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Options of the VLM and CLIP presets, read from the factories so the lists cannot drift."""
-    from medprobe.models.hf_clip import clip_backbone
-
-    vlm = ("path", *(n for n in factory_options(_build_vlm, 1) or () if n not in ("name", "kind")))
-    clip = ("path", *(n for n, p in inspect.signature(clip_backbone).parameters.items()
-                      if p.kind is inspect.Parameter.KEYWORD_ONLY))
-    return vlm, clip
-
-
-def _register() -> None:
-    vlm_options, clip_options = _option_names()
-    memory = {
-        "idefics-9b": "~18 GB in bfloat16 (8.9B params); ~9.2 GB 8-bit (medprobe plan)",
-        "idefics-9b-instruct": "~18 GB in bfloat16 (8.9B params); ~9.2 GB 8-bit (medprobe plan)",
-        "idefics-80b": "~160 GB in bfloat16 (80B params); ~81 GB 8-bit; spread with device_map='auto' (medprobe plan)",
-        "idefics-80b-instruct": "~160 GB in bfloat16 (80B params); ~81 GB 8-bit; spread with device_map='auto' "
-                                "(medprobe plan)",
-    }
-    for preset, repo in IDEFICS_PRESETS.items():
-        register_backbone(
-            preset,
-            lambda preset=preset, **options: idefics_backbone(preset, **options),
-            f"IDEFICS v1 ({repo}), image + prompt, LM layers 0..L and vision.k; {_VLM_OPTIONS}",
-            family="huggingface",
-            memory=memory[preset],
-            options=vlm_options,
-        )
-    register_backbone(
-        "hf:",
-        generic_hf_backbone,
-        "any Hugging Face image-text-to-text model with a chat template (Idefics2/3, SmolVLM, LLaVA, Qwen2-VL) "
-        f"or CLIP checkpoint, from a folder or hub id: hf:<path-or-id>; {_VLM_OPTIONS}",
-        family="huggingface",
-        memory="about 2 bytes per parameter in bfloat16, 4 in float32",
-        options=tuple(dict.fromkeys(vlm_options + clip_options)),  # CLIP checkpoints reject VLM-only ones
-    )
-    for preset, (repo, description) in CLIP_PRESETS.items():
-        register_backbone(
-            preset,
-            lambda preset=preset, repo=repo, path=None, **options: _clip(preset, path or repo, **options),
-            f"{description} [{repo}]; zero-shot via class names; options: path, revision, vision_pooling, dtype, "
-            "device_map, download",
-            family="huggingface",
-            memory="~0.6 GB in float32 (151M params)",
-            options=clip_options,
-        )
-
-
-_register()

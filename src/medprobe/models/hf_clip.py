@@ -21,8 +21,9 @@ import numpy as np
 
 from medprobe.errors import ModelError
 from medprobe.models.base import Backbone
-from medprobe.models.hf_common import VISION_POOLINGS, StopForward, to_pil
-from medprobe.models.stacks import find_stacks, resolve_layer_spec
+from medprobe.models.imaging import to_pil
+from medprobe.models.stacks import VISION_POOLINGS, find_stacks, resolve_layer_spec
+from medprobe.models.torch_hooks import StopForward
 
 if TYPE_CHECKING:
     from medprobe.models.hf_loading import LoadedModel
@@ -50,6 +51,8 @@ class ClipBackbone(Backbone):
         self.provenance = loaded.source + (f"@{loaded.commit}" if loaded.commit else "")
         self.stacks = find_stacks(self.model, name, language=False)
         self._layers = self.stacks.vision_layers
+        #: ``{"vision.k": ("vision", k)}``: the tower's hidden states, as the stacks name them
+        self._hidden_states = self.stacks.hidden_states()
         self._torch = torch
 
     @property
@@ -57,7 +60,7 @@ class ClipBackbone(Backbone):
         return len(self._layers)
 
     def layer_names(self) -> list[str]:
-        return [f"vision.{k}" for k in range(self.num_vision_layers + 1)] + [IMAGE_EMBEDS]
+        return [*self._hidden_states, IMAGE_EMBEDS]
 
     def resolve_layers(self, spec: Any) -> list[str]:
         """Integers, ``"a:b"`` slices and ``"vision.k"`` index the vision layers (``-1`` = last)."""
@@ -90,7 +93,7 @@ class ClipBackbone(Backbone):
                 self.resolve_layers(layer)  # raises with the list of valid layers
         if not images or not layers:
             return {layer: np.zeros((len(images), 0), np.float32) for layer in layers}
-        wanted = sorted({int(layer.split(".", 1)[1]) for layer in layers if layer != IMAGE_EMBEDS})
+        wanted = sorted({self._hidden_states[layer][1] for layer in layers if layer != IMAGE_EMBEDS})
         run_all = IMAGE_EMBEDS in layers
         captured: dict[int, Any] = {}
 
@@ -123,7 +126,7 @@ class ClipBackbone(Backbone):
             if layer == IMAGE_EMBEDS:
                 out[layer] = embeds.detach().to("cpu", torch.float32).numpy()
                 continue
-            hidden = captured[int(layer.split(".", 1)[1])]
+            hidden = captured[self._hidden_states[layer][1]]
             pooled = hidden[:, 0] if self.vision_pooling == "cls" else hidden[:, 1:].mean(dim=1)
             out[layer] = pooled.numpy().astype(np.float32)
         return out

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from medprobe.models.base import file_sha256
 from medprobe.errors import ModelError
+from medprobe.models.base import file_sha256
+from medprobe.models.records import GENERIC_FAMILY, family_of
 
 ModelKind = Literal["auto", "idefics", "clip"]
 DTYPES = ("float32", "bfloat16", "float16")
@@ -296,7 +297,8 @@ def load_hf_model(
 ) -> LoadedModel:
     """Load a model + processor from a local folder or the Hugging Face cache.
 
-    ``kind`` picks the model class: ``"idefics"`` (``IdeficsForVisionText2Text``), ``"clip"``
+    ``kind`` picks the model and processor classes of a family record
+    (:mod:`medprobe.models.records`): ``"idefics"`` (``IdeficsForVisionText2Text``), ``"clip"``
     (``CLIPModel``) or ``"auto"`` (``AutoModelForImageTextToText``). ``device_map`` /
     ``max_memory`` / ``offload_folder`` go to accelerate (e.g. ``device_map="auto"`` spreads an
     80B model over GPUs, CPU RAM and disk); by default it is ``"auto"`` when CUDA is available
@@ -315,12 +317,9 @@ def load_hf_model(
     import torch
     import transformers
 
-    if kind == "idefics":
-        model_class, processor_class = transformers.IdeficsForVisionText2Text, transformers.IdeficsProcessor
-    elif kind == "clip":
-        model_class, processor_class = transformers.CLIPModel, transformers.CLIPProcessor
-    else:
-        model_class, processor_class = transformers.AutoModelForImageTextToText, transformers.AutoProcessor
+    family = GENERIC_FAMILY if kind == "auto" else family_of(kind)  # the classes its family record names
+    model_class = getattr(transformers, family.model_class)
+    processor_class = getattr(transformers, family.processor_class)
 
     if device_map is None and torch.cuda.is_available():
         device_map = "auto"  # fills GPU 0 first, then the next GPUs, then CPU RAM

@@ -1,10 +1,12 @@
-"""Image -> tensor conversions shared by backbones that take fixed-size inputs."""
+"""Image conversions shared by the backbones: resized float batches, and 8-bit PIL images for processors."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+from medprobe.errors import ModelError
 
 
 def resize_batch(images: Sequence[np.ndarray], size: int | tuple[int, int]) -> np.ndarray:
@@ -34,3 +36,18 @@ def normalise(batch: np.ndarray, mean: Sequence[float] | None, std: Sequence[flo
     if mean is None or std is None:
         return batch
     return (batch - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def to_pil(image: np.ndarray) -> Any:
+    """A float image in [0, 1] (``(H, W, 3)``, ``(H, W, 1)`` or ``(H, W)``) as an 8-bit RGB PIL
+    image, which is what Hugging Face processors are written for (rounded, not truncated)."""
+    from PIL import Image
+
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ModelError(f"expected an (H, W, 3) image, got shape {np.shape(image)}")
+    return Image.fromarray(np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8), mode="RGB")

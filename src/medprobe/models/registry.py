@@ -35,7 +35,7 @@ _PREFIXES: dict[str, BackboneEntry] = {}
 _FAMILY_MODULES = (
     "medprobe.models.pixels",
     "medprobe.models.onnx_backbone",
-    "medprobe.models.hf",
+    "medprobe.models.hf_presets",
 )
 
 
@@ -56,10 +56,15 @@ def register_backbone(
 
     ``options`` names the accepted options when the factory's signature cannot (a ``**options``
     pass-through); otherwise they are read from the signature, so a typo in a run file is caught
-    before any model is loaded."""
+    before any model is loaded. A name registered twice is an error (as in eva's registry): a
+    silent overwrite would let one preset shadow another, and which one won would depend on
+    import order."""
+    table = _PREFIXES if name.endswith(":") else _REGISTRY
+    if name in table:
+        raise ModelError(f"backbone {name!r} is already registered (family {table[name].family!r}: "
+                         f"{table[name].description}); choose another name")
     accepted = tuple(options) if options is not None else factory_options(factory, 1 if name.endswith(":") else 0)
-    entry = BackboneEntry(name, factory, description, family, memory, accepted)
-    (_PREFIXES if name.endswith(":") else _REGISTRY)[name] = entry
+    table[name] = BackboneEntry(name, factory, description, family, memory, accepted)
 
 
 def _load_families() -> None:

@@ -30,6 +30,8 @@ import numpy as np
 from medprobe.errors import ModelError
 
 VISION_ATTRIBUTES = ("vision_tower", "vision_model", "visual")
+#: how a vision-stack hidden state becomes one vector per image: patch-token mean, or the CLS token
+VISION_POOLINGS = ("mean", "cls")
 LM_LAYER_SUFFIXES = ("DecoderLayer",)
 VISION_LAYER_SUFFIXES = ("EncoderLayer", "VisionBlock")
 
@@ -55,6 +57,17 @@ class LayerStacks:
     @property
     def num_vision_layers(self) -> int:
         return len(self.vision_layers)
+
+    def hidden_states(self) -> dict[str, tuple[str, int]]:
+        """``{layer name: (stack, k)}`` for every hidden state, vision tower first (it runs first):
+        ``"vision.k"`` is hidden state k of the ``"vision"`` stack, ``"k"`` that of the ``"lm"`` stack.
+
+        The one place the layer names of a two-stack model are made; backbones and ``medprobe
+        plan`` read the stack and index of a layer from here instead of parsing its name."""
+        names = {f"vision.{k}": ("vision", k) for k in range(self.num_vision_layers + 1)}
+        if self.lm_layers is not None:
+            names.update({str(k): ("lm", k) for k in range(self.num_lm_layers + 1)})
+        return names
 
     def describe(self) -> list[str]:
         """One line per stack: hidden-state range, width, and the hooked module list with its class."""

@@ -14,20 +14,23 @@ real ids rather than ``<unk>``.
 Layer counts are chosen so early-stopping tests have something to skip: 3 language-model layers
 and 2 vision layers by default. ``lm_layers`` / ``vision_layers`` change them: the *equal*-depth
 models (:func:`build_equal_depth`) are the regression fixture for stacks told apart by length,
-which picked IDEFICS-9B's 32-layer vision tower instead of its 32-layer decoder. Importing this
-module sets ``HF_HUB_OFFLINE=1`` (unless already set) so nothing here ever tries the network.
+which picked IDEFICS-9B's 32-layer vision tower instead of its 32-layer decoder.
+
+Nothing here touches the network or the process environment: the models are built from config
+objects and tokenizers made in memory, and read back from local folders, which never consult the hub.
+Each family of :mod:`medprobe.models.records` names its builder (``ModelFamily.tiny``), so
+:data:`BUILDERS` is read from the records and a family without a tiny model shows in the tests.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from medprobe.models.records import FAMILIES
 
 # lower-cased words the default prompts, chat templates and test prompts use
 WORDS = (
@@ -310,13 +313,9 @@ def build_tiny_qwen2vl(directory: str | Path, *, seed: int = 0, lm_layers: int =
     return path
 
 
+#: ``{key: build_tiny_<key>}`` for every recorded family with a tiny model, in the records' order
 BUILDERS: dict[str, Callable[..., Path]] = {
-    "idefics": build_tiny_idefics,
-    "clip": build_tiny_clip,
-    "llava": build_tiny_llava,
-    "idefics2": build_tiny_idefics2,
-    "idefics3": build_tiny_idefics3,
-    "qwen2vl": build_tiny_qwen2vl,
+    family.tiny: globals()[f"build_tiny_{family.tiny}"] for family in FAMILIES.values() if family.tiny
 }
 
 

@@ -69,8 +69,7 @@ from medprobe.data.paper.pathology import (
     load_pannuke,
     pannuke_fold_files,
 )
-
-PROMPT_TEMPLATE = "What can you see on this {domain} image?"
+from medprobe.study_prompt import PROMPT_TEMPLATE
 
 
 @dataclass(frozen=True)
