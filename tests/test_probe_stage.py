@@ -3,6 +3,7 @@ validation ties and tiny validation splits reported, the grid announced, predict
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import tracemalloc
@@ -15,15 +16,25 @@ import pandas as pd
 import pytest
 from test_experiment import _config  # the toy MedMNIST run of the end-to-end tests
 
-import medprobe.probes.grid as grid
+import medprobe.probes.layer_sweep as sweep
 from conftest import make_dataset
-from medprobe.config import BackboneConfig, parse_config
-from medprobe.experiment import Experiment, ProbeOutcome, align_features, run_experiment, train_subset
+from medprobe.config import parse_config
+from medprobe.data.dataset import SPLITS
+from medprobe.config import RunConfig
+from medprobe.experiment import run_experiment
+from medprobe.stages.data import Splits, align_features, load_data, train_subset
+from medprobe.stages.extract import ExtractedFeatures, extract_backbone
+from medprobe.stages.probe import ProbedBackbone, probe_backbone
+from medprobe.stages.statistics import score_run
+from medprobe.stats import ProbeOutcome
 from medprobe.features import extract_features
+from medprobe.features.reader import layer_sample_ids, read_layer_splits
 from medprobe.models.base import Backbone
 from medprobe.models.imaging import resize_batch
 from medprobe.models.registry import _REGISTRY, register_backbone
-from medprobe.probes import select_probe
+from medprobe.plan import grid_estimate
+from medprobe.probes import select_best, select_probe
+from medprobe.probes.score_store import SpilledScores
 
 
 class LayeredToy(Backbone):
@@ -42,6 +53,12 @@ class LayeredToy(Backbone):
         if self.vlm:
             return [f"vision.{k}" for k in range(self.n_vision)] + [str(k) for k in range(self.n_layers)]
         return [f"l{k}" for k in range(self.n_layers)] + [f"copy{k}" for k in range(self.copies)]
+
+    def layer_stacks(self) -> dict[str, str]:
+        """Like an HF VLM with ``vlm=True``: ``vision.k`` the vision stack, the rest the LM."""
+        if not self.vlm:
+            return super().layer_stacks()
+        return {layer: "vision" if layer.startswith("vision.") else "lm" for layer in self.layer_names()}
 
     def fingerprint(self) -> dict[str, Any]:
         print_ = {"backbone": self.name, "n_layers": self.n_layers, "dim": self.dim, "copies": self.copies,
@@ -74,16 +91,16 @@ def _run_config(tmp_path: Path, backbone: dict[str, Any], **probe: Any) -> dict[
     return config
 
 
-def _reference_outcomes(experiment: Experiment, spec: BackboneConfig, dataset, cache, layers) -> list[ProbeOutcome]:
+def _reference_outcomes(config: RunConfig, dataset, extracted: ExtractedFeatures) -> list[ProbeOutcome]:
     """The probe stage as it was before the layer-outer rewrite: every layer loaded with
     ``cache.load`` up front, then per (fraction, seed) a probe per layer and the best layer overall."""
-    probe_config = experiment.config.probe
+    probe_config, cache, layers = config.probe, extracted.cache, extracted.layers
     features = {layer: cache.load(layer)[1] for layer in layers}
     ids, _ = cache.load(layers[0])
     splits = align_features(dataset, ids, cache.skipped(layers[0]))
     outcomes = []
     for fraction in probe_config.train_fractions:
-        for seed in probe_config.seeds if fraction < 1 else [experiment.config.seed]:
+        for seed in probe_config.seeds if fraction < 1 else [config.seed]:
             local = train_subset(splits, fraction, seed)
             train = splits.index["train"][local]
             candidates = []
@@ -94,40 +111,54 @@ def _reference_outcomes(experiment: Experiment, spec: BackboneConfig, dataset, c
                                             metric=probe_config.selection_metric, max_iter=probe_config.max_iter,
                                             device=probe_config.device, n_classes=len(dataset.classes))
                 chosen = table[table["selected"]].iloc[0]
-                candidates.append(ProbeOutcome(spec.display_name, layer, fraction, seed, float(probe.C),
+                candidates.append(ProbeOutcome(extracted.label, layer, fraction, seed, float(probe.C),
                                                float(chosen["val_score"]), probe.predict_proba(X[splits.index["test"]]),
                                                converged=bool(chosen["converged"]), n_train=len(local),
                                                n_val=len(splits.index["val"])))
-            max(candidates, key=lambda outcome: outcome.val_score).selected = True
+            best = max(range(len(candidates)), key=lambda i: candidates[i].val_score)
+            candidates[best] = dataclasses.replace(candidates[best], selected=True)
             outcomes.extend(candidates)
     return outcomes
+
+
+def _extracted(config: RunConfig):
+    """The data and extract stages of a run file with one backbone: ``(dataset, features)``."""
+    dataset = load_data(config.data, val_fraction=config.probe.val_fraction, seed=config.seed)
+    features = extract_backbone(config.backbones[0], dataset, config.extraction, config.resolved_cache_dir(),
+                                on_error=config.data.on_error, show_progress=False)
+    return dataset, features
 
 
 def _prepared(tmp_path: Path, n_layers: int = 5, dim: int = 24, **probe: Any):
     config = parse_config(_run_config(tmp_path, {"name": "test-layers", "label": "toy", "layers": "all",
                                                  "options": {"n_layers": n_layers, "dim": dim}}, **probe))
-    experiment = Experiment(config, show_progress=False)
-    dataset = experiment.load_data()
-    spec = config.backbones[0]
-    cache, layers = experiment.extract(spec, dataset)
-    return experiment, spec, dataset, cache, layers
+    return (config, *_extracted(config))
+
+
+def _probe(config: RunConfig, dataset, features: ExtractedFeatures, **probe: Any) -> ProbedBackbone:
+    """The probe stage, with ``probe`` settings overriding the run file's."""
+    return probe_backbone(config.probe.model_copy(update=probe), config.seed, dataset, features, show_progress=False)
+
+
+def _score(config: RunConfig, dataset, splits: Splits, outcomes) -> tuple[list, list]:
+    """The statistics stage: results rows and comparisons."""
+    statistics = score_run(config, dataset, splits.test_ids(), splits.labels["test"], outcomes).statistics
+    return statistics.rows, statistics.comparisons
 
 
 def test_layer_outer_stage_gives_the_old_results_byte_for_byte(tmp_path, layered_backbone):
-    experiment, spec, dataset, cache, layers = _prepared(tmp_path)
-    splits = experiment.probe_backbone(spec, dataset, cache, layers)
-    reference = _reference_outcomes(experiment, spec, dataset, cache, layers)
-    assert len(experiment.outcomes) == len(reference) == 5 * 3
-    for new, old in zip(experiment.outcomes, reference):
+    config, dataset, features = _prepared(tmp_path)
+    probed = _probe(config, dataset, features)
+    reference = _reference_outcomes(config, dataset, features)
+    assert len(probed.outcomes) == len(reference) == 5 * 3
+    for new, old in zip(probed.outcomes, reference):
         assert (new.backbone, new.layer, new.train_fraction, new.seed, new.selected) == \
                (old.backbone, old.layer, old.train_fraction, old.seed, old.selected)
         assert (new.C, new.val_score, new.converged) == (old.C, old.val_score, old.converged)
         assert new.test_scores.tobytes() == old.test_scores.tobytes()
     # and so results.json: the same rows, serialised to the same bytes
-    test_ids = [splits.ids[i] for i in splits.index["test"]]
-    rows_new, comparisons_new = experiment.score(dataset, test_ids, splits.labels["test"])
-    experiment.outcomes = reference
-    rows_old, comparisons_old = experiment.score(dataset, test_ids, splits.labels["test"])
+    rows_new, comparisons_new = _score(config, dataset, probed.splits, probed.outcomes)
+    rows_old, comparisons_old = _score(config, dataset, probed.splits, reference)
     # the reference loop does not look for ties, so the tie columns are left out of the comparison
     ties = ("val_tie", "tied_layers", "tied_Cs")
     assert len(rows_new) == len(rows_old)
@@ -141,21 +172,20 @@ def test_layers_per_pass_fits_k_layers_at_once_with_the_same_results(tmp_path, l
     """``probe.layers_per_pass: 2`` on 5 layers: passes of 2, 2 and 1 layers, each read together and
     fitted in one solver pass per plan; on this small sigmoid task Newton fits every layer on its
     own, so the outcomes are the one-layer-per-pass outcomes bit for bit."""
-    experiment, spec, dataset, cache, layers = _prepared(tmp_path)
-    experiment.probe_backbone(spec, dataset, cache, layers)
-    passes, fit_plans = [], grid.fit_plans
+    config, dataset, features = _prepared(tmp_path)
+    layers = features.layers
+    single = _probe(config, dataset, features)
+    passes, fit_plans = [], sweep.fit_subsets
 
     def spy(features, *args):
         passes.append(list(features))
         return fit_plans(features, *args)
 
-    monkeypatch.setattr(grid, "fit_plans", spy)
-    paired = Experiment(experiment.config.model_copy(update={"probe": experiment.config.probe.model_copy(
-        update={"layers_per_pass": 2})}), show_progress=False)
-    paired.probe_backbone(spec, dataset, cache, layers)
+    monkeypatch.setattr(sweep, "fit_subsets", spy)
+    paired = _probe(config, dataset, features, layers_per_pass=2)
     assert passes == [layers[0:2], layers[2:4], layers[4:]]
-    assert len(paired.outcomes) == len(experiment.outcomes) == 5 * 3
-    for one, two in zip(experiment.outcomes, paired.outcomes):
+    assert len(paired.outcomes) == len(single.outcomes) == 5 * 3
+    for one, two in zip(single.outcomes, paired.outcomes):
         assert (one.layer, one.train_fraction, one.seed, one.C, one.val_score, one.selected) == \
                (two.layer, two.train_fraction, two.seed, two.C, two.val_score, two.selected)
         assert one.test_scores.tobytes() == two.test_scores.tobytes()
@@ -168,12 +198,12 @@ def test_reading_a_layer_into_splits_equals_cache_load(tmp_path):
     backbone = LayeredToy(n_layers=2, dim=5)
     cache = extract_features(backbone, data, ["l0", "l1"], tmp_path, chunk_size=4, on_error="skip",
                              show_progress=False)
-    ids, skipped = grid.layer_sample_ids(cache, ["l0", "l1"])
+    ids, skipped = layer_sample_ids(cache, ["l0", "l1"])
     assert (ids, skipped) == (cache.load("l1")[0], cache.skipped("l1"))
     splits = align_features(data, ids, skipped)
-    parts = grid.read_layer_splits(cache, "l1", splits.index)
+    parts = read_layer_splits(cache, "l1", splits.index)
     whole = cache.load("l1")[1]
-    for split in grid.SPLITS:
+    for split in SPLITS:
         assert parts[split].dtype == np.float32 and parts[split].flags.c_contiguous
         assert parts[split].tobytes() == whole[splits.index[split]].tobytes()
 
@@ -193,7 +223,7 @@ def test_one_layer_in_memory_at_a_time(tmp_path, layered_backbone, monkeypatch):
     layers, fractions and seeds must not raise it above one layer plus the solver's own memory."""
     alive: list[weakref.ref] = []
     most_alive = []
-    read = grid.read_layer_splits
+    read = sweep.read_layer_splits
 
     def spy(cache, layer, index):
         gc.collect()
@@ -204,40 +234,37 @@ def test_one_layer_in_memory_at_a_time(tmp_path, layered_backbone, monkeypatch):
 
     peaks, dim = {}, 600
     # a first, untraced run imports what the stage imports lazily: module code is not feature memory
-    warm = _prepared(tmp_path / "warm-up", n_layers=1, dim=dim)
-    warm[0].probe_backbone(*warm[1:])
-    monkeypatch.setattr(grid, "read_layer_splits", spy)
+    _probe(*_prepared(tmp_path / "warm-up", n_layers=1, dim=dim))
+    monkeypatch.setattr(sweep, "read_layer_splits", spy)
     for n_layers, fractions, seeds in ((2, [1.0], [0]), (6, [0.5, 1.0], [0, 1])):
-        experiment, spec, dataset, cache, layers = _prepared(tmp_path / str(n_layers), n_layers=n_layers, dim=dim,
-                                                             train_fractions=fractions, seeds=seeds)
-        peaks[n_layers] = _traced_peak(lambda: experiment.probe_backbone(spec, dataset, cache, layers))
+        config, dataset, features = _prepared(tmp_path / str(n_layers), n_layers=n_layers, dim=dim,
+                                              train_fractions=fractions, seeds=seeds)
+        peaks[n_layers] = _traced_peak(lambda: _probe(config, dataset, features))
+    cache, layers = features.cache, features.layers
     assert len(most_alive) == 2 + 6 and max(most_alive) == 0  # the previous layer was freed first
     # the solver alone, on one layer at the full fraction and the run's C grid: the memory no probe
     # stage can save (the solver's NumPy buffers are traced too, e.g. its float64 finish's copy)
-    splits = align_features(dataset, *grid.layer_sample_ids(cache, layers))
+    splits = align_features(dataset, *layer_sample_ids(cache, layers))
     parts = read(cache, layers[-1], splits.index)
     layer_bytes = sum(part.nbytes for part in parts.values())
     solver = _traced_peak(lambda: select_probe(parts["train"], splits.labels["train"], parts["val"],
-                                               splits.labels["val"], "binary", Cs=experiment.config.probe.Cs)[0]
+                                               splits.labels["val"], "binary", Cs=config.probe.Cs)[0]
                           .predict_proba(parts["test"]))
     assert peaks[6] < 1.15 * peaks[2], peaks  # 3x the layers, 3x the plans: the same peak
     assert peaks[6] < layer_bytes + solver + 256 * 1024, (peaks, layer_bytes, solver)
 
 
-def _vlm_stage(tmp_path: Path, **probe: Any) -> Experiment:
+def _vlm_stage(tmp_path: Path, **probe: Any) -> ProbedBackbone:
     config = parse_config(_run_config(tmp_path, {"name": "test-layers", "label": "VLM", "layers": "all",
                                                  "options": {"vlm": True, "n_layers": 3}}, **probe))
-    experiment = Experiment(config, show_progress=False)
-    dataset = experiment.load_data()
-    cache, layers = experiment.extract(config.backbones[0], dataset)
-    assert layers == ["vision.0", "vision.1", "0", "1", "2"]
-    experiment.probe_backbone(config.backbones[0], dataset, cache, layers)
-    return experiment
+    dataset, features = _extracted(config)
+    assert features.layers == ["vision.0", "vision.1", "0", "1", "2"]
+    assert features.stacks == {"vision.0": "vision", "vision.1": "vision", "0": "lm", "1": "lm", "2": "lm"}
+    return _probe(config, dataset, features)
 
 
 def test_vlm_layers_are_selected_per_stack(tmp_path, layered_backbone):
-    experiment = _vlm_stage(tmp_path)
-    frame = pd.DataFrame([vars(o) for o in experiment.outcomes])
+    frame = pd.DataFrame([vars(o) for o in _vlm_stage(tmp_path).outcomes])
     assert set(frame.loc[frame.layer.str.startswith("vision."), "backbone"]) == {"VLM (vision)"}
     assert set(frame.loc[~frame.layer.str.startswith("vision."), "backbone"]) == {"VLM"}
     for (backbone, _, _), part in frame.groupby(["backbone", "train_fraction", "seed"]):
@@ -248,12 +275,20 @@ def test_vlm_layers_are_selected_per_stack(tmp_path, layered_backbone):
         assert best["stack"] == ("vision" if backbone.endswith("(vision)") else "lm")
 
 
-def test_vision_only_models_stay_one_stack(tmp_path):
-    data = make_dataset(40)
-    cache = extract_features(LayeredToy(n_layers=3), data, ["l0", "l1", "l2"], tmp_path, show_progress=False)
-    assert not grid.has_language_model(cache)
-    assert set(grid.layer_stacks(["vision.0", "vision.1", "image_embeds"], False).values()) == {"main"}
-    assert grid.layer_stacks(["vision.0", "12"], True) == {"vision.0": "vision", "12": "lm"}
+def test_vision_only_models_stay_one_stack(tmp_path, layered_backbone):
+    """The stack of a layer is what its backbone declares, whatever the layer is called."""
+    assert set(LayeredToy(n_layers=3).layer_stacks().values()) == {"main"}
+
+    class VisionNamed(LayeredToy):  # a vision-only model whose layers happen to be called vision.k
+        def layer_names(self) -> list[str]:
+            return ["vision.0", "vision.1", "image_embeds"]
+
+    assert set(VisionNamed().layer_stacks().values()) == {"main"}
+    config = parse_config(_run_config(tmp_path, {"name": "test-layers", "label": "toy", "layers": "all",
+                                                 "options": {"n_layers": 2}}))
+    dataset, features = _extracted(config)
+    assert features.stacks == {"l0": "main", "l1": "main"}
+    assert {o.stack for o in _probe(config, dataset, features).outcomes} == {"main"}
 
 
 def test_vision_rows_flow_into_comparisons_and_label_efficiency(tmp_path, layered_backbone):
@@ -273,45 +308,42 @@ def test_vision_rows_flow_into_comparisons_and_label_efficiency(tmp_path, layere
 def test_validation_ties_are_flagged_and_warned(tmp_path, layered_backbone, capsys):
     config = parse_config(_run_config(tmp_path, {"name": "test-layers", "label": "toy", "layers": "all",
                                                  "options": {"n_layers": 1, "copies": 2}}))
-    experiment = Experiment(config, show_progress=False)
-    dataset = experiment.load_data()
-    cache, layers = experiment.extract(config.backbones[0], dataset)
-    experiment.probe_backbone(config.backbones[0], dataset, cache, layers)
-    selected = [o for o in experiment.outcomes if o.selected]
+    probed = _probe(config, *_extracted(config))
+    selected = [o for o in probed.outcomes if o.selected]
     assert len(selected) == 3
     for outcome in selected:  # l0, copy0 and copy1 hold the very same features
         assert outcome.layer == "l0" and outcome.val_tie
         assert outcome.tied_layers == ["l0", "copy0", "copy1"]
     assert "validation ties in 3 of 3 selection(s)" in capsys.readouterr().err
-    assert any("validation ties" in w for w in experiment.probe_warnings)
+    assert any("validation ties" in w for w in probed.warnings)
 
 
 def test_ties_between_cs_are_reported():
     scores = [0.8, 0.9, 0.9 - 1e-15, 0.85]
-    assert grid.tied_best(scores) == [1, 2]
-    assert grid.tied_best([0.5]) == [0]
+    assert select_best({"l0": dict(zip([0.01, 0.1, 1.0, 10.0], scores))}) == ("l0", 0.1, [("l0", 0.1), ("l0", 1.0)])
+    assert select_best({"l0": {1.0: 0.5}}) == ("l0", 1.0, [("l0", 1.0)])
 
 
 def test_tiny_validation_split_is_warned():
-    text = grid.validation_size_warning(np.array([0, 1] * 10), "binary", ["neg", "pos"])
+    text = sweep.validation_size_warning(np.array([0, 1] * 10), "binary", ["neg", "pos"])
     assert "only 20 samples (< 30)" in text
-    text = grid.validation_size_warning(np.array([0] * 40 + [1] * 3), "multiclass", ["a", "b", "c"])
+    text = sweep.validation_size_warning(np.array([0] * 40 + [1] * 3), "multiclass", ["a", "b", "c"])
     assert "fewer than 5 samples for b (3), c (0)" in text
     labels = np.zeros((50, 2), int)
     labels[:10, 0] = 1
     labels[:2, 1] = 1
-    assert "fewer than 5 positives for y (2)" in grid.validation_size_warning(labels, "multilabel", ["x", "y"])
-    assert grid.validation_size_warning(np.array([0, 1] * 20), "binary", ["neg", "pos"]) is None
+    assert "fewer than 5 positives for y (2)" in sweep.validation_size_warning(labels, "multilabel", ["x", "y"])
+    assert sweep.validation_size_warning(np.array([0, 1] * 20), "binary", ["neg", "pos"]) is None
 
 
 def test_grid_is_announced_with_its_fit_count(tmp_path, layered_backbone, capsys):
-    experiment, spec, dataset, cache, layers = _prepared(tmp_path, n_layers=4)
-    experiment.probe_backbone(spec, dataset, cache, layers)
+    config, dataset, features = _prepared(tmp_path, n_layers=4)
+    probed = _probe(config, dataset, features)
     err = " ".join(capsys.readouterr().err.split())
     # 4 layers x (0.25 with seeds 0, 1 + 1.0 once) x 3 Cs
     assert "4 layer(s) x 3 (fraction, seed) plan(s) x 3 C = 36 probe fits (12 C paths) on 24-dim" in err
-    assert experiment.timings["probe_estimate[toy]_s"] >= 0
-    estimate = grid.grid_estimate(81, 8192, 9, [grid.FitPlan(1.0, 0, np.arange(20000))] * 19, 6, 1e11)
+    assert probed.timings["probe_estimate[toy]_s"] >= 0
+    estimate = grid_estimate(81, 8192, 9, [sweep.TrainSubset(1.0, 0, np.arange(20000))] * 19, 6, 1e11)
     assert (estimate["fits"], estimate["paths"]) == (81 * 19 * 6, 81 * 19)
 
 
@@ -362,60 +394,55 @@ def test_probe_engine_ray_on_a_local_instance_equals_local(tmp_path, layered_bac
     from medprobe.errors import CacheError
     from medprobe.probes.ray_engine import probe_layers_ray
 
-    experiment, spec, dataset, cache, layers = _prepared(tmp_path, n_layers=3)
-    experiment.probe_backbone(spec, dataset, cache, layers)
+    config, dataset, features = _prepared(tmp_path, n_layers=3)
+    cache, layers = features.cache, features.layers
+    local_run = _probe(config, dataset, features)
     ray.init(num_cpus=2, include_dashboard=False)
     try:
-        distributed = Experiment(experiment.config.model_copy(update={"probe": experiment.config.probe.model_copy(
-            update={"engine": "ray", "num_workers": 2, "num_cpus_per_worker": 0.5})}), show_progress=False)
-        distributed.probe_backbone(spec, dataset, cache, layers)
+        on_ray = {"engine": "ray", "num_workers": 2, "num_cpus_per_worker": 0.5}
+        distributed = _probe(config, dataset, features, **on_ray)
         # passes of two layers are one task each, with the local engine's numbers
-        paired = Experiment(distributed.config.model_copy(update={"probe": distributed.config.probe.model_copy(
-            update={"layers_per_pass": 2})}), show_progress=False)
-        paired.probe_backbone(spec, dataset, cache, layers)
-        splits = align_features(dataset, *grid.layer_sample_ids(cache, layers))
-        settings = grid.ProbeSettings("binary", 2, (1.0,), "auc", 100, "cpu")
+        paired = _probe(config, dataset, features, **on_ray, layers_per_pass=2)
+        splits = align_features(dataset, *layer_sample_ids(cache, layers))
+        settings = sweep.ProbeSettings("binary", 2, (1.0,), "auc", 100, "cpu")
         with pytest.raises(CacheError, match=r"layer 'l0' on host .*cannot see the feature cache .*nowhere"):
             probe_layers_ray(tmp_path / "nowhere", ["l0"], splits.index, splits.labels,
-                             [grid.FitPlan(1.0, 0, np.arange(len(splits.index["train"])))], settings,
+                             [sweep.TrainSubset(1.0, 0, np.arange(len(splits.index["train"])))], settings,
                              num_cpus_per_worker=0.5, show_progress=False)
     finally:
         ray.shutdown()
-    assert len(distributed.outcomes) == len(paired.outcomes) == len(experiment.outcomes) == 3 * 3
-    for local, remote in [*zip(experiment.outcomes, distributed.outcomes), *zip(experiment.outcomes, paired.outcomes)]:
+    assert len(distributed.outcomes) == len(paired.outcomes) == len(local_run.outcomes) == 3 * 3
+    for local, remote in [*zip(local_run.outcomes, distributed.outcomes), *zip(local_run.outcomes, paired.outcomes)]:
         assert (local.layer, local.C, local.val_score, local.selected) == (remote.layer, remote.C, remote.val_score,
                                                                          remote.selected)
         assert local.test_scores.tobytes() == remote.test_scores.tobytes()
 
 
 def test_real_hf_backbones_are_told_apart(tmp_path):
-    """The stack split keys on the fingerprint's prompt: present for HF VLMs, absent for CLIP."""
+    """The backbones declare their stacks: an HF VLM's vision tower is its own stack, CLIP's is not."""
     pytest.importorskip("transformers")
     import medprobe.testing.tiny_models as tiny
     from medprobe.models.registry import create_backbone
 
-    data = make_dataset(8)
-    for build, layer, expected in ((tiny.build_tiny_llava, "vision.1", True), (tiny.build_tiny_clip, "vision.1", False)):
+    for build, expected in ((tiny.build_tiny_llava, {"vision.1": "vision", "1": "lm"}),
+                            (tiny.build_tiny_clip, {"vision.1": "main"})):
         backbone = create_backbone(f"hf:{build(tmp_path / build.__name__)}")
         try:
-            cache = extract_features(backbone, data, [layer], tmp_path / "cache", show_progress=False)
+            stacks = backbone.layer_stacks()
         finally:
             backbone.close()
-        assert grid.has_language_model(cache) is expected
+        assert {layer: stacks[layer] for layer in expected} == expected
 
 
 def test_test_probabilities_beyond_the_budget_wait_on_disk_with_exact_values(tmp_path, layered_backbone):
-    experiment, spec, dataset, cache, layers = _prepared(tmp_path, n_layers=4)
-    splits = experiment.probe_backbone(spec, dataset, cache, layers)
-    spilling = Experiment(experiment.config.model_copy(update={"probe": experiment.config.probe.model_copy(
-        update={"scores_in_memory_mb": 0})}), show_progress=False)
-    spilling.probe_backbone(spec, dataset, cache, layers)
-    on_disk = [o for o in spilling.outcomes if isinstance(o.test_scores, grid.SpilledScores)]
+    config, dataset, features = _prepared(tmp_path, n_layers=4)
+    in_memory = _probe(config, dataset, features)
+    spilling = _probe(config, dataset, features, scores_in_memory_mb=0)
+    on_disk = [o for o in spilling.outcomes if isinstance(o.test_scores, SpilledScores)]
     assert len(on_disk) == 4 * 3 - 3  # all but the three selected probes (selected ones are read back)
     assert all(isinstance(o.test_scores, np.ndarray) for o in spilling.outcomes if o.selected)
-    test_ids = [splits.ids[i] for i in splits.index["test"]]
-    assert spilling.score(dataset, test_ids, splits.labels["test"]) == \
-           experiment.score(dataset, test_ids, splits.labels["test"])
+    assert _score(config, dataset, spilling.splits, spilling.outcomes) == \
+           _score(config, dataset, in_memory.splits, in_memory.outcomes)
     folder = on_disk[0].test_scores.path.parent
     assert folder.is_dir()
     del spilling, on_disk
@@ -430,8 +457,8 @@ def test_a_plan_fits_exactly_its_train_and_val_rows():
     labels = {split: np.arange(len(x)) % 2 for split, x in features.items()}
     features["train"][:, 0] += labels["train"]
     train_rows, val_rows = np.arange(0, 60, 3), np.arange(10, 40)
-    settings = grid.ProbeSettings("binary", 2, (0.1, 1.0), "auc", 100, "cpu")
-    fit, = grid.fit_plans({"l0": features}, labels, [grid.FitPlan(0.5, 3, train_rows, val_rows)], settings)["l0"]
+    settings = sweep.ProbeSettings("binary", 2, (0.1, 1.0), "auc", 100, "cpu")
+    fit, = sweep.fit_subsets({"l0": features}, labels, [sweep.TrainSubset(0.5, 3, train_rows, val_rows)], settings)["l0"]
     probe, table = select_probe(features["train"][train_rows], labels["train"][train_rows], features["val"][val_rows],
                                 labels["val"][val_rows], "binary", Cs=[0.1, 1.0], max_iter=100, device="cpu",
                                 n_classes=2)
@@ -448,26 +475,25 @@ def test_a_head_that_does_not_converge_is_named_in_the_fit():
     labels = {split: (rng.random((len(x), 3)) < 0.4).astype(int) for split, x in features.items()}
     for split in features:
         features[split][:, :3] += 3 * labels[split]
-    plan = grid.FitPlan(1.0, 0, np.arange(80))
+    plan = sweep.TrainSubset(1.0, 0, np.arange(80))
     names = ("effusion", "nodule", "edema")
-    starved, = grid.fit_plans({"l0": features}, labels, [plan],
-                              grid.ProbeSettings("multilabel", 3, (100.0,), "auc", 1, "cpu", names))["l0"]
+    starved, = sweep.fit_subsets({"l0": features}, labels, [plan],
+                              sweep.ProbeSettings("multilabel", 3, (100.0,), "auc", 1, "cpu", names))["l0"]
     assert not starved.converged
     assert set(starved.unconverged.split(", ")) <= set(names) and starved.unconverged
-    enough, = grid.fit_plans({"l0": features}, labels, [plan],
-                             grid.ProbeSettings("multilabel", 3, (100.0,), "auc", 1000, "cpu", names))["l0"]
+    enough, = sweep.fit_subsets({"l0": features}, labels, [plan],
+                             sweep.ProbeSettings("multilabel", 3, (100.0,), "auc", 1000, "cpu", names))["l0"]
     assert enough.converged and enough.unconverged == ""
 
 
 def test_per_class_rows_only_for_selected_layers_by_default(tmp_path, layered_backbone):
     """results.json stays compact at paper scale: layers the sweep did not select keep their summary
     metrics; every row that both settings write is the same bytes."""
-    experiment, spec, dataset, cache, layers = _prepared(tmp_path)
-    splits = experiment.probe_backbone(spec, dataset, cache, layers)
-    test_ids = [splits.ids[i] for i in splits.index["test"]]
-    compact, _ = experiment.score(dataset, test_ids, splits.labels["test"])
-    experiment.config.stats.per_class_rows = "all"
-    full, _ = experiment.score(dataset, test_ids, splits.labels["test"])
+    config, dataset, features = _prepared(tmp_path)
+    probed = _probe(config, dataset, features)
+    compact, _ = _score(config, dataset, probed.splits, probed.outcomes)
+    every_layer = config.model_copy(update={"stats": config.stats.model_copy(update={"per_class_rows": "all"})})
+    full, _ = _score(every_layer, dataset, probed.splits, probed.outcomes)
     summary_metrics = {r["metric"] for r in full if not r["selected"] and "[" not in r["metric"]}
     assert {r["metric"] for r in compact if not r["selected"]} == summary_metrics
     assert not any("[" in r["metric"] for r in compact if not r["selected"])
