@@ -896,7 +896,7 @@ def test_mcq_within_n_robustness_and_study_figure(tmp_path: Path) -> None:
     specialty = [r for name, t in tables.items() for r in t["rows"] if r and r[0] == "cardiology"]
     assert specialty == [["cardiology", "20", "0.450 [0.260, 0.660]", "0.600 [0.390, 0.780]"]]
     # the MCQ package's study figure (two panels, within-n series) is the one embedded
-    from medprobe.report.mcq_figures import mcq_figure
+    from medprobe.report.figures.mcq import mcq_figure
 
     fig = mcq_figure([MCQ_STUDY_SUMMARY], chance=0.2)
     assert len(fig.axes) == 2

@@ -8,16 +8,17 @@ from medprobe.report.figures import (
     FigureSkipped,
     label_efficiency_curves,
     layer_curves,
+    mcq_strata,
     metric_bars,
     per_class_bars,
+    reliability_diagram,
     render_figures,
     roc_curves,
     save_figures,
+    subgroup_forest,
 )
 from medprobe.report.html import build_report
 from medprobe.report.load import RunData, load_run
-from medprobe.report.mcq_figures import mcq_strata
-from medprobe.report.stats_figures import reliability_diagram, subgroup_forest
 
 __all__ = [
     "build_report",

@@ -41,9 +41,10 @@ from medprobe.report.blocks import (
     parts,
     table_block,
 )
-from medprobe.report.figures import FigureSet, metric_label, render_figures, selection_metric
+from medprobe.report.figures import FigureSet, render_figures
+from medprobe.report.figures.style import metric_label
 from medprobe.report.format import fmt3, fmt_ci, fmt_fraction, fmt_p, fmt_value_ci, num
-from medprobe.report.load import RunData, as_float, load_run
+from medprobe.report.load import RunData, as_float, load_run, selection_metric
 from medprobe.report.mcq_section import mcq_section
 from medprobe.report.stats_sections import (
     calibration_section,

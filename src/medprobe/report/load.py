@@ -188,6 +188,19 @@ class RunData:
         return frame
 
 
+def group_metrics(run: RunData) -> dict[str, str]:
+    """Group name -> metric name of the task metric per group (``<metric>@<group>``), in row order."""
+    prefix = f"{run.task_metric}@"
+    names = dict.fromkeys(m for m in run.results["metric"] if m.startswith(prefix))
+    return {m[len(prefix):]: m for m in names}
+
+
+def selection_metric(run: RunData) -> str:
+    """The validation metric layers and Cs were chosen by (``probe.selection_metric``)."""
+    probe = run.run.get("probe") or {}
+    return str(probe.get("selection_metric") or "auc") if isinstance(probe, dict) else "auc"
+
+
 def _read_mcq(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """The optional multiple-choice outputs: one summary object (or a list of them) and the cases CSV."""
     summaries: list[dict[str, Any]] = []

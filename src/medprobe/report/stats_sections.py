@@ -15,9 +15,9 @@ import numpy as np
 
 from medprobe.report.blocks import Block, Header, Paragraph, Part, Section, cell, make_table, paragraph_block, parts, \
     table_block
-from medprobe.report.figures import group_metrics, metric_label
+from medprobe.report.figures.style import metric_label
 from medprobe.report.format import fmt3, fmt_fraction, fmt_value_ci, num
-from medprobe.report.load import RunData, as_float
+from medprobe.report.load import RunData, as_float, group_metrics
 
 UNIT_NAMES = {"patient": ("patient", "patients"), "image": ("image", "images")}
 
