@@ -21,7 +21,8 @@ from medprobe.cli import app
 from medprobe.config import DataConfig, check_options, parse_config
 from medprobe.data.loaders import load_dataset
 from medprobe.errors import CacheError, ConfigError, DataError
-from medprobe.experiment import check_train_classes, run_experiment
+from medprobe.experiment import run_experiment
+from medprobe.stages.data import check_train_classes
 from medprobe.features.cache import FeatureCache
 
 from conftest import ToyBackbone, make_dataset
@@ -169,20 +170,20 @@ def test_tied_layers_are_reported(tmp_path, capsys):
             mean = super().extract(images, ["mean"])["mean"]
             return {layer: mean for layer in layers}
 
-    from medprobe.experiment import Experiment
-    from medprobe.config import BackboneConfig
+    from medprobe.stages.extract import ExtractedFeatures
+    from medprobe.stages.probe import probe_backbone
 
     dataset = make_dataset(40)
     dataset.samples["split"] = ["train", "train", "val", "val", "test", "test", "train", "train"] * 5
     cache = extract_features(TwinBackbone(), dataset, ["mean", "copy"], tmp_path, show_progress=False)
     config = parse_config({"data": {"adapter": "medmnist"}, "backbones": [{"name": "pixels", "label": "twin"}],
                            "probe": {"Cs": [1.0]}})
-    experiment = Experiment(config, tmp_path / "out", show_progress=False)
-    experiment.probe_backbone(BackboneConfig(name="pixels", label="twin"), dataset, cache, ["mean", "copy"])
+    features = ExtractedFeatures("twin", cache, ["mean", "copy"], {"mean": "main", "copy": "main"}, {}, 0.0)
+    probed = probe_backbone(config.probe, config.seed, dataset, features, show_progress=False)
     err = capsys.readouterr().err
     assert "twin: validation ties in 1 of 1 selection(s)" in err
     assert "layers ['mean', 'copy']" in err
-    assert [(o.layer, o.selected) for o in experiment.outcomes] == [("mean", True), ("copy", False)]
+    assert [(o.layer, o.selected) for o in probed.outcomes] == [("mean", True), ("copy", False)]
 
 
 # ----------------------------------------------------------------------------- cache lock

@@ -20,8 +20,9 @@ import pytest
 
 from medprobe.config import parse_config
 from medprobe.errors import ConfigError
-from medprobe.experiment import OUTPUT_FILES, RUN_FOLDER_OWNED, run_experiment
+from medprobe.experiment import run_experiment
 from medprobe.outputs import INCOMPLETE_MARKER, PREVIOUS_TAG, STAGING_TAG, recover
+from medprobe.stages.outputs import OUTPUT_FILES, RUN_FOLDER_OWNED
 from medprobe.report.html import fmt_ci
 
 DETERMINISTIC = ("results.json", "comparisons.json", "predictions.parquet")
@@ -109,12 +110,13 @@ def _inject(point: str) -> None:
     """Arrange for this (forked) process to SIGKILL itself at ``point`` of the overwrite run."""
     import medprobe.experiment as experiment_module
     import medprobe.outputs as outputs_module
+    import medprobe.stages.outputs as stage_outputs
     import medprobe.report.figures as figures_module
 
     if point == "probing":
-        experiment_module.Experiment.probe_backbone = lambda *args, **kwargs: _kill_self()
+        experiment_module.probe_backbone = lambda *args, **kwargs: _kill_self()
     elif point == "between_outputs":  # results.json and comparisons.json written, predictions not
-        experiment_module.Experiment.write_predictions = lambda *args, **kwargs: _kill_self()
+        stage_outputs.write_predictions = lambda *args, **kwargs: _kill_self()
     elif point == "figures":
         original, calls = figures_module.write_figure, []
 
