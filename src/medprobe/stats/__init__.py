@@ -7,17 +7,8 @@ comparison: that is what makes the comparisons paired.
 """
 
 from medprobe.stats.binomial import BINOMIAL_METHODS, binomial_ci
-from medprobe.stats.bootstrap import bootstrap_indices, bootstrap_metrics, resample_counts, summarise
+from medprobe.stats.bootstrap import bootstrap_metrics, summarise
 from medprobe.stats.calibration import CalibrationEvaluator, calibration_summary
-from medprobe.stats.cluster import (
-    BOOTSTRAP_UNITS,
-    BootstrapUnit,
-    ClusteredIndices,
-    cluster_bootstrap_indices,
-    cluster_codes,
-    has_clusters,
-    resampling_plan,
-)
 from medprobe.stats.groups import per_group_metrics
 from medprobe.stats.metrics import (
     MULTILABEL_THRESHOLD,
@@ -39,6 +30,17 @@ from medprobe.stats.paired import (
     paired_difference,
     replicate_t_test,
     t_test_on_replicates,
+)
+from medprobe.stats.resampling import (
+    BOOTSTRAP_UNITS,
+    BootstrapUnit,
+    ClusteredIndices,
+    bootstrap_indices,
+    cluster_bootstrap_indices,
+    cluster_codes,
+    has_clusters,
+    resample_counts,
+    resampling_plan,
 )
 from medprobe.stats.rows import EvaluationSet, GroupColumn, result_row
 from medprobe.stats.comparisons import compare

@@ -1,7 +1,7 @@
 """Bootstrap confidence intervals, vectorised over replicates.
 
 A replicate is a resample (with replacement) of the test samples, given as one row of an
-``(R, m)`` index matrix. :func:`bootstrap_metrics` turns each block of rows into a count
+``(R, m)`` index matrix or as patient draws (both drawn in :mod:`medprobe.stats.resampling`). :func:`bootstrap_metrics` turns each block of rows into a count
 matrix (how often each test sample was drawn) and scores all rows of the block at once with
 :class:`~medprobe.stats.metrics.WeightedEvaluator`, so 1,000 replicates cost a handful of array
 passes instead of 1,000 library calls. Blocks of about 2**17 counts (1 MiB) keep the
@@ -21,39 +21,11 @@ from typing import Sequence
 import numpy as np
 
 from medprobe.errors import ConfigError, DataError
-from medprobe.stats.cluster import ClusteredIndices
 from medprobe.stats.metrics import TaskType, WeightedEvaluator
+from medprobe.stats.resampling import ClusteredIndices, resample_counts
 
 #: counts per block of replicates (R_block * n_samples): a speed/memory knob, never changes results
 BLOCK_ELEMENTS = 1 << 17
-
-
-def bootstrap_indices(n: int, n_replicates: int = 1000, seed: int = 0,
-                      strata: np.ndarray | None = None) -> np.ndarray:
-    """``(n_replicates, n)`` int64 matrix of resampled test-sample positions.
-
-    Default: plain resampling of all ``n`` test samples with replacement, as in the study, so the
-    class mix varies between replicates like it would between test sets. With ``strata`` (one
-    label per sample, e.g. the class for single-label tasks or a site), every replicate resamples
-    within each stratum and keeps its size, so class counts stay fixed; use it when a class is so
-    rare that plain resampling would often drop it. The same ``seed`` always gives the same matrix,
-    which is what lets different models be scored on identical replicates.
-    """
-    if n < 1:
-        raise DataError(f"cannot bootstrap {n} samples")
-    if n_replicates < 1:
-        raise ConfigError(f"n_replicates must be at least 1, got {n_replicates}")
-    rng = np.random.default_rng(seed)
-    if strata is None:
-        return rng.integers(0, n, size=(n_replicates, n), dtype=np.int64)
-    strata = np.asarray(strata)
-    if strata.shape != (n,):
-        raise DataError(f"strata must have one entry per sample, shape ({n},), got {strata.shape}")
-    indices = np.empty((n_replicates, n), dtype=np.int64)
-    for stratum in np.unique(strata):
-        members = np.flatnonzero(strata == stratum)
-        indices[:, members] = members[rng.integers(0, members.size, size=(n_replicates, members.size))]
-    return indices
 
 
 def _check_indices(indices: np.ndarray, n: int) -> np.ndarray:
@@ -67,20 +39,13 @@ def _check_indices(indices: np.ndarray, n: int) -> np.ndarray:
     return indices
 
 
-def resample_counts(indices: np.ndarray, n: int) -> np.ndarray:
-    """``(R, n)`` int64 matrix: how many times each replicate drew each sample."""
-    n_rows = indices.shape[0]
-    flat = (indices + (np.arange(n_rows, dtype=np.int64) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_rows * n).reshape(n_rows, n)
-
-
 def bootstrap_metrics(y_true: np.ndarray, scores: np.ndarray, task_type: TaskType, classes: Sequence[str],
                       indices: np.ndarray | ClusteredIndices, *,
                       metrics: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """``{metric: (R,) array}``: each metric on each resample ``y_true[indices[r]]``, ``scores[indices[r]]``.
 
     ``indices`` is an image-level ``(R, m)`` index matrix or patient-level
-    :class:`~medprobe.stats.cluster.ClusteredIndices` (every image of a drawn patient counted).
+    :class:`~medprobe.stats.resampling.ClusteredIndices` (every image of a drawn patient counted).
     Equal (to float rounding) to calling scikit-learn on every resample; NaN where a replicate
     leaves a metric undefined (see the module docstring). ``metrics`` restricts the work to
     those names, e.g. the one metric a paired test needs.
@@ -130,4 +95,4 @@ def summarise(point_value: float, replicate_values: np.ndarray, level: float = 0
     return summary
 
 
-__all__ = ["BLOCK_ELEMENTS", "bootstrap_indices", "resample_counts", "bootstrap_metrics", "summarise"]
+__all__ = ["BLOCK_ELEMENTS", "bootstrap_metrics", "summarise"]

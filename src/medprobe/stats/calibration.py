@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from medprobe.errors import ConfigError
-from medprobe.stats.bootstrap import BLOCK_ELEMENTS, resample_counts, summarise
-from medprobe.stats.cluster import ClusteredIndices
+from medprobe.stats.bootstrap import BLOCK_ELEMENTS, summarise
+from medprobe.stats.resampling import ClusteredIndices, resample_counts
 from medprobe.stats.metrics import TaskType, check_inputs
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from medprobe.errors import DataError
 from medprobe.stats.bootstrap import bootstrap_metrics, summarise
-from medprobe.stats.cluster import BootstrapUnit, resampling_plan
+from medprobe.stats.resampling import BootstrapUnit, resampling_plan
 from medprobe.stats.metrics import TaskType, check_inputs, compute_metrics
 
 
@@ -25,7 +25,7 @@ def per_group_metrics(y_true: np.ndarray, scores: np.ndarray, groups: Sequence[A
     within a group is reported as NaN rather than raised: the other groups' numbers stay usable.
     Bootstrap replicates resample within each group (seeded by ``seed``): the group's patients
     when ``patients`` (one id per sample) shows several images per patient and ``bootstrap_unit``
-    is ``"patient"`` (see :func:`~medprobe.stats.cluster.resampling_plan`), else its images. A
+    is ``"patient"`` (see :func:`~medprobe.stats.resampling.resampling_plan`), else its images. A
     group of one patient has no SD or CI (NaN), not a zero-width one.
     """
     y, s = check_inputs(y_true, scores, task_type, classes)

@@ -18,7 +18,7 @@ from scipy.special import ndtri, stdtr
 from medprobe.errors import ConfigError, DataError
 from medprobe.scoring import midranks, normal_two_sided_p
 from medprobe.stats.bootstrap import bootstrap_metrics
-from medprobe.stats.cluster import ClusteredIndices, cluster_codes, has_clusters
+from medprobe.stats.resampling import ClusteredIndices, cluster_codes, has_clusters
 from medprobe.stats.metrics import TaskType, compute_metrics
 
 

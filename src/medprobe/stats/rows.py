@@ -1,7 +1,7 @@
 """results.json rows, built from probe outcomes and the test labels by pure functions.
 
 Every SD and CI of a run comes from one set of replicates (:class:`EvaluationSet`), drawn over the
-test *patients* when some have several images (:func:`~medprobe.stats.cluster.resampling_plan`);
+test *patients* when some have several images (:func:`~medprobe.stats.resampling.resampling_plan`);
 the point values and replicates of each selected probe are returned with the rows so that the paired
 comparisons (:mod:`medprobe.stats.comparisons`) and label efficiency
 (:mod:`medprobe.stats.label_efficiency`) reuse them instead of recomputing them.
@@ -16,7 +16,7 @@ import numpy as np
 
 from medprobe.stats.bootstrap import bootstrap_metrics, summarise
 from medprobe.stats.calibration import calibration_summary
-from medprobe.stats.cluster import BootstrapUnit, ClusteredIndices, resampling_plan
+from medprobe.stats.resampling import BootstrapUnit, ClusteredIndices, resampling_plan
 from medprobe.stats.groups import per_group_metrics
 from medprobe.stats.metrics import TaskType, compute_metrics
 from medprobe.stats.outcomes import ProbeOutcome
@@ -48,7 +48,7 @@ class EvaluationSet:
     def draw(cls, task: str, task_type: TaskType, classes: list[str], labels: np.ndarray,
              patients: np.ndarray | None, *, n_bootstrap: int, seed: int,
              bootstrap_unit: BootstrapUnit = "patient") -> "EvaluationSet":
-        """Draw the run's replicates (see :func:`~medprobe.stats.cluster.resampling_plan`)."""
+        """Draw the run's replicates (see :func:`~medprobe.stats.resampling.resampling_plan`)."""
         indices, unit = resampling_plan(patients, len(labels), n_bootstrap, seed, bootstrap_unit)
         return cls(task, task_type, classes, labels, patients, indices, unit)
 

@@ -1,5 +1,11 @@
-"""Cluster (patient-level) bootstrap: all images of a drawn patient enter the replicate.
+"""Drawing bootstrap replicates: which test samples (or patients) each replicate resamples.
 
+Everything that decides *what* is resampled lives here, below the code that scores replicates
+(:mod:`medprobe.stats.bootstrap`, :mod:`medprobe.stats.calibration`, :mod:`medprobe.stats.paired`),
+so all of them draw from one place: :func:`resampling_plan` picks the unit for a test set,
+:func:`bootstrap_indices` draws images, :func:`cluster_bootstrap_indices` draws patients.
+
+Cluster (patient-level) bootstrap: all images of a drawn patient enter the replicate.
 Images of one patient are not independent (both eyes, repeat radiographs, several lesions), so
 resampling images as if they were understates every SD and CI and inflates every paired test:
 on 45 patients x 6 images with a true AUC of 0.5, image-level 95 % CIs covered the truth in about
@@ -26,6 +32,41 @@ from medprobe.errors import ConfigError, DataError
 
 BootstrapUnit = Literal["patient", "image"]
 BOOTSTRAP_UNITS: tuple[str, ...] = ("patient", "image")
+
+
+def bootstrap_indices(n: int, n_replicates: int = 1000, seed: int = 0,
+                      strata: np.ndarray | None = None) -> np.ndarray:
+    """``(n_replicates, n)`` int64 matrix of resampled test-sample positions.
+
+    Default: plain resampling of all ``n`` test samples with replacement, as in the study, so the
+    class mix varies between replicates like it would between test sets. With ``strata`` (one
+    label per sample, e.g. the class for single-label tasks or a site), every replicate resamples
+    within each stratum and keeps its size, so class counts stay fixed; use it when a class is so
+    rare that plain resampling would often drop it. The same ``seed`` always gives the same matrix,
+    which is what lets different models be scored on identical replicates.
+    """
+    if n < 1:
+        raise DataError(f"cannot bootstrap {n} samples")
+    if n_replicates < 1:
+        raise ConfigError(f"n_replicates must be at least 1, got {n_replicates}")
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        return rng.integers(0, n, size=(n_replicates, n), dtype=np.int64)
+    strata = np.asarray(strata)
+    if strata.shape != (n,):
+        raise DataError(f"strata must have one entry per sample, shape ({n},), got {strata.shape}")
+    indices = np.empty((n_replicates, n), dtype=np.int64)
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        indices[:, members] = members[rng.integers(0, members.size, size=(n_replicates, members.size))]
+    return indices
+
+
+def resample_counts(indices: np.ndarray, n: int) -> np.ndarray:
+    """``(R, n)`` int64 matrix: how many times each replicate drew each sample."""
+    n_rows = indices.shape[0]
+    flat = (indices + (np.arange(n_rows, dtype=np.int64) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_rows * n).reshape(n_rows, n)
 
 
 def cluster_codes(groups: Sequence[Any] | np.ndarray, n: int | None = None) -> np.ndarray:
@@ -81,8 +122,6 @@ class ClusteredIndices:
 
     def counts(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """``(stop - start, n)`` int64: how often replicates ``start:stop`` count each image."""
-        from medprobe.stats.bootstrap import resample_counts
-
         patient_counts = resample_counts(self.draws[start:stop], self.n_clusters)
         return np.take(patient_counts, self.cluster_of_sample, axis=1)
 
@@ -116,8 +155,6 @@ def resampling_plan(groups: Sequence[Any] | np.ndarray | None, n: int, n_replica
     """
     if unit not in BOOTSTRAP_UNITS:
         raise ConfigError(f"bootstrap unit must be one of {', '.join(BOOTSTRAP_UNITS)}, got {unit!r}")
-    from medprobe.stats.bootstrap import bootstrap_indices
-
     if unit == "patient" and groups is not None and has_clusters(groups):
         clustered = cluster_bootstrap_indices(groups, n_replicates, seed=seed)
         if clustered.n_samples != n:
@@ -126,5 +163,5 @@ def resampling_plan(groups: Sequence[Any] | np.ndarray | None, n: int, n_replica
     return bootstrap_indices(n, n_replicates, seed=seed), {"bootstrap_unit": "image", "n_units": int(n)}
 
 
-__all__ = ["BOOTSTRAP_UNITS", "BootstrapUnit", "ClusteredIndices", "cluster_bootstrap_indices", "cluster_codes",
-           "has_clusters", "resampling_plan"]
+__all__ = ["BOOTSTRAP_UNITS", "BootstrapUnit", "ClusteredIndices", "bootstrap_indices", "cluster_bootstrap_indices",
+           "cluster_codes", "has_clusters", "resample_counts", "resampling_plan"]
