@@ -169,7 +169,8 @@ def test_path_equals_fitting_each_C_from_scratch(data, task):
 def test_preconditioner_finds_the_dominant_directions():
     """The randomised eigen-sketch behind the L-BFGS preconditioner matches numpy's eigh, and the
     preconditioner is symmetric positive definite with the dominant directions scaled down."""
-    from medprobe.probes.solver import FeatureProducts, Preconditioner
+    from medprobe.probes.preconditioner import Preconditioner
+    from medprobe.probes.products import FeatureProducts
 
     rng = np.random.default_rng(4)
     n, d = 400, 60
@@ -573,7 +574,7 @@ def _layers(data: dict[str, np.ndarray]) -> list[np.ndarray]:
 @pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
 def test_layers_fitted_in_one_pass_reach_each_layers_own_optimum(data, task, grid):
     """fit_layers_path shares the L-BFGS iterations of every layer (the two of equal width in one
-    LayerStack, the narrower one in its own pass) and must answer like fit_path on each layer."""
+    SharedPassLayers, the narrower one in its own pass) and must answer like fit_path on each layer."""
     y = {"binary": (data["y_train"] == 3).astype(int), "multiclass": data["y_train"],
          "multilabel": multilabel_from(data["y_train"], 4, seed=3)}[task]
     Cs = [1e-3, 0.1, 10.0]
@@ -597,15 +598,16 @@ def test_layers_fitted_in_one_pass_reach_each_layers_own_optimum(data, task, gri
                           ).max() < 1e-5
 
 
-def test_layer_stack_products_and_sketches_are_each_layers_own():
-    """The pieces the shared pass is built from: a LayerStack's products are each layer's products,
+def test_shared_pass_layers_products_and_sketches_are_each_layers_own():
+    """The pieces the shared pass is built from: SharedPassLayers' products are each layer's products,
     column for column, and its preconditioner holds each layer's own sketch, bit for bit."""
-    from medprobe.probes.solver import FeatureProducts, LayerStack, Preconditioner
+    from medprobe.probes.preconditioner import Preconditioner
+    from medprobe.probes.products import FeatureProducts, SharedPassLayers
 
     rng = np.random.default_rng(2)
     layers = [rng.normal(size=(120, 40)) * (1 + l) for l in range(3)]
     parts = [FeatureProducts(X) for X in layers]
-    stack = LayerStack(parts)
+    stack = SharedPassLayers(parts)
     M, R = rng.normal(size=(40, 6)), rng.normal(size=(120, 6))
     column_layer = np.array([2, 0, 0, 1, 2, 2])
     product, transposed = stack.times(M, column_layer), stack.transposed_times(R, column_layer)
@@ -625,13 +627,16 @@ def test_layer_stack_products_and_sketches_are_each_layers_own():
         np.testing.assert_allclose(applied[row], alone.apply(vector[row:row + 1], alone.factors(l2[:1], curvature[:1]))[0],
                                    rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="equal shapes"):
-        LayerStack([parts[0], FeatureProducts(layers[0][:, :30])])
+        SharedPassLayers([parts[0], FeatureProducts(layers[0][:, :30])])
 
 
-def test_layer_stack_on_torch_tensors_reaches_the_numpy_optimum():
+def test_shared_pass_layers_on_torch_tensors_reach_the_numpy_optimum():
     """The GPU code path (torch tensors in every layer's FeatureProducts), run here on CPU tensors:
     one solver pass over a stack of float32 layers reaches the NumPy float64 optimum per layer."""
-    from medprobe.probes.solver import BatchObjective, FeatureProducts, LayerStack, Preconditioner, solve
+    from medprobe.probes.lbfgs import solve
+    from medprobe.probes.objective import BatchObjective
+    from medprobe.probes.preconditioner import Preconditioner
+    from medprobe.probes.products import FeatureProducts, SharedPassLayers
 
     rng = np.random.default_rng(3)
     n, d, heads = 200, 24, 3
@@ -639,7 +644,7 @@ def test_layer_stack_on_torch_tensors_reaches_the_numpy_optimum():
     targets = (layers[0][:, :heads] + rng.normal(size=(n, heads)) > 0.5).astype(np.float64)
 
     def fit(parts):
-        stack = LayerStack(parts)
+        stack = SharedPassLayers(parts)
         head, layer = np.tile(np.arange(heads), 3), np.repeat(np.arange(3), heads)
         rate = targets.mean(axis=0)
         theta0 = np.zeros((3 * heads, 1, d + 1))
@@ -676,8 +681,9 @@ def test_objective_on_torch_features_equals_the_numpy_objective(softmax, exact, 
     and must give the host objective's losses and gradients: one layer and a stack, float32
     features, products in float32 or (the float64 finish, from a float64 copy or over row blocks)
     in float64."""
-    from medprobe.probes import solver
-    from medprobe.probes.solver import BatchObjective, FeatureProducts, LayerStack
+    from medprobe.probes import products
+    from medprobe.probes.objective import BatchObjective
+    from medprobe.probes.products import FeatureProducts, SharedPassLayers
 
     rng = np.random.default_rng(5)
     n, d, classes = 150, 20, 3
@@ -686,13 +692,13 @@ def test_objective_on_torch_features_equals_the_numpy_objective(softmax, exact, 
     outputs = classes if softmax else 1
     for block_rows in (None, 64):  # None: the float64 copy; 64 rows: block by block
         if block_rows:
-            monkeypatch.setattr(solver, "_EXACT_COPY_BYTES", 0)
-            monkeypatch.setattr(solver, "_BLOCK_ELEMENTS", block_rows * d)
+            monkeypatch.setattr(products, "_EXACT_COPY_BYTES", 0)
+            monkeypatch.setattr(products, "_BLOCK_ELEMENTS", block_rows * d)
         host = [FeatureProducts(X, exact=exact) for X in layers]
         device = [FeatureProducts(torch.from_numpy(X), exact=exact) for X in layers]
         for parts in ([0], [0, 1]):
-            ours = BatchObjective(LayerStack([device[i] for i in parts]), targets, softmax)
-            reference = BatchObjective(LayerStack([host[i] for i in parts]), targets, softmax)
+            ours = BatchObjective(SharedPassLayers([device[i] for i in parts]), targets, softmax)
+            reference = BatchObjective(SharedPassLayers([host[i] for i in parts]), targets, softmax)
             problems = 4 * len(parts)
             theta = rng.normal(scale=0.3, size=(problems, outputs, d + 1))
             l2, head = np.full(problems, 0.01), rng.integers(0, classes, problems)

@@ -4,7 +4,8 @@ Plain NumPy arrays in and out. Labels: ``(n,)`` class indices for binary/multicl
 ``(n, K)`` 0/1 for multilabel. Probabilities: ``(n, 2)`` binary, ``(n, K)`` otherwise.
 """
 
-from medprobe.probes.logistic import TASK_TYPES, THRESHOLD, LinearProbe, check_features, check_labels, resolve_device
+from medprobe.probes.inputs import TASK_TYPES, check_features, check_labels, resolve_device
+from medprobe.probes.logistic import THRESHOLD, LinearProbe
 from medprobe.probes.selection import (DEFAULT_CS, METRICS, TIE_TOLERANCE, cv_select, select_best, select_probe,
                                       select_probes, validation_score)
 

@@ -5,9 +5,9 @@ per C to reach the tight ``tol`` that matches scikit-learn's optimum, and each i
 Python overhead, not arithmetic -- a 13-layer sweep spent seconds there. Newton's method on the
 same objective needs ~5-10, and when ``min(n, D + 1)`` is small its linear systems cost nothing.
 
-Same problems, same stopping rule as :mod:`medprobe.probes.solver` (each sigmoid head and C on
-its own; stop when its max |gradient| <= ``tol``), so the two solvers reach the same optimum to
-within ``tol``. Per problem ``p`` (weights ``w``, intercept ``b``, ``l2 = 1 / (C n)``)::
+Same problems, same line search and stopping rule as :mod:`medprobe.probes.lbfgs`
+(:mod:`medprobe.probes.descent`: each sigmoid head and C on its own; stop when its max |gradient|
+<= ``tol``), so the two solvers reach the same optimum to within ``tol``. Per problem ``p`` (weights ``w``, intercept ``b``, ``l2 = 1 / (C n)``)::
 
     f = mean_i logloss_i + l2 ||w||^2 / 2,   H = [[X^T S X / n + l2 I, X^T s / n], [s^T X / n, sum(s) / n]]
 
@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from medprobe.probes.solver import _ARMIJO, _MAX_BACKTRACKS, CONVERGED, MAX_ITER, PRECISION, BatchSolution, _dot
+from medprobe.probes.descent import (CONVERGED, PRECISION, BatchSolution, backtracking_search, inner,
+                                     start_problems, stopping_rule, within_iteration_limit)
 
 #: the largest linear system (rows of min(n, D + 1)), the most work per iteration (problems x
 #: (size^3 + n size^2) multiply-adds) and the largest features (n x D, copied in float64) for which
@@ -124,61 +125,65 @@ class NewtonSolver:
         l2 = np.asarray(l2, dtype=np.float64)
         head = np.asarray(head)
         n_problems = theta.shape[0]
-        loss, grad, s = self._evaluate(theta, l2, head)
-        n_iter = np.zeros(n_problems, dtype=np.int64)
-        n_evals = np.ones(n_problems, dtype=np.int64)
-        stop = np.array([MAX_ITER] * n_problems, dtype=object)
-        active = np.flatnonzero(np.abs(grad).max(axis=(1, 2)) > tol)
-        stop[np.setdiff1d(np.arange(n_problems), active)] = CONVERGED
+        state = list(self._evaluate(theta, l2, head))  # loss, grad, s
+        counts = np.zeros(n_problems, dtype=np.int64), np.ones(n_problems, dtype=np.int64)  # iterations, evaluations
+        active, stop = start_problems(state[1], tol)
+        limit = np.broadcast_to(np.asarray(max_iter, dtype=np.int64), (n_problems,))
         while active.size:
-            active = active[n_iter[active] < max_iter]
+            active = within_iteration_limit(active, counts[0], limit)  # the others stay at max_iter
             if not active.size:
                 break
-            a = active
-            n_iter[a] += 1
-            try:
-                direction = self._direction(grad[a], s[:, a], l2[a])
-            except np.linalg.LinAlgError:  # numerically singular: fall back to steepest descent
-                direction = -grad[a]
-            slope = _dot(grad[a], direction)
-            uphill = ~(slope < 0)
-            if uphill.any():
-                direction[uphill] = -grad[a][uphill]
-                slope[uphill] = -_dot(grad[a][uphill], grad[a][uphill])
-            t = np.ones(len(a))
-            pending = np.arange(len(a))
-            new_theta, new_loss = theta[a].copy(), loss[a].copy()
-            new_grad, new_s = grad[a].copy(), s[:, a].copy()
-            for _ in range(_MAX_BACKTRACKS):
-                candidate = theta[a[pending]] + t[pending][:, None, None] * direction[pending]
-                trial_loss, trial_grad, trial_s = self._evaluate(candidate, l2[a[pending]], head[a[pending]])
-                n_evals[a[pending]] += 1
-                reference = loss[a[pending]]
-                accepted = trial_loss <= (reference + _ARMIJO * t[pending] * slope[pending]
-                                          + tol_change * np.maximum(1.0, np.abs(reference)))
-                chosen = pending[accepted]
-                new_theta[chosen], new_loss[chosen] = candidate[accepted], trial_loss[accepted]
-                new_grad[chosen], new_s[:, chosen] = trial_grad[accepted], trial_s[:, accepted]
-                pending = pending[~accepted]
-                t[pending] *= 0.5
-                if not pending.size:
-                    break
-            moved = np.ones(len(a), dtype=bool)
-            moved[pending] = False
-            stop[a[pending]] = PRECISION
-            decrease = loss[a] - new_loss
-            previous_grad_max = np.abs(grad[a]).max(axis=(1, 2))
-            theta[a], loss[a], grad[a], s[:, a] = new_theta, new_loss, new_grad, new_s
-            grad_max = np.abs(grad[a]).max(axis=(1, 2))
-            done = moved & (grad_max <= tol)
-            stop[a[done]] = CONVERGED
-            # out of precision: an accepted step improved neither the loss (beyond rounding) nor
-            # the gradient (by half)
-            stalled = moved & ~done & (decrease <= tol_change * np.maximum(1.0, np.abs(loss[a]))) \
-                & (grad_max > 0.5 * previous_grad_max)
-            stop[a[stalled]] = PRECISION
-            active = a[moved & ~done & ~stalled]
-        return BatchSolution(theta, loss, np.abs(grad).max(axis=2), n_iter, n_evals, list(stop))
+            active = self._iterate(active, theta, state, counts, stop, l2, head, tol, tol_change)
+        loss, grad, _ = state
+        return BatchSolution(theta, loss, np.abs(grad).max(axis=2), counts[0], counts[1], list(stop))
+
+    def _iterate(self, a: np.ndarray, theta: np.ndarray, state: list, counts: tuple, stop: np.ndarray,
+                 l2: np.ndarray, head: np.ndarray, tol: float, tol_change: float) -> np.ndarray:
+        """One damped Newton step of problems ``a`` (``theta``, ``state`` = [loss, grad, s],
+        ``counts`` and ``stop`` updated in place); returns those that go on."""
+        loss, grad, s = state
+        n_iter, n_evals = counts
+        n_iter[a] += 1
+        try:
+            direction = self._direction(grad[a], s[:, a], l2[a])
+        except np.linalg.LinAlgError:  # numerically singular: fall back to steepest descent
+            direction = -grad[a]
+        slope = inner(grad[a], direction)
+        uphill = ~(slope < 0)
+        if uphill.any():
+            direction[uphill] = -grad[a][uphill]
+            slope[uphill] = -inner(grad[a][uphill], grad[a][uphill])
+        new_theta, new_loss = theta[a].copy(), loss[a].copy()
+        new_grad, new_s = grad[a].copy(), s[:, a].copy()
+
+        def evaluate(candidate: np.ndarray, pending: np.ndarray) -> tuple:
+            n_evals[a[pending]] += 1
+            return self._evaluate(candidate, l2[a[pending]], head[a[pending]])
+
+        def keep(positions: np.ndarray, accepted: np.ndarray, candidate: np.ndarray, trial: tuple) -> None:
+            new_theta[positions], new_loss[positions] = candidate[accepted], trial[0][accepted]
+            new_grad[positions], new_s[:, positions] = trial[1][accepted], trial[2][:, accepted]
+
+        failed = backtracking_search(evaluate, theta[a], loss[a], direction, slope, np.ones(len(a)), tol_change,
+                                     _halve, keep)
+        moved = np.ones(len(a), dtype=bool)
+        moved[failed] = False
+        stop[a[failed]] = PRECISION
+        decrease = loss[a] - new_loss
+        previous_grad_max = np.abs(grad[a]).max(axis=(1, 2))
+        theta[a], loss[a], grad[a], s[:, a] = new_theta, new_loss, new_grad, new_s
+        grad_max = np.abs(grad[a]).max(axis=(1, 2))
+        stepped = a[moved]
+        done, stalled = stopping_rule(grad_max[moved], previous_grad_max[moved], decrease[moved], loss[stepped], tol,
+                                      tol_change)
+        stop[stepped[done]] = CONVERGED
+        stop[stepped[stalled]] = PRECISION
+        return stepped[~done & ~stalled]
+
+
+def _halve(step: np.ndarray, slope: np.ndarray, trial_loss: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """The next step length of a rejected Newton step: half of it (the full step comes first)."""
+    return 0.5 * step
 
 
 __all__ = ["MAX_ELEMENTS", "MAX_SYSTEM", "MAX_WORK", "NewtonSolver", "newton_applies", "newton_possible"]

@@ -37,7 +37,8 @@ import pandas as pd
 
 from medprobe.c_grid import check_Cs
 from medprobe.errors import ConfigError, DataError
-from medprobe.probes.logistic import THRESHOLD, LinearProbe, TaskType, check_features, check_labels
+from medprobe.probes.inputs import TaskType, check_features, check_labels
+from medprobe.probes.logistic import THRESHOLD, LinearProbe
 from medprobe.scoring import binary_auc, macro_f1
 
 Metric = Literal["auc", "f1"]
