@@ -157,3 +157,15 @@ def test_every_named_backbone_honours_the_backbone_contract(name, tiny_dirs):
             assert features.shape[1] > 0 and np.isfinite(features).all(), layer
     finally:
         backbone.close()
+
+
+def test_a_family_whose_dependency_is_missing_is_named_in_the_unknown_backbone_error(tmp_path, monkeypatch):
+    import medprobe.models.registry as registry
+
+    (tmp_path / "medprobe_test_family.py").write_text("import dependency_that_is_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_FAMILY_MODULES", (*registry._FAMILY_MODULES, "medprobe_test_family"))
+    monkeypatch.setattr(registry, "_SKIPPED", {})
+    with pytest.raises(ModelError, match=r"unknown backbone 'nope'.*medprobe_test_family not loaded: "
+                                         r"'dependency_that_is_not_installed' is not installed"):
+        create_backbone("nope")

@@ -67,12 +67,19 @@ def register_backbone(
     table[name] = BackboneEntry(name, factory, description, family, memory, accepted)
 
 
+#: family modules not loaded because an optional dependency is missing: ``{module: dependency}``
+_SKIPPED: dict[str, str] = {}
+
+
 def _load_families() -> None:
+    """Import every family module; one whose optional dependency is missing is skipped and
+    remembered, so an unknown-backbone error can say which dependency would have provided it."""
     for module in _FAMILY_MODULES:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:  # a family whose optional dependency is absent
             if not (error.name or "").startswith("medprobe"):
+                _SKIPPED[module] = str(error.name)
                 continue
             raise
 
@@ -93,7 +100,8 @@ def find_backbone(name: str) -> BackboneEntry:
     known = sorted(_REGISTRY) + sorted(_PREFIXES)
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ModelError(f"unknown backbone {name!r}{hint}; known: {known} (run `medprobe backbones`)")
+    skipped = "".join(f"; {module} not loaded: {dependency!r} is not installed" for module, dependency in _SKIPPED.items())
+    raise ModelError(f"unknown backbone {name!r}{hint}; known: {known} (run `medprobe backbones`){skipped}")
 
 
 def check_backbone_options(name: str, options: dict[str, Any], where: str = "options") -> None:
