@@ -18,12 +18,13 @@ from typer.testing import CliRunner
 
 import medprobe
 from medprobe.cli import app
-from medprobe.config import DataConfig, check_options, parse_config
+from medprobe.config import DataConfig, parse_config
 from medprobe.data.loaders import load_dataset
 from medprobe.errors import CacheError, ConfigError, DataError
 from medprobe.experiment import run_experiment
 from medprobe.stages.data import check_train_classes
 from medprobe.features.cache import FeatureCache
+from medprobe.run_checks import check_options
 
 from conftest import ToyBackbone, make_dataset
 

@@ -9,10 +9,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medprobe.cli import app
-from medprobe.config import check_options, load_config
+from medprobe.config import load_config
 from medprobe.data.loaders import load_dataset
 from medprobe.data.starter import write_starter
 from medprobe.errors import ConfigError
+from medprobe.run_checks import check_options
 
 from test_cli import image_tree
 

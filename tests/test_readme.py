@@ -13,8 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from medprobe.config import check_options, parse_config
+from medprobe.config import parse_config
 from medprobe.data.adapters import load_manifest
+from medprobe.run_checks import check_options
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -76,7 +76,8 @@ def friendly_errors(command: Callable) -> Callable:
 def _load(run_file: Path, out: Optional[Path], engine: Optional[str] = None, wait_for_lock: Optional[float] = None):
     """Read and fully check a run file (keys and options) before anything heavy is imported;
     ``--engine`` / ``--wait-for-lock`` override the run file and are validated like it."""
-    from medprobe.config import check_options, load_config, parse_config
+    from medprobe.config import load_config, parse_config
+    from medprobe.run_checks import check_options
 
     config = load_config(run_file)
     if engine is not None or wait_for_lock is not None:

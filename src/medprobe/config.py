@@ -200,18 +200,6 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
         raise ConfigError(_format_validation_error(source, error)) from None
 
 
-def check_options(config: RunConfig) -> None:
-    """Check the free-form ``options`` of the adapter and of every backbone against the names
-    their factories accept, before any data is read or model loaded: a typo such as
-    ``options: {sise: 3}`` is a :class:`ConfigError` naming the key and the valid ones."""
-    from medprobe.data.loaders import check_adapter_options
-    from medprobe.models.registry import check_backbone_options
-
-    check_adapter_options(config.data)
-    for index, backbone in enumerate(config.backbones):
-        check_backbone_options(backbone.name, backbone.options, f"backbones.{index}.options")
-
-
 def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():

@@ -18,10 +18,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from medprobe.config import RunConfig, check_options
+from medprobe.config import RunConfig
 from medprobe.errors import DataError
 from medprobe.outputs import build_report_as, staged_run_folder
 from medprobe.probes.score_store import ScoreStore
+from medprobe.run_checks import check_options
 from medprobe.stages.data import Splits, load_data, report_skipped
 from medprobe.stages.extract import extract_backbone
 from medprobe.stages.outputs import RUN_FOLDER_OWNED, RunResults, prepare_output_dir, write_outputs

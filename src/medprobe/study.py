@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from medprobe.compare import compare_runs, load_run
-from medprobe.config import RunConfig, check_options, load_config
+from medprobe.config import RunConfig, load_config
 from medprobe.errors import ConfigError, MedprobeError
 from medprobe.progress import console
+from medprobe.run_checks import check_options
 
 
 @dataclass
