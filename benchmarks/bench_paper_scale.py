@@ -12,7 +12,7 @@ Stages, each in its own process so its peak RSS (``ru_maxrss``) is its own:
 1. ``write``: the manifest (sample ids, splits 80/10/10, 54 finding columns) and the cache,
    chunk by chunk through the real writer (:class:`medprobe.features.cache.FeatureCache`), under
    the key the experiment computes for the synthetic backbone registered below;
-2. ``probe``: the real experiment path (``Experiment.run`` with ``cached_only=True``, i.e.
+2. ``probe``: the real experiment path (``run_experiment`` with ``cached_only=True``, i.e.
    ``medprobe probe``): probes for every layer x C, statistics, predictions, HTML report -- once
    with half of the layers and once with all of them, to show how memory grows with layers;
 3. ``solvers`` (``--compare-solvers``): one layer, one C grid: medprobe ``grid="path"`` vs
@@ -119,7 +119,7 @@ def stage_write(args: argparse.Namespace) -> dict[str, Any]:
     import pandas as pd
 
     from medprobe.data.loaders import load_dataset
-    from medprobe.experiment import ensure_validation_split
+    from medprobe.stages.data import ensure_validation_split
     from medprobe.features.extract import open_cache
     from medprobe.models.registry import create_backbone
 
@@ -194,7 +194,7 @@ def stage_probe(args: argparse.Namespace) -> dict[str, Any]:
 def stage_solvers(args: argparse.Namespace) -> dict[str, Any]:
     from medprobe.bench.probes import compare_multilabel_solvers
     from medprobe.data.loaders import load_dataset
-    from medprobe.experiment import align_features, ensure_validation_split
+    from medprobe.stages.data import align_features, ensure_validation_split
     from medprobe.features.cache import FeatureCache
     from medprobe.features.extract import open_cache
     from medprobe.models.registry import create_backbone

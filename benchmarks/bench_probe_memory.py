@@ -1,7 +1,7 @@
 """Peak memory of the probe stage against the number of layers (issue 15.1).
 
 Writes a synthetic feature cache (4,000 images, 8 layers of width 4,096, float16) through the real
-cache writer, then runs ``Experiment.probe_backbone`` on the first N layers in a fresh process and
+cache writer, then runs the probe stage (:func:`medprobe.stages.probe.probe_backbone`) on the first N layers in a fresh process and
 prints the peak RSS (``ru_maxrss``) before and after probing. Run it for 4 and 8 layers, with the
 code to measure on PYTHONPATH:
 
@@ -22,8 +22,9 @@ import pandas as pd
 
 from medprobe.config import parse_config
 from medprobe.data.dataset import Dataset
-from medprobe.experiment import Experiment
 from medprobe.features import extract_features
+from medprobe.stages.extract import ExtractedFeatures
+from medprobe.stages.probe import probe_backbone
 from medprobe.models.base import Backbone
 
 N_IMAGES, WIDTH, MAX_LAYERS = 4000, 4096, 8
@@ -66,10 +67,11 @@ def main(n_layers: int) -> None:
                              show_progress=False)
     config = parse_config({"data": {"adapter": "medmnist"}, "backbones": [{"name": "pixels", "label": "synthetic"}],
                            "probe": {"Cs": [0.01, 1.0], "max_iter": 50}})
-    experiment = Experiment(config, show_progress=False)
+    layers = [f"l{k}" for k in range(n_layers)]
+    features = ExtractedFeatures("synthetic", cache, layers, {layer: "main" for layer in layers}, {}, 0.0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    experiment.probe_backbone(config.backbones[0], data, cache, [f"l{k}" for k in range(n_layers)])
+    probe_backbone(config.probe, config.seed, data, features, show_progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{n_layers} layers of {N_IMAGES} x {WIDTH} (one layer in float32: {N_IMAGES * WIDTH * 4 / 2**20:.0f} MiB): "
           f"peak RSS {before:.0f} MiB before probing, {peak:.0f} MiB after; probe stage "

@@ -1,7 +1,7 @@
 """Size of results.json for a paper-scale probe grid (issue 15.6): 81 layers x 19 (fraction, seed)
 plans of one backbone, for a T1-like task (9 classes) and a T7-like one (54 findings), with the
 default ``stats.per_class_rows: selected`` (per-class rows for the selected probes only). Rows are
-built with the experiment's own row builder and written the way results.json is; the statistics
+built with the run's own row builder (:func:`medprobe.stats.result_row`) and written the way results.json is; the statistics
 are placeholders (the size depends on the number of rows and keys, not on the values).
 
     PYTHONPATH=src python benchmarks/bench_results_size.py
@@ -13,9 +13,8 @@ import json
 
 import numpy as np
 
-from medprobe.config import parse_config
-from medprobe.experiment import Experiment, ProbeOutcome
 from medprobe.io import json_safe
+from medprobe.stats import EvaluationSet, ProbeOutcome, result_row
 from medprobe.stats.metrics import metric_names
 
 N_LAYERS = 81
@@ -25,15 +24,16 @@ SUMMARY = {"value": 0.5, "sd": 0.01, "ci_low": 0.4, "ci_high": 0.6, "n_dropped":
 
 
 def measure(task_type: str, classes: list[str], n_test: int = 1000) -> None:
-    config = parse_config({"data": {"adapter": "medmnist"}, "backbones": [{"name": "pixels", "label": "IDEFICS-80B"}]})
-    experiment = Experiment(config, show_progress=False)
     scores = np.zeros((1, len(classes)))  # not used by the row builder
+    # only the task name and the resampling keys of the test set enter a row (placeholders, like SUMMARY)
+    evaluation = EvaluationSet("run", task_type, classes, np.zeros(n_test, int), None, np.zeros((0, n_test), int),
+                               {"bootstrap_unit": None, "n_units": None})
     outcomes = [ProbeOutcome("IDEFICS-80B", str(layer), fraction, seed, 1.0, 0.5, scores, selected=layer == 32)
                 for fraction, seed in PLANS for layer in range(N_LAYERS)]
     names = metric_names(task_type, classes)
     summary_names = [name for name in names if "[" not in name]
     # stats.per_class_rows: selected (the default) writes per-class rows for the selected probes only
-    rows = [experiment.result_row(outcome, metric, SUMMARY, n_test) for outcome in outcomes
+    rows = [result_row(evaluation, outcome, metric, SUMMARY, n_test) for outcome in outcomes
             for metric in (names if outcome.selected else summary_names)]
     written = json.dumps(json_safe(rows), indent=2, sort_keys=True, allow_nan=False)
     compact = json.dumps(json_safe(rows), separators=(",", ":"), sort_keys=True, allow_nan=False)

@@ -92,7 +92,8 @@ def test_real_dinov2_features_small_slice():
 def test_real_dinov2_features_demo_split_every_layer(tmp_path):
     """~3-5 CPU minutes: extracts the demo's DINOv2 features into a fresh cache first."""
     from medprobe.config import load_config, parse_config
-    from medprobe.experiment import Experiment, align_features
+    from medprobe.stages.data import align_features, load_data
+    from medprobe.stages.extract import extract_backbone
 
     demo = load_config(__import__("importlib.resources").resources.files("medprobe") / "configs" / "demo.yaml")
     data = demo.model_dump()
@@ -100,9 +101,10 @@ def test_real_dinov2_features_demo_split_every_layer(tmp_path):
     data["stats"]["reference"] = None
     data["cache_dir"] = str(tmp_path / "cache")
     config = parse_config(data, "demo (dinov2 only)")
-    experiment = Experiment(config, show_progress=False)
-    dataset = experiment.load_data()
-    cache, layers = experiment.extract(config.backbones[0], dataset)
+    dataset = load_data(config.data, val_fraction=config.probe.val_fraction, seed=config.seed)
+    features = extract_backbone(config.backbones[0], dataset, config.extraction, config.resolved_cache_dir(),
+                                on_error=config.data.on_error, show_progress=False)
+    cache, layers = features.cache, features.layers
     assert len(layers) == 12
     for layer in layers:
         ids, X = cache.load(layer)

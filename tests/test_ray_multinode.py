@@ -26,7 +26,9 @@ import test_probe_stage  # noqa: E402
 from conftest import ToyBackbone, make_dataset  # noqa: E402
 from test_probe_stage import layered_backbone  # noqa: E402,F401  (fixture)
 from medprobe.config import parse_config  # noqa: E402
-from medprobe.experiment import Experiment  # noqa: E402
+from medprobe.stages.data import load_data  # noqa: E402
+from medprobe.stages.extract import extract_backbone  # noqa: E402
+from medprobe.stages.probe import probe_backbone  # noqa: E402
 from medprobe.features import FeatureCache, extract_features  # noqa: E402
 from medprobe.features.ray_engine import extract_features_ray  # noqa: E402
 
@@ -108,11 +110,13 @@ def test_probe_grid_on_ray_equals_the_local_engine(tmp_path, cluster, layered_ba
             "name": "test-layers", "label": "VLM", "layers": "all", "options": {"vlm": True, "n_layers": 3}},
             engine=engine, num_workers=2, num_cpus_per_worker=0.5, layers_per_pass=layers_per_pass)
         config["cache_dir"] = str(tmp_path / "cache")  # one cache: the same features for both engines
-        experiment = Experiment(parse_config(config), show_progress=False)
-        dataset = experiment.load_data()
-        cache, layers = experiment.extract(experiment.config.backbones[0], dataset)
-        experiment.probe_backbone(experiment.config.backbones[0], dataset, cache, layers)
-        outcomes[run] = experiment.outcomes
+        run_config = parse_config(config)
+        dataset = load_data(run_config.data, val_fraction=run_config.probe.val_fraction, seed=run_config.seed)
+        features = extract_backbone(run_config.backbones[0], dataset, run_config.extraction,
+                                    run_config.resolved_cache_dir(), on_error=run_config.data.on_error,
+                                    show_progress=False)
+        outcomes[run] = probe_backbone(run_config.probe, run_config.seed, dataset, features,
+                                       ray_address=run_config.extraction.ray_address, show_progress=False).outcomes
     assert len(outcomes["local"]) == len(outcomes["ray"]) == len(outcomes["ray-pairs"]) == 5 * 3
     for local, distributed in [*zip(outcomes["local"], outcomes["ray"]), *zip(outcomes["local"], outcomes["ray-pairs"])]:
         assert vars(local).keys() == vars(distributed).keys()

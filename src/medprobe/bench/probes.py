@@ -157,7 +157,7 @@ def run_real(run_file: str, backbone: str | None = None, Cs: list[float] | None 
     against a tightly converged fit (``tol=1e-10``): objective gap and test AUC difference.
     """
     from medprobe.config import load_config
-    from medprobe.experiment import Experiment, align_features
+    from medprobe.stages.data import align_features, load_data
     from medprobe.features.extract import open_cache
     from medprobe.models.registry import create_backbone
     from medprobe.probes.logistic import DEFAULT_TOL, LinearProbe
@@ -167,7 +167,7 @@ def run_real(run_file: str, backbone: str | None = None, Cs: list[float] | None 
     if spec is None:
         raise SystemExit(f"no backbone {backbone!r} in {run_file}")
     grid = sorted(Cs or config.probe.Cs)
-    dataset = Experiment(config, show_progress=False).load_data()
+    dataset = load_data(config.data, val_fraction=config.probe.val_fraction, seed=config.seed)
     model = create_backbone(spec.name, **spec.options)
     try:
         layers = model.resolve_layers(spec.layers)

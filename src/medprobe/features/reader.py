@@ -47,7 +47,7 @@ def read_layer_splits(cache: FeatureCache, layer: str, index: dict[str, np.ndarr
     """One complete layer as float32 ``{split: (n_split, dim)}`` matrices, read chunk by chunk.
 
     ``index[split]`` are row positions in the cache's (post-skip) sample order, as
-    :func:`medprobe.experiment.align_features` gives them. Rows go straight from each float16/32
+    :func:`medprobe.stages.data.align_features` gives them. Rows go straight from each float16/32
     chunk into their split's matrix, so the whole layer is never held twice; the values are exactly
     ``cache.load(layer)[1][index[split]]``.
     """
