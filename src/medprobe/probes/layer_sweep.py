@@ -17,9 +17,9 @@ per-iteration cost is then paid once for k layers; memory holds k layers' featur
 the subsets and :class:`ProbeSettings`), which is what lets the Ray engine run it on any node and
 still give the local engine's numbers bit for bit (see :mod:`medprobe.probes.ray_engine`).
 
-Stacks: a vision-language model has two stacks of layers -- its vision encoder (``vision.k``)
-and its language model (integer hidden states). Their layers are never compared with each other
-when choosing the best layer: :func:`layer_stacks` splits them and each stack gets its own
+Stacks: a vision-language model has two stacks of layers -- its vision encoder and its language
+model -- as its backbone declares (:meth:`medprobe.models.base.Backbone.layer_stacks`). Their
+layers are never compared with each other when choosing the best layer: each stack gets its own
 selected layer (see :func:`stack_display_name`).
 """
 
@@ -38,7 +38,6 @@ from medprobe.features.cache import FeatureCache
 from medprobe.features.reader import read_layer_splits
 from medprobe.probes.selection import select_best, select_probes
 
-VISION_PREFIX = "vision."
 #: below these validation sizes the selected layer and C are mostly noise; the run says so
 MIN_VAL_SAMPLES = 30
 MIN_VAL_PER_CLASS = 5
@@ -89,18 +88,6 @@ class LayerFit:
     unconverged: str = ""
 
 
-def layer_stacks(layers: Sequence[str], has_language_model: bool) -> dict[str, str]:
-    """``{layer: "lm" | "vision" | "main"}``: the stack each layer is selected within.
-
-    Only a model with a language model (a VLM: its activations depend on a prompt) has two stacks;
-    there ``vision.k`` layers are the vision encoder and every other layer the language model. A
-    vision-only model (CLIP, an ONNX network) is one ``main`` stack whatever its layers are named.
-    """
-    if not has_language_model:
-        return {layer: "main" for layer in layers}
-    return {layer: "vision" if layer.startswith(VISION_PREFIX) else "lm" for layer in layers}
-
-
 def stack_display_name(label: str, stack: str) -> str:
     """The backbone name result rows carry: vision-encoder rows are their own backbone row."""
     return f"{label} (vision)" if stack == "vision" else label
@@ -124,12 +111,6 @@ def validation_size_warning(labels: np.ndarray, task_type: str, classes: Sequenc
         return None
     return (f"the validation split has {'; '.join(problems)}: the chosen layer and C rest on very few samples "
             "and may be noise; use a larger validation split (probe.val_fraction) if you can")
-
-
-def has_language_model(cache: FeatureCache) -> bool:
-    """Whether the cached backbone reads a language model (its features depend on a prompt): the
-    HF vision-language backbones put their prompt into the fingerprint, vision-only ones have none."""
-    return "prompt" in cache.meta["fingerprint"]["backbone"]
 
 
 def _rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -195,6 +176,6 @@ def layer_passes(layers: Sequence[str], layers_per_pass: int) -> list[list[str]]
 
 
 __all__ = [
-    "LayerFit", "ProbeSettings", "TrainSubset", "fit_subsets", "has_language_model", "layer_passes",
-    "layer_stacks", "probe_layers", "stack_display_name", "validation_size_warning",
+    "LayerFit", "ProbeSettings", "TrainSubset", "fit_subsets", "layer_passes", "probe_layers", "stack_display_name",
+    "validation_size_warning",
 ]
