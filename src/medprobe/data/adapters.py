@@ -3,8 +3,9 @@
 Each adapter returns a :class:`~medprobe.data.dataset.Dataset`; images are only read when
 features are extracted, never while the table is built. The class-per-folder adapter lives here;
 MedMNIST in :mod:`medprobe.data.medmnist`, manifests in :mod:`medprobe.data.manifest`, and what
-they share (data root, :func:`assign_splits`, readers) in :mod:`medprobe.data.shared`. All of
-them are importable from here, where :mod:`medprobe.data.loaders` finds the adapters.
+they share in :mod:`medprobe.data.root` (the data root), :mod:`medprobe.data.splits`
+(:func:`assign_splits`) and :mod:`medprobe.data.readers` (image readers). All of them are
+importable from here, where :mod:`medprobe.data.loaders` finds the adapters.
 """
 
 from __future__ import annotations
@@ -14,22 +15,14 @@ from typing import Sequence
 
 import pandas as pd
 
-from medprobe.data.dataset import Dataset
+from medprobe.data.dataset import Dataset, task_type_for
 from medprobe.data.images import looks_like_image, preprocessing_fingerprint
-from medprobe.errors import DataError
-from medprobe.data.shared import (
-    ArrayImageReader,
-    DATA_DIR_ENV,
-    DEFAULT_DATA_DIR,
-    DEFAULT_FRACTIONS,
-    FileImageReader,
-    SPLIT_ALIASES,
-    assign_splits,
-    resolve_data_root,
-    task_type_for,
-)
 from medprobe.data.manifest import MISSING_LABEL_TEXTS, load_manifest
 from medprobe.data.medmnist import MEDMNIST, MEDMNIST_URL, MedMNISTInfo, load_medmnist
+from medprobe.data.readers import ArrayImageReader, FileImageReader
+from medprobe.data.root import DATA_DIR_ENV, DEFAULT_DATA_DIR, resolve_data_root
+from medprobe.data.splits import DEFAULT_TRAIN_VAL_TEST, SPLIT_ALIASES, assign_splits
+from medprobe.errors import DataError
 
 
 # ------------------------------------------------------------------------------ image folder
@@ -57,7 +50,7 @@ def load_image_folder(
     root: str | Path,
     *,
     classes: Sequence[str] | None = None,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = DEFAULT_TRAIN_VAL_TEST,
     seed: int = 0,
     max_size: int = 1024,
     name: str | None = None,
@@ -157,7 +150,7 @@ __all__ = [
     "ArrayImageReader",
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
-    "DEFAULT_FRACTIONS",
+    "DEFAULT_TRAIN_VAL_TEST",
     "FileImageReader",
     "MEDMNIST",
     "MEDMNIST_URL",

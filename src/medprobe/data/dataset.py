@@ -151,3 +151,12 @@ class Dataset:
             preprocessing=dict(self.preprocessing),
             selection=list(self.selection),
         )
+
+
+def task_type_for(n_classes: int, multilabel: bool, where: str) -> TaskType:
+    """The task type of a source with ``n_classes`` classes; ``where`` names it in the error."""
+    if multilabel:
+        return "multilabel"
+    if n_classes < 2:
+        raise DataError(f"{where}: found {n_classes} class(es); a classification task needs at least 2")
+    return "binary" if n_classes == 2 else "multiclass"

@@ -8,22 +8,26 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from medprobe.data.dataset import Dataset
+from medprobe.data.dataset import Dataset, task_type_for
 from medprobe.data.images import preprocessing_fingerprint
+from medprobe.data.readers import FileImageReader
+from medprobe.data.splits import DEFAULT_TRAIN_VAL_TEST, SPLIT_ALIASES, assign_splits
 from medprobe.errors import DataError
-from medprobe.data.shared import (
-    DEFAULT_FRACTIONS,
-    FileImageReader,
-    SPLIT_ALIASES,
-    assign_splits,
-    is_missing,
-    task_type_for,
-)
 
 
 #: Label cells that mean "no label given", the same in CSV and Parquet: a Parquet null, an empty
 #: CSV cell, and these texts (any case), which R, pandas and spreadsheets write for missing values.
 MISSING_LABEL_TEXTS = frozenset({"", "na", "n/a", "nan", "none", "null"})
+
+
+def is_missing(value: Any) -> bool:
+    """A missing cell: None, NaN or NaT (pandas' own test, never raising on lists or objects)."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _cell_text(value: Any) -> str:
@@ -67,7 +71,7 @@ def load_manifest(
     group_column: str | None = None,
     sample_id_column: str = "sample_id",
     extra_columns: Sequence[str] = (),
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = DEFAULT_TRAIN_VAL_TEST,
     seed: int = 0,
     allow_outside_root: bool = False,
     drop_unlabelled: bool = False,

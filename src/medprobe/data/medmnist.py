@@ -9,17 +9,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from medprobe.data.dataset import SPLITS, Dataset
+from medprobe.data.dataset import SPLITS, Dataset, task_type_for
 from medprobe.data.images import preprocessing_fingerprint
+from medprobe.data.readers import ArrayImageReader
+from medprobe.data.root import DATA_DIR_ENV, DEFAULT_DATA_DIR, resolve_data_root
+from medprobe.data.splits import stratified_subsample
 from medprobe.errors import ConfigError, DataError
-from medprobe.data.shared import (
-    ArrayImageReader,
-    DATA_DIR_ENV,
-    DEFAULT_DATA_DIR,
-    resolve_data_root,
-    stratified_subsample,
-    task_type_for,
-)
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,29 @@ most in sample count, then to a seeded random pick. Visiting rare classes first 
 every split still has room for them; the common classes that follow even out the sample counts.
 Result: whole groups only, class shares close to the requested fractions whenever the classes
 have enough groups, and the same output for the same seed.
+
+Adapters of sources without splits of their own call :func:`assign_splits` (train/val/test
+fractions as a 3-tuple), a thin adapter over :func:`group_stratified_split`, the project's one
+split rule; :func:`stratified_subsample` keeps a class-proportional subset of a large split.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from medprobe.errors import DataError
+from medprobe.data.dataset import SPLITS
+from medprobe.errors import ConfigError, DataError
+
+# Folder / manifest spellings of the three split names.
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "dev": "val", "test": "test", "testing": "test"}
 
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
+#: the same shares as the (train, val, test) tuple that :func:`assign_splits` and the adapters take
+DEFAULT_TRAIN_VAL_TEST: tuple[float, ...] = tuple(DEFAULT_FRACTIONS[split] for split in SPLITS)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -224,3 +235,59 @@ def subsample_train(
         chosen = rng.choice(with_class[sizes == sizes.min()])
         kept |= codes == chosen
     return index_array[kept]
+
+
+def assign_splits(
+    labels: Sequence[Any] | np.ndarray,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    fractions: Sequence[float] = DEFAULT_TRAIN_VAL_TEST,
+    seed: int = 0,
+) -> np.ndarray:
+    """Split names (``"train"``/``"val"``/``"test"``) per sample: group-aware and stratified.
+
+    ``labels``: ``(n,)`` class labels (any hashable values) or an ``(n, K)`` 0/1 multi-label
+    matrix. ``groups``: ``(n,)`` patient ids, or ``None``; a missing id (None/NaN) makes that sample
+    its own group. ``fractions``: train/val/test shares summing to 1 (a 0 share leaves that split
+    empty).
+
+    A thin adapter over :func:`medprobe.data.splits.group_stratified_split`, so data sets split
+    here and splits carved anywhere else follow one rule. Only the non-zero shares are passed on,
+    because that rule gives every split it is asked for at least one group; a 0 share thus leaves
+    its split empty. A data set with fewer groups than splits still loads (some splits stay
+    empty) so that tiny sets can be inspected; the stage that needs a missing split says so.
+    Deterministic for a seed.
+    """
+    shares = np.asarray(fractions, dtype=np.float64)
+    if shares.shape != (3,) or (shares < 0).any() or not np.isclose(shares.sum(), 1.0):
+        raise ConfigError(f"split fractions must be three non-negative numbers (train, val, test) "
+                          f"summing to 1, got {fractions!r}")
+    if len(labels) == 0:
+        raise DataError("cannot split an empty set of samples")
+    wanted = {name: float(share) for name, share in zip(SPLITS, shares) if share > 0}
+    return group_stratified_split(labels, groups, wanted, seed, allow_empty=True)
+
+
+def stratified_subsample(labels: np.ndarray, n_keep: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``n_keep`` samples with the class proportions of ``labels``.
+
+    Quotas by largest remainder, at least one per class where possible; multi-label ``(n, K)``
+    labels are subsampled uniformly (their label combinations are too many to stratify).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    if n_keep >= n:
+        return np.arange(n)
+    if labels.ndim == 2:
+        return np.sort(rng.choice(n, size=n_keep, replace=False))
+    classes, codes = np.unique(labels, return_inverse=True)
+    counts = np.bincount(codes)
+    exact = n_keep * counts / n
+    quotas = np.floor(exact).astype(np.int64)
+    leftover = n_keep - quotas.sum()
+    quotas[np.argsort(-(exact - quotas), kind="stable")[:leftover]] += 1
+    for c in np.flatnonzero(quotas == 0):
+        if n_keep >= len(classes):
+            quotas[c] = 1
+            quotas[np.argmax(quotas)] -= 1
+    chosen = [rng.choice(np.flatnonzero(codes == c), size=q, replace=False) for c, q in enumerate(quotas)]
+    return np.sort(np.concatenate(chosen))

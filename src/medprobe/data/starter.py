@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from medprobe.config import parse_config
-from medprobe.data.adapters import DEFAULT_FRACTIONS, SPLIT_ALIASES, load_image_folder, load_manifest
+from medprobe.data.adapters import DEFAULT_TRAIN_VAL_TEST, SPLIT_ALIASES, load_image_folder, load_manifest
 from medprobe.data.dataset import SPLITS, Dataset
 from medprobe.errors import ConfigError, DataError
 from medprobe.io import atomic_write_text
@@ -169,7 +169,7 @@ def write_starter(data: str | Path, out: str | Path | None = None, *, name: str 
         if not dataset.has_split("val"):
             split_note += "; no val split, so probe.val_fraction of train is carved (grouped by patient)"
     else:
-        shares = "/".join(f"{round(f * 100)}" for f in DEFAULT_FRACTIONS)
+        shares = "/".join(f"{round(f * 100)}" for f in DEFAULT_TRAIN_VAL_TEST)
         split_note = (f"none given: carved train/val/test {shares}% stratified by class, "
                       f"{'by patient' if patient else 'by image'}, seed 0")
     target = Path(out).expanduser() if out is not None else Path(f"{name}.yaml")

@@ -32,7 +32,7 @@ from typing import Sequence
 import pandas as pd
 
 from medprobe.data.dataset import Dataset
-from medprobe.data.paper.common import (
+from medprobe.data.paper.sample_table import (
     absolute,
     check_fraction,
     drop_missing,

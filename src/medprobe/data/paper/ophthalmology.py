@@ -10,7 +10,7 @@ import pandas as pd
 
 from medprobe.data.dataset import Dataset
 from medprobe.errors import DataError
-from medprobe.data.paper.common import (
+from medprobe.data.paper.sample_table import (
     absolute,
     check_fraction,
     common_root,

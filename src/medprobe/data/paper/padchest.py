@@ -37,7 +37,7 @@ import pandas as pd
 from medprobe.data.dataset import Dataset
 from medprobe.data.splits import group_stratified_split
 from medprobe.errors import DataError
-from medprobe.data.paper.common import (
+from medprobe.data.paper.sample_table import (
     absolute,
     check_fraction,
     drop_missing,

@@ -12,7 +12,7 @@ import pandas as pd
 from medprobe.data.dataset import Dataset
 from medprobe.data.images import looks_like_image, preprocess, read_image
 from medprobe.errors import DataError, ImageReadError
-from medprobe.data.paper.common import (
+from medprobe.data.paper.sample_table import (
     absolute,
     check_fraction,
     common_root,

@@ -1,4 +1,7 @@
-"""Helpers shared by the study's adapters: checked CSV reading, image lookup, exclusions, splits.
+"""Building a study task's sample table from its label files: the steps every study adapter shares.
+
+Checked CSV reading, finding each listed image under its folder, exclusion records, splitting
+pools of samples, and :func:`finish`, which turns the table into the checked Dataset.
 
 Every rule that drops a row records it with :func:`exclusion`, whose ``reason`` is a fixed text
 per rule (details go in extra keys), so ``medprobe data`` can count the rows each rule removed.
@@ -13,9 +16,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from medprobe.data.shared import FileImageReader
 from medprobe.data.dataset import Dataset, TaskType
 from medprobe.data.images import preprocessing_fingerprint
+from medprobe.data.readers import FileImageReader
 from medprobe.data.splits import group_stratified_split
 from medprobe.errors import DataError
 
