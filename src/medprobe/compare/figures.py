@@ -114,8 +114,10 @@ def per_class(comparison: dict[str, Any]) -> str | None:
 
 
 def layer_sweeps(comparison: dict[str, Any]) -> str | None:
-    tasks = list(dict.fromkeys(r["task"] for r in comparison["layer_sweeps"]))
-    if not any(sum(r["task"] == t for r in comparison["layer_sweeps"]) > 1 for t in tasks):
+    sweeps = comparison["layer_sweeps"]
+    swept = [(r["task"], r["column"]) for r in sweeps]
+    tasks = list(dict.fromkeys(task for task, column in swept if swept.count((task, column)) > 1))
+    if not tasks:  # every column probed one layer: nothing was swept
         return None
     colours = _colours(comparison["columns"])
     metric = {t["task"]: t["metric"] for t in comparison["tasks"]}

@@ -109,8 +109,9 @@ def group_test_sets(runs: list[RunFolder]) -> tuple[list[SharedTestSet], list[st
         else:
             groups.append(SharedTestSet([run], ids, labels))
             reasons.extend(why)
+    columns = task_columns(runs)  # named across the task: unpaired runs may share a backbone label
     for group in groups:
-        group.columns = task_columns(group.runs)
+        group.columns = [c for c in columns if any(c.run is run for run in group.runs)]
     return groups, reasons
 
 

@@ -20,8 +20,8 @@ CELL_FIELDS = ("task", "column", "backbone", "run", "metric", "value", "ci_low",
                "train_fraction", "seed", "n_test", "C", "bootstrap_unit", "n_bootstrap", "run_dir",
                "run_fingerprint", "medprobe_version", "cache_key")
 #: statistics settings that should agree between runs set side by side
-SETTING_NAMES = {"bootstrap_unit": "bootstrap unit", "n_bootstrap": "bootstrap replicates", "Cs": "C grid",
-                 "seed": "seed"}
+SETTING_NAMES = {"bootstrap_unit": "bootstrap units", "n_bootstrap": "bootstrap replicate counts", "Cs": "C grids",
+                 "seed": "seeds"}
 
 
 def headline_row(column: Column, fraction: float) -> dict[str, Any] | None:
@@ -77,7 +77,7 @@ def setting_warnings(runs: list[RunFolder], scope: str) -> list[str]:
             values.setdefault(repr(run.settings()[key]), []).append(run.name)
         if len(values) > 1:
             listing = "; ".join(f"{value} in {', '.join(names)}" for value, names in values.items())
-            warnings.append(f"{scope}: runs used different {label}s ({listing}); their CIs are not computed alike"
+            warnings.append(f"{scope}: runs used different {label} ({listing}); their CIs are not computed alike"
                             + (" and paired tests use the first run's replicates" if key != "Cs" else ""))
     return warnings
 
