@@ -474,51 +474,6 @@ def study(
     if outcome.failed:
         raise typer.Exit(1)
 
-FRACTION_HELP = "train fraction of the table's cells (default: all labels)"
-REFERENCE_HELP = "test every backbone against this one only (default: every pair of backbones)"
-
-
-@app.command()
-@friendly_errors
-def compare(
-    run_dirs: list[Path] = typer.Argument(..., help="output folders of finished runs"),
-    out: Path = typer.Option(..., "--out", help="folder for compare.html, comparison.json and comparison.csv"),
-    fraction: float = typer.Option(1.0, "--fraction", help=FRACTION_HELP),
-    reference: Optional[str] = typer.Option(None, "--reference", help=REFERENCE_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace a comparison already in --out"),
-) -> None:
-    """Put finished runs side by side: task x backbone table, paired tests across runs, figures."""
-    from medprobe.compare import compare_runs
-
-    report = compare_runs(run_dirs, out, fraction=fraction, reference=reference, overwrite=overwrite)
-    console.print(f"comparison: {out / 'comparison.json'}\nreport:     {report}", highlight=False)
-
-
-@app.command()
-@friendly_errors
-def study(
-    sources: list[Path] = typer.Argument(..., help="run files, or folders of run files (e.g. configs/paper/)"),
-    out: Path = typer.Option(Path("runs/study"), "--out", help="folder for the comparison of the runs"),
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="put each run in RUNS_DIR/<name> "
-                                            "(default: each run file's output_dir)"),
-    keep_going: bool = typer.Option(False, "--keep-going", help="list a failing run and go on with the others"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="redo runs that already finished"),
-    fraction: float = typer.Option(1.0, "--fraction", help=FRACTION_HELP),
-    reference: Optional[str] = typer.Option(None, "--reference", help=REFERENCE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
-) -> None:
-    """Run several run files in order (finished ones are not redone), then compare them."""
-    from medprobe.study import run_study
-
-    outcome = run_study(sources, out, runs_dir=runs_dir, keep_going=keep_going, overwrite=overwrite,
-                        show_progress=not quiet, fraction=fraction, reference=reference)
-    for file, error in outcome.failed:
-        console.print(f"[red]failed[/]: {file}: {error}", highlight=False)
-    if outcome.report is not None:
-        console.print(f"report: {outcome.report}", highlight=False)
-    if outcome.failed:
-        raise typer.Exit(1)
-
 def _print_summary(run_dir: Path) -> None:
     import json
 
