@@ -108,20 +108,73 @@ def load_manifest(
     table, where = _read_table(manifest)
     if table.empty:
         raise DataError(f"manifest {manifest} has no rows")
-    columns = list(table.columns)
-
-    def column(name: str, role: str) -> list[Any]:
-        if name not in table.columns:
-            raise DataError(f"manifest {manifest}: no {role} column {name!r}; it has columns {columns}")
-        return table[name].tolist()
-
     path_name = path_column or next((c for c in ("path", "image") if c in table.columns), None)
     if path_name is None:
         raise DataError(f"manifest {manifest}: no image path column ('path' or 'image'); "
-                        f"it has columns {columns}; name one with path_column=")
+                        f"it has columns {list(table.columns)}; name one with path_column=")
     base = Path(root).expanduser() if root is not None else manifest.parent
     base = base.resolve()
-    sources = _manifest_sources(column(path_name, "image path"), base, where, allow_outside_root)
+    sources = _manifest_sources(_column(table, manifest, path_name, "image path"), base, where, allow_outside_root)
+    table, sources, where, excluded = _kept_rows(
+        table, manifest, base, sources, where, check_files=check_files,
+        unlabelled_column=label_column if drop_unlabelled and label_columns is None else None)
+    names, labels, is_multilabel = _labels(table, manifest, where, label_column=label_column,
+                                           label_columns=label_columns, classes=classes, multilabel=multilabel,
+                                           label_separator=label_separator)
+    splits = _file_splits(table, split_column, where)
+    # with label_columns the classes are the named columns, so no value can turn into a new class
+    if splits is not None and classes is None and label_columns is None:
+        _check_labels_seen_in_train(names, labels, splits, is_multilabel, where, manifest)
+
+    group_name = group_column or next((c for c in ("patient_id", "group") if c in table.columns), None)
+    groups = ([(_cell_text(v) or None) for v in _column(table, manifest, group_name, "group")] if group_name
+              else [None] * len(table))
+    sample_ids = _sample_ids(table, sample_id_column, sources, where)
+
+    description = f"manifest {manifest} (images under {base})"
+    if splits is None:
+        splits = _carve_splits(names, labels, is_multilabel, groups, fractions, seed)
+        description += f"; splits carved {tuple(fractions)} by {group_name or 'sample'} (seed {seed})"
+    samples = pd.DataFrame({"sample_id": sample_ids, "split": splits, "label": labels,
+                            "group": groups, "source": sources})
+    for extra in extra_columns:
+        if extra in samples.columns:
+            raise DataError(f"manifest {manifest}: extra column {extra!r} clashes with a built-in column")
+        samples[extra] = _column(table, manifest, extra, "extra")
+    return Dataset(name=name or manifest.stem, samples=samples, classes=names,
+                   task_type=task_type_for(len(names), is_multilabel, str(manifest)),
+                   read_image=FileImageReader(base, max_size), root=base, description=description,
+                   excluded=excluded, preprocessing=preprocessing_fingerprint(max_size))
+
+
+def _carve_splits(names: list[str], labels: list[Any], is_multilabel: bool, groups: list[str | None],
+                  fractions: Sequence[float], seed: int) -> list[str]:
+    """Splits for a manifest without its own, stratified by class (per label for multi-label rows)."""
+    stratify = (np.array([[int(k in lab) for k in range(len(names))] for lab in labels])
+                if is_multilabel else np.asarray(labels))
+    return list(assign_splits(stratify, groups, fractions, seed))
+
+
+def _column(table: pd.DataFrame, manifest: Path, name: str, role: str) -> list[Any]:
+    """The values of column ``name``; a missing column is an error naming its ``role`` and the columns there are."""
+    if name not in table.columns:
+        raise DataError(f"manifest {manifest}: no {role} column {name!r}; it has columns {list(table.columns)}")
+    return table[name].tolist()
+
+
+def _kept_rows(
+    table: pd.DataFrame,
+    manifest: Path,
+    base: Path,
+    sources: list[str],
+    where: Callable[[int], str],
+    *,
+    check_files: bool,
+    unlabelled_column: str | None,
+) -> tuple[pd.DataFrame, list[str], Callable[[int], str], list[dict]]:
+    """Leave out rows whose image file is missing (``check_files``) and rows without a label in
+    ``unlabelled_column`` (``drop_unlabelled``), each listed as excluded; returns the kept table,
+    its sources, a ``where`` that still names rows as they stand in the file, and the exclusions."""
     excluded: list[dict] = []
     keep = np.ones(len(table), dtype=bool)
     if check_files:
@@ -134,83 +187,74 @@ def load_manifest(
             excluded.append({"sample_id": sources[i], "source": sources[i], "reason": "image file not found",
                              "where": where(i)})
         keep &= exists
-    if drop_unlabelled and label_columns is None:
-        unlabelled = np.array([_cell_text(v).lower() in MISSING_LABEL_TEXTS for v in column(label_column, "label")])
+    if unlabelled_column is not None:
+        unlabelled = np.array([_cell_text(v).lower() in MISSING_LABEL_TEXTS
+                               for v in _column(table, manifest, unlabelled_column, "label")])
         for i in np.flatnonzero(unlabelled & keep):
             excluded.append({"sample_id": sources[i], "source": sources[i], "reason": "no label (drop_unlabelled)",
                              "where": where(i)})
         keep &= ~unlabelled
-    if not keep.all():
-        if not keep.any():
-            raise DataError(f"manifest {manifest}: no row left after leaving out {len(excluded)} rows "
-                            f"({sorted({e['reason'] for e in excluded})})")
-        rows = np.flatnonzero(keep)
-        table = table.iloc[rows].reset_index(drop=True)
-        sources = [sources[i] for i in rows]
-        where_in_file = where
+    if keep.all():
+        return table, sources, where, excluded
+    if not keep.any():
+        raise DataError(f"manifest {manifest}: no row left after leaving out {len(excluded)} rows "
+                        f"({sorted({e['reason'] for e in excluded})})")
+    rows = np.flatnonzero(keep)
 
-        def where(i: int) -> str:  # errors keep naming the row as it stands in the file
-            return where_in_file(int(rows[i]))
+    def where_in_file(i: int) -> str:  # errors keep naming the row as it stands in the file
+        return where(int(rows[i]))
 
+    return table.iloc[rows].reset_index(drop=True), [sources[i] for i in rows], where_in_file, excluded
+
+
+def _labels(
+    table: pd.DataFrame,
+    manifest: Path,
+    where: Callable[[int], str],
+    *,
+    label_column: str,
+    label_columns: Sequence[str] | None,
+    classes: Sequence[str] | None,
+    multilabel: bool,
+    label_separator: str,
+) -> tuple[list[str], list[Any], bool]:
+    """``(class names, label per row, multi-label?)`` from one 0/1 column per class
+    (``label_columns``) or from class names in ``label_column``."""
     if label_columns is not None:
         names = [str(c) for c in (classes if classes is not None else label_columns)]
         if len(names) != len(label_columns):
             raise DataError(f"manifest {manifest}: {len(label_columns)} label_columns but {len(names)} classes")
-        labels: list[Any] = _indicator_labels(table, list(label_columns), where, manifest)
-        is_multilabel = True
-    else:
-        texts = [_cell_text(v) for v in column(label_column, "label")]
-        texts = ["" if text.lower() in MISSING_LABEL_TEXTS else text for text in texts]
-        names, labels = _named_labels(texts, classes, multilabel, label_separator, where)
-        is_multilabel = multilabel
+        return names, _indicator_labels(table, list(label_columns), where, manifest), True
+    texts = [_cell_text(v) for v in _column(table, manifest, label_column, "label")]
+    texts = ["" if text.lower() in MISSING_LABEL_TEXTS else text for text in texts]
+    names, labels = _named_labels(texts, classes, multilabel, label_separator, where)
+    return names, labels, multilabel
 
-    if split_column in table.columns:
-        splits = []
-        for i, value in enumerate(table[split_column].tolist()):
-            text = _cell_text(value).lower()
-            if text not in SPLIT_ALIASES:
-                raise DataError(f"{where(i)}: split {_cell_text(value)!r} is not train, val or test")
-            splits.append(SPLIT_ALIASES[text])
-    else:
-        splits = None
 
-    # with label_columns the classes are the named columns, so no value can turn into a new class
-    if splits is not None and classes is None and label_columns is None:
-        _check_labels_seen_in_train(names, labels, splits, is_multilabel, where, manifest)
+def _file_splits(table: pd.DataFrame, split_column: str, where: Callable[[int], str]) -> list[str] | None:
+    """The split of each row from the file's own split column (any spelling in
+    :data:`SPLIT_ALIASES`), or ``None`` when the file has no such column."""
+    if split_column not in table.columns:
+        return None
+    splits = []
+    for i, value in enumerate(table[split_column].tolist()):
+        text = _cell_text(value).lower()
+        if text not in SPLIT_ALIASES:
+            raise DataError(f"{where(i)}: split {_cell_text(value)!r} is not train, val or test")
+        splits.append(SPLIT_ALIASES[text])
+    return splits
 
-    group_name = group_column or next((c for c in ("patient_id", "group") if c in table.columns), None)
-    groups = [(_cell_text(v) or None) for v in column(group_name, "group")] if group_name else [None] * len(table)
-    if sample_id_column in table.columns:
-        sample_ids = [_cell_text(v) for v in table[sample_id_column]]
-        empty = [i for i, s in enumerate(sample_ids) if not s]
-        if empty:
-            raise DataError(f"{where(empty[0])}: empty {sample_id_column!r}")
-    else:
-        sample_ids = list(sources)
 
-    description = f"manifest {manifest} (images under {base})"
-    if splits is None:
-        stratify = (np.array([[int(k in lab) for k in range(len(names))] for lab in labels])
-                    if is_multilabel else np.asarray(labels))
-        splits = list(assign_splits(stratify, groups, fractions, seed))
-        description += f"; splits carved {tuple(fractions)} by {group_name or 'sample'} (seed {seed})"
-    samples = pd.DataFrame({"sample_id": sample_ids, "split": splits, "label": labels,
-                            "group": groups, "source": sources})
-    for extra in extra_columns:
-        if extra in samples.columns:
-            raise DataError(f"manifest {manifest}: extra column {extra!r} clashes with a built-in column")
-        samples[extra] = column(extra, "extra")
-    return Dataset(
-        name=name or manifest.stem,
-        samples=samples,
-        classes=names,
-        task_type=task_type_for(len(names), is_multilabel, str(manifest)),
-        read_image=FileImageReader(base, max_size),
-        root=base,
-        description=description,
-        excluded=excluded,
-        preprocessing=preprocessing_fingerprint(max_size),
-    )
+def _sample_ids(table: pd.DataFrame, sample_id_column: str, sources: list[str],
+                where: Callable[[int], str]) -> list[str]:
+    """Sample ids from ``sample_id_column`` (none may be empty), else the image paths."""
+    if sample_id_column not in table.columns:
+        return list(sources)
+    sample_ids = [_cell_text(v) for v in table[sample_id_column]]
+    empty = [i for i, s in enumerate(sample_ids) if not s]
+    if empty:
+        raise DataError(f"{where(empty[0])}: empty {sample_id_column!r}")
+    return sample_ids
 
 
 def _check_labels_seen_in_train(

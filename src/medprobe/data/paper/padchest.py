@@ -172,14 +172,61 @@ def load_padchest(
     image_ids = csv["ImageID"].str.strip()
     patients = csv["PatientID"].str.strip()
     projection_values = csv["Projection"].fillna("").str.strip()
+    wanted = None if projections is None else set(projections)
+    keep, findings = _rows_with_findings(csv["Labels"], image_ids, projection_values, wanted, set(ignored_terms),
+                                         drop_exclude_flag, excluded)
 
+    by_radiologist = (methods == RADIOLOGIST).to_numpy()
+    radiologist_patients = np.unique(patients[keep & by_radiologist])
+    superseded = keep & ~by_radiologist & patients.isin(set(radiologist_patients)).to_numpy()
+    for image_id in image_ids[superseded]:
+        excluded.append(exclusion(image_id, "", "automatic labels of a patient with radiologist labels"))
+    keep &= ~superseded
+
+    is_test, selection = _draw_test_patients(labels_csv, patients.to_numpy(), findings, keep, by_radiologist,
+                                             test_fraction, seed)
+    rows = np.flatnonzero(keep)
+    table = pd.DataFrame({
+        "sample_id": image_ids.to_numpy()[rows],
+        "split": np.where(is_test[rows], "test", "train").astype(object),
+        "group": patients.to_numpy()[rows],
+        "source": _image_sources(folder, csv["ImageDir"], image_ids, rows, check_files),
+        "study_id": csv["StudyID"].to_numpy()[rows],
+        "projection": projection_values.to_numpy()[rows],
+        "method_label": methods.to_numpy()[rows],
+        "terms": [findings[i] for i in rows],
+    })
+    table = drop_missing(table, excluded, folder)
+
+    table, classes, n_findings = _findings_as_classes(table, labels_csv, min_test_positives)
+    _carve_validation(table, len(classes), val_fraction, seed)
+    description = (f"PadChest ({'projections ' + '/'.join(sorted(wanted)) if wanted else 'all projections'}): "
+                   f"test = radiologist-labelled images of {test_fraction:.0%} of the radiologist-labelled "
+                   f"patients (stratified, seed {seed}); train/val = all other images (val "
+                   f"{val_fraction:.0%} by patient); {len(classes)} findings with > {min_test_positives} "
+                   "test positives")
+    selection.append(selected(f"findings with > {min_test_positives} test positives (the classes)",
+                              len(classes), n_findings, "findings"))
+    return finish("padchest", table, classes, "multilabel", folder, description, excluded, max_size,
+                  selection=selection)
+
+
+def _rows_with_findings(
+    labels: pd.Series,
+    image_ids: pd.Series,
+    projection_values: pd.Series,
+    wanted: set[str] | None,
+    ignored: set[str],
+    drop_exclude_flag: bool,
+    excluded: list[dict],
+) -> tuple[np.ndarray, list[list[str]]]:
+    """Rules 1-3 of :func:`load_padchest`: which rows are kept (each other row added to
+    ``excluded`` with its reason) and the findings of every kept row (``[]`` for the others)."""
     parsed_cache: dict[Any, list[str] | None] = {}
     terms = [parsed_cache[v] if v in parsed_cache else parsed_cache.setdefault(v, parse_padchest_labels(v))
-             for v in csv["Labels"]]
-    ignored = set(ignored_terms)
-    wanted = None if projections is None else set(projections)
-    keep = np.zeros(len(csv), dtype=bool)
-    findings: list[list[str]] = [[] for _ in range(len(csv))]
+             for v in labels]
+    keep = np.zeros(len(labels), dtype=bool)
+    findings: list[list[str]] = [[] for _ in range(len(labels))]
     for i, (image_id, row_terms, projection) in enumerate(zip(image_ids, terms, projection_values)):
         if wanted is not None and projection not in wanted:
             excluded.append(exclusion(image_id, "", f"projection not in {sorted(wanted)}", projection=projection))
@@ -190,21 +237,27 @@ def load_padchest(
         else:
             findings[i] = [t for t in row_terms if t not in ignored]
             keep[i] = True
+    return keep, findings
 
-    by_radiologist = (methods == RADIOLOGIST).to_numpy()
-    radiologist_patients = np.unique(patients[keep & by_radiologist])
-    superseded = keep & ~by_radiologist & patients.isin(set(radiologist_patients)).to_numpy()
-    for image_id in image_ids[superseded]:
-        excluded.append(exclusion(image_id, "", "automatic labels of a patient with radiologist labels"))
-    keep &= ~superseded
 
-    # The draw is over patients, not images: the study's test holds 30 % of the radiologist-labelled
-    # patients (7,272 of 24,239). Each patient is one row labelled with every finding on any of
-    # its images, so the shares are met per finding in patients and the test set is never
-    # skewed towards patients with one image.
+def _draw_test_patients(
+    labels_csv: str | Path,
+    patients: np.ndarray,
+    findings: list[list[str]],
+    keep: np.ndarray,
+    by_radiologist: np.ndarray,
+    test_fraction: float,
+    seed: int,
+) -> tuple[np.ndarray, list[dict]]:
+    """Rule 5 of :func:`load_padchest`: ``(is_test per CSV row, the selection counts)``.
+
+    The draw is over patients, not images: the study's test holds 30 % of the radiologist-labelled
+    patients (7,272 of 24,239). Each patient is one row labelled with every finding on any of
+    its images, so the shares are met per finding in patients and the test set is never
+    skewed towards patients with one image.
+    """
     candidates = np.flatnonzero(keep & by_radiologist)
-    candidate_patients = patients.to_numpy()[candidates]
-    patient_ids, patient_of_row = np.unique(candidate_patients, return_inverse=True)
+    patient_ids, patient_of_row = np.unique(patients[candidates], return_inverse=True)
     if len(patient_ids) < 2:
         raise DataError(f"{labels_csv}: fewer than 2 radiologist-labelled patients left; cannot draw a test set")
     per_patient: list[set[str]] = [set() for _ in patient_ids]
@@ -212,34 +265,34 @@ def load_padchest(
         per_patient[k].update(findings[i])
     drawn = group_stratified_split(_finding_matrix([sorted(s) for s in per_patient]), None,
                                    {"train": 1 - test_fraction, "test": test_fraction}, seed)
-    is_test = np.zeros(len(csv), dtype=bool)
+    is_test = np.zeros(len(patients), dtype=bool)
     is_test[candidates[drawn[patient_of_row] == "test"]] = True
     selection = [
         selected("radiologist-labelled (Physician) images among those kept", len(candidates), int(keep.sum())),
         selected(f"test: radiologist-labelled patients drawn ({test_fraction:.0%}, stratified, seed {seed})",
                  int((drawn == "test").sum()), len(patient_ids), "patients"),
     ]
+    return is_test, selection
 
-    rows = np.flatnonzero(keep)
-    directories = csv["ImageDir"].fillna("").str.strip().to_numpy()[rows]
+
+def _image_sources(folder: Path, image_dirs: pd.Series, image_ids: pd.Series, rows: np.ndarray,
+                   check_files: bool) -> list[str | None]:
+    """Image paths of ``rows`` relative to ``folder``: found on disk (``None`` if missing), or
+    without ``check_files`` ``<ImageDir>/<ImageID>`` where that folder exists, else ``<ImageID>``."""
+    directories = image_dirs.fillna("").str.strip().to_numpy()[rows]
     names = image_ids.to_numpy()[rows]
     if check_files:
-        sources = locate(folder, list(names), folder, True)
-    else:
-        nested = {d: (folder / d).is_dir() for d in set(directories)}
-        sources = [f"{d}/{n}" if nested[d] else n for d, n in zip(directories, names)]
-    table = pd.DataFrame({
-        "sample_id": names,
-        "split": np.where(is_test[rows], "test", "train").astype(object),
-        "group": patients.to_numpy()[rows],
-        "source": sources,
-        "study_id": csv["StudyID"].to_numpy()[rows],
-        "projection": projection_values.to_numpy()[rows],
-        "method_label": methods.to_numpy()[rows],
-        "terms": [findings[i] for i in rows],
-    })
-    table = drop_missing(table, excluded, folder)
+        return locate(folder, list(names), folder, True)
+    nested = {d: (folder / d).is_dir() for d in set(directories)}
+    return [f"{d}/{n}" if nested[d] else n for d, n in zip(directories, names)]
 
+
+def _findings_as_classes(table: pd.DataFrame, labels_csv: str | Path,
+                         min_test_positives: int) -> tuple[pd.DataFrame, list[str], int]:
+    """Rule 7 of :func:`load_padchest`: the findings with more than ``min_test_positives``
+    positive test images become the classes (most frequent first), the ``terms`` column becomes
+    ``label`` (class positions); returns the table, the classes and the number of findings seen
+    in the test set."""
     test_counts = pd.Series(
         [t for row_terms in table.loc[table["split"] == "test", "terms"] for t in row_terms], dtype=object
     ).value_counts()
@@ -249,23 +302,18 @@ def load_padchest(
         raise DataError(f"{labels_csv}: no finding has more than {min_test_positives} positive test images")
     position = {term: k for k, term in enumerate(classes)}
     table["label"] = [tuple(sorted(position[t] for t in row_terms if t in position)) for row_terms in table["terms"]]
-    table = table.drop(columns="terms")
+    return table.drop(columns="terms"), classes, len(test_counts)
 
+
+def _carve_validation(table: pd.DataFrame, n_classes: int, val_fraction: float, seed: int) -> None:
+    """Rule 7's validation split, in place: ``val_fraction`` of the train rows by patient,
+    stratified over the classes."""
     pool = (table["split"] == "train").to_numpy()
     if pool.any() and val_fraction > 0:
-        matrix = np.zeros((int(pool.sum()), len(classes)), dtype=np.int8)
+        matrix = np.zeros((int(pool.sum()), n_classes), dtype=np.int8)
         for r, label in enumerate(table.loc[pool, "label"]):
             matrix[r, list(label)] = 1
         table.loc[pool, "split"] = group_stratified_split(
             matrix, table.loc[pool, "group"].to_numpy(),
             {"train": 1 - val_fraction, "val": val_fraction}, seed,
         )
-    description = (f"PadChest ({'projections ' + '/'.join(sorted(wanted)) if wanted else 'all projections'}): "
-                   f"test = radiologist-labelled images of {test_fraction:.0%} of the radiologist-labelled "
-                   f"patients (stratified, seed {seed}); train/val = all other images (val "
-                   f"{val_fraction:.0%} by patient); {len(classes)} findings with > {min_test_positives} "
-                   "test positives")
-    selection.append(selected(f"findings with > {min_test_positives} test positives (the classes)",
-                              len(classes), len(test_counts), "findings"))
-    return finish("padchest", table, classes, "multilabel", folder, description, excluded, max_size,
-                  selection=selection)
