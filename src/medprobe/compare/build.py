@@ -76,9 +76,11 @@ def efficiency_rows(task: str, group: SharedTestSet) -> list[dict]:
 def build_comparison(runs: list[RunFolder], fraction: float = 1.0, reference: str | None = None) -> dict[str, Any]:
     """Everything comparison.json holds (see the README's ``medprobe compare`` section)."""
     tasks, cells, comparisons, sweeps, per_class, efficiency = [], [], [], [], [], []
-    warnings = setting_warnings(runs, "all runs")
+    groups_by_task = task_groups(runs)
+    # one task: its own check below says it all
+    warnings = setting_warnings(runs, "all runs") if len(groups_by_task) > 1 else []
     headline: dict[tuple[str, str], dict] = {}
-    for task, members in task_groups(runs).items():
+    for task, members in groups_by_task.items():
         groups, unpaired = group_test_sets(members)
         first = members[0]
         for group in groups:
