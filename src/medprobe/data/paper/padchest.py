@@ -177,11 +177,7 @@ def load_padchest(
                                          drop_exclude_flag, excluded)
 
     by_radiologist = (methods == RADIOLOGIST).to_numpy()
-    radiologist_patients = np.unique(patients[keep & by_radiologist])
-    superseded = keep & ~by_radiologist & patients.isin(set(radiologist_patients)).to_numpy()
-    for image_id in image_ids[superseded]:
-        excluded.append(exclusion(image_id, "", "automatic labels of a patient with radiologist labels"))
-    keep &= ~superseded
+    keep &= ~_superseded_automatic(patients, image_ids, keep, by_radiologist, excluded)
 
     is_test, selection = _draw_test_patients(labels_csv, patients.to_numpy(), findings, keep, by_radiologist,
                                              test_fraction, seed)
@@ -238,6 +234,17 @@ def _rows_with_findings(
             findings[i] = [t for t in row_terms if t not in ignored]
             keep[i] = True
     return keep, findings
+
+
+def _superseded_automatic(patients: pd.Series, image_ids: pd.Series, keep: np.ndarray, by_radiologist: np.ndarray,
+                          excluded: list[dict]) -> np.ndarray:
+    """Rule 4 of :func:`load_padchest`: kept automatic-label rows of patients who also have a
+    radiologist-labelled row (each added to ``excluded``)."""
+    radiologist_patients = np.unique(patients[keep & by_radiologist])
+    superseded = keep & ~by_radiologist & patients.isin(set(radiologist_patients)).to_numpy()
+    for image_id in image_ids[superseded]:
+        excluded.append(exclusion(image_id, "", "automatic labels of a patient with radiologist labels"))
+    return superseded
 
 
 def _draw_test_patients(
