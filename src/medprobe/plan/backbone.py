@@ -30,17 +30,12 @@ assumed, and the plan says so.
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from medprobe.errors import ModelError
-
-if TYPE_CHECKING:
-    from medprobe.probes.layer_sweep import TrainSubset
+from medprobe.plan.devices import devices_text, has_gpu, parse_size, placement_text, visible_memory
 
 #: text tokens assumed around one image (the study's prompt is ~20 LLaMA tokens; chat templates add more)
 PROMPT_TOKENS = 32
@@ -106,10 +101,10 @@ class BackbonePlan:
         quant = f", {self.quantization} weights" if self.quantization else ""
         out = [f"{self.label} ({self.model_class}): {self.parameters / 1e9:.2f}B parameters",
                f"  weights: {self.weight_bytes / _GB:.1f} GB at {self.dtype}{quant}",
-               f"  devices: {_devices_text(self.max_memory)}",
-               f"  placement: {_placement_text(self.device_map)}"]
+               f"  devices: {devices_text(self.max_memory)}",
+               f"  placement: {placement_text(self.device_map)}"]
         offloaded = self.offloaded
-        if not _has_gpu(self.max_memory) and "disk" not in offloaded:
+        if not has_gpu(self.max_memory) and "disk" not in offloaded:
             out.append("  fits: yes, in CPU RAM (no accelerator visible)")
         elif not offloaded:
             out.append("  fits: yes, entirely on the accelerators")
@@ -128,78 +123,6 @@ class BackbonePlan:
                    f"vs {self.flops_full / 1e12:.3f} TFLOP full forward ({share:.0%})")
         out.extend(f"  assumed: {text}" for text in self.assumptions)
         return out
-
-
-# ---------------------------------------------------------------------------------------------- devices
-def parse_size(value: Any, *, where: str) -> int:
-    """Bytes from ``48GB`` / ``46GiB`` / ``500MB`` / an integer."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]i?B?|B)?\s*", str(value), flags=re.IGNORECASE)
-    if not match:
-        raise ModelError(f"{where}: cannot read the memory size {value!r} (write e.g. 48GB or 46GiB)")
-    number, unit = float(match.group(1)), (match.group(2) or "B").upper()
-    scale = {"B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
-             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}.get(unit)
-    if scale is None:
-        raise ModelError(f"{where}: unknown memory unit in {value!r}")
-    return int(number * scale)
-
-
-def parse_gpus(text: str) -> dict[Any, int]:
-    """``"4x48GB"`` (or ``"48GB,48GB"``) -> ``{0: 48e9, 1: 48e9, ...}``."""
-    match = re.fullmatch(r"\s*(\d+)\s*[x×]\s*(\S+)\s*", text)
-    sizes = [match.group(2)] * int(match.group(1)) if match else [part for part in text.split(",") if part.strip()]
-    return {index: parse_size(size, where="--gpus") for index, size in enumerate(sizes)}
-
-
-def visible_memory() -> dict[Any, int]:
-    """Free memory of the visible GPUs and the available CPU RAM, as accelerate would see them."""
-    import psutil
-    import torch
-
-    memory: dict[Any, int] = {}
-    if torch.cuda.is_available():
-        for index in range(torch.cuda.device_count()):
-            memory[index] = int(torch.cuda.mem_get_info(index)[0])
-    memory["cpu"] = int(psutil.virtual_memory().available)
-    return memory
-
-
-def _has_gpu(memory: dict[Any, int]) -> bool:
-    return any(key not in ("cpu", "disk") for key in memory)
-
-
-def _devices_text(memory: dict[Any, int]) -> str:
-    return ", ".join(f"{'GPU ' + str(key) if key not in ('cpu', 'disk') else key}: {size / _GB:.0f} GB"
-                     for key, size in memory.items())
-
-
-def _placement_text(device_map: dict[str, Any]) -> str:
-    """Modules per device, consecutive numbered layers folded: ``model.layers.0-37``."""
-    groups: dict[str, list[str]] = {}
-    if set(device_map) == {""}:
-        device = device_map[""]
-        return f"the whole model on {'GPU ' + str(device) if isinstance(device, int) else device}"
-    for module, device in device_map.items():
-        groups.setdefault(f"GPU {device}" if isinstance(device, int) else str(device), []).append(module)
-    parts = []
-    for device, modules in groups.items():
-        folded: list[str] = []
-        runs: dict[str, list[int]] = {}
-        for module in modules:
-            match = re.fullmatch(r"(.+)\.(\d+)", module)
-            if match:
-                if match.group(1) not in runs:
-                    runs[match.group(1)] = []
-                    folded.append(match.group(1))
-                runs[match.group(1)].append(int(match.group(2)))
-            else:
-                folded.append(module)
-        text = [f"{m}.{min(runs[m])}-{max(runs[m])}" if m in runs and len(runs[m]) > 1
-                else f"{m}.{runs[m][0]}" if m in runs else m for m in folded]
-        parts.append(f"{device}: {', '.join(text)}")
-    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -396,7 +319,7 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
     memory_source = options.get("max_memory") or max_memory or visible_memory()
     memory = {key: parse_size(value, where=f"backbone {label!r} max_memory") for key, value in memory_source.items()}
     # the loader's default: bfloat16 where there is a GPU, float32 on a CPU
-    dtype = resolve_dtype(options.get("dtype") or ("bfloat16" if _has_gpu(memory) else "float32"))
+    dtype = resolve_dtype(options.get("dtype") or ("bfloat16" if has_gpu(memory) else "float32"))
     quantization = options.get("quantization")
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise ModelError(f"backbone {label!r}: unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
@@ -460,7 +383,7 @@ def check_fits(name: str, options: dict[str, Any] | None = None, *, label: str |
     if not plan.fits:
         raise ModelError(
             f"backbone {plan.label!r} cannot be loaded here: {plan.weight_bytes / _GB:.0f} GB of weights at "
-            f"{plan.dtype}{' ' + plan.quantization if plan.quantization else ''}, but {_devices_text(plan.max_memory)} "
+            f"{plan.dtype}{' ' + plan.quantization if plan.quantization else ''}, but {devices_text(plan.max_memory)} "
             f"leave {len(plan.offloaded.get('disk', []))} modules for disk and no offload_folder is set. Set "
             "options.offload_folder, quantization: 8bit, or run on more/larger GPUs (see `medprobe plan`)")
     return plan
@@ -511,54 +434,3 @@ def layer_listing(name: str, options: dict[str, Any] | None = None, *, layers: A
         backbone.close()
 
 
-# ---------------------------------------------------------------------------------------------- probe grid time
-#: effective floating-point work of one C of a warm-started L-BFGS path, per training sample x
-#: feature x output: iterations x objective/gradient evaluations x two (n x D) @ (D x K) products,
-#: plus standardising and scoring. Measured on the 2-core development machine at paper scale
-#: (94,658 x 8,192 float16 cache, 54 findings, tol 1e-7): ~660 with one C (0.01; 185 s per layer)
-#: and ~950 per C with the study's six (1e-4 ... 10, weak regularisation costs more; 1,175 s for
-#: one layer, where 400 announced 496 s); 75-141 on three small synthetic problems at tol 1e-4
-#: (benchmarks/calibrate_probe_estimate.py). The estimate is good to about 1.5x at paper scale;
-#: small sigmoid problems, fitted by Newton's method, take far less
-_FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C = 750
-
-
-@functools.lru_cache(maxsize=1)
-def measured_flops() -> float:
-    """Float32 matrix-product throughput of this process (FLOP/s), from a ~30 ms trial of the
-    NumPy BLAS the CPU solver runs on, once per process (every backbone of a run shares it). The
-    trial matrix is small (1 MiB: memory checks of the probe stage see it), and gives within ~5 %
-    of the rate of a 4x larger one here."""
-    import numpy as np  # the hardware plan above needs no NumPy
-
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((256, 1024), dtype=np.float32)
-    b = rng.standard_normal((1024, 64), dtype=np.float32)
-    a @ b  # warm-up
-    started, repeats = time.perf_counter(), 0
-    while time.perf_counter() - started < 0.03:
-        a @ b
-        repeats += 1
-    return 2 * 256 * 1024 * 64 * repeats / (time.perf_counter() - started)
-
-
-def grid_estimate(n_layers: int, dim: int, n_outputs: int, subsets: Sequence[TrainSubset], n_Cs: int,
-                  flops: float) -> dict[str, Any]:
-    """Fit count and a rough CPU time of a backbone's probe grid, before fitting anything."""
-    rows = sum(len(subset.train_rows) for subset in subsets)
-    work = n_layers * rows * dim * n_outputs * n_Cs * _FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C
-    return {"layers": n_layers, "plans": len(subsets), "Cs": n_Cs, "paths": n_layers * len(subsets),
-            "fits": n_layers * len(subsets) * n_Cs, "estimated_seconds": work / flops}
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def n_outputs(task_type: str, n_classes: int) -> int:
-    """Weight vectors a probe fits: one for binary, one per class / finding otherwise."""
-    return 1 if task_type == "binary" else n_classes
