@@ -38,6 +38,12 @@ class Backbone(ABC):
     name: str = ""
     #: images per forward pass when the caller does not say otherwise
     default_batch_size: int = 16
+    #: where the weights come from (file, hub id@commit, wheel), shown in run.json and the report
+    provenance: str = ""
+    #: the text shown with every image, for backbones that read a prompt (VLMs); None otherwise
+    prompt: str | None = None
+    #: how that prompt is laid out (``chat``, ``plain``, ``study`` ...); None without a prompt
+    prompt_style: str | None = None
 
     @abstractmethod
     def layer_names(self) -> list[str]:
