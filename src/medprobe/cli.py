@@ -217,13 +217,18 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="output folder"),
     overwrite: bool = typer.Option(False, "--overwrite"),
     quiet: bool = typer.Option(False, "--quiet"),
+    offline: bool = typer.Option(False, "--offline", help="never download the data (as MEDPROBE_OFFLINE=1)"),
 ) -> None:
-    """PneumoniaMNIST (real chest X-rays) probed with raw pixels, a ViT-S and a VGG16."""
+    """PneumoniaMNIST (real chest X-rays) probed with raw pixels, a ViT-S and a VGG16; the data file
+    is downloaded (MD5 checked) into the data cache on first use."""
     import yaml
 
     from medprobe.config import parse_config
+    from medprobe.data.download import OFFLINE_ENV
     from medprobe.experiment import run_experiment
 
+    if offline:
+        os.environ[OFFLINE_ENV] = "1"
     text = (files("medprobe") / "configs" / "demo.yaml").read_text()
     config = parse_config(yaml.safe_load(text), "medprobe/configs/demo.yaml")
     report = run_experiment(config, out, overwrite=overwrite, show_progress=not quiet)

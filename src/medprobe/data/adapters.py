@@ -18,7 +18,8 @@ import pandas as pd
 from medprobe.data.dataset import Dataset, task_type_for
 from medprobe.data.images import looks_like_image, preprocessing_fingerprint
 from medprobe.data.manifest import MISSING_LABEL_TEXTS, load_manifest
-from medprobe.data.medmnist import MEDMNIST, MEDMNIST_URL, MedMNISTInfo, load_medmnist
+from medprobe.data.medmnist import MEDMNIST, MedMNISTInfo, load_medmnist
+from medprobe.data.medmnist_files import MEDMNIST_URL
 from medprobe.data.readers import ArrayImageReader, FileImageReader
 from medprobe.data.root import DATA_DIR_ENV, DEFAULT_DATA_DIR, resolve_data_root
 from medprobe.data.splits import DEFAULT_TRAIN_VAL_TEST, SPLIT_ALIASES, assign_splits

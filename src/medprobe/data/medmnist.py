@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from medprobe.data.dataset import SPLITS, Dataset, task_type_for
+from medprobe.data.download import download_file
 from medprobe.data.images import preprocessing_fingerprint
+from medprobe.data.medmnist_files import MEDMNIST_MD5, MEDMNIST_SIZES, medmnist_file
 from medprobe.data.readers import ArrayImageReader
 from medprobe.data.root import DATA_DIR_ENV, DEFAULT_DATA_DIR, resolve_data_root
 from medprobe.data.splits import stratified_subsample
@@ -55,7 +57,6 @@ MEDMNIST: dict[str, MedMNISTInfo] = {
     "organcmnist": MedMNISTInfo("OrganCMNIST", _ORGAN_CLASSES),
     "organsmnist": MedMNISTInfo("OrganSMNIST", _ORGAN_CLASSES),
 }
-MEDMNIST_URL = "https://zenodo.org/records/10519652/files/{file}"
 
 
 def _medmnist_candidates(path: str | Path | None, file_name: str) -> list[Path]:
@@ -67,20 +68,27 @@ def _medmnist_candidates(path: str | Path | None, file_name: str) -> list[Path]:
 
 def _medmnist_missing(flag: str, size: int | None, candidates: list[Path]) -> DataError:
     folder = candidates[0].parent
-    file_name = candidates[0].name
-    info = MEDMNIST.get(flag)
-    size_arg = f", size={size}" if size not in (None, 28) else ""
-    fetch = (
-        f"  pip install medmnist && python -c \"import medmnist; medmnist.{info.python_class}"
-        f"(split='test', download=True, root='{folder}'{size_arg})\"\n  or download "
-        if info else "  download "
-    )
+    name, url, md5 = medmnist_file(flag, size)
     looked = "\n".join(f"  {c}" for c in candidates)
+    if md5 is not None:
+        fetch = (f"Set `download: true` in the run file's data.options to fetch it (MD5 checked; "
+                 f"`medprobe demo` does), or download\n  {url}\ninto {folder}/")
+    else:
+        fetch = (f"No published file is known for flag {flag!r} at size {size or 28} (flags: "
+                 f"{', '.join(MEDMNIST_MD5)}; sizes {', '.join(map(str, MEDMNIST_SIZES))}); put {name} into {folder}/")
     return DataError(
         f"MedMNIST file for {flag!r} not found. Looked for:\n{looked}\n"
-        f"The data root is the run file's `data.root`, else ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}.\n"
-        f"To get it (needs internet):\n{fetch}{MEDMNIST_URL.format(file=file_name)} into {folder}/"
+        f"The data root is the run file's `data.root`, else ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}.\n{fetch}"
     )
+
+
+def _fetch_medmnist(flag: str, size: int | None, candidates: list[Path]) -> Path:
+    """Download the official file for ``flag`` / ``size`` to ``candidates[0]`` (the data root's
+    ``medmnist/`` folder), checksum verified; an unpublished flag or size is the usual error."""
+    _, url, md5 = medmnist_file(flag, size)
+    if md5 is None:
+        raise _medmnist_missing(flag, size, candidates)
+    return download_file(url, candidates[0], md5)
 
 
 def load_medmnist(
@@ -92,6 +100,7 @@ def load_medmnist(
     max_train: int | None = None,
     seed: int = 0,
     max_size: int = 1024,
+    download: bool = False,
 ) -> Dataset:
     """A MedMNIST (v2 / MedMNIST+) ``.npz`` file with its official train/val/test splits.
 
@@ -102,13 +111,20 @@ def load_medmnist(
     (val and test stay whole). Arrays are loaded once and held in memory (``.npz`` members cannot
     be memory-mapped). Sample ids look like ``pneumoniamnist/test/00012``; there are no patient
     ids, so groups are empty.
+
+    ``download``: when the file is missing, fetch the official one (URL and MD5 as the ``medmnist``
+    package publishes them, :mod:`medprobe.data.medmnist_files`) into ``<data root>/medmnist/``,
+    checksum verified, with a progress bar; never with ``$MEDPROBE_OFFLINE`` set. An existing file
+    is used as it is (a copy of your own need not match the published checksum).
     """
     flag = flag.lower()
     stem = flag if size in (None, 28) else f"{flag}_{size}"
     candidates = _medmnist_candidates(path, f"{stem}.npz")
     file = next((c for c in candidates if c.is_file()), None)
     if file is None:
-        raise _medmnist_missing(flag, size, candidates)
+        if not download:
+            raise _medmnist_missing(flag, size, candidates)
+        file = _fetch_medmnist(flag, size, candidates)
     arrays, labels = _read_medmnist_npz(file)
 
     multilabel = labels["test"].shape[1] > 1
