@@ -114,7 +114,7 @@ def _inject(point: str) -> None:
     import medprobe.report.figures as figures_module
 
     if point == "probing":
-        experiment_module.probe_backbone = lambda *args, **kwargs: _kill_self()
+        experiment_module.probe_protocols = lambda *args, **kwargs: _kill_self()
     elif point == "between_outputs":  # results.json and comparisons.json written, predictions not
         stage_outputs.write_predictions = lambda *args, **kwargs: _kill_self()
     elif point == "figures":

@@ -58,7 +58,9 @@ class BackboneConfig(Strict):
 class ExtractionConfig(Strict):
     engine: Literal["local", "ray"] = "local"
     chunk_size: int = Field(256, ge=1)
-    dtype: Literal["float16", "float32"] = "float16"
+    #: storage: float16 (default), float32, or uint8 -- the study's 8-bit per-feature affine codes
+    #: (min and max of each feature over the whole layer; read back dequantised to float32)
+    dtype: Literal["float16", "float32", "uint8"] = "float16"
     #: Ray only: number of model replicas and resources per replica
     num_workers: int = Field(1, ge=1)
     num_gpus_per_worker: float = Field(0.0, ge=0)
@@ -104,12 +106,51 @@ class ProbeConfig(Strict):
     #: in a temporary folder (exact values), so memory does not grow with layers x fractions x seeds
     scores_in_memory_mb: float = Field(1024.0, ge=0)
 
+    #: how each layer's probe is trained: medprobe's L2 logistic regression (standardised features,
+    #: C chosen on validation), or the study's own recipes for reproducing it as it ran:
+    #: "study" (torch nn.Linear on raw features, Adam, 80 epochs) and "study-clip" (its CLIP probe,
+    #: scikit-learn's SGDClassifier); see medprobe.probes.study_recipes
+    recipe: Literal["medprobe", "study", "study-clip"] = "medprobe"
+    #: where the layer is chosen: on validation (default), or -- with a study recipe only, to
+    #: reproduce the study -- on test (results carry "selected on test (optimistic)"); a study
+    #: recipe that selects on test trains on every non-test image, as the study did
+    layer_selection: Literal["validation", "test"] = "validation"
+    #: fit several protocols on the same cached features: [medprobe, study] adds the study's (its
+    #: recipe -- ``recipe`` if it names one, else "study" -- trained on every non-test image, layer
+    #: picked on test) beside medprobe's, and the report measures the difference and its causes
+    protocols: list[Literal["medprobe", "study"]] | None = None
+    #: how a train fraction below 1 is drawn: stratified by class and grouped by patient (medprobe),
+    #: or the study's uniform draw of int(fraction * n) images (``seeds: [1]`` is its one draw)
+    train_sampling: Literal["medprobe", "study"] = "medprobe"
+
+    @model_validator(mode="after")
+    def _study_options(self) -> "ProbeConfig":
+        if self.layer_selection == "test" and self.recipe == "medprobe":
+            raise ValueError("layer_selection: test picks the layer on the test split; it is only for "
+                             "reproducing the study (recipe: study or study-clip), never for medprobe's recipe")
+        if self.protocols is not None:
+            if not self.protocols or len(set(self.protocols)) != len(self.protocols):
+                raise ValueError(f"protocols {self.protocols}: list each of medprobe, study at most once")
+            if self.layer_selection == "test":
+                raise ValueError("protocols: the study protocol always picks its layer on test and medprobe's on "
+                                 "validation; drop layer_selection")
+        return self
+
     @field_validator("train_fractions")
     @classmethod
     def _fractions_in_range(cls, value: list[float]) -> list[float]:
         for fraction in value:
             if not 0 < fraction <= 1:
                 raise ValueError(f"train fraction {fraction} is not in (0, 1]")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seed(cls, value: list[int]) -> list[int]:
+        """An empty list would silently drop every fraction below 1 (they are drawn once per seed)."""
+        if not value:
+            raise ValueError("seeds is empty: give at least one seed, e.g. [0, 1, 2]; each train fraction "
+                             "below 1 is drawn once per seed (the full fraction uses the run's seed)")
         return value
 
     @field_validator("Cs")

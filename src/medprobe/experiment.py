@@ -26,7 +26,7 @@ from medprobe.run_checks import check_options
 from medprobe.stages.data import Splits, load_data, report_skipped
 from medprobe.stages.extract import extract_backbone
 from medprobe.stages.outputs import RUN_FOLDER_OWNED, RunResults, prepare_output_dir, write_outputs
-from medprobe.stages.probe import probe_backbone
+from medprobe.stages.protocols import probe_protocols
 from medprobe.stages.statistics import score_run
 
 
@@ -57,7 +57,7 @@ def run_stages(config: RunConfig, *, show_progress: bool = True, cached_only: bo
                                     on_error=config.data.on_error, show_progress=show_progress,
                                     cached_only=cached_only)
         timings[f"extract[{spec.display_name}]_s"] = features.seconds
-        probed = probe_backbone(config.probe, config.seed, dataset, features, score_store=score_store,
+        probed = probe_protocols(config.probe, config.seed, dataset, features, score_store=score_store,
                                 ray_address=config.extraction.ray_address, show_progress=show_progress,
                                 earlier_warnings=warnings)
         timings.update(probed.timings)

@@ -40,6 +40,10 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
 #: the same shares as the (train, val, test) tuple that :func:`assign_splits` and the adapters take
 DEFAULT_TRAIN_VAL_TEST: tuple[float, ...] = tuple(DEFAULT_FRACTIONS[split] for split in SPLITS)
+#: the run-file option that sizes splits an adapter carves (image folders and manifests without splits)
+CARVED_SPLITS_OPTION = "data.options.fractions (the [train, val, test] shares of the carve)"
+#: the run-file option that sizes a validation split the run carves from train
+CARVED_VALIDATION_OPTION = "probe.val_fraction (the share of train carved for validation)"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -235,6 +239,17 @@ def subsample_train(
         chosen = rng.choice(with_class[sizes == sizes.min()])
         kept |= codes == chosen
     return index_array[kept]
+
+
+def uniform_subsample(n: int, fraction: float, seed: int) -> np.ndarray:
+    """The study's label-efficiency draw (``clip_ex.py --subsample``): ``int(fraction * n)`` of
+    ``n`` positions, uniformly without replacement, from NumPy's legacy generator seeded with
+    ``seed`` (the study's ``np.random.seed(1)``; ``RandomState(seed)`` is the same stream) -- no
+    stratification, no patient grouping, so a small fraction may lose a rare class or split a
+    patient. The positions keep the draw's order, as the study indexed its features with them."""
+    if not 0 < fraction <= 1:
+        raise DataError(f"train fraction must be in (0, 1], got {fraction}")
+    return np.random.RandomState(seed).choice(n, int(fraction * n), replace=False)
 
 
 def assign_splits(

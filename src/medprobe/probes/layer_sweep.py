@@ -93,8 +93,11 @@ def stack_display_name(label: str, stack: str) -> str:
     return f"{label} (vision)" if stack == "vision" else label
 
 
-def validation_size_warning(labels: np.ndarray, task_type: str, classes: Sequence[str]) -> str | None:
-    """A warning text when the validation split is too small to choose a layer and C reliably."""
+def validation_size_warning(labels: np.ndarray, task_type: str, classes: Sequence[str],
+                            option: str = "") -> str | None:
+    """A warning text when the validation split is too small to choose a layer and C reliably;
+    ``option`` is the run-file option that sizes it (:attr:`Dataset.validation_option`), named as
+    the way out, since advice naming an option that does not apply would do nothing."""
     n = len(labels)
     if task_type == "multilabel":
         per_class = labels.sum(axis=0)
@@ -109,8 +112,10 @@ def validation_size_warning(labels: np.ndarray, task_type: str, classes: Sequenc
         problems.append(f"fewer than {MIN_VAL_PER_CLASS} {what} for {', '.join(scarce)}")
     if not problems:
         return None
+    remedy = (f"enlarge it with {option}" if option else
+              "the data set brings its own validation split: add images to it if you can")
     return (f"the validation split has {'; '.join(problems)}: the chosen layer and C rest on very few samples "
-            "and may be noise; use a larger validation split (probe.val_fraction) if you can")
+            f"and may be noise; {remedy}")
 
 
 def _rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:

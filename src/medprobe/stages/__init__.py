@@ -6,6 +6,8 @@
    its layers and the stack of each (:class:`~medprobe.stages.extract.ExtractedFeatures`);
 3. :mod:`~medprobe.stages.probe` -- ``probe_backbone``: a probe per layer x (fraction, seed), the
    best layer of each stack selected on validation (:class:`~medprobe.stages.probe.ProbedBackbone`);
+   :mod:`~medprobe.stages.protocols` -- ``probe_protocols`` -- runs it, the study's protocol
+   (its recipes, its test-picked layer), or both on the same features;
 4. :mod:`~medprobe.stages.statistics` -- ``score_run``: rows, comparisons and label efficiency from
    the pure functions of :mod:`medprobe.stats`;
 5. :mod:`~medprobe.stages.outputs` -- ``write_outputs``: results.json, comparisons.json,

@@ -16,7 +16,7 @@ import numpy as np
 from medprobe.config import DataConfig
 from medprobe.data.dataset import Dataset
 from medprobe.data.loaders import load_dataset
-from medprobe.data.splits import carve_validation, subsample_train
+from medprobe.data.splits import carve_validation, subsample_train, uniform_subsample
 from medprobe.errors import DataError
 from medprobe.progress import console
 
@@ -94,12 +94,16 @@ def align_features(dataset: Dataset, ids: list[str], skipped: list[dict[str, str
     return Splits(ids, index, labels, groups, skipped)
 
 
-def train_subset(splits: Splits, fraction: float, seed: int, split: str = "train") -> np.ndarray:
+def train_subset(splits: Splits, fraction: float, seed: int, split: str = "train",
+                 sampling: str = "medprobe") -> np.ndarray:
     """Indices into the train split (or ``split``, e.g. val with ``probe.val_follows_fraction``)
-    of the samples used at this label fraction (stratified by class, grouped by patient)."""
+    of the samples used at this label fraction (stratified by class, grouped by patient; with
+    ``sampling="study"`` the study's uniform draw, :func:`~medprobe.data.splits.uniform_subsample`)."""
     n_train = len(splits.index[split])
     if fraction >= 1.0:
         return np.arange(n_train)
+    if sampling == "study":
+        return uniform_subsample(n_train, fraction, seed)
     train_groups = splits.groups[splits.index[split]]
     return np.asarray(subsample_train(np.arange(n_train), splits.labels[split], train_groups, fraction, seed))
 

@@ -164,6 +164,8 @@ def run_record(config: RunConfig, results: RunResults, timings: dict[str, float]
         "timings": timings, "notes": config.notes,
         "label_efficiency": results.statistics.label_efficiency,
         "statistics": results.statistics.summary,
+        # only when probe.protocols ran both protocols (stats/protocols.py)
+        **({"protocol_comparison": results.statistics.protocols} if results.statistics.protocols else {}),
         "probe_warnings": results.probe_warnings,
         "command": " ".join(sys.argv),
         "config": config.model_dump(),

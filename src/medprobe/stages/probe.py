@@ -61,10 +61,11 @@ def train_subsets(probe: ProbeConfig, run_seed: int, dataset: Dataset, splits: S
     subsets = []
     for fraction in probe.train_fractions:
         for seed in (probe.seeds if fraction < 1 else [run_seed]):
-            train_rows = train_subset(splits, fraction, seed)
+            train_rows = train_subset(splits, fraction, seed, sampling=probe.train_sampling)
             check_train_classes(dataset, splits.labels["train"][train_rows],
                                 f"{label}, train fraction {fraction:g}, seed {seed}")
-            val_rows = train_subset(splits, fraction, seed, "val") if probe.val_follows_fraction else None
+            val_rows = (train_subset(splits, fraction, seed, "val", probe.train_sampling)
+                        if probe.val_follows_fraction else None)
             subsets.append(TrainSubset(fraction, seed, train_rows, val_rows))
     return subsets
 

@@ -41,6 +41,15 @@ class ProbeOutcome:
     tied_layers: list[str] = field(default_factory=list)
     tied_Cs: list[float] = field(default_factory=list)
 
+    #: how the probe was trained ("medprobe", or the study's "study" / "study-clip" recipe) and where
+    #: its layer was chosen ("validation", or "test": the study's optimistic choice)
+    recipe: str = "medprobe"
+    selected_on: str = "validation"
+    #: a study-protocol row: the backbone row (stack included) of the medprobe protocol it is paired with
+    protocol_of: str | None = None
+    #: set (True) when a study option is active: rows then carry the study's file index of the layer
+    study_labels: bool = False
+
     @property
     def key(self) -> tuple[str, float, int]:
         """``(backbone, train_fraction, seed)``: what a selected probe is compared and pooled by."""

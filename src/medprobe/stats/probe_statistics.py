@@ -6,12 +6,13 @@ and the run file; everything that turns outcomes into numbers is here, testable 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from medprobe.stats.comparisons import compare
 from medprobe.stats.label_efficiency import label_efficiency
 from medprobe.stats.outcomes import ProbeOutcome
+from medprobe.stats.protocols import protocol_comparison
 from medprobe.stats.rows import (
     EvaluationSet,
     GroupColumn,
@@ -39,6 +40,9 @@ class ProbeStatistics:
     warnings: list[str]
     #: the selected probes' point values and replicates the comparisons were computed from
     replicates: SelectedReplicates
+    #: run.json ``protocol_comparison``: the study protocol vs medprobe's per backbone
+    #: (:mod:`medprobe.stats.protocols`); empty unless ``probe.protocols`` ran both
+    protocols: list[dict[str, Any]] = field(default_factory=list)
 
 
 def probe_statistics(outcomes: Sequence[ProbeOutcome], evaluation: EvaluationSet, settings: "StatsConfig", *,
@@ -54,7 +58,8 @@ def probe_statistics(outcomes: Sequence[ProbeOutcome], evaluation: EvaluationSet
     comparisons = compare(outcomes, replicates, evaluation, task_metric=task_metric, reference=reference,
                           paired_t_test=settings.paired_t_test, delong=settings.delong)
     return ProbeStatistics(rows, comparisons, label_efficiency(rows, replicates, metric=task_metric, seed=seed),
-                           statistics_summary(evaluation.resampling, settings, warnings), warnings, replicates)
+                           statistics_summary(evaluation.resampling, settings, warnings), warnings, replicates,
+                           protocols=protocol_comparison(outcomes, replicates, evaluation, metric=task_metric))
 
 
 __all__ = ["ProbeStatistics", "probe_statistics"]

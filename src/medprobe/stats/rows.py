@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
+from medprobe.probes.study_recipes import SELECTED_ON_TEST, study_layer
 from medprobe.stats.bootstrap import bootstrap_metrics, summarise
 from medprobe.stats.calibration import calibration_summary
 from medprobe.stats.resampling import BootstrapUnit, ClusteredIndices, resampling_plan
@@ -65,7 +66,8 @@ class GroupColumn(NamedTuple):
 
 def result_row(evaluation: EvaluationSet, outcome: ProbeOutcome, metric: str, summary: dict[str, Any],
                n_test: int) -> dict[str, Any]:
-    """One results.json row: a probe's metric with its bootstrap summary and resampling unit."""
+    """One results.json row: a probe's metric with its bootstrap summary and resampling unit (and
+    the study-reproduction fields of :func:`study_fields` when a study option made the probe)."""
     return {
         "task": evaluation.task, "backbone": outcome.backbone, "layer": outcome.layer,
         "train_fraction": outcome.train_fraction, "seed": outcome.seed, "metric": metric,
@@ -77,8 +79,22 @@ def result_row(evaluation: EvaluationSet, outcome: ProbeOutcome, metric: str, su
         "converged": outcome.converged, "unconverged_heads": outcome.unconverged or None,
         "n_train": outcome.n_train, "n_val": outcome.n_val,
         "stack": outcome.stack, "val_tie": outcome.val_tie, "tied_layers": outcome.tied_layers,
-        "tied_Cs": outcome.tied_Cs,
+        "tied_Cs": outcome.tied_Cs, **study_fields(outcome),
     }
+
+
+def study_fields(outcome: ProbeOutcome) -> dict[str, Any]:
+    """``recipe``, ``layer_selection`` ("selected on test (optimistic)") and ``study_layer`` (the
+    study's file index of the layer), each only when a study option is active: a default run's
+    rows keep exactly their keys."""
+    fields: dict[str, Any] = {}
+    if outcome.recipe != "medprobe":
+        fields["recipe"] = outcome.recipe
+    if outcome.selected_on == "test":
+        fields["layer_selection"] = SELECTED_ON_TEST
+    if outcome.study_labels:
+        fields["study_layer"] = study_layer(outcome.layer)
+    return fields
 
 
 def metric_rows(outcomes: Sequence[ProbeOutcome], evaluation: EvaluationSet, *,
@@ -152,4 +168,4 @@ def statistics_summary(resampling: dict[str, Any], settings: "StatsConfig", warn
 
 
 __all__ = ["EvaluationSet", "GroupColumn", "SelectedReplicates", "calibration_rows", "group_rows", "metric_rows",
-           "result_row", "statistics_summary", "unconverged_warnings"]
+           "result_row", "statistics_summary", "study_fields", "unconverged_warnings"]
