@@ -33,6 +33,10 @@ the next extraction recomputes it.
 
 Chunks are safetensors files (one tensor named ``features``; the chunk's sample ids, skipped
 samples and checksum are in the header metadata), a format that cannot execute code when read.
+
+Storage ``uint8`` (the study's 8-bit codes): chunks are written in float16 and converted when the
+layer is complete (:meth:`FeatureCache.mark_complete`), because the per-feature range is the whole
+layer's; readers get the dequantised float32 values (:mod:`medprobe.features.quantize`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,16 @@ from safetensors.numpy import save
 
 import medprobe
 from medprobe.errors import CacheError
+from medprobe.features.quantize import (
+    PARAMS_NAME,
+    STAGING_DTYPE,
+    RunningRange,
+    affine_params,
+    dequantise,
+    params_bytes,
+    quantise,
+    read_params,
+)
 from medprobe.io import atomic_write_bytes, atomic_write_json, disk_errors, fsync_dir, make_dirs
 
 #: 2: chunks carry a checksum and the storage dtype is part of the key. Entries of format 1 get
@@ -61,7 +75,8 @@ from medprobe.io import atomic_write_bytes, atomic_write_json, disk_errors, fsyn
 FORMAT_VERSION = 2
 #: suffix of a chunk file that failed its checksum and was moved aside
 CORRUPT_SUFFIX = ".corrupt"
-DTYPES = {"float16": np.float16, "float32": np.float32}
+#: storage dtypes; uint8 is the study's 8-bit per-feature affine storage (:mod:`~medprobe.features.quantize`)
+DTYPES = {"float16": np.float16, "float32": np.float32, "uint8": np.uint8}
 
 
 def _canonical_json(value: Any) -> str:
@@ -289,7 +304,7 @@ class FeatureCache:
             raise CacheError(f"chunk {index} of layer {layer!r}: features {features.shape} do not match "
                              f"{len(sample_ids)} samples")
         with np.errstate(over="ignore"):  # overflow is detected and explained just below
-            stored = features.astype(self.dtype)
+            stored = features.astype(STAGING_DTYPE if self.dtype == np.uint8 else self.dtype)
         bad_rows = ~np.isfinite(stored).all(axis=1)
         if bad_rows.any():
             finite_before = np.isfinite(features).all(axis=1)
@@ -298,15 +313,36 @@ class FeatureCache:
                       if finite_before[bad_rows].all() else "the model produced NaN/inf")
             raise CacheError(f"layer {layer!r}: non-finite features for samples {first} "
                              f"({int(bad_rows.sum())} in chunk {index}): {reason}")
+        info = json.loads(_canonical_json({"layer": layer, "sample_ids": list(sample_ids), "skipped": list(skipped)}))
+        self._store(self.chunk_path(layer, index), info, stored)
+
+    def _store(self, path: Path, info: dict[str, Any], stored: np.ndarray) -> None:
+        """Write one chunk file atomically, its checksum in the header."""
         # A single metadata key: safetensors writes the header's metadata map in arbitrary key order,
         # and resumed caches must be byte-identical to uninterrupted ones.
         # The checksum sits inside that one key, so the file stays deterministic.
-        info = json.loads(_canonical_json({"layer": layer, "sample_ids": list(sample_ids), "skipped": list(skipped)}))
         stored = np.ascontiguousarray(stored)
         metadata = {"medprobe": _canonical_json({**info, "sha256": chunk_digest(info, stored)})}
-        path = self.chunk_path(layer, index)
         atomic_write_bytes(path, save({"features": stored}, metadata=metadata))
         _corrupt_path(path).unlink(missing_ok=True)  # the chunk it replaces, moved aside on a failed read
+
+    def _quantise_layer(self, layer: str) -> None:
+        """Convert a complete uint8 layer's float16 chunks to codes: the per-feature range of the
+        whole layer first (one chunk in memory at a time), its parameters written (checksummed)
+        before any chunk changes, then each float16 chunk replaced by its codes. Rerun after a kill,
+        it reuses the parameters and converts only the chunks still in float16."""
+        params_path = self.chunk_path(layer, 0).parent / PARAMS_NAME
+        if not params_path.is_file():
+            running = RunningRange()
+            for _, _, array in self._verified_chunks(layer, (STAGING_DTYPE,)):
+                running.update(array)
+            if running.minimum is None:  # every image of the layer was skipped
+                return
+            atomic_write_bytes(params_path, params_bytes(layer, affine_params(running.minimum, running.maximum)))
+        params = read_params(params_path, layer)
+        for path, info, array in self._verified_chunks(layer, (STAGING_DTYPE, np.uint8)):
+            if array.dtype == STAGING_DTYPE:
+                self._store(path, info, quantise(array, params))
 
     def mark_complete(self, layer: str) -> None:
         """Write the layer's ``COMPLETE`` marker after reading back and verifying every chunk.
@@ -318,6 +354,8 @@ class FeatureCache:
         """
         if self.missing([layer]):
             raise CacheError(f"layer {layer!r} of {self.path} still has missing chunks")
+        if self.dtype == np.uint8:
+            self._quantise_layer(layer)
         ids, array, skipped = self._read_chunks(layer)
         atomic_write_json(
             self._marker(layer),
@@ -354,7 +392,17 @@ class FeatureCache:
         checksum before it is handed out, so a reader never needs the whole layer at once. Any
         bad chunk is moved aside and reported (all of them at once, by path, after the last
         chunk) instead of being used: a caller that sees :class:`BadChunksError` must discard
-        what it read."""
+        what it read. A uint8 entry's chunks come dequantised (float32)."""
+        if self.dtype != np.uint8:
+            yield from ((info, array) for _, info, array in self._verified_chunks(layer, (self.dtype,)))
+            return
+        params = read_params(self.chunk_path(layer, 0).parent / PARAMS_NAME, layer)
+        for _, info, codes in self._verified_chunks(layer, (np.uint8,)):
+            yield info, dequantise(codes, params)
+
+    def _verified_chunks(self, layer: str, dtypes: Sequence[Any]) -> Iterator[tuple[Path, dict[str, Any], np.ndarray]]:
+        """``(path, info, stored array)`` of every chunk, verified and of one of ``dtypes`` (see
+        :meth:`iter_chunks`)."""
         bad: list[CorruptChunkError] = []
         for chunk in self.chunks():
             path = self.chunk_path(layer, chunk.index)
@@ -366,11 +414,11 @@ class FeatureCache:
             except CorruptChunkError as error:
                 bad.append(error)
                 continue
-            if array.dtype != self.dtype:
+            if array.dtype not in dtypes:
                 bad.append(CorruptChunkError(path, f"holds {array.dtype}, the entry stores {self.dtype_name}"))
                 continue
             if not bad:
-                yield info, array
+                yield path, info, array
         if bad:
             raise BadChunksError(self._quarantine(layer, bad), [error.path for error in bad])
 
@@ -384,7 +432,7 @@ class FeatureCache:
             ids.extend(info["sample_ids"])
             skipped.extend(info["skipped"])
         parts = [part for part in parts if len(part)]  # chunks whose every image was skipped
-        array = np.concatenate(parts) if parts else np.zeros((0, 0), self.dtype)
+        array = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32 if self.dtype == np.uint8 else self.dtype)
         return ids, array, skipped
 
     def _quarantine(self, layer: str, bad: Sequence[CorruptChunkError]) -> str:
