@@ -15,5 +15,12 @@ PROMPT_TEMPLATE = "What can you see on this {domain} image?"
 STUDY_QUESTION = "What can you see on this {noun}?"
 #: the same question character for character, typo "seen" included (``study-verbatim``)
 STUDY_QUESTION_VERBATIM = "What can you seen on this {noun}?"
+#: the code's default question (``activation.py --prompt_key general``, the ``general`` entry of its
+#: prompt table): what its documented commands ran and its evaluation scripts read
+#: (``study-general`` prompt style); it names no image kind
+STUDY_QUESTION_GENERAL = "What's on this image?"
 #: the frame the study put the question in for the base IDEFICS models
 STUDY_FRAME = "Question: {question} Answer:"
+#: the question of each ``study*`` prompt style (``{noun}``: the task's image noun)
+STUDY_QUESTIONS = {"study": STUDY_QUESTION, "study-verbatim": STUDY_QUESTION_VERBATIM,
+                   "study-general": STUDY_QUESTION_GENERAL}

@@ -26,6 +26,8 @@ Prompt styles (``prompt_style``), all ending where the last token is read:
   question, keeping the ``Question: ... Answer:`` frame.
 * ``study-verbatim``: the study's text character for character, typo included:
   ``"Question: What can you seen on this <noun>? Answer:"``.
+* ``study-general``: the code's default prompt, ``"Question: What's on this image? Answer:"``
+  (``activation.py``'s ``--prompt_key general``), which its documented commands ran.
 * ``chat``: IDEFICS v1's instruct interleaving ``["User:", image, prompt + "<end_of_utterance>",
   "\\nAssistant:"]``; for every other model one user turn (image + prompt) rendered by the
   model's own chat template with ``add_generation_prompt=True`` (the only style those take).
@@ -82,7 +84,7 @@ from medprobe.models.imaging import to_pil
 from medprobe.models.records import IDEFICS_PROMPT_STYLES
 from medprobe.models.stacks import VISION_POOLINGS, find_stacks, hook_points, resolve_layer_spec, stop_key
 from medprobe.models.torch_hooks import StopForward, layer_input, layer_output, to_cpu
-from medprobe.study_prompt import PROMPT_TEMPLATE, STUDY_FRAME, STUDY_QUESTION, STUDY_QUESTION_VERBATIM
+from medprobe.study_prompt import PROMPT_TEMPLATE, STUDY_FRAME, STUDY_QUESTION, STUDY_QUESTIONS
 
 if TYPE_CHECKING:
     from medprobe.models.hf_loading import LoadedModel
@@ -132,8 +134,7 @@ class HFVisionLanguageBackbone(Backbone):
             raise ModelError(f"backbone {name!r}: unknown domain {domain!r}; choose from {sorted(DEFAULT_PROMPTS)}")
         if prompt is None:
             if prompt_style.startswith("study"):
-                template = STUDY_QUESTION_VERBATIM if prompt_style == "study-verbatim" else STUDY_QUESTION
-                prompt = template.format(noun=noun or f"{domain} image")
+                prompt = STUDY_QUESTIONS[prompt_style].format(noun=noun or f"{domain} image")
             else:
                 prompt = STUDY_QUESTION.format(noun=noun) if noun else DEFAULT_PROMPTS[domain]
         self.name = name

@@ -35,7 +35,7 @@ from typing import Any, Mapping
 from medprobe.errors import ModelError
 
 #: every prompt style an IDEFICS v1 model takes (:mod:`medprobe.models.hf` documents them)
-IDEFICS_PROMPT_STYLES = ("study", "study-verbatim", "chat", "plain")
+IDEFICS_PROMPT_STYLES = ("study", "study-verbatim", "study-general", "chat", "plain")
 #: the noun the study's prompt used for each of its tasks (peterhan91/Multimodal-Probes, ``activation.py``)
 STUDY_NOUNS: Mapping[str, str] = MappingProxyType({
     "t1": "histological picture", "t2": "histological picture", "t3": "skin image", "t4": "skin image",
