@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medprobe.errors import ModelError
+from medprobe.hardware import PrecisionChoice
 
 
 def file_sha256(path: str | Path) -> str:
@@ -115,6 +116,13 @@ class Backbone(ABC):
         raise ModelError(
             f"backbone {self.name!r}: unknown layer {spec!r}; available layers: {names}"
         )
+
+    def compute_precision(self) -> PrecisionChoice | None:
+        """The precision the forward passes run in and why (``medprobe plan``, the run's console,
+        run.json): an ONNX backbone's ``precision_choice``, a torch backbone's loaded model's
+        (``self.loaded.precision``); None for NumPy backbones such as ``pixels``."""
+        own = getattr(self, "precision_choice", None)
+        return own if own is not None else getattr(getattr(self, "loaded", None), "precision", None)
 
     def close(self) -> None:
         """Release model memory (GPU, sessions). Called when a run is done with the backbone."""

