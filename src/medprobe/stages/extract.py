@@ -20,6 +20,7 @@ from medprobe.features.extract import existing_cache, extract_features, other_dt
 from medprobe.models.base import Backbone
 from medprobe.models.registry import create_backbone
 from medprobe.plan import check_fits
+from medprobe.progress import console
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ def extract_backbone(spec: BackboneConfig, dataset: Dataset, extraction: Extract
     backbone = create_backbone(spec.name, **spec.options)
     try:
         layers = backbone.resolve_layers(spec.layers)
+        precision = backbone.compute_precision()
+        if precision is not None and not cached_only and show_progress:
+            console.print(f"{spec.display_name}: precision {precision.value} ({precision.reason})", highlight=False)
         if cached_only:
             cache = _cached(spec.display_name, backbone, dataset, layers, cache_root, extraction.dtype)
         elif extraction.engine == "ray":
@@ -74,6 +78,8 @@ def extract_backbone(spec: BackboneConfig, dataset: Dataset, extraction: Extract
             "cache_key": cache.meta["key"], "cache_dtype": cache.dtype_name,
             # optional backbone attributes: only HF / ONNX backbones have a provenance, only VLMs a prompt
             "provenance": getattr(backbone, "provenance", ""), "prompt": getattr(backbone, "prompt", None),
+            # the compute precision and why (medprobe.hardware); None for NumPy backbones
+            "precision": precision.record() if precision is not None else None,
         }
     finally:
         backbone.close()
