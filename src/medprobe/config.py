@@ -105,6 +105,10 @@ class ProbeConfig(Strict):
     #: test probabilities of the probes kept in memory until scored, in MiB; beyond this they wait
     #: in a temporary folder (exact values), so memory does not grow with layers x fractions x seeds
     scores_in_memory_mb: float = Field(1024.0, ge=0)
+    #: probes written to the run folder's probes/ (safetensors + JSON, for ``medprobe predict``,
+    #: ``medprobe.load_probe`` and ``medprobe export``): the selected layer of every backbone, stack,
+    #: fraction and seed, or every layer's (whose arrays then count against scores_in_memory_mb)
+    save: Literal["selected", "all"] = "selected"
 
     #: how each layer's probe is trained: medprobe's L2 logistic regression (standardised features,
     #: C chosen on validation), or the study's own recipes for reproducing it as it ran:
@@ -163,6 +167,21 @@ class ProbeConfig(Strict):
             raise ValueError(str(error)) from None
 
 
+class OperatingPointsConfig(Strict):
+    #: thresholds reaching at least these validation sensitivities (the most specific such one)
+    sensitivity: list[float] = Field(default_factory=lambda: [0.9, 0.95])
+    #: thresholds reaching at least these validation specificities (the most sensitive such one)
+    specificity: list[float] = Field(default_factory=list)
+
+    @field_validator("sensitivity", "specificity")
+    @classmethod
+    def _levels_in_range(cls, value: list[float]) -> list[float]:
+        for level in value:
+            if not 0 < level < 1:
+                raise ValueError(f"operating-point level {level} is not in (0, 1)")
+        return value
+
+
 class StatsConfig(Strict):
     n_bootstrap: int = Field(1000, ge=10)
     #: what the bootstrap resamples. "patient": whole patients (all their images) whenever some
@@ -186,6 +205,10 @@ class StatsConfig(Strict):
     #: per-class rows (auc[c], f1[c]) in results.json for the selected probes only (compact at 81
     #: layers x 54 findings), or for every layer
     per_class_rows: Literal["selected", "all"] = "selected"
+    #: operating points of binary tasks and of each finding of multi-label tasks, chosen on the
+    #: validation split (Youden's J, and these sensitivity / specificity levels), reported with their
+    #: test sensitivity, specificity, PPV and NPV in operating_points.json
+    operating_points: OperatingPointsConfig = Field(default_factory=lambda: OperatingPointsConfig())
 
 
 class RunConfig(Strict):

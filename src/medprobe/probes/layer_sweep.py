@@ -36,6 +36,7 @@ import numpy as np
 from medprobe.errors import ConvergenceWarning, DataError
 from medprobe.features.cache import FeatureCache
 from medprobe.features.reader import read_layer_splits
+from medprobe.probes.saved import ProbeWeights
 from medprobe.probes.selection import select_best, select_probes
 
 #: below these validation sizes the selected layer and C are mostly noise; the run says so
@@ -86,6 +87,11 @@ class LayerFit:
     fit_seconds: float = 0.0
     #: heads of the chosen C that did not meet tol (comma-separated names; empty when all did)
     unconverged: str = ""
+    #: the chosen probe's arrays and its validation probabilities (on the rows it was selected on):
+    #: what saving the probe and choosing operating points need. The probe stage drops them for
+    #: layers it will not save, so memory holds them for the selected probes only
+    weights: ProbeWeights | None = None
+    val_scores: np.ndarray | None = None
 
 
 def stack_display_name(label: str, stack: str) -> str:
@@ -160,7 +166,9 @@ def fit_subsets(features: dict[str, dict[str, np.ndarray]], labels: dict[str, np
             fits[layer].append(LayerFit(layer=layer, fraction=subset.fraction, seed=subset.seed, C=float(probe.C),
                                         val_score=float(chosen["val_score"]), converged=bool(chosen["converged"]),
                                         test_scores=probe.predict_proba(features[layer]["test"]), tied_Cs=tied,
-                                        fit_seconds=seconds, unconverged=str(chosen.get("unconverged", "") or "")))
+                                        fit_seconds=seconds, unconverged=str(chosen.get("unconverged", "") or ""),
+                                        weights=ProbeWeights.of(probe),
+                                        val_scores=probe.predict_proba(_rows(features[layer]["val"], val_rows))))
     return fits
 
 

@@ -92,11 +92,12 @@ def probe_layers_ray(
     ray_address: str | None = None,
     description: str = "probing on Ray, layers",
     show_progress: bool = True,
-    keep: Callable[[np.ndarray], Any] | None = None,
+    keep: Callable[[LayerFit], LayerFit] | None = None,
 ) -> dict[str, list[LayerFit]]:
     """``{layer: [LayerFit per subset]}`` for every layer, fitted as Ray tasks (see the module docstring).
-    ``keep``, when given, is applied to each fit's test probabilities as its layer arrives (the
-    experiment's :class:`~medprobe.probes.score_store.ScoreStore`), so the driver never holds them all."""
+    ``keep``, when given, is applied to each fit as its layer arrives (the probe stage's
+    :class:`~medprobe.stages.probe.FitKeeper`: test probabilities into the run's score store, fitted
+    arrays only for the probes the run saves), so the driver never holds them all."""
     check_worker_resources(num_workers, num_cpus_per_worker, num_gpus_per_worker, prefix="probe.")
     started_ray = connect_ray(ray_address, engine="probe")
     import ray
@@ -123,10 +124,7 @@ def probe_layers_ray(
                             ray.cancel(other)
                         raise _driver_error(*value)
                     for layer in members:
-                        if keep is not None:
-                            for fit in value[layer]:
-                                fit.test_scores = keep(fit.test_scores)
-                        fits[layer] = value[layer]
+                        fits[layer] = [keep(fit) for fit in value[layer]] if keep is not None else value[layer]
                     advance(len(members))
         return fits
     finally:

@@ -80,11 +80,28 @@ def extract_backbone(spec: BackboneConfig, dataset: Dataset, extraction: Extract
             "provenance": getattr(backbone, "provenance", ""), "prompt": getattr(backbone, "prompt", None),
             # the compute precision and why (medprobe.hardware); None for NumPy backbones
             "precision": precision.record() if precision is not None else None,
+            # what a saved probe needs to be fed the same features (medprobe.stages.probe_files)
+            "options": dict(spec.options), "batch_size": spec.batch_size,
+            "preprocessing": cache.meta["fingerprint"]["preprocessing"], "prompt_record": prompt_record(backbone),
         }
     finally:
         backbone.close()
     return ExtractedFeatures(spec.display_name, cache, layers, {layer: declared[layer] for layer in layers}, info,
                              round(time.perf_counter() - started, 3))
+
+
+def prompt_record(backbone: Backbone) -> dict[str, Any] | None:
+    """A VLM's prompt as the model sees it: the question, the style, the rendered text and its
+    token ids (backbones without a prompt: None)."""
+    prompt = getattr(backbone, "prompt", None)
+    if prompt is None:
+        return None
+    record: dict[str, Any] = {"text": prompt, "style": getattr(backbone, "prompt_style", None)}
+    if hasattr(backbone, "rendered_prompt"):
+        record["rendered"] = backbone.rendered_prompt()
+    if hasattr(backbone, "prompt_token_ids"):
+        record["token_ids"] = [int(token) for token in backbone.prompt_token_ids()]
+    return record
 
 
 def _cached(label: str, backbone: Backbone, dataset: Dataset, layers: list[str], root: Path,
@@ -103,4 +120,4 @@ def _cached(label: str, backbone: Backbone, dataset: Dataset, layers: list[str],
     return cache
 
 
-__all__ = ["ExtractedFeatures", "extract_backbone"]
+__all__ = ["ExtractedFeatures", "extract_backbone", "prompt_record"]

@@ -25,6 +25,7 @@ from medprobe.errors import ConfigError
 from medprobe.io import atomic_write_bytes, atomic_write_json
 from medprobe.outputs import recover
 from medprobe.progress import console
+from medprobe.stages.probe_files import OPERATING_POINTS_FILE, PROBES_FOLDER, write_probe_files
 from medprobe.stats.outcomes import ProbeOutcome
 from medprobe.stats.probe_statistics import ProbeStatistics
 
@@ -32,7 +33,7 @@ OUTPUT_FILES = ("results.json", "predictions.parquet", "comparisons.json", "run.
 #: folder of every layer's predictions with ``probe.predictions: all``
 ALL_PREDICTIONS = "predictions_all"
 #: entries of a run folder that are medprobe's: replaced by a new run; every other entry is kept
-RUN_FOLDER_OWNED = (*OUTPUT_FILES, "figures", ALL_PREDICTIONS)
+RUN_FOLDER_OWNED = (*OUTPUT_FILES, "figures", ALL_PREDICTIONS, PROBES_FOLDER, OPERATING_POINTS_FILE)
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,14 @@ def prepare_output_dir(path: Path, overwrite: bool) -> None:
 
 
 def write_outputs(folder: Path, config: RunConfig, results: RunResults) -> None:
-    """results.json, comparisons.json, the predictions, then run.json (last: it says the run finished)."""
+    """results.json, comparisons.json, the predictions, the saved probes and operating points
+    (:mod:`~medprobe.stages.probe_files`), then run.json (last: it says the run finished)."""
     atomic_write_json(folder / "results.json", results.statistics.rows)
     atomic_write_json(folder / "comparisons.json", results.statistics.comparisons)
     write_predictions(folder, results.dataset, results.test_ids, results.y_test, results.outcomes,
                       every_layer=config.probe.predictions == "all")
+    write_probe_files(folder, config, results.dataset, results.outcomes, results.backbones,
+                      results.statistics.operating_points)
     timings = {**results.timings, "total_s": round(time.perf_counter() - results.started, 3)}
     atomic_write_json(folder / "run.json", run_record(config, results, timings))
 

@@ -92,6 +92,7 @@ def probe_backbone(probe: ProbeConfig, run_seed: int, dataset: Dataset, features
         warn(small)
         warnings.append(small)
     labels = {split: splits.labels[split] for split in SPLITS}
+    keeper = FitKeeper(layers, features.stacks, score_store, save_all=probe.save == "all")
     if probe.engine == "ray":
         from medprobe.probes.ray_engine import probe_layers_ray
 
@@ -99,11 +100,13 @@ def probe_backbone(probe: ProbeConfig, run_seed: int, dataset: Dataset, features
             cache.path, layers, splits.index, labels, subsets, settings, num_workers=probe.num_workers,
             num_cpus_per_worker=probe.num_cpus_per_worker, num_gpus_per_worker=probe.num_gpus_per_worker,
             ray_address=ray_address, description=f"{label}: probing on Ray, layers", show_progress=show_progress,
-            keep=score_store.keep,
+            keep=keeper,
         )
     else:
-        fits = _probe_locally(label, features, splits, labels, subsets, settings, score_store, show_progress)
-    outcomes, ties = select_layers(label, layers, features.stacks, subsets, fits, len(splits.index["val"]))
+        fits = _probe_locally(label, features, splits, subsets, settings, keeper, show_progress)
+    val_labels = [labels["val"] if subset.val_rows is None else labels["val"][subset.val_rows] for subset in subsets]
+    outcomes, ties = select_layers(label, layers, features.stacks, subsets, fits, len(splits.index["val"]),
+                                   val_labels=val_labels)
     for message in ties:
         warn(message)
     timings = {f"probe_estimate[{label}]_s": round(estimate, 1),
@@ -111,10 +114,42 @@ def probe_backbone(probe: ProbeConfig, run_seed: int, dataset: Dataset, features
     return ProbedBackbone(tuple(outcomes), splits, tuple(warnings + ties), timings)
 
 
-def _probe_locally(label: str, features: ExtractedFeatures, splits: Splits, labels: dict[str, np.ndarray],
-                   subsets: list[TrainSubset], settings: ProbeSettings, score_store: ScoreStore,
-                   show_progress: bool) -> dict[str, list[LayerFit]]:
+class FitKeeper:
+    """Applied to every fit as it arrives (either engine): test scores go to the run's
+    :class:`ScoreStore`; the fitted arrays and validation scores are kept only for the fits the run
+    will save -- with ``probe.save: selected``, the best layer so far of each (fraction, seed,
+    stack), by the rule :func:`select_layers` applies (highest validation score, the shallowest of
+    equal ones), so memory holds one probe per selection whatever the number of layers; with
+    ``all``, every fit's, through the score store (spilled to disk beyond its budget)."""
+
+    def __init__(self, layers: Sequence[str], stacks: dict[str, str], score_store: ScoreStore, *,
+                 save_all: bool) -> None:
+        self.position = {layer: number for number, layer in enumerate(layers)}
+        self.stacks, self.score_store, self.save_all = stacks, score_store, save_all
+        self.best: dict[tuple[float, int, str], LayerFit] = {}
+
+    def __call__(self, fit: LayerFit) -> LayerFit:
+        fit = dataclasses.replace(fit, test_scores=self.score_store.keep(fit.test_scores))
+        if self.save_all:
+            assert fit.weights is not None and fit.val_scores is not None
+            return dataclasses.replace(fit, val_scores=self.score_store.keep(fit.val_scores),
+                                       weights=type(fit.weights)(*(self.score_store.keep(getattr(fit.weights, f.name))
+                                                                   for f in dataclasses.fields(fit.weights))))
+        where = (fit.fraction, fit.seed, self.stacks[fit.layer])
+        best = self.best.get(where)
+        if best is not None and not (fit.val_score > best.val_score or (
+                fit.val_score == best.val_score and self.position[fit.layer] < self.position[best.layer])):
+            return dataclasses.replace(fit, weights=None, val_scores=None)
+        if best is not None:  # no longer the best of its selection: let its arrays go
+            best.weights = best.val_scores = None
+        self.best[where] = fit
+        return fit
+
+
+def _probe_locally(label: str, features: ExtractedFeatures, splits: Splits, subsets: list[TrainSubset],
+                   settings: ProbeSettings, keeper: FitKeeper, show_progress: bool) -> dict[str, list[LayerFit]]:
     """The local engine: passes of ``layers_per_pass`` layers, in this process."""
+    labels = {split: splits.labels[split] for split in SPLITS}
     layers, fits = features.layers, {}
     with progress_bar(f"{label}: probing {len(layers)} layer(s) x {len(subsets)} plan(s), layers",
                       total=len(layers), enabled=show_progress) as advance:
@@ -124,8 +159,7 @@ def _probe_locally(label: str, features: ExtractedFeatures, splits: Splits, labe
             except DataError as error:  # the probe names the problem; say which fit it was
                 raise DataError(f"{label}: {error}") from None
             for layer in members:
-                fits[layer] = [dataclasses.replace(fit, test_scores=score_store.keep(fit.test_scores))
-                               for fit in fitted[layer]]
+                fits[layer] = [keeper(fit) for fit in fitted[layer]]
             advance(len(members))
     return fits
 
@@ -146,10 +180,12 @@ def announce_grid(probe: ProbeConfig, label: str, dataset: Dataset, features: Ex
 
 
 def select_layers(label: str, layers: Sequence[str], stacks: dict[str, str], subsets: Sequence[TrainSubset],
-                  fits: dict[str, list[Any]], n_val_split: int) -> tuple[list[ProbeOutcome], list[str]]:
+                  fits: dict[str, list[Any]], n_val_split: int, *,
+                  val_labels: Sequence[np.ndarray] | None = None) -> tuple[list[ProbeOutcome], list[str]]:
     """Turn the fits into outcomes (fraction/seed-major, layer order) with the best layer of each
     stack on validation selected (the first of equal maxima); validation ties become a warning
-    instead of being hidden."""
+    instead of being hidden. Outcomes carry the weights and validation scores the fits kept
+    (:class:`FitKeeper`) and ``val_labels[subset]``, the labels of the rows they were selected on."""
     outcomes, ties = [], {}
     for number, subset in enumerate(subsets):
         candidates = []
@@ -159,7 +195,9 @@ def select_layers(label: str, layers: Sequence[str], stacks: dict[str, str], sub
                 stack_display_name(label, stacks[layer]), layer, subset.fraction, subset.seed, fit.C, fit.val_score,
                 fit.test_scores, converged=fit.converged, unconverged=fit.unconverged, stack=stacks[layer],
                 tied_Cs=fit.tied_Cs if len(fit.tied_Cs) > 1 else [], n_train=len(subset.train_rows),
-                n_val=n_val_split if subset.val_rows is None else len(subset.val_rows)))
+                n_val=n_val_split if subset.val_rows is None else len(subset.val_rows),
+                weights=getattr(fit, "weights", None), val_scores=getattr(fit, "val_scores", None),
+                val_labels=None if val_labels is None else val_labels[number]))
         for stack in dict.fromkeys(stacks[layer] for layer in layers):
             positions = [i for i, outcome in enumerate(candidates) if outcome.stack == stack]
             best_layer, _, ties_here = select_best({candidates[i].layer: {candidates[i].C: candidates[i].val_score}
@@ -183,4 +221,4 @@ def select_layers(label: str, layers: Sequence[str], stacks: dict[str, str], sub
                       + (" ..." if len(where) > 3 else "") for backbone, where in ties.items()]
 
 
-__all__ = ["ProbedBackbone", "announce_grid", "probe_backbone", "select_layers", "train_subsets", "warn"]
+__all__ = ["FitKeeper", "ProbedBackbone", "announce_grid", "probe_backbone", "select_layers", "train_subsets", "warn"]

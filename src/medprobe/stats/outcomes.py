@@ -7,6 +7,7 @@ comparisons.json row is built from it, and the row builders must not import the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,12 @@ class ProbeOutcome:
     val_tie: bool = False
     tied_layers: list[str] = field(default_factory=list)
     tied_Cs: list[float] = field(default_factory=list)
+    #: kept for probes the run saves (``probe.save``) and scores at operating points (selected ones
+    #: by default): the fitted arrays (:class:`~medprobe.probes.saved.ProbeWeights`), and the
+    #: validation probabilities and labels of the rows the probe was selected on
+    weights: Any = field(default=None, compare=False, repr=False)
+    val_scores: np.ndarray | None = field(default=None, compare=False, repr=False)
+    val_labels: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     #: how the probe was trained ("medprobe", or the study's "study" / "study-clip" recipe) and where
     #: its layer was chosen ("validation", or "test": the study's optimistic choice)

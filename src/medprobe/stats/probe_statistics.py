@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from medprobe.stats.comparisons import compare
 from medprobe.stats.label_efficiency import label_efficiency
+from medprobe.stats.operating_points import operating_point_rows, rules_for
 from medprobe.stats.outcomes import ProbeOutcome
 from medprobe.stats.protocols import protocol_comparison
 from medprobe.stats.rows import (
@@ -40,6 +41,9 @@ class ProbeStatistics:
     warnings: list[str]
     #: the selected probes' point values and replicates the comparisons were computed from
     replicates: SelectedReplicates
+    #: operating_points.json rows: thresholds chosen on validation, test measures with CIs
+    #: (:mod:`medprobe.stats.operating_points`); kept out of ``rows`` so results.json is unchanged
+    operating_points: list[dict[str, Any]] = field(default_factory=list)
     #: run.json ``protocol_comparison``: the study protocol vs medprobe's per backbone
     #: (:mod:`medprobe.stats.protocols`); empty unless ``probe.protocols`` ran both
     protocols: list[dict[str, Any]] = field(default_factory=list)
@@ -57,8 +61,10 @@ def probe_statistics(outcomes: Sequence[ProbeOutcome], evaluation: EvaluationSet
     warnings = unconverged_warnings(outcomes)
     comparisons = compare(outcomes, replicates, evaluation, task_metric=task_metric, reference=reference,
                           paired_t_test=settings.paired_t_test, delong=settings.delong)
+    rules = rules_for(settings.operating_points.sensitivity, settings.operating_points.specificity)
     return ProbeStatistics(rows, comparisons, label_efficiency(rows, replicates, metric=task_metric, seed=seed),
                            statistics_summary(evaluation.resampling, settings, warnings), warnings, replicates,
+                           operating_point_rows(outcomes, evaluation, rules),
                            protocols=protocol_comparison(outcomes, replicates, evaluation, metric=task_metric))
 
 
