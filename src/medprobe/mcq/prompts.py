@@ -17,9 +17,13 @@ looks like and how the turns are rendered:
   processor then put ``<end_of_utterance>`` between each shot's text and the next ``"User:"``, so
   it is part of what the study's model saw. transformers 5 no longer detects the token that way,
   so :class:`~medprobe.mcq.answer.MCQModel` decides it from the tokenizer and passes it
-  explicitly. The study read seven lines of its own case files, which are not public; the case
-  text here is the vignette line, the question line and the five numbered options
-  (``1. <option>``), seven lines for a NEJM case.
+  explicitly. The study read seven lines of its own case files, which are not public. Two case
+  texts fit seven lines (``case_text``): ``vignette`` (the default) -- the vignette line, the
+  question line and the five numbered options (``1. <option>``) -- and ``study-figure`` -- the
+  question, a ``Choices:`` line and the five numbered options, as the study's figure of two cases
+  shows them (``figs/nejm_cases.png``). The default keeps the vignette because a NEJM Image
+  Challenge case is its vignette and question together, and the figure is a display that may
+  leave it out; ``study-figure`` is the figure taken at its word.
 * ``chat`` -- medprobe's own format for chat models: an instruction sentence, answers written as
   ``Answer: <n>. <option>`` (and optionally ``Reason: ...``). :func:`render_idefics` lays it out
   for IDEFICS v1 with turns closed by ``<end_of_utterance>`` as in its instruct tuning;
@@ -46,6 +50,11 @@ from medprobe.mcq.parse import option_label
 
 Role = Literal["user", "assistant"]
 PromptStyle = Literal["study", "chat"]
+#: how a case's text is laid out (see the module docstring)
+CaseLayout = Literal["vignette", "study-figure"]
+CASE_LAYOUTS: tuple[str, ...] = ("vignette", "study-figure")
+#: the line the study's figure puts between the question and the numbered options
+CHOICES_LINE = "Choices:"
 Part = str | Image.Image
 
 #: what the answer line starts with in the chat style; log-likelihood scoring puts it in the context
@@ -140,10 +149,15 @@ def load_image(case: MCQCase, path: Path, max_size: int) -> Image.Image:
     return image
 
 
-def case_text(case: MCQCase, lettered: bool = False) -> str:
-    """Vignette, question and labelled options, one per line."""
-    lines = [case.vignette] if case.vignette else []
+def case_text(case: MCQCase, lettered: bool = False, layout: CaseLayout = "vignette") -> str:
+    """Vignette, question and labelled options, one per line; ``layout="study-figure"``: the
+    question, ``Choices:`` and the numbered options, as the study's figure shows a case."""
+    if layout not in CASE_LAYOUTS:
+        raise ConfigError(f"unknown case_text {layout!r}; expected one of {', '.join(CASE_LAYOUTS)}")
+    lines = [case.vignette] if case.vignette and layout == "vignette" else []
     lines.append(case.question)
+    if layout == "study-figure":
+        lines.append(CHOICES_LINE)
     lines += [f"{option_label(i, lettered)}. {option}" for i, option in enumerate(case.options)]
     return "\n".join(lines)
 
@@ -183,7 +197,7 @@ def study_answer_text(case: MCQCase) -> str:
 
 def build_conversation(shots: Sequence[MCQCase], query: MCQCase, *, style: PromptStyle = "chat",
                        lettered: bool = False, include_reason: bool = True, instruction: str | None = None,
-                       max_image_size: int = 1024) -> list[Turn]:
+                       max_image_size: int = 1024, case_layout: CaseLayout = "vignette") -> list[Turn]:
     """Shots as answered user/assistant pairs, then the query's user turn (no answer).
 
     ``chat``: the instruction (if any) opens the first user turn rather than a system message,
@@ -198,7 +212,8 @@ def build_conversation(shots: Sequence[MCQCase], query: MCQCase, *, style: Promp
         if number == 0 and instruction and not study:
             parts.append(instruction + "\n")
         parts += [load_image(case, path, max_image_size) for path in case.images]
-        parts.append(("\n" if case.images and not study else "") + case_text(case, lettered and not study))
+        parts.append(("\n" if case.images and not study else "")
+                     + case_text(case, lettered and not study, case_layout))
         turns.append(Turn("user", tuple(parts)))
         if case is not query:
             answer = study_answer_text(case) if study else answer_text(case, lettered, include_reason)

@@ -69,6 +69,9 @@ class MCQRunConfig(_Strict):
     #: study = the study's IDEFICS prompt (IDEFICS v1 only); chat = instruction, "Answer: <n>. <option>";
     #: null = study for IDEFICS v1 models (the presets), chat for the others
     prompt_style: Literal["study", "chat"] | None = None
+    #: how each case's text is laid out: its vignette, question and numbered options (default), or
+    #: "study-figure": question, "Choices:" and numbered options, as the study's figure shows a case
+    case_text: Literal["vignette", "study-figure"] = "vignette"
     #: chat style: show each shot's explanation as "Reason: ..." after its answer (null = yes)
     include_reason: bool | None = None
     #: chat style: label options 1..n (default) or A..E
@@ -184,7 +187,8 @@ def conversation(mcq: MCQModel, shots: Sequence[MCQCase], case: MCQCase, config:
     instruction = (default_instruction(lettered, include_reason) if config.instruction is None
                    else config.instruction)
     return build_conversation(shots, case, style=mcq.style, lettered=lettered, include_reason=include_reason,
-                              instruction=instruction, max_image_size=config.max_image_size)
+                              instruction=instruction, max_image_size=config.max_image_size,
+                              case_layout=config.case_text)
 
 
 def answer_case(mcq: MCQModel, shots: Sequence[MCQCase], case: MCQCase, config: MCQRunConfig,
