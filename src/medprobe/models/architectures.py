@@ -52,11 +52,17 @@ def model_class_for(config: Any) -> Any:
 
 
 def meta_model(config: Any, *, name: str) -> Any:
-    """The model of ``config`` with every weight on the meta device: the real module tree, no memory."""
+    """The model of ``config`` with every weight on the meta device: the real module tree, no memory.
+
+    An image encoder is built as medprobe loads it (a dual encoder's vision tower only)."""
     from accelerate import init_empty_weights
 
     model_class = model_class_for(config)
     try:
+        if family_of(config.model_type).encoder is not None:
+            from medprobe.models.hf_image_encoder import build_meta_encoder
+
+            return build_meta_encoder(config, name)
         with init_empty_weights():
             if model_class.__name__.startswith("Auto"):
                 model = model_class.from_config(config)
@@ -95,10 +101,19 @@ def config_for_backbone(name: str, options: dict[str, Any] | None = None) -> Any
     return build_config(record.model_type, dict(record.config))
 
 
-def stacks_for_backbone(name: str, options: dict[str, Any] | None = None) -> Any:
-    """The :class:`~medprobe.models.stacks.LayerStacks` of a backbone, on a meta-device model."""
+def stacks_of(model: Any, config: Any, name: str) -> Any:
+    """The :class:`~medprobe.models.stacks.LayerStacks` of a (meta) model built from ``config``: an image
+    encoder's block list from its family record, a VLM's / CLIP's stacks found by structure."""
+    if family_of(config.model_type).encoder is not None:
+        from medprobe.models.hf_image_encoder import encoder_stacks
+
+        return encoder_stacks(model, config.model_type, name)
     from medprobe.models.stacks import find_stacks
 
-    config = config_for_backbone(name, options)
-    model = meta_model(config, name=name)
     return find_stacks(model, name, language=family_of(config.model_type).language_model)
+
+
+def stacks_for_backbone(name: str, options: dict[str, Any] | None = None) -> Any:
+    """The :class:`~medprobe.models.stacks.LayerStacks` of a backbone, on a meta-device model."""
+    config = config_for_backbone(name, options)
+    return stacks_of(meta_model(config, name=name), config, name)

@@ -72,15 +72,20 @@ def clip_preset(record: ModelRecord, path: str | None = None, **options: Any) ->
 
 
 def generic_hf_backbone(source: str, **options: Any) -> Backbone:
-    """``hf:<folder-or-hub-id>``: a chat-template VLM (or IDEFICS v1), or a CLIP model."""
+    """``hf:<folder-or-hub-id>``: a chat-template VLM (or IDEFICS v1), a CLIP model or an image encoder,
+    routed by the ``backbone`` of its ``model_type``'s family record."""
     from medprobe.models.hf_loading import model_type_of
+    from medprobe.models.records import family_of
 
     if not source:
         raise ModelError("backbone 'hf:' needs a model folder or hub id after the colon, e.g. hf:/models/smolvlm")
     resolve = {k: options[k] for k in ("revision", "download", "cache_dir") if k in options}
-    if model_type_of(source, **resolve) == "clip":
-        return _clip(f"hf:{source}", source, **options)
-    return _build_vlm(source, name=f"hf:{source}", kind="auto", **options)
+    build = {
+        "vlm": lambda: _build_vlm(source, name=f"hf:{source}", kind="auto", **options),
+        "clip": lambda: _clip(f"hf:{source}", source, **options),
+        "image_encoder": lambda: _image_encoder(f"hf:{source}", source, **options),
+    }
+    return build[family_of(model_type_of(source, **resolve)).backbone]()
 
 
 def _clip(name: str, source: str, **options: Any) -> Backbone:
@@ -90,27 +95,45 @@ def _clip(name: str, source: str, **options: Any) -> Backbone:
     return clip_backbone(name, source, **options)
 
 
-def _option_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Options of the VLM and CLIP presets, read from the factories so the lists cannot drift."""
+def _image_encoder(name: str, source: str, **options: Any) -> Backbone:
+    """An image-encoder backbone; hf_image_encoder is imported only when one is built."""
+    from medprobe.models.hf_image_encoder import image_encoder_backbone
+
+    return image_encoder_backbone(name, source, **options)
+
+
+def image_encoder_preset(record: ModelRecord, path: str | None = None, **options: Any) -> Backbone:
+    """An image-encoder preset (:mod:`medprobe.models.hf_image_encoder`); ``path=`` points at a local copy."""
+    return _image_encoder(record.name, path or record.source, **options)
+
+
+def _keyword_options(factory: Any) -> tuple[str, ...]:
+    return ("path", *(n for n, p in inspect.signature(factory).parameters.items()
+                      if p.kind is inspect.Parameter.KEYWORD_ONLY))
+
+
+def _option_names() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Options of the VLM, CLIP and image-encoder presets, read from the factories so the lists cannot drift."""
     from medprobe.models.hf_clip import clip_backbone
+    from medprobe.models.hf_image_encoder import image_encoder_backbone
 
     vlm = ("path", *(n for n in factory_options(_build_vlm, 1) or () if n not in ("name", "kind")))
-    clip = ("path", *(n for n, p in inspect.signature(clip_backbone).parameters.items()
-                      if p.kind is inspect.Parameter.KEYWORD_ONLY))
-    return vlm, clip
+    return vlm, _keyword_options(clip_backbone), _keyword_options(image_encoder_backbone)
 
 
 def _register() -> None:
     """Register ``hf:`` and every record with a loader, each described from its record."""
-    vlm_options, clip_options = _option_names()
+    vlm_options, clip_options, encoder_options = _option_names()
     register_backbone(
         "hf:",
         generic_hf_backbone,
-        "any Hugging Face image-text-to-text model with a chat template (Idefics2/3, SmolVLM, LLaVA, Qwen2-VL) "
-        f"or CLIP checkpoint, from a folder or hub id: hf:<path-or-id>; {_VLM_OPTIONS}",
+        "any Hugging Face image-text-to-text model with a chat template (Idefics2/3, SmolVLM, LLaVA, Qwen2-VL), "
+        "CLIP checkpoint or image encoder (DINOv2/v3, ViT, SigLIP/SigLIP 2, CLIP vision, ConvNeXt, Swin), "
+        f"from a folder or hub id: hf:<path-or-id>; {_VLM_OPTIONS}",
         family="huggingface",
         memory="about 2 bytes per parameter in bfloat16, 4 in float32",
-        options=tuple(dict.fromkeys(vlm_options + clip_options)),  # CLIP checkpoints reject VLM-only ones
+        # CLIP checkpoints and image encoders reject the VLM-only ones
+        options=tuple(dict.fromkeys(vlm_options + clip_options + encoder_options)),
     )
     loaders = {
         "idefics": (idefics_preset, vlm_options, lambda record: (
@@ -118,6 +141,9 @@ def _register() -> None:
         "clip": (clip_preset, clip_options, lambda record: (
             f"{record.summary} [{record.source}]; zero-shot via class names; options: path, revision, "
             "vision_pooling, dtype, device_map, download")),
+        "image_encoder": (image_encoder_preset, encoder_options, lambda record: (
+            f"{record.summary} [{record.source}]; vision.0..{record.vision_layers} and image_embeds; options: "
+            "path, revision, vision_pooling (cls, mean, cls+mean), dtype, device_map, download")),
     }
     for record in MODELS.values():
         if record.loader is None:

@@ -300,22 +300,27 @@ def is_hf_backbone(name: str) -> bool:
     return name.startswith("hf:") or name in MODELS
 
 
+def embedding_width(config: Any, stacks: Any) -> int:
+    """Width of ``image_embeds``: CLIP's projection, else the image encoder's last width."""
+    return int(getattr(config, "projection_dim", 0) or stacks.vision_width)
+
+
 def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: Any = None, label: str | None = None,
                   batch_size: int | None = None, max_memory: dict[Any, Any] | None = None,
                   n_images: int | None = None, feature_dtype: str = "float16") -> BackbonePlan:
     """The plan of one backbone (see the module docstring); ``max_memory`` defaults to the backbone's
     own ``max_memory`` option, else the visible devices."""
-    from medprobe.models.architectures import config_for_backbone, meta_model
+    from medprobe.models.architectures import config_for_backbone, meta_model, stacks_of
     from medprobe.models.hf_loading import QUANTIZATIONS, resolve_dtype
     from medprobe.models.records import family_of
-    from medprobe.models.stacks import find_stacks, resolve_layer_spec
+    from medprobe.models.stacks import resolve_layer_spec
 
     options = dict(options or {})
     label = label or name
     config = config_for_backbone(name, options)
     model = meta_model(config, name=name)
     is_clip = not family_of(config.model_type).language_model
-    stacks = find_stacks(model, name, language=not is_clip)
+    stacks = stacks_of(model, config, name)
     memory_source = options.get("max_memory") or max_memory or visible_memory()
     memory = {key: parse_size(value, where=f"backbone {label!r} max_memory") for key, value in memory_source.items()}
     # the loader's default: bfloat16 where there is a GPU, float32 on a CPU
@@ -344,7 +349,7 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
     captured_values = len(vision_layers) * vision.tokens * vision.width
     if lm is not None:
         captured_values += len(lm_layers) * lm.tokens * lm.width
-    embed_width = int(getattr(config, "projection_dim", 0) or 0)
+    embed_width = embedding_width(config, stacks)
     feature_bytes = _DTYPE_BYTES.get(feature_dtype, 4)
     widths = {"lm": lm.width if lm else 0, "vision": vision.width}
     per_image = sum(widths[hidden_states[layer][0]] if layer in hidden_states else embed_width
@@ -415,7 +420,7 @@ def layer_listing(name: str, options: dict[str, Any] | None = None, *, layers: A
         lines = [f"{label}:", *(f"  {line}" for line in stacks.describe())]
         if stacks.lm_layers is None:
             config = config_for_backbone(name, options)
-            lines.append(f"  image_embeds: the projected image embedding, width {config.projection_dim}")
+            lines.append(f"  image_embeds: the model's image embedding, width {embedding_width(config, stacks)}")
         if layers is not None or label != name:
             is_clip = stacks.lm_layers is None
             default = ["image_embeds"] if is_clip else [str(stacks.num_lm_layers)]

@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from medprobe.models.records import FAMILIES
+from medprobe.testing.tiny_image_encoders import *  # noqa: F403 -- build_tiny_<encoder>, found by BUILDERS below
 
 # lower-cased words the default prompts, chat templates and test prompts use
 WORDS = (
@@ -324,7 +325,12 @@ def build_equal_depth(root: str | Path, depth: int = 3) -> dict[str, Path]:
     ``root/<family>``; returns ``{family: directory}``."""
     root = Path(root)
     return {family: BUILDERS[family](root / family, lm_layers=depth, vision_layers=depth)
-            for family in BUILDERS if family != "clip"}
+            for family in BUILDERS if _is_vlm(family)}
+
+
+def _is_vlm(key: str) -> bool:
+    """A tiny model with a language model (not CLIP, not an image encoder)."""
+    return any(family.tiny == key and family.language_model for family in FAMILIES.values())
 
 
 def build_all(root: str | Path) -> dict[str, Path]:
