@@ -132,3 +132,18 @@ def test_study_general_prompt_is_the_codes_default(tmp_path):
     assert backbone.prompt == "What's on this image?"  # activation.py's 'general' entry names no image kind
     study = create_backbone("idefics-9b", path=str(path), prompt_style="study", noun="skin image")
     assert json.dumps(study.fingerprint(), sort_keys=True) != json.dumps(backbone.fingerprint(), sort_keys=True)
+
+
+def test_run_with_both_protocols_reports_them_and_labels_test_picked_layers(tmp_path, layered_backbone):
+    from medprobe.experiment import run_experiment
+
+    config, _, _ = _prepared(tmp_path, n_layers=3)
+    config = config.model_copy(update={"probe": config.probe.model_copy(update={"protocols": ["medprobe", "study"]})})
+    report = run_experiment(config, tmp_path / "run", show_progress=False)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert {row["train_fraction"] for row in run["protocol_comparison"]} == set(config.probe.train_fractions)
+    html = report.read_text()
+    assert "Study protocol vs medprobe protocol" in html
+    assert html.count(SELECTED_ON_TEST) >= len(run["protocol_comparison"])
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert all(row["layer_selection"] == SELECTED_ON_TEST for row in rows if "study protocol" in row["backbone"])
