@@ -40,7 +40,12 @@ def test_flat_folder_from_the_cli_prints_what_it_found(tmp_path, monkeypatch):
     assert "carved train/val/test 70/10/20%" in result.output and "patient column: none" in result.output
     assert (tmp_path / "xray.yaml").is_file() and "wrote" in result.output
     config = load_config(tmp_path / "xray.yaml")
-    assert config.data.options == {"root": str(tmp_path / "xray")} and config.name == "xray"
+    assert config.data.options == {"root": str(tmp_path / "xray"), "fractions": [0.7, 0.1, 0.2]}
+    assert config.name == "xray" and config.output_dir == str(tmp_path / "runs" / "xray")
+    assert config.probe.train_fractions == [0.1, 1.0] and config.probe.seeds == [0, 1, 2]
+    text = (tmp_path / "xray.yaml").read_text()
+    assert "# images per split and class" in text and "#   pneumonia" in text  # split sizes written out
+    assert "warning: only 2 validation image(s)" in result.stdout and "data.options.fractions" in result.stdout
     # a second init never replaces the file
     before = (tmp_path / "xray.yaml").read_text()
     again = CliRunner().invoke(app, ["init", str(tmp_path / "xray")])
@@ -77,7 +82,8 @@ def test_manifest_with_other_column_names_and_no_splits(tmp_path):
                   "subject_id": [f"S{i // 4}" for i in range(20)]}).to_csv(tmp_path / "m.csv", index=False)
     starter = write_starter(tmp_path / "m.csv", tmp_path / "m.yaml")
     assert starter.options == {"path": str(tmp_path / "m.csv"), "path_column": "image",
-                               "label_column": "diagnosis", "group_column": "subject_id"}
+                               "label_column": "diagnosis", "group_column": "subject_id",
+                               "fractions": [0.7, 0.1, 0.2]}
     assert "by patient" in starter.split_source
     dataset = load_dataset(load_config(tmp_path / "m.yaml").data)
     for patient, part in dataset.samples.groupby("group"):  # carved splits keep each patient whole
@@ -97,3 +103,18 @@ def test_existing_file_is_never_replaced(tmp_path):
     with pytest.raises(ConfigError, match="already exists"):
         write_starter(tmp_path / "x", tmp_path / "x.yaml")
     assert (tmp_path / "x.yaml").read_text() == "mine"
+
+
+def test_manifest_run_is_named_after_its_folder_and_outputs_land_beside_the_run_file(tmp_path, monkeypatch):
+    study = tmp_path / "skin_study"
+    (study / "img").mkdir(parents=True)
+    for i in range(20):
+        Image.fromarray(np.full((8, 8), i * 10, np.uint8)).save(study / "img" / f"{i}.png")
+    pd.DataFrame({"path": [f"img/{i}.png" for i in range(20)], "label": ["a", "b"] * 10}).to_csv(
+        study / "manifest.csv", index=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    starter = write_starter(study / "manifest.csv", tmp_path / "configs" / "skin.yaml")
+    config = load_config(starter.path)
+    assert config.name == "skin_study" and config.output_dir == str(tmp_path / "configs" / "runs" / "skin_study")

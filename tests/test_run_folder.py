@@ -110,6 +110,7 @@ def _inject(point: str) -> None:
     """Arrange for this (forked) process to SIGKILL itself at ``point`` of the overwrite run."""
     import medprobe.experiment as experiment_module
     import medprobe.outputs as outputs_module
+    import medprobe.staging as staging_module
     import medprobe.stages.outputs as stage_outputs
     import medprobe.report.figures as figures_module
 
@@ -147,7 +148,7 @@ def _inject(point: str) -> None:
             if point == "after_swap" and len(renames) == 2:  # new in place, your files not yet moved over
                 _kill_self()
 
-        outputs_module.os.rename = rename
+        staging_module.os.rename = rename
     else:
         raise AssertionError(point)
 

@@ -23,8 +23,12 @@ from typing import Callable, Optional
 import typer
 from rich.table import Table
 
-from medprobe.errors import MedprobeError
+from medprobe.console_output import FORMAT_HELP, plain_help_placeholders, print_data_summary, print_rows
+from medprobe.console_output import out as stdout
+from medprobe.errors import ConfigError, MedprobeError
 from medprobe.progress import console
+
+plain_help_placeholders()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -79,6 +83,9 @@ def _load(run_file: Path, out: Optional[Path], engine: Optional[str] = None, wai
     from medprobe.config import load_config, parse_config
     from medprobe.run_checks import check_options
 
+    if run_file.is_dir():
+        raise ConfigError(f"{run_file} is a folder, not a run file: give a YAML run file (`medprobe init "
+                          f"{run_file}` writes one for a folder of images)")
     config = load_config(run_file)
     if engine is not None or wait_for_lock is not None:
         data = config.model_dump()
@@ -151,16 +158,12 @@ def probe(
 
 @app.command()
 @friendly_errors
-def backbones() -> None:
-    """List the registered backbones and their layers."""
+def backbones(fmt: str = typer.Option("table", "--format", help=FORMAT_HELP)) -> None:
+    """List the registered backbones (on stdout: `medprobe backbones | grep clip`)."""
     from medprobe.models.registry import list_backbones
 
-    table = Table(title="medprobe backbones")
-    for column in ("name", "family", "memory", "description"):
-        table.add_column(column)
-    for entry in list_backbones():
-        table.add_row(entry.name, entry.family, entry.memory, entry.description)
-    console.print(table)
+    print_rows("medprobe backbones", ("name", "family", "memory", "description"),
+               [(e.name, e.family, e.memory, e.description) for e in list_backbones()], fmt)
     console.print("Layers of a backbone: [bold]medprobe layers NAME[/]")
 
 
@@ -170,23 +173,30 @@ def layers(
     name: Optional[str] = typer.Argument(None, help="backbone name (omit with --path or --run)"),
     path: Optional[Path] = typer.Option(None, "--path", help="a local checkpoint folder: its config.json is enough"),
     run_file: Optional[Path] = typer.Option(None, "--run", help="a run file: the layers each backbone requests"),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP + "; tsv/json: one row per layer"),
 ) -> None:
-    """List a backbone's layers. Hugging Face models are built from config.json on the meta device
-    (no weights, no tokenizer); other backbones are built, so their model must be present."""
+    """List a backbone's layers (on stdout). Hugging Face models are built from config.json on the meta
+    device (no weights, no tokenizer); other backbones are built, so their model must be present."""
+    from medprobe.console_output import check_format, layer_rows
     from medprobe.plan import layer_listing
 
+    check_format(fmt)
     if run_file is not None:
         from medprobe.config import load_config
 
-        for spec in load_config(run_file).backbones:
-            for line in layer_listing(spec.name, spec.options, layers=spec.layers, label=spec.display_name):
-                console.print(line, highlight=False, soft_wrap=True)
-        return
-    if name is None and path is None:
+        wanted = [(s.display_name, s.name, s.options, s.layers) for s in load_config(run_file).backbones]
+    elif name is None and path is None:
         raise typer.BadParameter("give a backbone name, --path FOLDER or --run RUN.yaml")
-    options = {"path": str(path)} if path is not None else {}
-    for line in layer_listing(name or f"hf:{path}", options):
-        console.print(line, highlight=False, soft_wrap=True)
+    else:
+        wanted = [(name or f"hf:{path}", name or f"hf:{path}", {"path": str(path)} if path is not None else {}, None)]
+    if fmt != "table":
+        rows = [(label, stack, layer) for label, backbone, options, layers in wanted
+                for stack, layer in layer_rows(backbone, options, layers=layers)]
+        print_rows("layers", ("backbone", "stack", "layer"), rows, fmt)
+        return
+    for label, backbone, options, layers in wanted:
+        for line in layer_listing(backbone, options, layers=layers, label=label):
+            stdout.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -198,17 +208,26 @@ def plan(
     cpu_memory: str = typer.Option("256GB", "--cpu-memory", help="CPU RAM assumed with --gpus"),
     images: Optional[int] = typer.Option(None, "--images", help="number of images (default: count the run's data)"),
 ) -> None:
-    """What each Hugging Face backbone of a run needs (memory, placement, cache size, FLOPs), from
-    config.json alone: no weights are read."""
+    """What each backbone of a run needs: for Hugging Face models memory, placement, cache size and
+    FLOPs from config.json alone (no weights are read); for the others layers, a timed image and the
+    probe grid's size and time."""
     from medprobe.config import load_config
-    from medprobe.plan import count_images, parse_gpus, parse_size, plan_run
+    from medprobe.plan import count_images, is_hf_backbone, parse_gpus, parse_size, plan_run
+    from medprobe.plan.other import dataset_or_none, plan_other_backbone
 
     config = load_config(run_file)
     memory = {**parse_gpus(gpus), "cpu": parse_size(cpu_memory, where="--cpu-memory")} if gpus else None
     n_images = images if images is not None else count_images(config)
     for backbone_plan in plan_run(config, max_memory=memory, n_images=n_images):
         for line in backbone_plan.lines():
-            console.print(line, highlight=False, soft_wrap=True)
+            stdout.print(line, highlight=False, soft_wrap=True)
+    others = [spec for spec in config.backbones if not is_hf_backbone(spec.name)]
+    if others:
+        dataset = dataset_or_none(config)
+        for spec in others:
+            for line in plan_other_backbone(config, spec, dataset):
+                stdout.print(line, highlight=False, soft_wrap=True)
+
 
 
 @app.command()
@@ -252,8 +271,8 @@ def mcq(
     from medprobe.mcq.evaluate import headline
 
     for line in headline(json.loads((folder / "mcq_results.json").read_text())):
-        console.print(line)
-    console.print(f"outputs: {folder}")
+        stdout.print(line, highlight=False)
+    stdout.print(f"outputs: {folder}", highlight=False)
 
 
 @app.command()
@@ -265,30 +284,29 @@ def bench(
 ) -> None:
     """Check this machine: baselines vs medprobe, side by side (small sizes by default). Every row
     names the baseline its ratio is measured against."""
-    from medprobe.bench import BENCHMARKS
+    from medprobe.bench import BENCHMARKS, prepare
 
     names = only or list(BENCHMARKS)
+    console.print(prepare(names), highlight=False)  # every benchmark's inputs checked before any runs
     table = Table(title="medprobe bench" + (" (full size)" if full else " (quick sizes)"))
     for column in ("benchmark", "baseline", "baseline result", "medprobe", "ratio", "agreement"):
         table.add_column(column)
     for name in names:
-        if name not in BENCHMARKS:
-            raise typer.BadParameter(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
         console.print(f"running {name} ...")
         benchmark = BENCHMARKS[name]
         for row in benchmark.rows(benchmark.run(quick=not full)):
             table.add_row(*row)
-    console.print(table)
+    stdout.print(table)
 
 
 @app.command()
 @friendly_errors
 def report(run_dir: Path = typer.Argument(..., help="a run's output folder")) -> None:
-    """Regenerate report.html (and figures) from a run's saved outputs."""
-    from medprobe.report import build_report
+    """Regenerate report.html (and figures) from a run's saved outputs, replacing both at once."""
+    from medprobe.outputs import rebuild_report
 
-    path = build_report(run_dir)
-    console.print(f"report: {path}")
+    path = rebuild_report(run_dir)
+    stdout.print(f"report: {path}", highlight=False)
 
 
 @app.command()
@@ -313,48 +331,7 @@ def data(
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=1, default=str) + "\n")
         return
-    _print_data_summary(summary, show_excluded)
-
-
-def _print_data_summary(summary: dict, show_excluded: int) -> None:
-    splits = summary["splits"]
-    console.print(f"[bold]{summary['name']}[/] ({summary['task_type']}, {len(summary['classes'])} classes): "
-                  f"{summary['description']}", highlight=False)
-    table = Table(title="images and patients per split")
-    columns = {**splits, "train+val": summary["train+val"], "all": summary["all"]}
-    for column in ("", *columns):
-        table.add_column(column, justify="right")
-    for key, title in (("images", "images"), ("patients", "patients"),
-                       ("images_without_patient_id", "images without patient id")):
-        table.add_row(title, *(str(s[key]) for s in columns.values()))
-    console.print(table)
-    positives = Table(title="positive images per class")
-    for column in ("class", *columns):
-        positives.add_column(column, justify="right")
-    for name in summary["classes"]:
-        positives.add_row(name, *(str(s["positives"][name]) for s in columns.values()))
-    console.print(positives)
-    if summary["selection"]:
-        rules = Table(title="selection rules")
-        for column in ("rule", "selected", "of"):
-            rules.add_column(column, justify="left" if column == "rule" else "right")
-        for rule in summary["selection"]:
-            rules.add_row(rule["rule"], f"{rule['selected']} {rule['unit']}", f"{rule['of']} {rule['unit']}")
-        console.print(rules)
-    excluded = summary["excluded"]
-    if not excluded["count"]:
-        console.print("excluded: none")
-        return
-    reasons = Table(title=f"excluded rows ({excluded['count']})")
-    reasons.add_column("reason")
-    reasons.add_column("rows", justify="right")
-    for reason, n in excluded["by_reason"].items():
-        reasons.add_row(reason, str(n))
-    console.print(reasons)
-    for row in excluded["rows"][:show_excluded]:
-        console.print("  " + ", ".join(f"{k}={v}" for k, v in row.items() if v not in (None, "")), highlight=False)
-    if excluded["count"] > show_excluded:
-        console.print(f"  ... {excluded['count'] - show_excluded} more (all of them with --json)")
+    print_data_summary(summary, show_excluded)
 
 
 cache_app = typer.Typer(no_args_is_help=True, help="Check and clean the feature cache.")
@@ -378,14 +355,14 @@ def cache_verify(
 
     report = verify_cache(path or _default_cache_root())
     for error in report.bad:
-        console.print(f"[red]bad[/] {error.path}: {error.reason}", highlight=False, soft_wrap=True)
+        stdout.print(f"[red]bad[/] {error.path}: {error.reason}", highlight=False, soft_wrap=True)
     for entry in report.other_format:
-        console.print(f"[yellow]not checked[/] {entry}: another cache format, never read by this medprobe "
+        stdout.print(f"[yellow]not checked[/] {entry}: another cache format, never read by this medprobe "
                       "(`medprobe cache gc` removes it)", highlight=False, soft_wrap=True)
     for chunk in report.quarantined:
-        console.print(f"[yellow]moved aside[/] {chunk}: failed a read; the next extraction recomputes it",
+        stdout.print(f"[yellow]moved aside[/] {chunk}: failed a read; the next extraction recomputes it",
                       highlight=False, soft_wrap=True)
-    console.print(f"{report.chunks_checked} chunk(s) in {report.entries} entr{'y' if report.entries == 1 else 'ies'} "
+    stdout.print(f"{report.chunks_checked} chunk(s) in {report.entries} entr{'y' if report.entries == 1 else 'ies'} "
                   f"checked: {len(report.bad)} bad", highlight=False, soft_wrap=True)
     if report.bad:
         console.print("A bad chunk is never used: the next read moves it aside and the next "
@@ -408,12 +385,12 @@ def cache_gc(
     report = collect_garbage(path or _default_cache_root(), runs, delete=yes)
     verb = "deleted" if yes else "would delete"
     for entry, size in report.unreferenced:
-        console.print(f"{verb} {entry} ({size / 2**20:.1f} MiB)", highlight=False, soft_wrap=True)
+        stdout.print(f"{verb} {entry} ({size / 2**20:.1f} MiB)", highlight=False, soft_wrap=True)
     for entry in report.skipped:
-        console.print(f"[yellow]skipped[/] {entry}: being written by another process, or not writable",
+        stdout.print(f"[yellow]skipped[/] {entry}: being written by another process, or not writable",
                       highlight=False, soft_wrap=True)
     total = sum(size for _, size in report.unreferenced) / 2**20
-    console.print(f"{len(report.referenced)} entr{'y' if len(report.referenced) == 1 else 'ies'} referenced by "
+    stdout.print(f"{len(report.referenced)} entr{'y' if len(report.referenced) == 1 else 'ies'} referenced by "
                   f"{report.run_files} run.json file(s) kept; {len(report.unreferenced)} unreferenced "
                   f"({total:.1f} MiB) {verb}" + ("" if yes else "; pass --yes to delete them"),
                   highlight=False, soft_wrap=True)
@@ -424,14 +401,15 @@ def cache_gc(
 def init(
     data: Path = typer.Argument(..., help="an image folder (one subfolder per class) or a CSV/TSV/Parquet manifest"),
     out: Optional[Path] = typer.Option(None, "--out", help="run file to write (default: ./<data name>.yaml)"),
-    name: Optional[str] = typer.Option(None, "--name", help="run name (default: the folder or manifest name)"),
+    name: Optional[str] = typer.Option(None, "--name", help="run name (default: the image folder's name, or "
+                                       "the folder holding the manifest)"),
 ) -> None:
     """Write a starter run file for your own data: classes, splits and patient column detected."""
     from medprobe.data.starter import write_starter
 
     starter = write_starter(data, out, name=name)
-    console.print(starter.summary(), highlight=False, markup=False)
-    console.print(f"wrote {starter.path}; check it, then: medprobe run {starter.path}", highlight=False)
+    stdout.print(starter.summary(), highlight=False, markup=False)
+    stdout.print(f"wrote {starter.path}; check it, then: medprobe run {starter.path}", highlight=False)
 
 
 FRACTION_HELP = "train fraction of the table's cells (default: all labels)"
@@ -451,7 +429,7 @@ def compare(
     from medprobe.compare import compare_runs
 
     report = compare_runs(run_dirs, out, fraction=fraction, reference=reference, overwrite=overwrite)
-    console.print(f"comparison: {out / 'comparison.json'}\nreport:     {report}", highlight=False)
+    stdout.print(f"comparison: {out / 'comparison.json'}\nreport:     {report}", highlight=False)
 
 
 @app.command()
@@ -475,7 +453,7 @@ def study(
     for file, error in outcome.failed:
         console.print(f"[red]failed[/]: {file}: {error}", highlight=False)
     if outcome.report is not None:
-        console.print(f"report: {outcome.report}", highlight=False)
+        stdout.print(f"report: {outcome.report}", highlight=False)
     if outcome.failed:
         raise typer.Exit(1)
 
@@ -492,12 +470,79 @@ def _print_summary(run_dir: Path) -> None:
         if row["selected"] and row["metric"] == metric:
             table.add_row(row["backbone"], row["layer"], f"{row['train_fraction']:g}", str(row["seed"]),
                           f"{row['value']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]", str(row["n_test"]))
-    console.print(table)
+    stdout.print(table)
     for info in summary.get("backbones", []):
         if info.get("cache_dtype"):
             console.print(f"features of {info['label']}: read as {info['cache_dtype']} from {info['cache_dir']}",
                           highlight=False)
-    console.print(f"results: {run_dir / 'results.json'}\nreport:  {run_dir / 'report.html'}")
+    stdout.print(f"results: {run_dir / 'results.json'}\nreport:  {run_dir / 'report.html'}", highlight=False)
+
+
+PREDICT_CHOICE_HELP = "which saved probe: the result row's backbone (needed when the run has several)"
+
+
+@app.command()
+@friendly_errors
+def predict(
+    run_dir: Path = typer.Argument(..., help="a finished run's output folder (its probes/)"),
+    images: Optional[list[str]] = typer.Argument(None, help="image files, folders, or manifest CSV/TSV/Parquet"),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help=PREDICT_CHOICE_HELP),
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="train fraction (default: the largest)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of that fraction (default: the smallest)"),
+    layer: Optional[str] = typer.Option(None, "--layer", help="another saved layer (probe.save: all)"),
+    threshold: Optional[str] = typer.Option(None, "--threshold",
+                                            help="operating point: youden, sens90, sens95, spec<L>, or a number "
+                                                 "(default youden; none for multi-class tasks)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="classify a split of this run file's data instead"),
+    split: str = typer.Option("test", "--split", help="the split of --data"),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", help=".csv, .tsv or .parquet"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="backbone option KEY=VALUE (e.g. a moved "
+                                                                       "model file's path)"),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch",
+                                        help="predict even if the backbone's fingerprint differs from the probe's"),
+    on_error: str = typer.Option("raise", "--on-error", help="unreadable images: raise (stop) or skip (and list)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Classify new images with a probe the run saved: one row per image (scores, class, decision)."""
+    from medprobe.deploy.predict import parse_options, predict_command
+
+    frame, skipped, probe = predict_command(
+        run_dir, images or [], data=data, split=split, out=out, overwrite=overwrite, threshold=threshold,
+        on_error=on_error, show_progress=not quiet, backbone=backbone, fraction=fraction, seed=seed, layer=layer,
+        backbone_options=parse_options(option or []), allow_mismatch=allow_mismatch)
+    for difference in probe.mismatches:
+        console.print(f"[yellow]warning:[/] fingerprint differs (allowed): {difference}", highlight=False)
+    for item in skipped:
+        console.print(f"[yellow]skipped[/] {item['sample_id']}: {item['error']}", highlight=False)
+    typer.echo(f"{len(frame)} image(s), probe {probe.record['backbone_row']} {probe.layer} (train fraction "
+               f"{probe.record['train_fraction']:g}, seed {probe.record['seed']}): {out}")
+
+
+@app.command()
+@friendly_errors
+def export(
+    run_dir: Path = typer.Argument(..., help="a finished run's output folder (its probes/)"),
+    onnx: Path = typer.Option(..., "--onnx", help="the ONNX file to write"),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help=PREDICT_CHOICE_HELP),
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="train fraction (default: the largest)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of that fraction (default: the smallest)"),
+    layer: Optional[str] = typer.Option(None, "--layer", help="another saved layer (probe.save: all)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file"),
+) -> None:
+    """Write a saved probe with its ONNX backbone (truncated at the probe's layer) as one ONNX graph."""
+    from medprobe.deploy.export_onnx import export_onnx
+    from medprobe.deploy.loaded import load_probe
+
+    if onnx.exists() and not overwrite:
+        raise typer.BadParameter(f"{onnx} exists; pass --overwrite or choose another file")
+    probe = load_probe(run_dir, backbone, fraction, seed, layer=layer)
+    try:
+        export_onnx(probe, onnx)
+    finally:
+        probe.close()
+    typer.echo(f"wrote {onnx}: {probe.record['backbone_row']} up to {probe.layer} + probe; input 'image', "
+               "output 'probabilities' (see its metadata)")
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from medprobe.data.medmnist import MEDMNIST, MedMNISTInfo, load_medmnist
 from medprobe.data.medmnist_files import MEDMNIST_URL
 from medprobe.data.readers import ArrayImageReader, FileImageReader
 from medprobe.data.root import DATA_DIR_ENV, DEFAULT_DATA_DIR, resolve_data_root
-from medprobe.data.splits import DEFAULT_TRAIN_VAL_TEST, SPLIT_ALIASES, assign_splits
+from medprobe.data.splits import CARVED_SPLITS_OPTION, DEFAULT_TRAIN_VAL_TEST, SPLIT_ALIASES, assign_splits
 from medprobe.errors import DataError
 
 
@@ -131,7 +131,9 @@ def load_image_folder(
                          "source": relative})
     table = pd.DataFrame(rows, columns=["sample_id", "split", "label", "group", "source"])
     description = f"image folder {root}"
+    validation_option = ""
     if not split_dirs:
+        validation_option = CARVED_SPLITS_OPTION
         table["split"] = assign_splits(table["label"].to_numpy(), None, fractions, seed)
         description += f"; splits carved {tuple(fractions)} (stratified, seed {seed})"
     return Dataset(
@@ -144,6 +146,7 @@ def load_image_folder(
         description=description,
         excluded=excluded,
         preprocessing=preprocessing_fingerprint(max_size),
+        validation_option=validation_option,
     )
 
 

@@ -57,6 +57,10 @@ class Dataset:
     # patients"), each ``{"rule": text, "selected": n, "of": m, "unit": "images"|"patients"}``, so
     # ``medprobe data`` reports their counts next to the exclusions.
     selection: list[dict] = field(default_factory=list)
+    # The run-file option that sets the validation split's size ("data.options.fractions" when the
+    # adapter carved the splits, "probe.val_fraction" when the run carved val from train), or "" when
+    # the data brings its own val split; warnings about a small validation split name it.
+    validation_option: str = ""
 
     def __post_init__(self) -> None:
         self.validate()

@@ -11,7 +11,7 @@ import pandas as pd
 from medprobe.data.dataset import Dataset, task_type_for
 from medprobe.data.images import preprocessing_fingerprint
 from medprobe.data.readers import FileImageReader
-from medprobe.data.splits import DEFAULT_TRAIN_VAL_TEST, SPLIT_ALIASES, assign_splits
+from medprobe.data.splits import CARVED_SPLITS_OPTION, DEFAULT_TRAIN_VAL_TEST, SPLIT_ALIASES, assign_splits
 from medprobe.errors import DataError
 
 
@@ -132,7 +132,9 @@ def load_manifest(
     sample_ids = _sample_ids(table, sample_id_column, sources, where)
 
     description = f"manifest {manifest} (images under {base})"
+    validation_option = ""
     if splits is None:
+        validation_option = CARVED_SPLITS_OPTION
         splits = _carve_splits(names, labels, is_multilabel, groups, fractions, seed)
         description += f"; splits carved {tuple(fractions)} by {group_name or 'sample'} (seed {seed})"
     samples = pd.DataFrame({"sample_id": sample_ids, "split": splits, "label": labels,
@@ -144,7 +146,8 @@ def load_manifest(
     return Dataset(name=name or manifest.stem, samples=samples, classes=names,
                    task_type=task_type_for(len(names), is_multilabel, str(manifest)),
                    read_image=FileImageReader(base, max_size), root=base, description=description,
-                   excluded=excluded, preprocessing=preprocessing_fingerprint(max_size))
+                   excluded=excluded, preprocessing=preprocessing_fingerprint(max_size),
+                   validation_option=validation_option)
 
 
 def _carve_splits(names: list[str], labels: list[Any], is_multilabel: bool, groups: list[str | None],

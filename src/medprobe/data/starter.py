@@ -10,6 +10,7 @@ never replaced.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from medprobe.config import parse_config
+from medprobe.config import ProbeConfig, parse_config
 from medprobe.data.adapters import DEFAULT_TRAIN_VAL_TEST, SPLIT_ALIASES, load_image_folder, load_manifest
 from medprobe.data.dataset import SPLITS, Dataset
+from medprobe.data.splits import CARVED_VALIDATION_OPTION, carve_validation
 from medprobe.errors import ConfigError, DataError
 from medprobe.io import atomic_write_text
 
@@ -48,6 +50,8 @@ class Starter:
     split_source: str
     patient_column: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    #: the run-file option that sizes the validation split ("" when the data brings its own)
+    validation_option: str = ""
 
     def summary(self) -> str:
         lines = [f"{self.adapter}: {len(self.classes)} classes ({self.task_type}): {', '.join(self.classes)}",
@@ -61,7 +65,9 @@ class Starter:
                      "patient, use a manifest with a patient_id column so splits keep patients whole)")
         n_val = sum(self.counts["val"].values())
         if n_val < SMALL_VALIDATION:
-            lines.append(f"warning: only {n_val} validation image(s): the layer and C chosen on them will be noisy")
+            lines.append(f"warning: only {n_val} validation image(s): the layer and C chosen on them will be noisy; "
+                         + (f"enlarge the split with {self.validation_option}" if self.validation_option else
+                            "add images to the validation split"))
         return "\n".join(lines)
 
 
@@ -115,22 +121,36 @@ def _counts(dataset: Dataset) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _run_file(name: str, adapter: str, options: dict[str, Any], classes: list[str], split_note: str) -> str:
-    """The starter as YAML text with comments; values go through json.dumps (valid YAML scalars)."""
-    option_lines = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in options.items())
+def _count_lines(counts: dict[str, dict[str, int]], classes: list[str]) -> str:
+    """The split sizes as YAML comments: what `medprobe run` will see, per split and class."""
+    width = max(len(c) for c in classes)
+    lines = ["# " + " " * (width + 2) + "".join(f"{s:>8}" for s in SPLITS)]
+    lines += [f"#   {name:<{width}}" + "".join(f"{counts[s].get(name, 0):>8}" for s in SPLITS) for name in classes]
+    lines.append(f"#   {'all':<{width}}" + "".join(f"{sum(counts[s].values()):>8}" for s in SPLITS))
+    return "\n".join(lines) + "\n"
+
+
+def _run_file(name: str, adapter: str, options: dict[str, Any], split_note: str, counts: dict[str, dict[str, int]],
+              classes: list[str], output_dir: Path) -> str:
+    """The starter as YAML text with comments; values go through json.dumps (valid YAML scalars).
+    Label efficiency at 10 % and 100 % over three seeds, and an output folder beside the run file
+    (an absolute path, so the run lands there wherever it is started from)."""
+    option_lines = "".join(f"    {key}: {json.dumps(value)}"
+                           + ("   # [train, val, test] shares; more val steadies the layer / C choice"
+                              if key == "fractions" else "") + "\n" for key, value in options.items())
     return f"""# Starter run file written by `medprobe init`; edit freely, then: medprobe run <this file>
 # Run-file format: README "The run file"; your own data: README "Your own data".
 name: {json.dumps(name)}
-output_dir: {json.dumps(f"runs/{name}")}
+output_dir: {json.dumps(str(output_dir))}
 task_metric: auc
 seed: 0
 
+# images per split and class, as the run will see them (splits: {split_note}):
+{_count_lines(counts, classes)}
 data:
   adapter: {adapter}
   options:
-{option_lines}    # classes found: {", ".join(classes)}
-    # splits: {split_note}
-  on_error: raise        # or `skip`: leave unreadable images out and list them
+{option_lines}  on_error: raise        # or `skip`: leave unreadable images out and list them
 
 backbones:
   - name: pixels          # the no-model baseline; always available
@@ -140,9 +160,18 @@ backbones:
   #   layers: "0:33:4"
 
 probe:
-  train_fractions: [1.0]
-  seeds: [0]
+  train_fractions: [0.1, 1.0]   # label efficiency: 10 % and all of the training labels
+  seeds: [0, 1, 2]              # each fraction below 1 is drawn once per seed
 """
+
+
+def _with_carved_validation(dataset: Dataset) -> Dataset:
+    """The split the run will carve (probe.val_fraction of train, by patient, seed 0), so the
+    counts written out are the ones `medprobe run` will see."""
+    table = dataset.samples.copy()
+    table["split"] = carve_validation(table["split"].to_numpy(), dataset.labels(table), table["group"].to_numpy(),
+                                      fraction=ProbeConfig().val_fraction, seed=0)
+    return dataclasses.replace(dataset, samples=table)
 
 
 def write_starter(data: str | Path, out: str | Path | None = None, *, name: str | None = None) -> Starter:
@@ -152,7 +181,8 @@ def write_starter(data: str | Path, out: str | Path | None = None, *, name: str 
     if not source.exists():
         raise DataError(f"{source} does not exist; give an image folder (one subfolder per class) or a manifest")
     source = source.resolve()
-    name = name or source.stem
+    # a manifest is usually called manifest.csv / labels.csv: the folder holding it names the study
+    name = name or (source.name if source.is_dir() else source.parent.name or source.stem)
     if source.is_dir():
         adapter, options = "image_folder", {"root": str(source)}
         dataset = load_image_folder(source, name=name)
@@ -164,22 +194,27 @@ def write_starter(data: str | Path, out: str | Path | None = None, *, name: str 
         dataset = load_manifest(**{k: (Path(v) if k == "path" else v) for k, v in options.items()}, name=name)
     else:
         raise DataError(f"{source}: not a folder or a manifest ({', '.join(MANIFEST_SUFFIXES)})")
+    validation_option = dataset.validation_option
     if has_splits:
         split_note = "split folders" if adapter == "image_folder" else "the manifest's split column"
         if not dataset.has_split("val"):
             split_note += "; no val split, so probe.val_fraction of train is carved (grouped by patient)"
+            dataset = _with_carved_validation(dataset)
+            validation_option = CARVED_VALIDATION_OPTION
     else:
+        options["fractions"] = list(DEFAULT_TRAIN_VAL_TEST)
         shares = "/".join(f"{round(f * 100)}" for f in DEFAULT_TRAIN_VAL_TEST)
         split_note = (f"none given: carved train/val/test {shares}% stratified by class, "
                       f"{'by patient' if patient else 'by image'}, seed 0")
-    target = Path(out).expanduser() if out is not None else Path(f"{name}.yaml")
+    target = (Path(out).expanduser() if out is not None else Path(f"{name}.yaml")).absolute()
     if target.exists():
         raise ConfigError(f"{target} already exists; nothing was written (choose another --out or remove it)")
-    text = _run_file(name, adapter, options, dataset.classes, split_note)
+    counts = _counts(dataset)
+    text = _run_file(name, adapter, options, split_note, counts, list(dataset.classes), target.parent / "runs" / name)
     parse_config(yaml.safe_load(text), f"starter for {source}")  # never write a file `run` would reject
     atomic_write_text(target, text)
-    return Starter(target, adapter, list(dataset.classes), dataset.task_type, _counts(dataset), split_note,
-                   patient, options)
+    return Starter(target, adapter, list(dataset.classes), dataset.task_type, counts, split_note,
+                   patient, options, validation_option)
 
 
 __all__ = ["Starter", "write_starter"]

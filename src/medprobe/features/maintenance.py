@@ -64,9 +64,18 @@ def _format(entry: Path) -> object:
 
 
 def verify_cache(path: str | Path) -> VerifyReport:
-    """Check every chunk of every entry under ``path`` (a cache root or one entry)."""
+    """Check every chunk of every entry under ``path`` (a cache root or one entry).
+
+    A folder that holds things but no cache entry is an error, not "0 bad": a mistyped path must
+    not look like a healthy cache. An empty folder is an empty cache."""
     report = VerifyReport()
-    for entry in cache_entries(path):
+    entries = cache_entries(path)
+    folder = Path(path).expanduser()
+    if not entries and any(not p.name.startswith(".") for p in folder.iterdir()):
+        raise CacheError(f"{folder} is not a feature cache: it holds no cache entry (a folder with a meta.json), "
+                         "so there is nothing to verify; give the cache root ($MEDPROBE_CACHE_DIR or "
+                         "~/.cache/medprobe/features, or a run file's cache_dir) or one entry of it")
+    for entry in entries:
         report.entries += 1
         if _format(entry) != FORMAT_VERSION:
             report.other_format.append(entry)

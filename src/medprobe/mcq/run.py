@@ -2,7 +2,9 @@
 
 Outputs (in the run's output folder): ``mcq_results.json`` (summary), ``mcq_cases.csv`` (every
 answer), ``mcq_strata.png`` / ``.svg`` (accuracy by difficulty, as in the study's Fig. 1f) and,
-with ``order_robustness``, ``mcq_order.csv`` (every re-answered case).
+with ``order_robustness``, ``mcq_order.csv`` (every re-answered case). They are written into a
+staging folder that replaces the output folder as a whole (:mod:`medprobe.staging`), as a probe
+run's are: a killed run never leaves new answers next to an old figure.
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ from medprobe.errors import ConfigError
 from medprobe.io import atomic_write_text
 from medprobe.mcq.answer import MCQModel, answer_by_generation, answer_by_loglik
 from medprobe.mcq.cases import MCQCase, load_cases
-from medprobe.mcq.evaluate import CASES_CSV, RESULTS_JSON, accuracy_row, summarize, write_outputs
+from medprobe.mcq.evaluate import CASES_CSV, FIGURE_STEM, RESULTS_JSON, accuracy_row, summarize, write_outputs
 from medprobe.mcq.prompts import Turn, build_conversation, default_instruction, select_shots
 from medprobe.mcq.records import CaseResult
 from medprobe.mcq.robustness import order_robustness
-from medprobe.progress import progress_bar
+from medprobe.progress import console, progress_bar
+from medprobe.staging import recover, staged_run_folder
 
 ORDER_CSV = "mcq_order.csv"
 OUTPUT_FILES = (RESULTS_JSON, CASES_CSV, ORDER_CSV)
+#: what an MCQ run replaces in its output folder (every other entry is carried over, never deleted)
+MCQ_FOLDER_OWNED = (*OUTPUT_FILES, f"{FIGURE_STEM}.png", f"{FIGURE_STEM}.svg")
 
 
 class _Strict(BaseModel):
@@ -249,6 +254,8 @@ def run_mcq(config_path_or_dict: str | Path | dict[str, Any], out_dir: str | Pat
     """
     config, base = load_mcq_config(config_path_or_dict)
     out = Path(out_dir) if out_dir is not None else base / config.output_dir
+    for note in recover(out, MCQ_FOLDER_OWNED):  # an earlier MCQ run killed while writing its outputs
+        console.print(note, highlight=False)
     existing = [name for name in OUTPUT_FILES if (out / name).exists()]
     if existing and not overwrite:
         raise ConfigError(f"output folder {out} already holds results ({', '.join(existing)}); "
@@ -296,9 +303,10 @@ def run_mcq(config_path_or_dict: str | Path | dict[str, Any], out_dir: str | Pat
             seed=config.seed, level=config.ci_level)
     summary = summarize(results, model=config.model.name, method=config.method, n_shots=len(shots),
                         level=config.ci_level, extra=extra)
-    write_outputs(out, results, summary, chance=1 / config.n_options)
-    if order_rows:
-        write_order_csv(out / ORDER_CSV, order_rows)
-    elif (out / ORDER_CSV).exists():  # left by an earlier run in this folder (overwrite was asked for)
-        (out / ORDER_CSV).unlink()
+    # all outputs appear together or not at all (:mod:`medprobe.staging`); an mcq_order.csv of an
+    # earlier run is not carried over, being an MCQ output
+    with staged_run_folder(out, MCQ_FOLDER_OWNED) as staging:
+        write_outputs(staging, results, summary, chance=1 / config.n_options)
+        if order_rows:
+            write_order_csv(staging / ORDER_CSV, order_rows)
     return out

@@ -6,6 +6,8 @@ import functools
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
+from medprobe.progress import format_duration  # "< 1 s", never "0 s" for real work; re-exported
+
 if TYPE_CHECKING:
     from medprobe.probes.layer_sweep import TrainSubset
 
@@ -46,14 +48,6 @@ def grid_estimate(n_layers: int, dim: int, n_outputs: int, subsets: Sequence[Tra
     work = n_layers * rows * dim * n_outputs * n_Cs * _FLOPS_PER_ROW_FEATURE_OUTPUT_AND_C
     return {"layers": n_layers, "plans": len(subsets), "Cs": n_Cs, "paths": n_layers * len(subsets),
             "fits": n_layers * len(subsets) * n_Cs, "estimated_seconds": work / flops}
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def n_outputs(task_type: str, n_classes: int) -> int:

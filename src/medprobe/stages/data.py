@@ -9,6 +9,7 @@ split and each train fraction uses; the probe stage fits on them.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from medprobe.config import DataConfig
 from medprobe.data.dataset import Dataset
 from medprobe.data.loaders import load_dataset
-from medprobe.data.splits import carve_validation, subsample_train, uniform_subsample
+from medprobe.data.splits import CARVED_VALIDATION_OPTION, carve_validation, subsample_train, uniform_subsample
 from medprobe.errors import DataError
 from medprobe.progress import console
 
@@ -42,6 +43,7 @@ class Splits:
 def load_data(data: DataConfig, *, val_fraction: float, seed: int) -> Dataset:
     """The run's data set, with a validation split and a test split that has every class."""
     dataset = ensure_validation_split(load_dataset(data), val_fraction, seed)
+    report_excluded(dataset.excluded)
     check_test_split(dataset)
     return dataset
 
@@ -55,7 +57,8 @@ def ensure_validation_split(dataset: Dataset, fraction: float, seed: int) -> Dat
     table["split"] = carve_validation(
         table["split"].to_numpy(), dataset.labels(table), table["group"].to_numpy(), fraction=fraction, seed=seed
     )
-    return dataclasses.replace(dataset, samples=table)  # every other field (selection rules too) kept
+    # every other field (selection rules too) kept
+    return dataclasses.replace(dataset, samples=table, validation_option=CARVED_VALIDATION_OPTION)
 
 
 def check_test_split(dataset: Dataset) -> None:
@@ -121,6 +124,22 @@ def check_train_classes(dataset: Dataset, y_train: np.ndarray, where: str) -> No
                         "train fraction or more labelled images of the other class(es)")
 
 
+def report_excluded(excluded: list[dict]) -> None:
+    """Say on the console which rows the adapter left out (an image a manifest lists but that is
+    not there, an unlabelled row, ...), counted by reason, the first ones by name: a row dropped in
+    silence would shrink a split without anyone noticing until the report."""
+    if not excluded:
+        return
+    reasons = Counter(str(row.get("reason", "no reason given")) for row in excluded)
+    lines = [f"  {row.get('source') or row.get('sample_id')}: {row.get('reason', 'no reason given')}"
+             for row in excluded[:SKIPPED_SHOWN]]
+    more = f"\n  ... and {len(excluded) - SKIPPED_SHOWN} more" if len(excluded) > SKIPPED_SHOWN else ""
+    console.print(f"warning: the data adapter left out {len(excluded)} row(s) or file(s) ("
+                  + ", ".join(f"{reason}: {n}" for reason, n in reasons.items())
+                  + "); all are listed in run.json, the report and `medprobe data RUN.yaml`:\n"
+                  + "\n".join(lines) + more, highlight=False, markup=False, style="yellow")
+
+
 def report_skipped(skipped: list[dict[str, str]], on_error: str) -> None:
     """Say on the console which unreadable images ``on_error: skip`` left out (progress bars
     count them as done, so without this a skip would pass unnoticed)."""
@@ -135,4 +154,4 @@ def report_skipped(skipped: list[dict[str, str]], on_error: str) -> None:
 
 
 __all__ = ["Splits", "align_features", "check_test_split", "check_train_classes", "ensure_validation_split",
-           "load_data", "report_skipped", "train_subset"]
+           "load_data", "report_excluded", "report_skipped", "train_subset"]

@@ -87,7 +87,8 @@ def probe_backbone(probe: ProbeConfig, run_seed: int, dataset: Dataset, features
                              tuple(dataset.classes) if dataset.task_type != "binary" else None, probe.layers_per_pass)
     estimate = announce_grid(probe, label, dataset, features, subsets)
     warnings = []
-    small = validation_size_warning(splits.labels["val"], dataset.task_type, dataset.classes)
+    small = validation_size_warning(splits.labels["val"], dataset.task_type, dataset.classes,
+                                    dataset.validation_option)
     if small and small not in earlier_warnings:
         warn(small)
         warnings.append(small)
