@@ -460,15 +460,19 @@ def study(
 def _print_summary(run_dir: Path) -> None:
     import json
 
+    from rich.markup import escape
+
     rows = json.loads((run_dir / "results.json").read_text())
     summary = json.loads((run_dir / "run.json").read_text())
     metric = summary["task_metric"]
-    table = Table(title=f"{summary['name']}: {metric} on test (95% bootstrap CI), layer chosen on validation")
+    on_test = any(row.get("layer_selection") for row in rows)  # a study protocol (issue 27) picked some on test
+    table = Table(title=f"{summary['name']}: {metric} on test (95% bootstrap CI), layer chosen on validation"
+                  + (" (rows marked 'selected on test (optimistic)': on test)" if on_test else ""))
     for column in ("backbone", "layer", "train fraction", "seed", metric, "95% CI", "n_test"):
         table.add_column(column)
     for row in rows:
         if row["selected"] and row["metric"] == metric:
-            table.add_row(row["backbone"], row["layer"], f"{row['train_fraction']:g}", str(row["seed"]),
+            table.add_row(escape(row["backbone"]), row["layer"], f"{row['train_fraction']:g}", str(row["seed"]),
                           f"{row['value']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]", str(row["n_test"]))
     stdout.print(table)
     for info in summary.get("backbones", []):

@@ -13,7 +13,8 @@ each selected pair (backbone row, train fraction, seed) :func:`protocol_comparis
 * the rest, due to the recipe and to training on the validation images too: the study probe at
   medprobe's layer minus medprobe's probe.
 
-The two parts add up to the difference exactly, replicate by replicate. Every CI is the
+The two parts add up to the difference exactly, replicate by replicate; ``selection_share`` is
+the first part's share of a positive difference (None when the study protocol is not higher). Every CI is the
 percentile interval of replicate differences on the run's shared bootstrap replicates
 (:class:`~medprobe.stats.rows.EvaluationSet`), so the pairing is the same as in every other
 comparison of the run.
@@ -77,7 +78,8 @@ def protocol_comparison(outcomes: Sequence[ProbeOutcome], replicates: SelectedRe
             "difference": _summary(difference, theirs_r - ours_r),
             "layer_selection_on_test": _summary(selection, theirs_r - same_layer_r),
             "recipe_and_training_images": _summary(same_layer - ours, same_layer_r - ours_r),
-            "selection_share": selection / difference if difference != 0 else None,
+            # a share of the study's advantage; none when the study protocol comes out no higher
+            "selection_share": selection / difference + 0.0 if difference > 0 else None,
             **evaluation.resampling,
         })
     return rows
