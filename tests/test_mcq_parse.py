@@ -33,6 +33,20 @@ CORPUS = [
     ("Tuberculosis vs sarcoidosis", None, "multiple"),
     ("Neither sarcoidosis nor tuberculosis", None, "multiple"),
     ("Sarcoidosis; tuberculosis is less likely", None, "multiple"),
+    # plural label words, lists with "both"/"either", options on separate lines (issue 25)
+    ("Options 1 and 2", None, "multiple"),
+    ("Answers 2, 3", None, "multiple"),
+    ("choices 2 and 4", None, "multiple"),
+    ("both 2 and 3", None, "multiple"),
+    ("either 2 or 3", None, "multiple"),
+    ("1/2", None, "multiple"),
+    ("3\n4", None, "multiple"),
+    ("Answer: 3\n4", None, "multiple"),
+    ("3. Sarcoidosis\n4. Tuberculosis", None, "multiple"),
+    ("Sarcoidosis\nTuberculosis", None, "multiple"),
+    ("Sarcoidosis\nPneumocystis pneumonia may also fit", None, "multiple"),
+    ("3. Sarcoidosis\nThe hilar nodes are enlarged", 2, "number"),  # prose on later lines is no option
+    ("3\nTuberculosis is unlikely", 2, "number"),
     # negations
     ("It is not tuberculosis", None, "negated"),
     ("Unlikely to be sarcoidosis", None, "negated"),
@@ -85,6 +99,12 @@ LETTERED = [
     ("Not C", None, "negated"),
     ("c", None, "unparseable"),  # a lone lower-case letter may be a word
     ("F", None, "out-of-range"),
+    ("A or B", None, "multiple"),
+    ("Options A and B", None, "multiple"),
+    ("both B and C", None, "multiple"),
+    ("A/B", None, "multiple"),
+    ("It is B or C", None, "multiple"),
+    ("B\nC", None, "multiple"),
     ("C", 2, "letter"),
     ("(c)", 2, "letter"),
     ("Answer: D. Tuberculosis", 3, "letter"),

@@ -9,6 +9,7 @@ Everything else is reported as unparseable (``None``) with the reason, and count
 lenient parser cannot inflate accuracy:
 
 * ``multiple`` -- two or more options named ("Option 2 or option 3", "(2) or (3)", "2 or option 3",
+  "Options 1 and 2", "both 2 and 3", "A or B", "1/2", an option on each of two lines,
   "4. Tuberculosis; 3. Sarcoidosis", "Pneumonia or Pneumocystis pneumonia", "3. tumor" when
   option 3 is not the tumor);
 * ``negated`` -- a negation next to the answer ("Not sarcoidosis", "Pneumonia, not pneumocystis
@@ -50,7 +51,7 @@ _REASON_MARKER = re.compile(r"\breason(?:ing)?\s*:", re.IGNORECASE)
 _NEXT_TURN = re.compile(r"\bUser\s*:")
 # marked number labels: "(3)", "[3]", "3.", "3)", "3:", "#3", "option 3", "choice (3)", "no. 3"
 _NUMBER_LABEL = re.compile(
-    r"(?:\b(?:option|choice|number|no\.?)\s*#?\s*[(\[]?\s*(?P<a>\d{1,2})\b\s*[)\]]?"
+    r"(?:\b(?:options?|choices?|answers?|numbers?|no\.?)\s*#?\s*[(\[]?\s*(?P<a>\d{1,2})\b\s*[)\]]?"
     r"|[(\[]\s*(?P<b>\d{1,2})\s*[)\]]"
     r"|#\s*(?P<c>\d{1,2})\b"
     r"|(?<![\w.,])(?P<d>\d{1,2})\s*[.):](?!\d))", re.IGNORECASE)
@@ -58,9 +59,14 @@ _NUMBER_LABEL = re.compile(
 _BARE_NUMBER = re.compile(r"(?<![\w.,#(\[-])\d{1,2}(?![\w.,%)\]:-])")
 # marked letter labels (only when options are lettered): "(C)", "[c]", "C.", "C)", "C:", "option C"
 _LETTER_LABEL = re.compile(
-    r"(?:\b(?i:option|choice)\s*[(\[]?\s*(?P<a>[A-Za-z])\b\s*[)\]]?"
+    r"(?:\b(?i:options?|choices?|answers?)\b\s*[(\[]?\s*(?P<a>[A-Za-z])\b\s*[)\]]?"
     r"|[(\[]\s*(?P<b>[A-Za-z])\s*[)\]]"
     r"|(?<![\w.])(?P<c>[A-Z])[.):](?!\w))")
+# a number followed by one of these is a label in a list ("both 2 and 3"), not a quantity ("3 weeks")
+_LIST_WORD = re.compile(r"\s*(?:and|or|nor|vs\.?|versus)\b", re.IGNORECASE)
+# two capital letters joined by a connective ("A or B", "both B and C", "A/B"): a list of letter labels
+_LETTER_PAIR = re.compile(
+    r"(?<![\w'])(?P<first>[A-Z])\s*(?:,|/|&|\band\b|\bor\b|\bnor\b|\bvs\.?|\bversus\b)\s*(?=(?P<second>[A-Z])(?![\w']))")
 # a reply that is only labels and connectives: "3", "2 or 3", "2/3", "C", "B, D"
 _CONNECTIVES = r"(?:\s*(?:,|;|/|&|\bor\b|\band\b|\bvs\.?|\bversus\b|-)\s*|\s+)"
 _ONLY_NUMBERS = re.compile(rf"\s*\d{{1,2}}(?:{_CONNECTIVES}\d{{1,2}})*\s*")
@@ -84,10 +90,9 @@ def split_reason(text: str) -> tuple[str, str | None]:
     return text[: match.start()], text[match.end():].strip() or None
 
 
-def answer_segment(text: str) -> str:
-    """The part of a reply that states the answer: before any "Reason:" or next "User:" turn,
-    after "Answer:" when present, first non-empty line only (models go on to ramble, or to write
-    the next case, on the following lines)."""
+def answer_lines(text: str) -> list[str]:
+    """The non-empty lines of the part of a reply that states the answer: before any "Reason:" or
+    next "User:" turn, after "Answer:" when present."""
     head, _ = split_reason(text)
     turn = _NEXT_TURN.search(head)
     if turn is not None:
@@ -95,10 +100,14 @@ def answer_segment(text: str) -> str:
     marker = _ANSWER_MARKER.search(head)
     if marker is not None:
         head = head[marker.end():]
-    for line in head.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+    return [line.strip() for line in head.splitlines() if line.strip()]
+
+
+def answer_segment(text: str) -> str:
+    """The line that states the answer: the first of :func:`answer_lines` (models go on to ramble,
+    or to write the next case, on the following lines; those are only checked for other options)."""
+    lines = answer_lines(text)
+    return lines[0] if lines else ""
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,8 @@ def _label_mentions(segment: str, n: int, lettered: bool, texts: Sequence[_Menti
             after = segment[match.end():]
             word_at = match.end() + len(after) - len(after.lstrip())
             # "3 weeks of fever" is a duration; "3 sarcoidosis" and "2 (sarcoidosis)" are labels
-            if re.match(r"\s*[^\W\d_]", after) and not any(t.start == word_at for t in texts):
+            if (re.match(r"\s*[^\W\d_]", after) and not _LIST_WORD.match(after)
+                    and not any(t.start == word_at for t in texts)):
                 continue
             value = int(match.group())
             found.append(_Mention(value - 1 if 1 <= value <= n else -1, match.start(), match.end(), "number"))
@@ -161,6 +171,11 @@ def _label_mentions(segment: str, n: int, lettered: bool, texts: Sequence[_Menti
                 index = ord(letter.upper()) - ord("A")
                 if not _inside(match.start(), match.end(), texts):
                     found.append(_Mention(index if index < n else -1, match.start(), match.end(), "letter"))
+            for match in _LETTER_PAIR.finditer(segment):
+                for start in (match.start("first"), match.end()):
+                    index = ord(segment[start]) - ord("A")
+                    if not _inside(start, start + 1, texts) and not any(m.start <= start < m.end for m in found):
+                        found.append(_Mention(index if index < n else -1, start, start + 1, "letter"))
     return found
 
 
@@ -195,9 +210,22 @@ def parse_answer(text: str, options: Sequence[str], lettered: bool = False) -> t
     ``fuzzy``, ``prefix``) when an option was found, and ``empty``, ``multiple``, ``negated``,
     ``substring-of-another``, ``out-of-range`` or ``unparseable`` when none was (see the module
     docstring). Letters are read only when the prompt labelled options with letters
-    (``lettered=True``: "a" is an article); numbers are always read.
+    (``lettered=True``: "a" is an article); numbers are always read. The answer is read from the
+    first line; a later line that names another option by itself ("3\\n4", "3. Sarcoidosis\\n4.
+    Tuberculosis") makes the reply ``multiple``, while prose that names none is ignored.
     """
-    segment = answer_segment(text)
+    lines = answer_lines(text)
+    index, method = _parse_line(lines[0] if lines else "", options, lettered)
+    if index is not None:
+        for line in lines[1:]:
+            other, how = _parse_line(line, options, lettered)
+            if other is not None and other != index and how in ("number", "letter", "exact", "substring"):
+                return None, "multiple"
+    return index, method
+
+
+def _parse_line(segment: str, options: Sequence[str], lettered: bool) -> tuple[int | None, str]:
+    """:func:`parse_answer` for one line."""
     segment = re.sub(r"[\s.,;:!?]+$", "", segment)
     if not segment:
         return None, "empty"
