@@ -40,6 +40,7 @@ This module is the thin estimator; the fitting itself is :func:`medprobe.probes.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Sequence
 
@@ -69,8 +70,10 @@ class EstimatorParameters:
     as on a ``BaseEstimator``."""
 
     @classmethod
-    def _parameter_names(cls) -> list[str]:
-        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    @functools.cache
+    def _parameter_names(cls) -> tuple[str, ...]:
+        """Read once per class: ``inspect.signature`` costs more than a small probe's fit step."""
+        return tuple(name for name in inspect.signature(cls.__init__).parameters if name != "self")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._parameter_names()}
@@ -79,7 +82,7 @@ class EstimatorParameters:
         valid = self._parameter_names()
         for name, value in params.items():
             if name not in valid:
-                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; valid: {valid}")
+                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; valid: {list(valid)}")
             setattr(self, name, value)
         return self
 

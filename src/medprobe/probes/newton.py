@@ -80,6 +80,9 @@ class NewtonSolver:
         #: what the Newton systems are built from, once per fit: X X^T (dual) or [X, 1] (primal)
         self.gram = self.X @ self.X.T if self.dual else None
         self.augmented = None if self.dual else np.hstack([self.X, np.ones((self.n, 1))])
+        #: its transpose laid out contiguously once: the Hessian's weighted copy ``[X, 1]^T S`` is then
+        #: written row by row instead of gathered column-wise at every iteration (same products)
+        self.augmented_t = None if self.dual else np.ascontiguousarray(self.augmented.T)
 
     def _evaluate(self, theta: np.ndarray, l2: np.ndarray, head: np.ndarray):
         """Losses (P,), gradients (P, 1, D + 1) and the curvature weights ``s`` (n, P)."""
@@ -100,7 +103,7 @@ class NewtonSolver:
         n, d = self.n, self.d
         g_w, g_b = grad[:, 0, :d], grad[:, 0, d]
         if not self.dual:
-            hessian = (self.augmented.T[None] * s.T[:, None, :]) @ self.augmented / n
+            hessian = (self.augmented_t[None] * s.T[:, None, :]) @ self.augmented / n
             hessian[:, np.arange(d), np.arange(d)] += l2[:, None]
             return -np.linalg.solve(hessian, grad[:, 0, :, None])[:, None, :, 0]
         root = np.sqrt(s.T)  # (P, n)
