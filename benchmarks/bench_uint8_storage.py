@@ -5,7 +5,8 @@ Usage::
     python benchmarks/bench_uint8_storage.py RUN.yaml [--out DIR]
 
 ``RUN.yaml`` names the data, one backbone and its ``cache_dir``; the backbone's float16 entry
-must be complete there. The uint8 entry is written beside it from the float16 chunks -- exactly
+must be complete there (``configs/demo_study_protocol.yaml`` after ``medprobe demo``; its
+``probe.protocols`` is dropped here: medprobe's protocol only). The uint8 entry is written beside it from the float16 chunks -- exactly
 what ``extraction.dtype: uint8`` writes, since extraction stores the same float16 values first and
 converts them when a layer is complete -- so no model runs. Then the run is probed twice, from
 the float16 and from the uint8 entry (``medprobe probe``'s path), and the script prints both
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "uint8")
     results = {}
     for dtype in ("float16", "uint8"):
-        run = config.model_copy(update={"extraction": config.extraction.model_copy(update={"dtype": dtype})})
+        run = config.model_copy(update={"extraction": config.extraction.model_copy(update={"dtype": dtype}),
+                                        "probe": config.probe.model_copy(update={"protocols": None})})
         out = Path(args.out) / dtype
         run_experiment(run, out, overwrite=True, show_progress=False, cached_only=True)
         results[dtype] = selected_aucs(out, config.task_metric)
