@@ -31,6 +31,9 @@ def test_bench_probes_and_extraction_quick():
     result = extraction.run(quick=True)
     assert result["max_abs_diff_vs_study"] < 1e-2  # float16 cache vs float32 study-style features
     factors = result["factors"]
+    if "bf16_ratio" not in result:  # no bf16 units here: the ladder stops at fp32 batching
+        assert set(factors) == {"early stop", "batching"}
+        return
     assert set(factors) == {"early stop", "batching", "precision"}
     assert np.prod(list(factors.values())) == pytest.approx(result["bf16_ratio"], rel=1e-9)
     assert result["bf16_min_cosine_vs_fp32"] > 0.98

@@ -57,10 +57,11 @@ def test_hf_loader_auto_uses_the_faked_cpu(monkeypatch):
         assert hf_loading.resolve_dtype("bfloat16") == "bfloat16"
 
 
-def test_onnx_auto_is_fp32_and_offers_int8_only_with_int8_units():
+def test_onnx_auto_is_fp32_and_offers_int8_naming_the_units():
     assert choose_onnx_precision("auto", ICE_LAKE).value == "fp32"
     assert "precision: int8" in choose_onnx_precision("auto", ICE_LAKE).reason
-    assert "not offered" in choose_onnx_precision(None, EPYC_AVX2).reason
+    assert "no VNNI" in choose_onnx_precision(None, EPYC_AVX2).reason
+    assert choose_onnx_precision(None, EPYC_AVX2).value == "fp32"
     assert choose_onnx_precision("int8", EPYC_AVX2).value == "int8"
 
 

@@ -9,8 +9,9 @@ bf16 product ran at 0.3 GFLOP/s against 16-25 in float32 (benchmarks/README.md).
 * torch backbones: bfloat16 on a CPU with AMX-BF16 or AVX512-BF16 and on Ampere+ GPUs (compute
   capability 8.0 and up), float16 on older GPUs with tensor cores (7.0+), float32 elsewhere;
 * ONNX backbones: fp32. int8 (onnxruntime dynamic quantisation) is faster where the CPU has
-  VNNI or AMX-INT8, but it moves the probe's answer (benchmarks/README.md), so it is *offered*
-  (the reason says so), never chosen for the user.
+  VNNI or AMX-INT8 (1.6-2x measured), and was even on an AVX2-only EPYC without VNNI (2.9x, quick
+  sizes), but it moves the probe's answer (benchmarks/README.md), so it is *offered* (the reason
+  says so), never chosen for the user.
 
 The CPU's flags come from ``/proc/cpuinfo`` (Linux), else torch's reported capability when torch
 is already imported; nothing here imports torch unless a GPU is asked about. Low-level: imports
@@ -148,19 +149,18 @@ def choose_torch_dtype(requested: str | None, units: MatrixUnits, on_gpu: bool) 
 
 
 def choose_onnx_precision(requested: str | None, units: MatrixUnits) -> PrecisionChoice:
-    """The precision of an ONNX backbone: fp32 unless int8 is asked for; the reason offers int8
-    where the CPU has int8 units and warns where it has none."""
+    """The precision of an ONNX backbone: fp32 unless int8 is asked for; the reason offers int8 and
+    names the int8 units it would use."""
     asked = requested or "auto"
     if asked == "int8":
         if units.cpu_int8:
             return PrecisionChoice("int8", asked, "asked for; this CPU has int8 units (VNNI/AMX-INT8)")
-        return PrecisionChoice("int8", asked, "asked for; this CPU has no VNNI/AMX-INT8 (int8 may gain little)")
+        return PrecisionChoice("int8", asked, "asked for; no VNNI/AMX-INT8 here, so AVX2 int8 products")
     if asked == "fp32":
         return PrecisionChoice("fp32", asked, "asked for")
-    if units.cpu_int8:
-        return PrecisionChoice("fp32", asked, "int8 is available (this CPU has VNNI/AMX-INT8; opt in with "
-                               "precision: int8, faster but it moves the features: see medprobe bench)")
-    return PrecisionChoice("fp32", asked, "this CPU has no int8 units (VNNI/AMX-INT8), so int8 is not offered")
+    units_text = "this CPU has VNNI/AMX-INT8" if units.cpu_int8 else "no VNNI here, AVX2 int8 products"
+    return PrecisionChoice("fp32", asked, f"int8 is offered ({units_text}): opt in with precision: int8, faster "
+                           "but it moves the features and can change the selected layer; medprobe bench measures both")
 
 
 def warn_if_slow(choice: PrecisionChoice, where: str, units: MatrixUnits, on_gpu: bool) -> None:

@@ -14,6 +14,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from medprobe.errors import ConfigError
+
 Row = tuple[str, str, str, str, str, str]
 
 
@@ -27,7 +29,8 @@ def _bootstrap_rows(result: dict[str, Any]) -> list[Row]:
 
 
 def _probes_rows(result: dict[str, Any]) -> list[Row]:
-    return [(result["name"], "scikit-learn LogisticRegression per C (cold starts)", f"{result['naive_s']:.2f} s",
+    return [(result["name"], f"scikit-learn LogisticRegression(lbfgs, warm_start=True) up the C grid "
+             f"({result['naive_threads']})", f"{result['naive_s']:.2f} s",
              f"{result['ours_s']:.2f} s", f"{result['ratio']:.1f}x",
              f"AUC {result['auc_naive']:.4f} vs {result['auc_ours']:.4f}")]
 
@@ -49,13 +52,29 @@ def _extraction_rows(result: dict[str, Any]) -> list[Row]:
 
 
 def _precision_rows(result: dict[str, Any]) -> list[Row]:
-    rows: list[Row] = []
-    for part, low in (("onnx", "int8"), ("torch", "bf16")):
-        row = result[part]
+    onnx = result["onnx"]
+    cosine = min(v["min_cosine"] for v in onnx["fidelity"].values())
+    fp32, tuned = onnx["fp32"]["images_per_s"], onnx["tuned_onnxruntime"]["images_per_s"]
+    rows: list[Row] = [
+        ("onnx fp32 extraction", "tuned plain onnxruntime loop (all optimisations, threads = cores)",
+         f"{tuned:.1f} img/s", f"{fp32:.1f} img/s", f"{fp32 / tuned:.2f}x", "same graph and inputs"),
+        ("onnx int8 extraction", "the same backbone in fp32", f"{fp32:.1f} img/s",
+         f"{onnx['int8']['images_per_s']:.1f} img/s", f"{result['onnx_ratio']:.2f}x", f"min cosine {cosine:.4f}"),
+    ]
+    if "torch" in result:
+        row = result["torch"]
         cosine = min(v["min_cosine"] for v in row["fidelity"].values())
-        rows.append((f"{part} {low} extraction", "the same backbone in fp32", f"{row['fp32']['images_per_s']:.1f} img/s",
-                     f"{row[low]['images_per_s']:.1f} img/s",
-                     f"{row[low]['images_per_s'] / row['fp32']['images_per_s']:.2f}x", f"min cosine {cosine:.4f}"))
+        rows.append(("torch bf16 extraction", "the same backbone in fp32", f"{row['fp32']['images_per_s']:.1f} img/s",
+                     f"{row['bf16']['images_per_s']:.1f} img/s", f"{result['torch_ratio']:.2f}x",
+                     f"min cosine {cosine:.4f}"))
+    else:
+        peaks = result["torch_peak_gflops"]
+        rows.append(("torch bf16 matrix product", "the same in fp32 (no bf16 units: extraction not run)",
+                     f"{peaks['fp32']:.1f} GFLOP/s", f"{peaks['bf16']:.2f} GFLOP/s", f"{result['torch_ratio']:.3f}x", ""))
+    auto = result["auto"]
+    rows.append(("precision chosen here", result["cpu"], f"fastest: torch {result['fastest']['torch']}, "
+                 f"onnx {result['fastest']['onnx']}", f"auto: torch {auto['torch']['value']}, onnx {auto['onnx']['value']}",
+                 "", auto["onnx"]["reason"]))
     return rows
 
 
@@ -69,6 +88,27 @@ class Benchmark:
     def run(self, quick: bool) -> dict[str, Any]:
         return importlib.import_module(f"medprobe.bench.{self.module}").run(quick=quick)
 
+    def check_inputs(self) -> None:
+        """Raise now, with the module's own clear error, if something the benchmark reads is missing
+        (a module without ``check_inputs`` reads nothing but what it generates)."""
+        check = getattr(importlib.import_module(f"medprobe.bench.{self.module}"), "check_inputs", None)
+        if check is not None:
+            check()
+
+
+def prepare(names: list[str]) -> str:
+    """Check every named benchmark's inputs before any of them runs (a missing data file must not
+    surface after minutes of the others), and return the header line: this machine's CPU and
+    matrix units, which every speed figure depends on."""
+    from medprobe.hardware import cpu_units
+
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        raise ConfigError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+    for name in names:
+        BENCHMARKS[name].check_inputs()
+    return f"this machine: {cpu_units().describe()}"
+
 
 #: ``medprobe bench`` runs these, in this order, unless ``--only`` names some
 BENCHMARKS: dict[str, Benchmark] = {
@@ -78,4 +118,4 @@ BENCHMARKS: dict[str, Benchmark] = {
     "precision": Benchmark("precision", _precision_rows),
 }
 
-__all__ = ["BENCHMARKS", "Benchmark"]
+__all__ = ["BENCHMARKS", "Benchmark", "prepare"]
