@@ -202,6 +202,18 @@ class OnnxBackbone(Backbone):
     def close(self) -> None:
         self._sessions.clear()
 
+    def truncated_graph(self, layer: str) -> tuple[Any, OnnxLayer]:
+        """A copy of the (prepared) graph that computes only ``layer``'s tensor, its one output, and
+        how that tensor is pooled: the start of a probe's self-contained ONNX export
+        (:mod:`medprobe.deploy.export_onnx`)."""
+        import onnx
+
+        self.resolve_layers(layer)  # an unknown layer is an error that lists the valid ones
+        graph = onnx.ModelProto()
+        graph.CopyFrom(self._graph)
+        _prune_to_outputs(graph.graph, [self._layers[layer].tensor])
+        return graph, self._layers[layer]
+
     # ------------------------------------------------------------- internals
     def _session(self, layers: tuple[str, ...]):
         import onnx

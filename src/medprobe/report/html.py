@@ -47,6 +47,7 @@ from medprobe.report.figures.style import metric_label
 from medprobe.report.format import fmt3, fmt_ci, fmt_fraction, fmt_p, fmt_value_ci, num
 from medprobe.report.load import RunData, as_float, load_run, selection_metric
 from medprobe.report.mcq_section import mcq_section
+from medprobe.report.operating_points_section import operating_points_section
 from medprobe.report.protocols_section import protocols_section
 from medprobe.report.stats_sections import (
     calibration_section,
@@ -378,8 +379,8 @@ def render_page(data: RunData, figures: FigureSet) -> str:
     sections = [summary_section(data), headline_section(data), figures_section(figures), comparisons_section(data),
                 label_efficiency_section(data)]
     sections += [s for s in (protocols_section(data),) if s is not None]
-    sections += [s for s in (per_class_section(data), calibration_section(data), subgroups_section(data))
-                 if s is not None]
+    sections += [s for s in (per_class_section(data), calibration_section(data), operating_points_section(data),
+                             subgroups_section(data)) if s is not None]
     if data.mcq or data.mcq_cases:
         sections.append(mcq_section(data))
     sections += [results_section(data), inputs_section(data), provenance_section(data), notes_section(data, figures)]

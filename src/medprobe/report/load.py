@@ -80,6 +80,9 @@ class RunData:
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     mcq: list[dict[str, Any]] = field(default_factory=list)
     mcq_cases: list[dict[str, str]] = field(default_factory=list)
+    #: ``operating_points.json``'s rows (thresholds chosen on validation, test measures); empty
+    #: for multi-class runs and runs made before medprobe wrote it
+    operating_points: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------ run facts
     @property
@@ -239,7 +242,11 @@ def load_run(run_dir: str | Path) -> RunData:
             raise DataError(f"{run_dir / 'comparisons.json'} must hold a JSON list of comparisons")
         comparisons = [c for c in value if isinstance(c, dict)]
     mcq, mcq_cases = _read_mcq(run_dir)
-    return RunData(run_dir, run, results, comparisons, mcq, mcq_cases)
+    operating_points = read_json(run_dir / "operating_points.json") if (run_dir / "operating_points.json").is_file() \
+        else {}
+    rows = operating_points.get("rows") if isinstance(operating_points, dict) else None
+    return RunData(run_dir, run, results, comparisons, mcq, mcq_cases,
+                   [row for row in rows or [] if isinstance(row, dict)])
 
 
 def as_float(value: Any) -> float | None:
