@@ -39,7 +39,8 @@ def _small_medmnist(folder: Path) -> None:
     for split, n in {"train": 100, "val": 50, "test": 50}.items():
         labels = source[f"{split}_labels"][:, 0]
         rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), n // 2, replace=False) for c in (0, 1)]))
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = source[f"{split}_images"][rows], source[f"{split}_labels"][rows]
+        for kind in ("images", "labels"):
+            arrays[f"{split}_{kind}"] = source[f"{split}_{kind}"][rows]
     (folder / "medmnist").mkdir(parents=True)
     np.savez(folder / "medmnist" / "pneumoniamnist.npz", **arrays)
 

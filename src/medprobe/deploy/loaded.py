@@ -225,7 +225,8 @@ class LoadedProbe:
             return self.classes_[(probabilities[:, 1] >= limits[0]).astype(int)]
         return self.classes_[np.argmax(probabilities, axis=1)]  # ties to the lower index, as LinearProbe.predict
 
-    def predict(self, images: Sequence[str | Path | np.ndarray], operating_point: str | float | None = None) -> np.ndarray:
+    def predict(self, images: Sequence[str | Path | np.ndarray],
+                operating_point: str | float | None = None) -> np.ndarray:
         """Class names (or a 0/1 finding matrix) of images, at ``operating_point`` if given."""
         return self.decide(self.predict_proba(images), operating_point)
 

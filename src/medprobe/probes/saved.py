@@ -94,6 +94,7 @@ def write_index(folder: Path, records: list[dict[str, Any]]) -> None:
 
 
 def read_index(folder: Path) -> list[dict[str, Any]]:
+    """The entries of a run's ``probes/index.json`` (an error that says why when there is none)."""
     path = folder / INDEX_NAME
     if not path.is_file():
         raise DataError(f"{folder} holds no saved probes ({INDEX_NAME} missing): the run was made before "

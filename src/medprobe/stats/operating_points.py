@@ -49,7 +49,8 @@ class OperatingPointRule:
         return "youden" if self.kind == "youden" else f"{self.kind[:4]}{100 * self.level:g}"
 
 
-def rules_for(sensitivity: Sequence[float] = (0.9, 0.95), specificity: Sequence[float] = ()) -> list[OperatingPointRule]:
+def rules_for(sensitivity: Sequence[float] = (0.9, 0.95),
+              specificity: Sequence[float] = ()) -> list[OperatingPointRule]:
     """Youden's rule first, then the sensitivity and specificity levels (duplicates once)."""
     rules = [OperatingPointRule("youden")]
     rules += [OperatingPointRule("sensitivity", float(level)) for level in dict.fromkeys(sensitivity)]
