@@ -31,7 +31,7 @@ assumed, and the plan says so.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from medprobe.errors import ModelError
@@ -77,6 +77,8 @@ class BackbonePlan:
     flops_full: float
     offload_folder: str | None = None
     assumptions: list[str] = field(default_factory=list)
+    #: why ``dtype`` (:func:`medprobe.hardware.choose_torch_dtype`)
+    dtype_reason: str = ""
 
     @property
     def offloaded(self) -> dict[str, list[str]]:
@@ -101,6 +103,7 @@ class BackbonePlan:
         quant = f", {self.quantization} weights" if self.quantization else ""
         out = [f"{self.label} ({self.model_class}): {self.parameters / 1e9:.2f}B parameters",
                f"  weights: {self.weight_bytes / _GB:.1f} GB at {self.dtype}{quant}",
+               *([f"  precision: {self.dtype} ({self.dtype_reason})"] if self.dtype_reason else []),
                f"  devices: {devices_text(self.max_memory)}",
                f"  placement: {placement_text(self.device_map)}"]
         offloaded = self.offloaded
@@ -311,7 +314,8 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
     """The plan of one backbone (see the module docstring); ``max_memory`` defaults to the backbone's
     own ``max_memory`` option, else the visible devices."""
     from medprobe.models.architectures import config_for_backbone, meta_model, stacks_of
-    from medprobe.models.hf_loading import QUANTIZATIONS, resolve_dtype
+    from medprobe.hardware import choose_torch_dtype, matrix_units
+    from medprobe.models.hf_loading import DTYPES, QUANTIZATIONS
     from medprobe.models.records import family_of
     from medprobe.models.stacks import resolve_layer_spec
 
@@ -323,8 +327,16 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
     stacks = stacks_of(model, config, name)
     memory_source = options.get("max_memory") or max_memory or visible_memory()
     memory = {key: parse_size(value, where=f"backbone {label!r} max_memory") for key, value in memory_source.items()}
-    # the loader's default: bfloat16 where there is a GPU, float32 on a CPU
-    dtype = resolve_dtype(options.get("dtype") or ("bfloat16" if has_gpu(memory) else "float32"))
+    # the loader's choice (dtype auto: what this machine's matrix units run fastest); GPUs planned
+    # for but not visible here are assumed to have bf16 tensor cores (Ampere+)
+    requested, on_gpu = options.get("dtype"), has_gpu(memory)
+    if requested not in (None, "auto", *DTYPES):
+        raise ModelError(f"backbone {label!r}: unknown dtype {requested!r}; choose from {('auto', *DTYPES)}")
+    units = matrix_units(gpu=on_gpu)
+    if on_gpu and units.gpu_capability is None:
+        units = replace(units, gpu="the planned GPU (assumed Ampere+)", gpu_capability=(8, 0))
+    precision = choose_torch_dtype(requested, units, on_gpu)
+    dtype = precision.value
     quantization = options.get("quantization")
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise ModelError(f"backbone {label!r}: unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
@@ -360,7 +372,7 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
         device_map=device_map, layers=names, batch_size=batch, activation_bytes=activation * width,
         captured_bytes=batch * captured_values * 4, cache_bytes_per_image=per_image, n_images=n_images,
         flops_requested=requested, flops_full=full, offload_folder=options.get("offload_folder"),
-        assumptions=assumptions,
+        assumptions=assumptions, dtype_reason=precision.reason,
     )
 
 

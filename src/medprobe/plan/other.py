@@ -58,12 +58,15 @@ def plan_other_backbone(config: Any, spec: Any, dataset: Any | None) -> list[str
         started = time.perf_counter()
         features = backbone.extract([blank], layers)
         per_image = time.perf_counter() - started
+        precision = backbone.compute_precision()
     finally:
         backbone.close()
     widths = {layer: int(np.prod(np.asarray(features[layer]).shape[1:])) for layer in layers}
     shown = ", ".join(f"{layer} ({widths[layer]})" for layer in layers[:8]) + (" ..." if len(layers) > 8 else "")
     lines = [f"{label}: not a Hugging Face model, so no memory plan from config.json; what can be said:",
              f"  {len(layers)} layer(s) probed, width: {shown}"]
+    if precision is not None:
+        lines.append(f"  precision: {precision.value} ({precision.reason})")
     if dataset is None:
         lines.append("  the run's data could not be loaded here, so no time or size estimate")
         return lines
