@@ -156,3 +156,37 @@ def test_report_rebuild_replaces_figures_and_page_at_once_and_keeps_the_rest(tmp
     assert rebuild_report(run) == run.resolve() / "report.html"
     assert (run / "notes.txt").read_text() == "mine" and (run / "results.json").read_bytes() == before
     assert (run / "figures").is_dir()
+
+
+# ------------------------------------------------------------------------------------- figures
+def test_reliability_bins_of_equal_count_on_a_small_test_set(tmp_path):
+    from medprobe.report.figures.statistics import equal_count_bins
+    from medprobe.report.load import load_run
+    from test_report import add_statistics_fields
+
+    rng = np.random.default_rng(0)
+    bins = equal_count_bins(rng.random(40), (rng.random(40) < 0.5).astype(float))
+    assert [b["n"] for b in bins] == [10, 10, 10, 10] and all(b["bin_low"] <= b["bin_high"] for b in bins)
+    run = make_run_dir(tmp_path / "small", n_test=40)
+    add_statistics_fields(run)
+    from medprobe.report.figures.statistics import reliability_diagram
+
+    fig = reliability_diagram(load_run(run))
+    assert "bins of equal count" in " ".join(fig.axes[0].get_title().split())
+
+
+def test_layer_sweep_of_81_layers_stacks_panels_and_labels_do_not_overlap(tmp_path):
+    from medprobe.report.figures.layers import layer_curves
+    from medprobe.report.load import load_run
+
+    run = make_run_dir(tmp_path / "big", backbones={"idefics-80b": [str(i) for i in range(81)]},
+                       fractions=(0.1, 1.0), seeds=(0,), n_test=40)
+    fig = layer_curves(load_run(run))
+    width, height = fig.get_size_inches()
+    assert width <= 16 and height > 5  # grows in height, not into a 30-inch strip
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        assert len(boxes) >= 20
+        assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))

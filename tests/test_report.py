@@ -806,7 +806,7 @@ def test_label_efficiency_table_and_axis_use_the_sizes_used(statistics_run: Path
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.1\n(n=43)", "0.5\n(n=203)", "1\n(n=403)"]
 
 
-def test_calibration_table_and_reliability_diagram(statistics_run: Path) -> None:
+def test_calibration_table_and_reliability_diagram(statistics_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tables = parse((statistics_run / "report.html").read_text(encoding="utf-8")).tables
     ece_rows = [r for r in json.loads((statistics_run / "results.json").read_text()) if r["metric"] == "ece"]
     table = tables["calibration"]["rows"]
@@ -815,6 +815,10 @@ def test_calibration_table_and_reliability_diagram(statistics_run: Path) -> None
         assert numbers(cells[4]) == pytest.approx([row["value"], row["ci_low"], row["ci_high"]], abs=TOL)
         assert cells[6] == f"{sum(1 for b in row['reliability'] if b['n'])}/10"
     run = load_run(statistics_run)
+    assert "bins of equal count" in " ".join(reliability_diagram(run).axes[0].get_title().split())  # 80 test images
+    import medprobe.report.figures.statistics as statistics_figures
+
+    monkeypatch.setattr(statistics_figures, "EQUAL_COUNT_BELOW", 0)  # the results.json bins, as on a large test set
     fig = reliability_diagram(run)
     top, bottom = fig.axes[:2]
     for line in [line for line in top.lines if "ECE" in line.get_label()]:

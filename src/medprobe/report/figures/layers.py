@@ -1,6 +1,14 @@
-"""The layer sweep: test and validation score of a probe on each layer (an analysis figure)."""
+"""The layer sweep: test and validation score of a probe on each layer (an analysis figure).
+
+A few layers: one row of panels per backbone, one column per train fraction. Many layers (an
+IDEFICS-80B sweep has 81): one full-width panel per (backbone, fraction), stacked, so the figure
+grows in height rather than into an unreadable 30-inch strip, and tick labels are thinned to every
+k-th layer (the selected one always labelled) so none overlap.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -16,6 +24,11 @@ from medprobe.report.figures.style import (
     wrap_title,
 )
 from medprobe.report.load import RunData, selection_metric
+
+#: sweeps longer than this get one stacked full-width panel per (backbone, fraction)
+STACK_ABOVE = 16
+#: at most this many layer labels per inch of panel width (7-pt labels set vertically)
+LABELS_PER_INCH = 5.0
 
 
 def layer_curves(run: RunData) -> Figure:
@@ -43,47 +56,67 @@ def layer_curves(run: RunData) -> Figure:
         raise FigureSkipped("every backbone was probed at a single layer, so there is no layer sweep to draw")
     colours = backbone_colours(run)
     most = max(len(part) for _, panels in grid for _, _, part in panels)
-    n_columns = max(len(panels) for _, panels in grid)
-    with figure_style():
+    if most > STACK_ABOVE:  # one panel per (backbone, fraction), stacked
+        cells = [[(backbone, panel)] for backbone, panels in grid for panel in panels]
+        panel_in = min(14.0, 3.0 + 0.14 * most)
+        width_in, height_in = panel_in + 0.8, 1.4 + 2.7 * len(cells)
+    else:
+        cells = [[(backbone, panel) for panel in panels] for backbone, panels in grid]
         panel_in = max(3.2, 1.0 + 0.28 * most)
-        width_in = min(30.0, 2.4 + panel_in * n_columns)
-        fig = new_figure(width_in, 1.6 + 3.0 * len(grid))
+        width_in, height_in = min(30.0, 2.4 + panel_in * max(len(row) for row in cells)), 1.6 + 3.0 * len(cells)
+    n_columns = max(len(row) for row in cells)
+    with figure_style():
+        fig = new_figure(width_in, height_in)
         # one y scale for all panels, so backbones and fractions can be compared by eye
-        axes = fig.subplots(len(grid), n_columns, squeeze=False, sharey=True)
-        for r, (backbone, panels) in enumerate(grid):
+        axes = fig.subplots(len(cells), n_columns, squeeze=False, sharey=True)
+        for r, row in enumerate(cells):
             for c in range(n_columns):
-                ax = axes[r, c]
-                if c >= len(panels):
-                    ax.set_axis_off()
+                if c >= len(row):
+                    axes[r, c].set_axis_off()
                     continue
-                fraction, seed, part = panels[c]
-                x = np.arange(len(part))
-                colour = colours[backbone]
-                ax.fill_between(x, part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float), color=colour,
-                                alpha=0.2, linewidth=0, label="test 95% CI")
-                ax.plot(x, part["value"].to_numpy(float), marker="o", markersize=3.5, color=colour,
-                        label=f"test {metric_label(metric, run.task_type)}")
-                ax.plot(x, part["val_score"].to_numpy(float), marker="s", markersize=3.5, color="0.35",
-                        linestyle="--", linewidth=1.1, label=f"validation {validation} (chooses the layer)")
-                chosen = np.flatnonzero(part["selected"].to_numpy(bool))
-                if len(chosen):
-                    k = int(chosen[0])
-                    ax.plot([x[k]], [part["value"].iloc[k]], marker="*", markersize=14, color=colour,
-                            markeredgecolor="black", linestyle="none", label="selected on validation", zorder=5)
-                labels = [str(layer) for layer in part.index]
-                ax.set_xticks(x, labels)
-                rotate_ticks(ax, labels)
-                ax.set_xlim(-0.5, len(part) - 0.5)
-                ax.set_xlabel("Layer (network order)")
+                backbone, (fraction, seed, part) = row[c]
+                _draw_sweep(axes[r, c], part, colours[backbone], metric_label(metric, run.task_type), validation,
+                            panel_in)
                 if c == 0:
-                    ax.set_ylabel("Score")
-                ax.set_title(f"{backbone}: train fraction {fraction:g}, seed {seed}", loc="left", fontsize=9)
-                if c == len(panels) - 1:
-                    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+                    axes[r, c].set_ylabel("Score")
+                axes[r, c].set_title(f"{backbone}: train fraction {fraction:g}, seed {seed}", loc="left", fontsize=9)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.suptitle(wrap_title(f"Linear-probe test {metric_label(metric, run.task_type)} (95% CI band) and validation "
                                 f"{validation} by layer", width_in), fontsize=10)
-        fig.tight_layout()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 0.0))
+        fig.tight_layout(rect=(0, 0.5 / height_in, 1, 1))
     return fig
+
+
+def _draw_sweep(ax, part, colour, test_label: str, validation: str, panel_in: float) -> None:
+    """One panel: test score with its CI band, the validation score, the selected layer starred;
+    layer labels thinned to fit ``panel_in`` inches (the selected layer keeps its label)."""
+    x = np.arange(len(part))
+    ax.fill_between(x, part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float), color=colour,
+                    alpha=0.2, linewidth=0, label="test 95% CI")
+    ax.plot(x, part["value"].to_numpy(float), marker="o", markersize=3.5 if len(x) <= 40 else 2.2, color=colour,
+            label=f"test {test_label}")
+    ax.plot(x, part["val_score"].to_numpy(float), marker="s", markersize=3.5 if len(x) <= 40 else 2.2, color="0.35",
+            linestyle="--", linewidth=1.1, label=f"validation {validation} (chooses the layer)")
+    chosen = np.flatnonzero(part["selected"].to_numpy(bool))
+    if len(chosen):
+        k = int(chosen[0])
+        ax.plot([x[k]], [part["value"].iloc[k]], marker="*", markersize=14, color=colour,
+                markeredgecolor="black", linestyle="none", label="selected on validation", zorder=5)
+    labels = [str(layer) for layer in part.index]
+    step = max(1, math.ceil(len(labels) / (LABELS_PER_INCH * panel_in)))
+    if step == 1:
+        ax.set_xticks(x, labels)
+        rotate_ticks(ax, labels)
+    else:
+        shown = sorted({*range(0, len(labels), step), len(labels) - 1, *(int(k) for k in chosen[:1])})
+        shown = [i for i in shown if i in (len(labels) - 1, *chosen[:1]) or
+                 not any(abs(i - j) < step and j != i for j in (len(labels) - 1, *chosen[:1]))]
+        ax.set_xticks(x[shown], [labels[i] for i in shown])
+        ax.set_xticks(x, minor=True)
+        ax.tick_params(axis="x", labelrotation=90 if max(len(labels[i]) for i in shown) > 3 else 0)
+    ax.set_xlim(-0.5, len(part) - 0.5)
+    ax.set_xlabel("Layer (network order)")
 
 
 LAYER_CURVES = FigureSpec(

@@ -5,7 +5,11 @@ rows the statistics stage wrote into results.json.
 
 * :func:`reliability_diagram`: the reliability bins that ``metric: "ece"`` rows carry (mean
   predicted probability vs observed frequency per bin, and how many test images fell in each),
-  one curve per backbone's selected probe at the largest train fraction.
+  one curve per backbone's selected probe at the largest train fraction. On a small test set
+  (fewer than :data:`EQUAL_COUNT_BELOW` images) ten equal-width bins hold one or two images each
+  at the extremes, so the curve is re-binned from predictions.parquet into bins of equal count
+  (:func:`equal_count_bins`, at least :data:`MIN_PER_BIN` images each); the ECE in the legend is
+  still the one of results.json.
 * :func:`subgroup_forest`: a forest plot of the task metric with its CI in every subgroup
   (``<metric>@<group>`` / ``<metric>@<column>=<value>`` rows), all backbones on one axis.
 """
@@ -31,6 +35,11 @@ from medprobe.report.figures.style import (
 )
 from medprobe.report.load import RunData, group_metrics
 
+#: test sets smaller than this get equal-count reliability bins (10 equal-width bins would average < 20)
+EQUAL_COUNT_BELOW = 200
+#: images per equal-count bin, at least
+MIN_PER_BIN = 10
+
 
 def _reference_rows(run: RunData, metrics: list[str]) -> list[tuple[str, str, int, Any]]:
     """Per backbone: (backbone, selected layer, seed, its rows of ``metrics``) at the largest fraction."""
@@ -51,11 +60,59 @@ def reliability_bins(row: Any) -> list[dict[str, Any]]:
     return [b for b in bins if isinstance(b, dict)] if isinstance(bins, list) else []
 
 
+def equal_count_bins(probability: np.ndarray, outcome: np.ndarray, min_per_bin: int = MIN_PER_BIN,
+                     max_bins: int = 10) -> list[dict[str, Any]]:
+    """Reliability bins holding (nearly) the same number of predictions each, in the layout of the
+    results.json bins (``bin_low`` / ``bin_high`` = the smallest / largest probability in the bin)."""
+    order = np.argsort(probability, kind="stable")
+    n_bins = int(np.clip(len(order) // min_per_bin, 1, max_bins))
+    bins = []
+    for members in np.array_split(order, n_bins):
+        p, o = probability[members], outcome[members]
+        bins.append({"bin_low": float(p.min()), "bin_high": float(p.max()), "n": int(len(members)),
+                     "mean_probability": float(p.mean()), "observed_frequency": float(o.mean())})
+    return bins
+
+
+def _predicted_events(run: RunData, backbone: str, layer: str, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The probabilities and 0/1 events results.json calibrates (binary: the positive class;
+    multi-class: the top label and whether it is right; multi-label: every finding, pooled), from
+    predictions.parquet; None when the run has no usable predictions for this probe."""
+    frame = run.predictions
+    if frame is None:
+        return None
+    part = frame[(frame["backbone"] == backbone) & (frame["layer"] == layer) & (frame["seed"] == seed)
+                 & np.isclose(frame["train_fraction"].astype(float), run.full_fraction)]
+    columns = [f"score[{c}]" for c in run.classes]
+    if part.empty or any(c not in part.columns for c in columns):
+        return None
+    scores = part[columns].to_numpy(float)
+    if run.task_type == "multilabel":
+        truth = [f"true[{c}]" for c in run.classes]
+        return (scores.ravel(), part[truth].to_numpy(float).ravel()) if all(c in part.columns for c in truth) else None
+    if "y_true" not in part.columns:
+        return None
+    y = part["y_true"].to_numpy(int)
+    if run.task_type == "binary":
+        return scores[:, 1], (y == 1).astype(float)
+    return scores.max(axis=1), (scores.argmax(axis=1) == y).astype(float)
+
+
+def _bins_to_draw(run: RunData, backbone: str, layer: str, seed: int, row: Any) -> tuple[list[dict[str, Any]], bool]:
+    """Equal-count bins from the predictions on a small test set, else the results.json bins; and
+    whether they are equal-count."""
+    events = _predicted_events(run, backbone, layer, seed)
+    if events is not None and len(events[0]) < EQUAL_COUNT_BELOW:
+        return equal_count_bins(*events), True
+    return reliability_bins(row), False
+
+
 def reliability_diagram(run: RunData) -> Figure:
     """Observed frequency against mean predicted probability per bin, with the bin counts below.
 
     Empty bins are left out of the curve (their mean probability is undefined) but stay in the
-    count panel at zero, so a reader sees where the probe never puts its probabilities.
+    count panel at zero, so a reader sees where the probe never puts its probabilities. Small test
+    sets get equal-count bins (module docstring); the title says which binning is drawn.
     """
     if "reliability" not in run.results.columns:
         raise FigureSkipped("results.json has no ECE rows with reliability bins (metric 'ece')")
@@ -63,14 +120,15 @@ def reliability_diagram(run: RunData) -> Figure:
                if reliability_bins(part.iloc[0])]
     if not entries:
         raise FigureSkipped(f"no selected probe at train fraction {run.full_fraction:g} has reliability bins")
+    drawn = [_bins_to_draw(run, backbone, layer, seed, row) for backbone, layer, seed, row in entries]
+    equal_count = any(flag for _, flag in drawn)
     colours = backbone_colours(run)
     with figure_style():
         fig = new_figure(7.6, 6.4)
         top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
         top.plot([0, 1], [0, 1], linestyle="--", color="0.5", linewidth=0.9, label="perfect calibration")
         width = 0.8 / len(entries)
-        for i, (backbone, layer, seed, row) in enumerate(entries):
-            bins = reliability_bins(row)
+        for i, ((backbone, layer, seed, row), (bins, _)) in enumerate(zip(entries, drawn)):
             probability = np.array([number_or_nan(b.get("mean_probability")) for b in bins])
             observed = np.array([number_or_nan(b.get("observed_frequency")) for b in bins])
             counts = np.array([number_or_nan(b.get("n")) for b in bins])
@@ -89,8 +147,10 @@ def reliability_diagram(run: RunData) -> Figure:
         top.set_ylabel("Observed frequency of the event")
         what = str(entries[0][3].get("calibrated") or "predicted probability")
         seeds = ", ".join(sorted({str(e[2]) for e in entries}))
+        binning = (f"bins of equal count (>= {MIN_PER_BIN} each: small test set)" if equal_count
+                   else "equal-width bins")
         top.set_title(wrap_title(f"Reliability of the selected probe ({what}), train fraction {run.full_fraction:g}, "
-                                 f"seed {seeds}", 7.0))
+                                 f"seed {seeds}; {binning}", 7.0))
         top.legend(loc="upper left", frameon=False)
         bottom.set_xlabel("Mean predicted probability in the bin")
         bottom.set_ylabel("Test images")
@@ -164,12 +224,15 @@ PER_GROUP = FigureSpec(
 RELIABILITY = FigureSpec(
     "reliability",
     "Calibration (reliability diagram)",
-    "Observed frequency against mean predicted probability in equal-width probability bins, for each "
-    "backbone's selected probe at the largest train fraction (top), and the number of test images per bin "
-    "(bottom). The legend gives the expected calibration error (ECE); its CI is in the calibration table.",
+    "Observed frequency against mean predicted probability in equal-width probability bins (with fewer "
+    f"than {EQUAL_COUNT_BELOW} test images: bins holding the same number of images, at least {MIN_PER_BIN}, so "
+    "no point rests on one or two images), for each backbone's selected probe at the largest train fraction "
+    "(top), and the number of test predictions per bin (bottom). The legend gives the expected calibration "
+    "error (ECE, equal-width bins as in results.json); its CI is in the calibration table.",
     reliability_diagram,
     applies=lambda run: "ece" in set(run.results["metric"]),
 )
 
 
-__all__ = ["PER_GROUP", "RELIABILITY", "reliability_bins", "reliability_diagram", "subgroup_forest"]
+__all__ = ["EQUAL_COUNT_BELOW", "MIN_PER_BIN", "PER_GROUP", "RELIABILITY", "equal_count_bins", "reliability_bins",
+           "reliability_diagram", "subgroup_forest"]
