@@ -95,7 +95,7 @@ def test_idefics_9b_equal_depths_no_longer_pick_the_vision_tower():
 def test_ambiguous_or_missing_stacks_are_errors_naming_the_model():
     model = meta_model_of("llava-1.5-7b")
     language = model.model.language_model
-    language.shadow = torch.nn.ModuleList([language.layers[0]])  # a second decoder-layer list
+    language.shadow = torch.nn.ModuleList(list(language.layers))  # a second decoder-layer list, as deep
     with pytest.raises(ModelError, match=r"'llava-1.5-7b'.*2 candidate language-model decoder stacks"
                                          r".*model.language_model.layers.*refusing to guess"):
         find_stacks(model, "llava-1.5-7b")

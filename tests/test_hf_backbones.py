@@ -278,7 +278,7 @@ def _count_calls(modules) -> tuple[list[int], list]:
 @pytest.mark.parametrize("family", VLM_FAMILIES)
 def test_forward_stops_after_the_deepest_requested_layer(equal, family):
     backbone = vlm(equal, family)  # equal depths: the LM hooks must not land on the vision tower
-    lm_layers, vision_layers = list(backbone._lm_layers), list(backbone._vision_layers)
+    lm_layers, vision_layers = list(backbone.stacks.lm_layers), list(backbone.stacks.vision_layers)
     lm_counts, h1 = _count_calls(lm_layers)
     vision_counts, h2 = _count_calls(vision_layers)
     head_counts, h3 = _count_calls([backbone.model.lm_head])

@@ -74,6 +74,7 @@ before pooling, so a model spread over devices (``device_map``) gives the same f
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -82,8 +83,10 @@ from medprobe.errors import ModelError
 from medprobe.models.base import Backbone
 from medprobe.models.imaging import to_pil
 from medprobe.models.records import IDEFICS_PROMPT_STYLES
-from medprobe.models.stacks import VISION_POOLINGS, find_stacks, hook_points, resolve_layer_spec, stop_key
-from medprobe.models.torch_hooks import StopForward, layer_input, layer_output, to_cpu
+from medprobe.models.stacks import VISION_POOLINGS, find_stacks, resolve_layer_spec
+from medprobe.models.torch_hooks import run_hooked
+from medprobe.models.vision_tokens import pool_vision, tower_layout
+from medprobe.progress import console
 from medprobe.study_prompt import PROMPT_TEMPLATE, STUDY_FRAME, STUDY_QUESTION, STUDY_QUESTIONS
 
 if TYPE_CHECKING:
@@ -152,6 +155,8 @@ class HFVisionLanguageBackbone(Backbone):
             if padding_side not in ("left", "right"):
                 raise ModelError(f"backbone {name!r}: padding_side must be 'left' or 'right', not {padding_side!r}")
             self.tokenizer.padding_side = padding_side
+        #: why the prompt style differs from the one asked for (a processor without a chat template)
+        self.prompt_style_note: str | None = None
         if isinstance(self.processor, IdeficsProcessor):
             self.style = "idefics"
         elif getattr(self.processor, "chat_template", None):
@@ -161,50 +166,53 @@ class HFVisionLanguageBackbone(Backbone):
                     f"backbone {name!r}: prompt_style {prompt_style!r} is for IDEFICS v1 (the study's models); "
                     f"{loaded.source!r} is prompted through its chat template: use prompt_style: chat"
                 )
+        elif prompt_style in ("chat", "plain"):
+            self.style = self.prompt_style = "plain"
+            if prompt_style == "chat":
+                self.prompt_style_note = (f"the processor of {loaded.source!r} ({type(self.processor).__name__}) has no "
+                                          "chat template: prompt_style 'plain' (the image and the prompt as the "
+                                          "processor takes them, no turns)")
+                console.print(f"backbone {name!r}: {self.prompt_style_note}", highlight=False)
         else:
-            raise ModelError(
-                f"backbone {name!r}: the processor of {loaded.source!r} ({type(self.processor).__name__}) has no chat "
-                "template, so there is no known way to put an image and a prompt into one turn for it"
-            )
+            raise ModelError(f"backbone {name!r}: prompt_style {prompt_style!r} is for IDEFICS v1; {loaded.source!r} "
+                             "has no chat template and takes prompt_style 'plain'")
 
         self.stacks = find_stacks(self.model, name)
-        self._lm_layers = self.stacks.lm_layers
         self._vision = self.stacks.vision_module
-        self._vision_layers = self.stacks.vision_layers
-        #: ``{layer: (stack, k)}``, vision tower first: the declaration layer_names/layer_stacks read
+        #: ``{layer: (stack, k)}``, vision stacks first: the declaration layer_names/layer_stacks read
         self._hidden_states = self.stacks.hidden_states()
-        self._vision_has_cls = any(n.endswith("class_embedding") for n, _ in self._vision.named_parameters())
-        if vision_pooling == "cls" and not self._vision_has_cls:
+        self._layout = tower_layout(self._vision)
+        if vision_pooling == "cls" and self.stacks.has_vision and not self._layout.has_cls:
             raise ModelError(
                 f"backbone {name!r}: the vision tower of {loaded.source!r} has no CLS token; use vision_pooling='mean'"
             )
         self._image_token_ids = self._find_image_token_ids()
+        if not self._image_token_ids and pooling in ("image_mean", "text_mean"):
+            raise ModelError(f"backbone {name!r}: cannot find the image token ids (image_token_id) of "
+                             f"{loaded.source!r}, which pooling {pooling!r} needs")
         base = self.model.base_model
         self._computes_own_positions = hasattr(base, "get_rope_index") or self.style == "idefics"
         self._torch = torch
         self._rendered: tuple[str, list[int]] | None = None
+        self._plain_prefix: str | None = None
 
     # ------------------------------------------------------------------ model anatomy
     def _find_image_token_ids(self) -> list[int]:
+        """The token ids image features replace (IDEFICS v1: its image slot); empty if the config names none."""
         if self.style == "idefics":
-            tokens = _IDEFICS_IMAGE_TOKENS
-            ids = [self.tokenizer.convert_tokens_to_ids(t) for t in tokens]
+            ids = [self.tokenizer.convert_tokens_to_ids(t) for t in _IDEFICS_IMAGE_TOKENS]
         else:
             config = self.model.config
             ids = [getattr(config, "image_token_id", None), getattr(config, "image_token_index", None)]
-            tokens = ("image_token_id",)
-        ids = sorted({int(i) for i in ids if i is not None and i != self.tokenizer.unk_token_id})
-        if not ids:
-            raise ModelError(f"backbone {self.name!r}: cannot find the image token ids ({tokens}) of {self.loaded.source!r}")
-        return ids
+        return sorted({int(i) for i in ids if isinstance(i, int) and i != self.tokenizer.unk_token_id})
 
     @property
     def num_lm_layers(self) -> int:
-        return len(self._lm_layers)
+        return self.stacks.num_lm_layers
 
     @property
     def num_vision_layers(self) -> int:
-        return len(self._vision_layers)
+        return self.stacks.num_vision_layers
 
     # ------------------------------------------------------------------ Backbone API
     def layer_names(self) -> list[str]:
@@ -221,20 +229,23 @@ class HFVisionLanguageBackbone(Backbone):
     def resolve_layers(self, spec: Any) -> list[str]:
         """``all`` = LM hidden states; integers and ``"a:b"`` slices index the LM; ``"vision.k"`` /
         ``"vision.a:b"`` / ``"vision.all"`` the tower (:func:`~medprobe.models.stacks.resolve_layer_spec`)."""
-        return resolve_layer_spec(self.name, spec, num_lm=self.num_lm_layers, num_vision=self.num_vision_layers,
-                                  default=self.default_layers())
+        return resolve_layer_spec(self.name, spec, num_lm=self.num_lm_layers,
+                                  num_vision=self.num_vision_layers if self.stacks.has_vision else None,
+                                  extra=self.stacks.extra_names(), default=self.default_layers())
 
     def rendered_prompt(self, prompt: str | None = None) -> str:
         """The text the model sees for one image (before any image-token expansion)."""
         prompt = self.prompt if prompt is None else prompt
         if self.style == "chat":
             return self.processor.apply_chat_template(self._messages(prompt), add_generation_prompt=True, tokenize=False)
+        if self.style == "plain":
+            return self._plain_text(prompt)
         return self.tokenizer.decode(self._idefics_prompt_ids(prompt))
 
     def prompt_token_ids(self, prompt: str | None = None) -> list[int]:
         """Token ids of :meth:`rendered_prompt` (image placeholders not expanded for chat models)."""
         prompt = self.prompt if prompt is None else prompt
-        if self.style == "chat":
+        if self.style in ("chat", "plain"):
             text = self.rendered_prompt(prompt)
             bos = self.tokenizer.bos_token
             return list(self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"])
@@ -258,6 +269,7 @@ class HFVisionLanguageBackbone(Backbone):
             "rendered_prompt": self._rendered[0],
             "prompt_token_ids": self._rendered[1],
             "prompt_style": self.prompt_style,
+            **({"prompt_style_note": self.prompt_style_note} if self.prompt_style_note else {}),
             "pooling": self.pooling,
             "vision_pooling": self.vision_pooling,
             "image_input": "float [0,1] -> round(x*255) uint8 RGB PIL -> model's own processor",
@@ -279,16 +291,16 @@ class HFVisionLanguageBackbone(Backbone):
         if not images or not layers:
             return {layer: np.zeros((len(images), 0), np.float32) for layer in layers}
         keys = {layer: self._hidden_states[layer] for layer in layers}
-        lm = sorted({k for stack, k in keys.values() if stack == "lm"})
-        vision = sorted({k for stack, k in keys.values() if stack == "vision"})
         inputs = self.encode([to_pil(image) for image in images], prompts)
-        captured, tower_kwargs = self._run(inputs, lm, vision)
+        captured, tower_kwargs = self._run(inputs, list(dict.fromkeys(keys.values())))
         out: dict[str, np.ndarray] = {}
         for layer in layers:
-            if keys[layer][0] == "vision":
-                pooled = self._pool_vision(captured[keys[layer]], inputs, tower_kwargs, len(images))
-            else:
+            if keys[layer][0] == "lm":
                 pooled = self._pool_lm(captured[keys[layer]], inputs)
+            else:
+                pooled = pool_vision(captured[keys[layer]], inputs, tower_kwargs, len(images),
+                                     pooling=self.vision_pooling, layout=self._layout,
+                                     image_token_ids=self._image_token_ids, name=self.name)
             out[layer] = pooled.numpy().astype(np.float32)
         return out
 
@@ -303,6 +315,22 @@ class HFVisionLanguageBackbone(Backbone):
     # ------------------------------------------------------------------ inputs
     def _messages(self, prompt: str) -> list[dict[str, Any]]:
         return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+    def _plain_text(self, prompt: str) -> str:
+        """``prompt`` as a processor without a chat template takes it: as is when the processor puts
+        the image tokens in itself (BLIP-2, PaliGemma), else after the processor's image token."""
+        if self._plain_prefix is None:
+            self._plain_prefix = ""
+            token = getattr(self.processor, "image_token", None)
+            if self._image_token_ids and isinstance(token, str) and token:
+                blank = to_pil(np.zeros((8, 8, 3), np.float32))
+                try:
+                    ids = self.processor(images=[blank], text=[prompt], return_tensors="pt")["input_ids"]
+                    inserted = bool(self._torch.isin(ids, self._torch.tensor(self._image_token_ids)).any())
+                except (ValueError, TypeError):  # processors that insist on a placeholder in the text
+                    inserted = False
+                self._plain_prefix = "" if inserted else token
+        return self._plain_prefix + prompt
 
     def _idefics_sequence(self, image: Any, prompt: str) -> list[Any]:
         """The processor's interleaved input for one image, in :attr:`prompt_style`."""
@@ -322,7 +350,8 @@ class HFVisionLanguageBackbone(Backbone):
         bos = self.tokenizer.bos_token
         if bos and all(text.startswith(bos) for text in texts):
             kwargs["add_special_tokens"] = False  # the template wrote BOS already
-        return self.processor(images=[[image] for image in images], text=texts, **kwargs)
+        batched = [[image] for image in images] if self.style == "chat" else list(images)
+        return self.processor(images=batched, text=texts, **kwargs)
 
     def _input_device(self) -> Any:
         """Where inputs go: the first accelerator in a device map (accelerate's hooks move them
@@ -351,54 +380,27 @@ class HFVisionLanguageBackbone(Backbone):
         return prepared
 
     # ------------------------------------------------------------------ forward with hooks
-    def _run(self, inputs: Any, lm: list[int], vision: list[int]) -> tuple[dict[tuple[str, int], Any], dict[str, Any]]:
-        """One forward pass that records the requested layers and stops right after the deepest."""
+    def _run(self, inputs: Any, keys: list[tuple[str, int]]) -> tuple[dict[tuple[str, int], Any], dict[str, Any]]:
+        """One forward pass that records hidden states ``keys`` and stops right after the deepest,
+        plus the vision encoder's call arguments that say how its tokens map to images."""
         torch = self._torch
-        captured: dict[tuple[str, int], Any] = {}
         tower_kwargs: dict[str, Any] = {}
-        stop_at = stop_key(lm, vision)
-        handles = []
 
-        def store(key: tuple[str, int], tensor: Any) -> None:
-            if key in captured:
-                raise ModelError(f"backbone {self.name!r}: layer {key} ran twice in one forward pass; "
-                                 "this architecture is not supported by the layer hooks")
-            captured[key] = to_cpu(tensor)
-            if key == stop_at:
-                raise StopForward
+        signature = inspect.signature(self._vision.forward) if self._vision is not None else None
 
-        def pre_hook(key: tuple[str, int]) -> Any:
-            return lambda module, args, kwargs: store(key, layer_input(args, kwargs))
+        def record_tower(args: tuple, kwargs: dict) -> None:
+            try:
+                named = {**signature.bind_partial(*args).arguments, **kwargs}  # type: ignore[union-attr]
+            except TypeError:
+                named = dict(kwargs)
+            for key in ("patch_attention_mask", "grid_thw", "aspect_ratio_mask"):
+                if isinstance(named.get(key), torch.Tensor):
+                    tower_kwargs[key] = named[key].detach().cpu()
 
-        def post_hook(key: tuple[str, int]) -> Any:
-            return lambda module, args, output: store(key, layer_output(output))
-
-        def record_tower(module: Any, args: tuple, kwargs: dict) -> None:
-            for key in ("patch_attention_mask", "grid_thw"):
-                if kwargs.get(key) is not None:
-                    tower_kwargs[key] = kwargs[key].detach().cpu()
-            if args and "grid_thw" not in tower_kwargs and len(args) > 1 and isinstance(args[1], torch.Tensor):
-                tower_kwargs["grid_thw"] = args[1].detach().cpu()  # Qwen2-VL's visual(pixels, grid_thw)
-
-        try:
-            if vision:
-                handles.append(self._vision.register_forward_pre_hook(record_tower, with_kwargs=True))
-            for point in hook_points(self.stacks, lm, vision):
-                if point.before:
-                    handles.append(point.module.register_forward_pre_hook(pre_hook(point.key), with_kwargs=True))
-                else:
-                    handles.append(point.module.register_forward_hook(post_hook(point.key)))
-            with torch.inference_mode():
-                try:
-                    self.model(**self._model_inputs(inputs), use_cache=False, return_dict=True)
-                except StopForward:
-                    pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        missing = [key for key in [*(("lm", k) for k in lm), *(("vision", k) for k in vision)] if key not in captured]
-        if missing:
-            raise ModelError(f"backbone {self.name!r}: layers {missing} were not reached in the forward pass")
+        model_inputs = self._model_inputs(inputs)
+        captured = run_hooked(self.stacks, keys,
+                              lambda: self.model(**model_inputs, use_cache=False, return_dict=True),
+                              name=self.name, on_tower=record_tower)
         return captured, tower_kwargs
 
     # ------------------------------------------------------------------ pooling
@@ -419,44 +421,4 @@ class HFVisionLanguageBackbone(Backbone):
                 raise ModelError(f"backbone {self.name!r}: pooling {self.pooling!r} found no tokens to average "
                                  f"in sample {b} of the batch")
             rows.append(hidden[b][select].mean(dim=0))  # indexing, not masking: padded rows may hold NaN
-        return torch.stack(rows)
-
-    def _pool_vision(self, hidden: Any, inputs: Any, tower_kwargs: dict[str, Any], batch: int) -> Any:
-        """One vector per image from vision-tower tokens, whatever the tower's batching: Qwen2-VL
-        packs all patches of all images in one sequence (split by ``grid_thw``); Idefics2/3 run
-        the real crops of every image (all-zero padding crops are dropped, the model's own rule);
-        others run one crop per image."""
-        torch = self._torch
-        if hidden.ndim == 2:
-            grid = tower_kwargs.get("grid_thw")
-            if grid is None or len(grid) != batch:
-                raise ModelError(f"backbone {self.name!r}: cannot split packed vision tokens into {batch} images")
-            if self.vision_pooling == "cls":
-                raise ModelError(f"backbone {self.name!r}: this vision tower has no CLS token")
-            return torch.stack([part.mean(dim=0) for part in hidden.split(grid.prod(-1).tolist())])
-        crops = hidden.shape[0]
-        if crops == batch:
-            counts = [1] * batch
-        else:
-            pixels = inputs.get("pixel_values")
-            if pixels is None or pixels.ndim != 5:
-                raise ModelError(f"backbone {self.name!r}: cannot map {crops} vision crops to {batch} images")
-            real = ~(pixels == 0).flatten(2).all(dim=-1)
-            counts = real.sum(dim=1).tolist()
-            if sum(counts) != crops:
-                raise ModelError(f"backbone {self.name!r}: cannot map {crops} vision crops to {batch} images")
-        valid = torch.ones(hidden.shape[:2], dtype=torch.bool)
-        patch_mask = tower_kwargs.get("patch_attention_mask")
-        if patch_mask is not None and patch_mask.shape[0] == crops:
-            flat = patch_mask.reshape(crops, -1).bool()
-            if flat.shape[1] == hidden.shape[1]:
-                valid = flat
-        if self._vision_has_cls:
-            valid[:, 0] = False
-        rows = []
-        for part, part_valid in zip(hidden.split(counts), valid.split(counts)):
-            if self.vision_pooling == "cls":
-                rows.append(part[:, 0].mean(dim=0))
-            else:
-                rows.append(part[part_valid].mean(dim=0))
         return torch.stack(rows)

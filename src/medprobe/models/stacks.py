@@ -1,44 +1,41 @@
-"""Where a vision-language model keeps its two layer stacks, found by structure, and layer specs over them.
+"""A model's layer stacks (language model, vision encoder), the hooks that read them, and layer specs.
 
 Why by structure: the decoder stack used to be "the longest ``layers`` list", and on IDEFICS-9B
 (32 LLaMA decoder layers, 32 ViT-H/14 encoder layers) the vision encoder, registered first, won
-the tie, so vision-tower activations were labelled as language-model layers. Here each stack is
-looked up inside the sub-module that the architecture itself names for it, and checked by the
-class of its layers:
+the tie, so vision-tower activations were labelled as language-model layers. The stacks are now
+found by asking the model (:mod:`medprobe.models.stack_discovery`): its decoder (``get_decoder()``),
+its vision encoder (the module built from ``vision_config``), the layer classes each records
+``hidden_states`` from and the depth their configs state. A model without a vision encoder (Fuyu,
+Chameleon) has a language-model stack only; a dual encoder (CLIP) a vision stack only; Mllama has
+two vision stacks (``vision.k``: the local transformer, ``vision_global.k``: the global one).
 
-* the **vision stack** lives in the vision sub-module (``vision_tower`` / ``vision_model`` /
-  ``visual`` of the base model) and is the one ``ModuleList`` there whose layers are encoder
-  layers (class name ending ``EncoderLayer``, e.g. ``IdeficsVisionEncoderLayer``,
-  ``CLIPEncoderLayer``, ``Idefics3EncoderLayer``) or vision blocks (``Qwen2VLVisionBlock``);
-* the **language-model stack** lives in the model's decoder (``get_decoder()``), outside the
-  vision sub-module, and is the one ``ModuleList`` whose layers are decoder layers (class name
-  ending ``DecoderLayer``: ``IdeficsDecoderLayer``, ``LlamaDecoderLayer``, ...). IDEFICS v1's
-  gated cross-attention blocks and perceiver blocks are neither, so they are never candidates.
-
-None found, or more than one, is a :class:`~medprobe.errors.ModelError` naming the model and the
-candidates: never a guess. Everything here also works on a meta-device model (no weights).
+Layer names: ``"k"`` is hidden state k of the language model, ``"vision.k"`` of the vision encoder,
+``"<stack>.k"`` of a further vision stack; k = 0 is the input of the stack's first layer.
+Everything here also works on a meta-device model (no weights).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from medprobe.errors import ModelError
+from medprobe.models import stack_discovery as discovery
+from medprobe.models.stack_discovery import VISION_ATTRIBUTES  # noqa: F401 -- re-exported
 
-VISION_ATTRIBUTES = ("vision_tower", "vision_model", "visual")
 #: how a vision-stack hidden state becomes one vector per image: patch-token mean, or the CLS token
 VISION_POOLINGS = ("mean", "cls")
-LM_LAYER_SUFFIXES = ("DecoderLayer",)
-VISION_LAYER_SUFFIXES = ("EncoderLayer", "VisionBlock")
 
 
 @dataclass
 class LayerStacks:
-    """The language-model and vision layer lists of one model, with the paths they were found at."""
+    """The language-model and vision layer lists of one model, with the paths they were found at.
+
+    ``vision_layers`` is None for a model without a vision encoder, ``lm_layers`` for one without
+    a language model; ``extra`` holds further vision stacks ``{name: (path, layers)}``."""
 
     name: str
     vision_module: Any
@@ -49,6 +46,11 @@ class LayerStacks:
     lm_layers: Any = None
     lm_path: str = ""
     lm_width: int = 0
+    extra: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    #: the module whose output is the vision stack's last hidden state when the tower ties it
+    vision_owner: Any = None
+    #: why a model with a vision sub-module has no vision stack (a hierarchical tower such as Florence-2's DaViT)
+    vision_note: str = ""
 
     @property
     def num_lm_layers(self) -> int:
@@ -56,110 +58,109 @@ class LayerStacks:
 
     @property
     def num_vision_layers(self) -> int:
-        return len(self.vision_layers)
+        return len(self.vision_layers) if self.vision_layers is not None else 0
+
+    @property
+    def has_vision(self) -> bool:
+        return self.vision_layers is not None
+
+    def layers_of(self, stack: str) -> Any:
+        """The layer list of ``stack`` (``"lm"``, ``"vision"`` or an extra stack's name)."""
+        if stack == "lm":
+            return self.lm_layers
+        if stack == "vision":
+            return self.vision_layers
+        return self.extra[stack][1]
 
     def hidden_states(self) -> dict[str, tuple[str, int]]:
-        """``{layer name: (stack, k)}`` for every hidden state, vision tower first (it runs first):
+        """``{layer name: (stack, k)}`` for every hidden state, vision stacks first (they run first):
         ``"vision.k"`` is hidden state k of the ``"vision"`` stack, ``"k"`` that of the ``"lm"`` stack.
 
-        The one place the layer names of a two-stack model are made; backbones and ``medprobe
-        plan`` read the stack and index of a layer from here instead of parsing its name."""
-        names = {f"vision.{k}": ("vision", k) for k in range(self.num_vision_layers + 1)}
+        The one place the layer names of a model are made; backbones and ``medprobe plan`` read the
+        stack and index of a layer from here instead of parsing its name."""
+        names = {f"vision.{k}": ("vision", k) for k in range(self.num_vision_layers + 1) if self.has_vision}
+        for stack, (_, layers) in self.extra.items():
+            names.update({f"{stack}.{k}": (stack, k) for k in range(len(layers) + 1)})
         if self.lm_layers is not None:
             names.update({str(k): ("lm", k) for k in range(self.num_lm_layers + 1)})
         return names
+
+    def extra_names(self) -> list[str]:
+        """Layer names of the extra vision stacks (``vision_global.0`` ...), for layer specs."""
+        return [layer for layer, (stack, _) in self.hidden_states().items() if stack not in ("lm", "vision")]
 
     def describe(self) -> list[str]:
         """One line per stack: hidden-state range, width, and the hooked module list with its class."""
         lines = []
         if self.lm_layers is not None:
+            classes = " / ".join(dict.fromkeys(type(layer).__name__ for layer in self.lm_layers))
             lines.append(f"language model: hidden states 0..{self.num_lm_layers} (layer names "
-                         f"'0'..'{self.num_lm_layers}'), width {self.lm_width}; {self.num_lm_layers} x {type(self.lm_layers[0]).__name__} at "
+                         f"'0'..'{self.num_lm_layers}'), width {self.lm_width}; {self.num_lm_layers} x {classes} at "
                          f"{self.lm_path}")
-        lines.append(f"vision: hidden states 0..{self.num_vision_layers} (layer names 'vision.0'..'vision."
-                     f"{self.num_vision_layers}'), width {self.vision_width}; {self.num_vision_layers} x "
-                     f"{type(self.vision_layers[0]).__name__} at {self.vision_path}")
+        if self.has_vision:
+            lines.append(f"vision: hidden states 0..{self.num_vision_layers} (layer names 'vision.0'..'vision."
+                         f"{self.num_vision_layers}'), width {self.vision_width}; {self.num_vision_layers} x "
+                         f"{type(self.vision_layers[0]).__name__} at {self.vision_path}")
+        else:
+            lines.append(f"vision: no vision layers: {self.vision_note}" if self.vision_note else
+                         "vision: no separable vision encoder (images enter the language model directly)")
+        for stack, (path, layers) in self.extra.items():
+            lines.append(f"{stack}: hidden states 0..{len(layers)} (layer names '{stack}.0'..'{stack}.{len(layers)}');"
+                         f" {len(layers)} x {type(layers[0]).__name__} at {path}")
         return lines
 
 
-def _module_path(model: Any, target: Any) -> str:
-    for path, module in model.named_modules():
-        if module is target:
-            return path
-    return "?"
-
-
 def vision_module_of(model: Any, name: str) -> Any:
-    """The vision sub-module the architecture defines (on the base model, or the model itself for CLIP)."""
-    for owner in (getattr(model, "base_model", model), model):
-        for attribute in VISION_ATTRIBUTES:
-            module = getattr(owner, attribute, None)
-            if module is not None:
-                return module
-    raise ModelError(f"backbone {name!r}: {type(model).__name__} has no vision sub-module "
-                     f"(looked for {', '.join(VISION_ATTRIBUTES)})")
-
-
-def _layer_lists(root: Any, suffixes: Sequence[str], exclude: set[int]) -> list[tuple[str, Any]]:
-    """``ModuleList``s under ``root`` (outside modules whose ids are in ``exclude``) whose layers all
-    share one class whose name ends with one of ``suffixes``."""
-    import torch
-
-    found = []
-    for path, module in root.named_modules():
-        if id(module) in exclude or not isinstance(module, torch.nn.ModuleList) or len(module) == 0:
-            continue
-        classes = {type(layer) for layer in module}
-        if len(classes) == 1 and type(module[0]).__name__.endswith(tuple(suffixes)):
-            found.append((path, module))
-    return found
-
-
-def _one(found: list[tuple[str, Any]], *, what: str, name: str, model: Any, suffixes: Sequence[str]) -> tuple[str, Any]:
-    if len(found) == 1:
-        return found[0]
-    kinds = " or ".join(f"*{s}" for s in suffixes)
-    if not found:
-        raise ModelError(f"backbone {name!r}: {type(model).__name__} has no recognisable {what} stack (a module "
-                         f"list of {kinds} layers); this architecture is not supported by medprobe's layer hooks")
-    listed = ", ".join(f"{_module_path(model, m)} ({len(m)} x {type(m[0]).__name__})" for _, m in found)
-    raise ModelError(f"backbone {name!r}: {type(model).__name__} has {len(found)} candidate {what} stacks "
-                     f"({listed}); refusing to guess which one is the {what}")
-
-
-def _width(config: Any, fallback_layer: Any) -> int:
-    for attribute in ("embed_dim", "hidden_size", "d_model"):
-        value = getattr(config, attribute, None) if config is not None else None
-        if isinstance(value, int):
-            return value
-    for parameter in fallback_layer.parameters():  # the first norm / projection weight
-        return int(parameter.shape[0])
-    return 0
+    """The vision encoder of ``model`` (:func:`~medprobe.models.stack_discovery.vision_tower_of`), or an error."""
+    tower = discovery.vision_tower_of(model)
+    if tower is None:
+        raise ModelError(f"backbone {name!r}: {type(model).__name__} has no vision encoder (no sub-module built "
+                         f"from its vision_config, none named {', '.join(VISION_ATTRIBUTES)})")
+    return tower
 
 
 def find_stacks(model: Any, name: str, *, language: bool = True) -> LayerStacks:
-    """The vision stack and (with ``language``) the language-model stack of ``model``, by structure."""
-    vision = vision_module_of(model, name)
-    vision_path, vision_layers = _one(_layer_lists(vision, VISION_LAYER_SUFFIXES, set()), what="vision-encoder",
-                                      name=name, model=model, suffixes=VISION_LAYER_SUFFIXES)
-    stacks = LayerStacks(
-        name=name, vision_module=vision, vision_layers=vision_layers,
-        vision_path=_module_path(model, vision_layers),
-        vision_width=_width(getattr(vision, "config", None), vision_layers[0]),
-    )
+    """The vision stack(s) and (with ``language``) the language-model stack of ``model``, asked of the
+    model (:mod:`medprobe.models.stack_discovery`). A model needs at least one of the two."""
+    vision = discovery.vision_tower_of(model)
+    stacks = LayerStacks(name=name, vision_module=vision, vision_layers=None, vision_path="", vision_width=0)
+    if vision is not None:
+        vision_config = getattr(vision, "config", None) or getattr(model.config, "vision_config", None)
+        try:
+            layers, others = discovery.find_layer_list(vision, depth=discovery.config_depth(vision_config),
+                                                       exclude=set(), what="vision-encoder", name=name, model=model)
+        except ModelError as error:
+            if not language:
+                raise
+            stacks.vision_note = str(error)  # the language model is still probeable
+            layers, others = None, []
+    if vision is not None and layers is not None:
+        stacks.vision_layers = layers
+        stacks.vision_owner = discovery.recording_owner(vision, layers)
+        stacks.vision_path = discovery.module_path(model, layers)
+        stacks.vision_width = discovery.width_of(vision_config, layers[0])
+        for path, extra in others:
+            stacks.extra[discovery.extra_stack_name(path)] = (discovery.module_path(model, extra), extra)
     if not language:
+        if vision is None:
+            vision_module_of(model, name)  # raises
         return stacks
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    decoder = discovery.language_model_of(model)
     if decoder is None:
-        raise ModelError(f"backbone {name!r}: {type(model).__name__} has no language-model decoder (get_decoder)")
-    exclude = {id(module) for module in vision.modules()}
-    _, lm_layers = _one(_layer_lists(decoder, LM_LAYER_SUFFIXES, exclude), what="language-model decoder",
-                        name=name, model=model, suffixes=LM_LAYER_SUFFIXES)
-    stacks.lm_module = decoder
+        missing = "" if vision is not None else (f"no vision sub-module (none built from a vision_config, none named "
+                                                  f"{', '.join(VISION_ATTRIBUTES)}) and ")
+        raise ModelError(f"backbone {name!r}: {type(model).__name__} has {missing}no language-model decoder "
+                         "(get_decoder)")
+    exclude = {id(module) for module in vision.modules()} if vision is not None else set()
+    text_config = discovery.text_config_of(model, decoder)
+    is_encoder = decoder is not getattr(model, "get_decoder", lambda: None)()
+    depth = getattr(text_config, "encoder_layers", None) if is_encoder else discovery.config_depth(text_config)
+    lm_layers, _ = discovery.find_layer_list(decoder, depth=depth, exclude=exclude, what="language-model decoder",
+                                             name=name, model=model)
+    stacks.lm_module = discovery.recording_owner(decoder, lm_layers)
     stacks.lm_layers = lm_layers
-    stacks.lm_path = _module_path(model, lm_layers)
-    config = getattr(decoder, "config", None)
-    stacks.lm_width = _width(getattr(config, "text_config", None) or config, lm_layers[0])
+    stacks.lm_path = discovery.module_path(model, lm_layers)
+    stacks.lm_width = discovery.width_of(text_config, lm_layers[0])
     return stacks
 
 
@@ -174,13 +175,24 @@ class HookPoint:
     before: bool
 
 
-def hook_points(stacks: LayerStacks, lm: Sequence[int], vision: Sequence[int]) -> list[HookPoint]:
-    """The modules to hook for LM hidden states ``lm`` and vision hidden states ``vision``:
-    ``k = 0`` is the input of the stack's first layer, ``k`` the output of layer ``k - 1``; the last
-    LM hidden state is the decoder's output (after the final norm), as transformers reports it
-    unless the decoder says otherwise (``tie_last_hidden_states: false``)."""
-    points = [HookPoint(("vision", k), stacks.vision_layers[0] if k == 0 else stacks.vision_layers[k - 1], k == 0)
-              for k in vision]
+def hook_points(stacks: LayerStacks, lm: Sequence[int], vision: Sequence[int],
+                extra: dict[str, Sequence[int]] | None = None) -> list[HookPoint]:
+    """The modules to hook for LM hidden states ``lm``, vision hidden states ``vision`` and those of
+    the extra vision stacks (``{stack: ks}``): ``k = 0`` is the input of the stack's first layer,
+    ``k`` the output of layer ``k - 1``; the last LM hidden state is the decoder's output (after the
+    final norm), as transformers reports it unless the decoder says otherwise
+    (``tie_last_hidden_states: false``)."""
+    points = []
+    vision_tied = stacks.vision_owner is not None and discovery.ties_last_hidden_state(stacks.vision_owner)
+    for k in vision:
+        layers = stacks.vision_layers
+        if k == len(layers) and vision_tied:  # e.g. Ovis2: hidden_states[-1] is the tower's normed output
+            points.append(HookPoint(("vision", k), stacks.vision_owner, False))
+        else:
+            points.append(HookPoint(("vision", k), layers[0] if k == 0 else layers[k - 1], k == 0))
+    for stack, ks in (extra or {}).items():
+        layers = stacks.layers_of(stack)
+        points += [HookPoint((stack, k), layers[0] if k == 0 else layers[k - 1], k == 0) for k in ks]
     last = stacks.num_lm_layers
     tied = getattr(getattr(stacks.lm_module, "config", None), "tie_last_hidden_states", True) is not False
     for k in lm:
@@ -193,16 +205,22 @@ def hook_points(stacks: LayerStacks, lm: Sequence[int], vision: Sequence[int]) -
     return points
 
 
-def stop_key(lm: Sequence[int], vision: Sequence[int]) -> tuple[str, int]:
+def stop_key(lm: Sequence[int], vision: Sequence[int], extra: dict[str, Sequence[int]] | None = None) -> tuple[str, int]:
     """The hidden state after which the forward pass stops: the deepest LM one requested (the
-    tower runs before the LM), else the deepest vision one."""
-    return ("lm", max(lm)) if lm else ("vision", max(vision))
+    vision encoder runs before the LM), else the deepest of the last vision stack requested."""
+    if lm:
+        return ("lm", max(lm))
+    for stack, ks in reversed(list((extra or {}).items())):
+        if ks:
+            return (stack, max(ks))
+    return ("vision", max(vision))
 
 
 # ---------------------------------------------------------------------------------------------- layer specs
-def resolve_layer_spec(name: str, spec: Any, *, num_lm: int | None, num_vision: int,
+def resolve_layer_spec(name: str, spec: Any, *, num_lm: int | None, num_vision: int | None,
                        extra: Sequence[str] = (), default: Sequence[str] = ()) -> list[str]:
-    """Layer names for a run file's ``layers:`` value, over a model's two stacks.
+    """Layer names for a run file's ``layers:`` value, over a model's two stacks (``num_lm`` /
+    ``num_vision`` None: the model has no such stack).
 
     * ``None``: ``default``; a list: the union of its items, in order;
     * ``"all"``: the language-model hidden states ``"0"``..``"L"`` (what the study probed); on a
@@ -214,7 +232,7 @@ def resolve_layer_spec(name: str, spec: Any, *, num_lm: int | None, num_vision: 
     An index out of range for its stack but valid for the other is an error that says so.
     """
     lm = [str(k) for k in range(num_lm + 1)] if num_lm is not None else None
-    vision = [f"vision.{k}" for k in range(num_vision + 1)]
+    vision = [f"vision.{k}" for k in range(num_vision + 1)] if num_vision is not None else []
     main = lm if lm is not None else vision
     if spec is None:
         return list(default)
@@ -242,6 +260,9 @@ def resolve_layer_spec(name: str, spec: Any, *, num_lm: int | None, num_vision: 
         on_vision = bool(match.group(1)) or lm is None
         stack, other = (vision, lm) if on_vision else (main, vision)
         index = int(match.group(2))
+        if not stack:
+            raise ModelError(f"backbone {name!r}: layer {spec!r}: this model has no vision encoder; its layers are "
+                             f"the language model's 0..{num_lm}")
         if -len(stack) <= index < len(stack):
             return [stack[index]]
         label = "vision stack" if on_vision else "language model"
@@ -259,6 +280,7 @@ def resolve_layer_spec(name: str, spec: Any, *, num_lm: int | None, num_vision: 
         if bounds[2] == 0:
             raise ModelError(f"backbone {name!r}: layer slice {spec!r} has step 0")
         return list(stack[slice(*bounds)])
-    stacks = f"language model 0..{num_lm}, " if num_lm is not None else ""
-    raise ModelError(f"backbone {name!r}: unknown layer {spec!r}; layers are {stacks}vision.0..vision.{num_vision}"
+    stacks = [f"language model 0..{num_lm}"] if num_lm is not None else []
+    stacks += [f"vision.0..vision.{num_vision}"] if num_vision is not None else []
+    raise ModelError(f"backbone {name!r}: unknown layer {spec!r}; layers are {', '.join(stacks)}"
                      + (f", {', '.join(extra)}" if extra else "") + " ('all', 'vision.all', 'a:b', 'vision.a:b')")

@@ -1,0 +1,113 @@
+"""One vector per image from a vision encoder's tokens, whatever way the model batches its crops.
+
+Why a module of its own: vision encoders see images in many layouts and a hidden state has to be
+mapped back to the images of the batch before it is pooled. Each layout is recognised from what
+the model was given (``pixel_values``, the encoder's own call arguments) and what came back:
+
+* **packed** (Qwen2-VL and its descendants): a 2-D ``(patches, width)`` sequence for all images,
+  split by ``grid_thw`` (``t * h * w`` patches per image);
+* **tiles** (Mllama): ``(images, tiles * padded_tokens, width)``; tokens of masked tiles
+  (``aspect_ratio_mask``) and the padding after each tile's tokens are left out;
+* **one crop per image**: as many encoder rows as images;
+* **crops per image, padded** (Idefics2/3, LLaVA-NeXT): 5-D ``pixel_values`` ``(images, crops, C, H, W)``
+  whose padding crops are all zero (the models' own rule for dropping them);
+* **crops of all images concatenated** (Aya Vision, InternVL, GOT-OCR2): 4-D ``pixel_values``
+  ``(crops, C, H, W)``; every crop becomes the same number of image tokens in the prompt, so image
+  b has ``crops * image_tokens[b] / sum(image_tokens)`` of them.
+
+Anything else is a :class:`~medprobe.errors.ModelError`, never a guess. Patch tokens are averaged
+over every crop of an image (``mean``, CLS and padded patches excluded), or the CLS tokens of its
+crops are (``cls``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from medprobe.errors import ModelError
+
+
+@dataclass(frozen=True)
+class TowerLayout:
+    """What pooling needs to know of a vision encoder's token layout."""
+
+    #: every crop's sequence starts with a CLS token
+    has_cls: bool
+    #: tokens of one tile before padding (Mllama's ``num_patches``, CLS included); None elsewhere
+    tile_tokens: int | None = None
+
+
+def tower_layout(tower: Any) -> TowerLayout:
+    """The layout of ``tower``: a CLS token if it has a class embedding / CLS parameter."""
+    names = [name for name, _ in tower.named_parameters()] if tower is not None else []
+    has_cls = any(name.endswith(("class_embedding", "cls_token")) for name in names)
+    tile_tokens = getattr(tower, "num_patches", None) if hasattr(tower, "max_num_tiles") else None
+    return TowerLayout(has_cls=has_cls, tile_tokens=tile_tokens)
+
+
+def crops_per_image(rows: int, batch: int, inputs: Any, image_token_ids: list[int], name: str) -> list[int]:
+    """How many of the encoder's ``rows`` (crops) belong to each of the ``batch`` images, in order."""
+    import torch
+
+    if rows == batch:
+        return [1] * batch
+    pixels = inputs.get("pixel_values")
+    counts: list[int] | None = None
+    if pixels is not None and pixels.ndim == 5 and pixels.shape[0] == batch:
+        counts = (~(pixels == 0).flatten(2).all(dim=-1)).sum(dim=1).tolist()
+    elif pixels is not None and pixels.ndim == 4 and pixels.shape[0] == rows and image_token_ids:
+        ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+        tokens = (torch.isin(ids, torch.tensor(image_token_ids)) & mask).sum(dim=1).tolist()
+        total = sum(tokens)
+        if total and all(t * rows % total == 0 for t in tokens):
+            counts = [t * rows // total for t in tokens]
+    if counts is None or sum(counts) != rows or min(counts) < 1:
+        raise ModelError(f"backbone {name!r}: cannot map {rows} vision crops to {batch} images")
+    return counts
+
+
+def pool_vision(hidden: Any, inputs: Any, tower_kwargs: dict[str, Any], batch: int, *, pooling: str,
+                layout: TowerLayout, image_token_ids: list[int], name: str) -> Any:
+    """``(batch, width)`` from one vision hidden state (see the module docstring for the layouts)."""
+    import torch
+
+    if hidden.ndim == 2:
+        grid = tower_kwargs.get("grid_thw")
+        if grid is None or len(grid) != batch:
+            raise ModelError(f"backbone {name!r}: cannot split packed vision tokens into {batch} images")
+        if pooling == "cls":
+            raise ModelError(f"backbone {name!r}: this vision tower has no CLS token")
+        return torch.stack([part.mean(dim=0) for part in hidden.split(grid.prod(-1).tolist())])
+    tiles = tower_kwargs.get("aspect_ratio_mask")
+    if tiles is not None and layout.tile_tokens is not None:
+        return _pool_tiles(hidden, tiles, layout.tile_tokens, pooling, batch, name)
+    counts = crops_per_image(hidden.shape[0], batch, inputs, image_token_ids, name)
+    crops = hidden.shape[0]
+    valid = torch.ones(hidden.shape[:2], dtype=torch.bool)
+    patch_mask = tower_kwargs.get("patch_attention_mask")
+    if patch_mask is not None and patch_mask.shape[0] == crops:
+        flat = patch_mask.reshape(crops, -1).bool()
+        if flat.shape[1] == hidden.shape[1]:
+            valid = flat
+    if layout.has_cls:
+        valid[:, 0] = False
+    rows = []
+    for part, part_valid in zip(hidden.split(counts), valid.split(counts)):
+        rows.append(part[:, 0].mean(dim=0) if pooling == "cls" else part[part_valid].mean(dim=0))
+    return torch.stack(rows)
+
+
+def _pool_tiles(hidden: Any, tile_mask: Any, tile_tokens: int, pooling: str, batch: int, name: str) -> Any:
+    """Mllama: ``(images, tiles * padded, width)``; real tiles only, CLS first in each tile, padding last."""
+    mask = tile_mask.reshape(batch, -1).bool()  # one image per sample: (batch, max tiles)
+    if hidden.shape[0] != batch or hidden.shape[1] % mask.shape[1]:
+        raise ModelError(f"backbone {name!r}: cannot map vision tiles {tuple(hidden.shape)} to {batch} images")
+    per_tile = hidden.reshape(batch, mask.shape[1], -1, hidden.shape[-1])
+    rows = []
+    for b in range(batch):
+        real = per_tile[b][mask[b]]  # (real tiles, padded tokens, width)
+        rows.append(real[:, 0].mean(dim=0) if pooling == "cls" else real[:, 1:tile_tokens].flatten(0, 1).mean(dim=0))
+    import torch
+
+    return torch.stack(rows)

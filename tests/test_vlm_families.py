@@ -1,0 +1,178 @@
+"""Contract test over every image-text-to-text family transformers registers (enumerated, not picked).
+
+For each ``model_type`` in ``MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES``, a tiny random instance is
+built from its shrunk default config (:mod:`medprobe.testing.tiny_families`) and the stacks medprobe
+finds (:func:`~medprobe.models.stacks.find_stacks`) are read with medprobe's own hooks
+(:func:`~medprobe.models.torch_hooks.run_hooked`, what the backbones extract with), then compared
+with transformers' own outputs:
+
+* language model: every hidden state equals ``output_hidden_states`` of a text-only forward of the
+  whole model (or of the language model alone where the model insists on images), count and values;
+* vision encoder: every hidden state equals the encoder's own ``output_hidden_states`` on pixels
+  shaped from its config.
+
+The families that cannot be checked here are listed below with the reason, and the test checks the
+reason still holds (a family that starts to build fails the test until it is moved out of the list).
+The full processor path (``create_backbone("hf:DIR")``, every pooling, batches padded on either
+side) is tested on the families with a tiny processor in ``tests/test_hf_backbones.py``.
+
+Run time (2 shared cores, transformers 5.24, torch 2.13 CPU): the default selection about 60 s;
+the ``slow`` families (``-m slow``) about 70 s more.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES  # noqa: E402
+
+from medprobe.models.stacks import find_stacks  # noqa: E402
+from medprobe.models.torch_hooks import run_hooked  # noqa: E402
+from medprobe.testing.tiny_families import build_tiny_family, text_inputs, tower_call  # noqa: E402
+
+FAMILIES = sorted(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+RTOL = 1e-6
+
+_TIMM = "needs the timm package (TimmWrapperModel vision tower), not installed here"
+#: families whose tiny instance cannot be built here, with the reason (checked: building still fails)
+CANNOT_BUILD = {
+    "chameleon": "default config cannot be built (AttributeError in its VQ-VAE config defaults)",
+    "cohere_compass": "default config broken (KeyError 'full_attention' in its layer types)",
+    "deepseek_ocr2": "default config broken (None where a list is expected)",
+    "diffusion_gemma": "default config broken (a None size)",
+    "emu3": "default config cannot be built (AttributeError in its VQ-VAE config defaults)",
+    "evolla": "a protein-text model registered here; AutoModelForImageTextToText refuses its config",
+    "fast_vlm": _TIMM,
+    "gemma3n": _TIMM,
+    "gemma4": "default config broken (cache-producing and cache-using layer types differ)",
+    "gemma4_unified": "default config broken (cache-producing and cache-using layer types differ)",
+    "granite4_vision": "default config broken (None where a list is expected)",
+    "hunyuan_vl": "default config broken (None rope parameter)",
+    "perception_lm": _TIMM,
+}
+#: families not built at all, with the reason
+NOT_RUN = {
+    "inkling_mm_model": "its shrunk default config still builds a model too large for this machine (killed for memory)",
+}
+#: families whose language model cannot run on text alone here, with the reason (checked: it still fails)
+NO_TEXT_FORWARD = {
+    "idefics": "its decoder requires images (pixel_values or perceiver embeddings); tested in test_hf_backbones",
+    "pix2struct": "the decoder's prompt shape depends on rendered patches; no text-only forward",
+    "ernie4_5_vl_moe": "its 3-D rope positions do not fit the shrunk config (stack of unequal sizes)",
+    "step3p7": "default config lacks sliding_window",
+    "t5gemma2": "encoder-decoder: the decoder needs encoder states and the model images",
+}
+#: families whose vision encoder cannot be run from its config alone (it needs processor-made inputs)
+VISION_INPUTS = {
+    "dots3_note": "the tower takes pre-merged patch features, not pixels",
+    "idefics": "its tower returns no hidden states; checked layer by layer in test_hf_backbones",
+    "got_ocr2": "image size of the default config is 1024 px (slow); its tower is a SAM-style ViT",
+    "inkling2": "the tower takes packed patches with positions",
+    "inkling2_loop": "the tower takes packed patches with positions",
+    "kimi_k25": "the tower takes packed, pre-flattened patches",
+    "kosmos-2.5": "the tower takes flattened patches (Pix2Struct style)",
+    "lfm2_vl": "the tower needs a spatial-shape tensor",
+    "lighton_ocr": "Pixtral tower: needs image_sizes",
+    "llama4": "the tower needs unfolded patches",
+    "minicpm_ocr": "the tower needs target sizes",
+    "minicpmv4_6": "the tower needs target sizes",
+    "minicpmv4_7": "the tower needs target sizes",
+    "mistral3": "Pixtral tower: needs image_sizes",
+    "mistral_large4": "Pixtral tower: needs image_sizes",
+    "mllama": "the tower needs aspect-ratio ids and masks (tiles)",
+    "molmo2": "the tower takes pre-cropped patches",
+    "muse_glimmer": "the tower takes pre-flattened patches",
+    "muse_spark": "the tower takes pre-flattened patches",
+    "paddleocr_vl": "the tower takes packed patches with position ids",
+    "pix2struct": "the encoder takes flattened patches",
+    "unlimited_ocr": "a SAM + CLIP tower whose inputs the processor makes",
+    "video_llama_3": "the tower needs merge sizes",
+}
+#: families without a vision stack, and why (the language model is still probeable)
+NO_VISION_STACK = {
+    "apertus1p5": "images are tokenised by a VQ image tokenizer; no vision encoder",
+    "florence2": "hierarchical DaViT tower (4 stages of different widths); no single layer stack",
+    "fuyu": "image patches are projected straight into the decoder; no vision encoder",
+    "mistral4": "no vision encoder in the default config",
+    "pi0": "a robot policy whose PaliGemma vision encoder is not a sub-module built from vision_config",
+    "udop": "images enter the T5 encoder as patch embeddings; no separate vision encoder",
+    "vision-encoder-decoder": "the default config has no vision encoder config",
+}
+#: families whose check takes over ~2 s here (build or large default image sizes): run with -m slow
+SLOW = {"apertus1p5", "blip", "emu3", "florence2", "glm5_next", "janus", "lighton_ocr", "mistral3", "mistral_large4",
+        "pp_chart2table", "got_ocr2", "dots3_note"}
+
+
+def _params() -> list:
+    return [pytest.param(family, marks=pytest.mark.slow) if family in SLOW else family for family in FAMILIES]
+
+
+def test_the_lists_name_only_registered_families():
+    listed = {*CANNOT_BUILD, *NOT_RUN, *NO_TEXT_FORWARD, *VISION_INPUTS, *NO_VISION_STACK, *SLOW}
+    assert listed <= set(FAMILIES), sorted(listed - set(FAMILIES))
+    assert not set(CANNOT_BUILD) & set(NOT_RUN)
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    got, expected = got.float().reshape(expected.shape), expected.float()
+    return float((got - expected).abs().max() / expected.abs().max().clamp(min=1e-12))
+
+
+def _text_reference(model, stacks, inputs):
+    """``(call, hidden_states)``: the whole model's text-only forward, else the language model's."""
+    errors = []
+    for module in (model, stacks.lm_module):
+        try:
+            with torch.no_grad():
+                out = module(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
+        except Exception as error:  # noqa: BLE001 -- the reason is reported below
+            errors.append(f"{type(module).__name__}: {type(error).__name__}: {error}")
+            continue
+        hidden = out.get("encoder_hidden_states") if stacks.lm_module is not model.get_decoder() else None
+        return (lambda: module(**inputs, use_cache=False)), hidden or out.get("hidden_states")
+    raise AssertionError("; ".join(errors))
+
+
+@pytest.mark.parametrize("model_type", _params())
+def test_every_family_gives_exact_language_and_vision_layers(model_type):
+    if model_type in NOT_RUN:
+        pytest.skip(NOT_RUN[model_type])
+    if model_type in CANNOT_BUILD:
+        with pytest.raises(Exception):  # noqa: B017 -- any failure; the reason is in CANNOT_BUILD
+            build_tiny_family(model_type)
+        return
+    model = build_tiny_family(model_type)
+    stacks = find_stacks(model, model_type)
+    assert stacks.num_lm_layers > 0
+    assert stacks.has_vision == (model_type not in NO_VISION_STACK), stacks.describe()
+
+    inputs = text_inputs()
+    if model_type in NO_TEXT_FORWARD:
+        with pytest.raises(AssertionError):
+            _text_reference(model, stacks, inputs)
+    else:
+        forward, reference = _text_reference(model, stacks, inputs)
+        keys = [("lm", k) for k in range(stacks.num_lm_layers + 1)]
+        assert len(reference) == len(keys), f"{model_type}: {len(reference)} hidden states, {len(keys)} found"
+        captured = run_hooked(stacks, keys, forward, name=model_type)
+        for key in keys:
+            assert _relative_error(captured[key], reference[key[1]]) < RTOL, (model_type, key)
+
+    if not stacks.has_vision or model_type in VISION_INPUTS:
+        return
+    call = tower_call(stacks.vision_module)
+    assert call is not None, f"{model_type}: no tower input could be made from its config"
+    with torch.no_grad():
+        reference = call(output_hidden_states=True, return_dict=True).hidden_states
+    keys = [("vision", k) for k in range(stacks.num_vision_layers + 1)]
+    assert len(reference) == len(keys)
+    captured = run_hooked(stacks, keys, call, name=model_type)
+    for key in keys:
+        assert _relative_error(captured[key], reference[key[1]]) < RTOL, (model_type, key)
