@@ -437,6 +437,29 @@ def test_run_from_yaml_loads_the_saved_model_and_refuses_to_overwrite(case_dir: 
     assert run_mcq(run_file, overwrite=True, show_progress=False) == out
 
 
+def test_outputs_are_staged_like_run_folders(case_dir: Path, tmp_path: Path, loaded, tiny_vlms, monkeypatch) -> None:
+    """An MCQ run's outputs appear together or not at all; files of yours in the folder are kept."""
+    from medprobe.mcq import run as mcq_run
+
+    config = _run_config(case_dir, f"hf:{tiny_vlms['llava']}")
+    out = mcq_run.run_mcq(config, tmp_path / "out", show_progress=False, mcq_model=loaded["llava"])
+    (out / "notes.txt").write_text("mine")
+    before = {name: (out / name).read_bytes() for name in ("mcq_results.json", "mcq_cases.csv", "mcq_strata.png")}
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed while writing the outputs")
+
+    monkeypatch.setattr(mcq_run, "write_order_csv", killed)
+    config["order_robustness"] = {"permutations": 1, "swap_shots": False}
+    with pytest.raises(RuntimeError, match="killed"):
+        mcq_run.run_mcq(config, out, overwrite=True, show_progress=False, mcq_model=loaded["llava"])
+    assert {name: (out / name).read_bytes() for name in before} == before  # the old outputs stand, whole
+    assert not [p for p in tmp_path.iterdir() if ".medprobe-" in p.name]
+    monkeypatch.undo()
+    mcq_run.run_mcq(config, out, overwrite=True, show_progress=False, mcq_model=loaded["llava"])
+    assert (out / "notes.txt").read_text() == "mine" and (out / "mcq_order.csv").is_file()
+
+
 def test_primary_and_sampled_tries_in_one_run(case_dir: Path, tmp_path: Path, loaded, tiny_vlms) -> None:
     """Try 0 is greedy (the headline), tries 1..3 are sampled with per-case seeds; reruns agree."""
     from medprobe.mcq.answer import case_seed

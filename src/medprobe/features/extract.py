@@ -171,7 +171,8 @@ def _compute_missing(backbone: Backbone, dataset: Dataset, cache: FeatureCache, 
         order = sorted(todo)
         n_images = sum(plans[i].stop - plans[i].start for i in order)
         with ThreadPoolExecutor(max_workers=1) as reader, progress_bar(
-            f"{backbone.name}: extracting {len(layers)} layer(s)", total=n_images, enabled=show_progress
+            f"{backbone.name}: extracting {len(layers)} layer(s)", total=n_images, enabled=show_progress,
+            unit="images",
         ) as advance:
             def submit(i: int):
                 plan = plans[i]
