@@ -78,3 +78,15 @@ def shared_data_dir() -> Path:
     if not (SHARED_DATA / "medmnist" / "pneumoniamnist.npz").is_file():
         pytest.skip(f"PneumoniaMNIST not found under {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def same_precision_on_every_cpu(monkeypatch):
+    """``dtype: auto`` picks bfloat16 on CPUs with AMX or AVX512-BF16 (medprobe.hardware), and the
+    parity tests compare float32 features with the model's own to 1e-6; CI machines vary in CPU, so
+    every test sees a CPU without bf16 units. Tests of the choice itself pass their own units."""
+    from medprobe import hardware
+
+    units = hardware.MatrixUnits("test CPU without bf16 units", frozenset({"avx2"}))
+    monkeypatch.setattr(hardware, "cpu_units", lambda: units)
+    monkeypatch.setattr("medprobe.models.onnx_backbone.cpu_units", lambda: units)
