@@ -176,3 +176,40 @@ def test_every_family_gives_exact_language_and_vision_layers(model_type):
     captured = run_hooked(stacks, keys, call, name=model_type)
     for key in keys:
         assert _relative_error(captured[key], reference[key[1]]) < RTOL, (model_type, key)
+
+
+#: families whose whole ``hf:`` path (processor, every pooling, batches padded on either side) is
+#: tested in tests/test_hf_backbones.py
+FULL_PATH = {"idefics", "idefics2", "idefics3", "llava", "qwen2_vl"}
+
+
+def support_table() -> str:
+    """The README's table of supported families, made from the lists above (what this file tests)."""
+    rows: dict[tuple[str, str, str], list[str]] = {}
+    for family in FAMILIES:
+        if family in CANNOT_BUILD or family in NOT_RUN:
+            continue
+        lm = "found, not run here" if family in NO_TEXT_FORWARD and family not in FULL_PATH else "exact"
+        if family in NO_VISION_STACK:
+            vision = "none"
+        elif family in VISION_INPUTS and family not in FULL_PATH:
+            vision = "found, not run here"
+        else:
+            vision = "exact"
+        full = "exact, every pooling, padded batches" if family in FULL_PATH else "not tested"
+        rows.setdefault((lm, vision, full), []).append(family)
+    order = sorted(rows, key=lambda key: (key[2] != "exact, every pooling, padded batches", key[0] != "exact",
+                                          key[1] != "exact", key[1]))
+    lines = ["| families (`model_type`) | language-model layers `0..L` | vision layers `vision.k` | "
+             "`hf:` extraction through the processor |", "|---|---|---|---|"]
+    lines += [f"| {', '.join(rows[key])} | {' | '.join(key)} |" for key in order]
+    return "\n".join(lines)
+
+
+def test_the_readme_table_is_what_this_file_tests():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert support_table() in readme, "regenerate the README table with tests/test_vlm_families.support_table()"
+    for family, reason in {**CANNOT_BUILD, **NOT_RUN}.items():
+        assert f"`{family}`" in readme, family

@@ -7,12 +7,14 @@ heavy imports happen only when one is built):
   the open Flamingo reproduction. Images enter the LLaMA decoder through gated cross-attention.
   The prompt follows ``prompt_style`` (below): ``study`` by default for the base models,
   ``chat`` for the instruct models.
-* **Generic** ``hf:<folder-or-hub-id>``: any ``AutoModelForImageTextToText`` model whose processor
-  has a chat template (Idefics2/3, SmolVLM, LLaVA, Qwen2-VL, ...). The prompt is one user turn
-  holding the image and the prompt text, rendered by the model's own chat template with
-  ``add_generation_prompt=True``. A CLIP checkpoint given as ``hf:`` becomes a CLIP backbone.
-  Qwen2-VL's processor needs torchvision only for video; without it medprobe expands
-  ``<|image_pad|>`` itself (:class:`~medprobe.models.hf_loading.QwenVLImageProcessorWithoutVideo`).
+* **Generic** ``hf:<folder-or-hub-id>``: any ``AutoModelForImageTextToText`` model. The prompt is one
+  user turn holding the image and the prompt text, rendered by the model's own chat template with
+  ``add_generation_prompt=True``; a processor without a chat template (PaliGemma, BLIP-2, base
+  checkpoints) gets ``plain`` (below), said on the console and in the fingerprint. Stacks are
+  found by :func:`~medprobe.models.stacks.find_stacks`. A CLIP checkpoint given as ``hf:`` becomes a
+  CLIP backbone. Qwen2-VL / Qwen2.5-VL / Qwen3-VL processors need torchvision only for video;
+  without it medprobe expands ``<|image_pad|>`` itself
+  (:class:`~medprobe.models.hf_loading.QwenVLImageProcessorWithoutVideo`).
   SmolVLM's processor needs ``num2words`` and torchvision installed.
 * **CLIP / PLIP** (``clip-b32``, ``plip``): see :mod:`medprobe.models.hf_clip`.
 
@@ -31,7 +33,9 @@ Prompt styles (``prompt_style``), all ending where the last token is read:
 * ``chat``: IDEFICS v1's instruct interleaving ``["User:", image, prompt + "<end_of_utterance>",
   "\\nAssistant:"]``; for every other model one user turn (image + prompt) rendered by the
   model's own chat template with ``add_generation_prompt=True`` (the only style those take).
-* ``plain``: ``[image, prompt]`` and nothing else (IDEFICS v1).
+* ``plain``: ``[image, prompt]`` and nothing else (IDEFICS v1); for a model without a chat template,
+  the prompt as its processor takes it (after the processor's image token unless the processor
+  inserts the image tokens itself, as BLIP-2's and PaliGemma's do).
 
 The rendered prompt and its token ids are part of the fingerprint, hence of the cache key.
 

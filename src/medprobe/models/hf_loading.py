@@ -38,8 +38,9 @@ _SMALL_FILE_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken", ".py")
 #: pickled or foreign-framework weights never fetched by ``download=True``
 _DOWNLOAD_IGNORE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.ot", "*.gguf", "*.tflite"]
 _SAMPLE_BYTES = 1 << 20
-#: model types whose processors need torchvision only for video; images work without it
-_QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+#: model types whose processors need torchvision only for video; images work without it (Qwen3-VL's
+#: image processor is Qwen2-VL's with 16 px patches: same placeholder expansion)
+_QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
 
 @dataclass
