@@ -16,8 +16,9 @@ reason still holds (a family that starts to build fails the test until it is mov
 The full processor path (``create_backbone("hf:DIR")``, every pooling, batches padded on either
 side) is tested on the families with a tiny processor in ``tests/test_hf_backbones.py``.
 
-Run time (2 shared cores, transformers 5.24, torch 2.13 CPU): the default selection about 60 s;
-the ``slow`` families (``-m slow``) about 70 s more.
+Run time (2 cores shared with other jobs, transformers 5.24, torch 2.13 CPU): the default selection
+(90 families) 77 s of CPU, 164 s wall at a load average of ~5; the 12 ``slow`` families
+(``-m slow``) 42 s wall at a load average of ~2.
 """
 
 from __future__ import annotations
