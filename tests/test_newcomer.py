@@ -92,7 +92,8 @@ def test_plan_without_a_hugging_face_backbone_says_what_it_can(tmp_path):
     result = cli("plan", pixels_run_file(tmp_path, tmp_path / "images", train_fractions=[0.5, 1.0], seeds=[0, 1]))
     assert result.returncode == 0, result.stderr
     assert "pixels: not a Hugging Face model" in result.stdout
-    assert "extraction: 20 images" in result.stdout and "probes: 1 layer(s) x 3 (fraction, seed) plan(s)" in result.stdout
+    assert "extraction: 20 images" in result.stdout
+    assert "probes: 1 layer(s) x 3 (fraction, seed) plan(s)" in result.stdout
 
 
 def test_run_on_a_folder_says_it_is_a_folder(tmp_path):
@@ -109,7 +110,8 @@ def test_listings_go_to_stdout_and_read_well_in_a_pipe():
     assert lines[0].split()[:3] == ["name", "family", "memory"] and lines[1].startswith("pixels  ")
     assert not any(line.endswith(" ") or "│" in line for line in lines)
     tsv = cli("backbones", "--format", "tsv").stdout.splitlines()
-    assert tsv[0].split("\t") == ["name", "family", "memory", "description"] and any(r.startswith("clip-b32\t") for r in tsv)
+    assert tsv[0].split("\t") == ["name", "family", "memory", "description"]
+    assert any(r.startswith("clip-b32\t") for r in tsv)
     layers = cli("layers", "pixels", "--format", "json")
     assert json.loads(layers.stdout) == [{"backbone": "pixels", "stack": "main", "layer": "pixels"}]
     assert "pixels" in cli("layers", "pixels").stdout

@@ -24,6 +24,7 @@ FORMAT_HELP = "table (for people), tsv or json (for scripts)"
 
 
 def check_format(fmt: str) -> str:
+    """``fmt`` if it is one of :data:`FORMATS`, else a ConfigError listing them."""
     from medprobe.errors import ConfigError
 
     if fmt not in FORMATS:
@@ -150,7 +151,10 @@ def plain_help_placeholders() -> None:
         TyperArgument._rich_display_name = lambda self: original(self).upper()
     if hasattr(TyperOption, "display_type_rich"):
         shown = TyperOption.display_type_rich
-        TyperOption.display_type_rich = lambda self, ctx: None if getattr(self, "is_bool_flag", False) else shown(self, ctx)
+        def type_shown(self, ctx):
+            return None if getattr(self, "is_bool_flag", False) else shown(self, ctx)
+
+        TyperOption.display_type_rich = type_shown
 
 
 __all__ = ["FORMATS", "FORMAT_HELP", "check_format", "layer_rows", "out", "plain_help_placeholders",

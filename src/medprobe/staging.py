@@ -18,11 +18,12 @@ How (:func:`staged_run_folder`):
    an MCQ result you put there, ``.git``, ...) are *moved* into the new folder; only medprobe's own
    old outputs are deleted. Nothing of yours is deleted, silently or otherwise.
 
-It lives at the level of :mod:`medprobe.io` (it needs nothing else) so that every writer of an output
-folder -- :mod:`medprobe.experiment`, :mod:`medprobe.mcq.run`, :func:`medprobe.outputs.rebuild_report`
--- uses the same mechanism. A run that fails with an error removes its staging folder and leaves the old outputs untouched; a
-killed run leaves the staging folder (with its marker) next to the old complete outputs, or, if it
-was killed between the two renames of step 2 (microseconds), no target but both complete folders.
+It lives at the level of :mod:`medprobe.io` (it needs nothing above it) so that every writer of an
+output folder -- :mod:`medprobe.experiment`, :mod:`medprobe.mcq.run`,
+:func:`medprobe.outputs.rebuild_report` -- uses the same mechanism. A run that fails with an error
+removes its staging folder and leaves the old outputs untouched; a killed run leaves the staging
+folder (with its marker) next to the old complete outputs, or, if it was killed between the two
+renames of step 2 (microseconds), no target but both complete folders.
 :func:`recover`, called before the next run for the same target, finishes or undoes such a swap:
 a staging folder without its marker is a finished run and is moved into place when there is no
 target, otherwise (or with its marker) it is deleted; a ``previous`` folder is put back when there

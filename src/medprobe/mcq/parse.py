@@ -211,8 +211,9 @@ def parse_answer(text: str, options: Sequence[str], lettered: bool = False) -> t
     ``substring-of-another``, ``out-of-range`` or ``unparseable`` when none was (see the module
     docstring). Letters are read only when the prompt labelled options with letters
     (``lettered=True``: "a" is an article); numbers are always read. The answer is read from the
-    first line; a later line that names another option by itself ("3\\n4", "3. Sarcoidosis\\n4.
-    Tuberculosis") makes the reply ``multiple``, while prose that names none is ignored.
+    first line; a later line that names another option by itself (a reply "3" then "4" on the next
+    line, or "3. Sarcoidosis" then "4. Tuberculosis") makes the reply ``multiple``, while prose
+    that names none is ignored.
     """
     lines = answer_lines(text)
     index, method = _parse_line(lines[0] if lines else "", options, lettered)
