@@ -1,0 +1,7 @@
+"""``python -m medprobe.cli``."""
+
+import sys
+
+from medprobe.cli import main
+
+sys.exit(main())
