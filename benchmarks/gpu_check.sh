@@ -14,7 +14,7 @@
 # (probe.layers_per_pass: 4) against one pass per layer.
 #
 #   benchmarks/gpu_check.sh           # on the GPU machine
-#   benchmarks/gpu_check.sh --tiny    # dry run: tiny sizes, CPU is fine (tests/test_gpu_check.py)
+#   benchmarks/gpu_check.sh --tiny    # dry run: tiny sizes, CPU is fine (tests/bench/test_gpu_check.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-$PWD/src}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

@@ -19,7 +19,7 @@ module reads it:
 
 Adding a checkpoint of a known family is adding one :class:`ModelRecord`; a new architecture adds
 one :class:`ModelFamily` too (and loader code only if it is loaded a new way). The contract tests
-(``tests/test_model_records.py``) check every record against the model it builds.
+(``tests/models/test_model_records.py``) check every record against the model it builds.
 
 Architecture numbers are written from the model cards and ``config.json`` files of the cited
 repositories (tokenizer/training fields that do not change the module tree are left out), not
@@ -283,7 +283,7 @@ class ImageEncoder:
     Why data: the encoders differ only in where their blocks are and how their tokens are laid out
     (a CLS token, register tokens after it, feature maps instead of tokens); one backbone class
     reads all of them from this, and the tests check every entry against the model's own
-    ``output_hidden_states`` (``tests/test_image_encoders.py``)."""
+    ``output_hidden_states`` (``tests/models/test_image_encoders.py``)."""
 
     #: dotted path (from the loaded model) of the module list whose block k - 1 outputs hidden state k
     stack: str

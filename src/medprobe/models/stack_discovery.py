@@ -4,7 +4,7 @@ Why: stacks used to be found by class-name suffixes (``*DecoderLayer``, ``*Encod
 ``*VisionBlock``) under three attribute names, which missed InternVL (``InternVLVisionLayer``),
 Mllama (two vision stacks, two decoder-layer classes), Kosmos-2 (``Kosmos2TextBlock``), Fuyu and
 Chameleon (no vision encoder at all) and more. Every fact used here is one transformers itself
-states, and the contract test (``tests/test_vlm_families.py``) checks the result against the
+states, and the contract test (``tests/models/test_vlm_families.py``) checks the result against the
 model's own ``output_hidden_states`` for every image-text-to-text family that builds offline:
 
 * the **language model** is ``get_decoder()`` (transformers' own lookup: ``language_model``,

@@ -56,7 +56,7 @@ from medprobe.probes.standardise import standardise_block
 #: (the demo's DINOv2 features, every layer, C up to 10) 1e-4 left the objective 1-4 % above
 #: scikit-learn's tightly converged optimum at weak regularisation and moved test AUC by up to
 #: 0.006; 1e-6 was borderline (up to 2e-6 relative); 1e-7 stays below ~2e-8 relative
-#: (tests/test_probes_real.py checks 1e-6 on every layer and C)
+#: (tests/probes/test_probes_real.py checks 1e-6 on every layer and C)
 DEFAULT_TOL = 1e-7
 DEFAULT_MAX_ITER = 1000
 #: a multilabel finding (or the binary positive class) is predicted when its probability exceeds this

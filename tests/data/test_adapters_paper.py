@@ -635,7 +635,7 @@ def test_every_paper_run_file_names_options_its_adapter_takes() -> None:
     from medprobe.config import load_config
     from medprobe.data.loaders import adapter_names
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     loaders = {task.adapter_name: task.loader for task in PAPER_TASKS.values()}
     for task_id, task in PAPER_TASKS.items():
         config = load_config(repo / "configs" / "paper" / f"{task_id}.yaml")

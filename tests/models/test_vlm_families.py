@@ -14,7 +14,7 @@ with transformers' own outputs:
 The families that cannot be checked here are listed below with the reason, and the test checks the
 reason still holds (a family that starts to build fails the test until it is moved out of the list).
 The full processor path (``create_backbone("hf:DIR")``, every pooling, batches padded on either
-side) is tested on the families with a tiny processor in ``tests/test_hf_backbones.py``.
+side) is tested on the families with a tiny processor in ``tests/models/test_hf_backbones.py``.
 
 Run time (2 cores shared with other jobs, transformers 5.24, torch 2.13 CPU): the default selection
 (90 families) 77 s of CPU, 164 s wall at a load average of ~5; the 12 ``slow`` families
@@ -180,7 +180,7 @@ def test_every_family_gives_exact_language_and_vision_layers(model_type):
 
 
 #: families whose whole ``hf:`` path (processor, every pooling, batches padded on either side) is
-#: tested in tests/test_hf_backbones.py
+#: tested in tests/models/test_hf_backbones.py
 FULL_PATH = {"idefics", "idefics2", "idefics3", "llava", "qwen2_vl"}
 
 
@@ -210,7 +210,7 @@ def support_table() -> str:
 def test_the_readme_table_is_what_this_file_tests():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert support_table() in readme, "regenerate the README table with tests/test_vlm_families.support_table()"
     for family, reason in {**CANNOT_BUILD, **NOT_RUN}.items():
         assert f"`{family}`" in readme, family

@@ -28,7 +28,7 @@ from medprobe.run_checks import check_options
 
 from conftest import ToyBackbone, make_dataset
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def image_tree(root: Path, per_class: int = 12, classes=("benign", "malignant"), corrupt: int = 0) -> Path:

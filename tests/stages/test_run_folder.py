@@ -185,7 +185,7 @@ def killer(tmp_path_factory):
     runs with one thread per math library, so forking it is safe (a fork of a process whose OpenMP
     pool has run can deadlock)."""
     script = tmp_path_factory.mktemp("server") / "server.py"
-    script.write_text(SERVER.format(tests=str(Path(__file__).resolve().parent)))
+    script.write_text(SERVER.format(tests=str(Path(__file__).resolve().parents[1])))
     threads = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     server = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, env={**os.environ, **threads})
@@ -287,7 +287,7 @@ def test_external_sigkill_of_medprobe_run_at_random_moments(references, tmp_path
     out = _old_run(root, "random-kills")
     run_file = tmp_path / "run.yaml"
     run_file.write_text(yaml.safe_dump(_config(root, out, 40)))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     rng = random.Random(7)
     seen = set()
     for _ in range(8):

@@ -83,7 +83,7 @@ def test_what_does_not_fit_goes_to_cpu_then_disk_and_check_fits_stops_early():
 
 
 def test_cache_size_activations_and_flops_by_hand():
-    d, f, L, T = 4096, 11008, 32, 32 + 3  # prompt tokens + the image slot
+    d, f, T = 4096, 11008, 32 + 3  # width, MLP width, prompt tokens + the image slot (32 layers)
     plan = plan_backbone("idefics-9b", {"dtype": "bfloat16"}, layers="all", max_memory=STUDY_MACHINE,
                          n_images=1000, feature_dtype="float16", batch_size=8)
     assert plan.layers == [str(k) for k in range(33)]

@@ -1,4 +1,4 @@
-"""compare.html as a user sees it, rendered by real headless Chromium (as tests/test_report_browser.py
+"""compare.html as a user sees it, rendered by real headless Chromium (as tests/report/test_report_browser.py
 does for the run report): every number of the tables equals comparison.json, every figure is an
 embedded image that decodes, no console message, nothing fetched from outside the file."""
 

@@ -501,7 +501,7 @@ def test_run_file_validation(case_dir: Path) -> None:
                                      option_labels="letters"))
     with pytest.raises(ConfigError, match="model.temprature: unknown key"):
         parse_mcq_config(_run_config(case_dir, "hf:x") | {"model": {"name": "hf:x", "temprature": 1}})
-    example = yaml.safe_load((Path(__file__).parents[1] / "configs" / "mcq_example.yaml").read_text())
+    example = yaml.safe_load((Path(__file__).parents[2] / "configs" / "mcq_example.yaml").read_text())
     dumped = parse_mcq_config(example, "mcq_example.yaml").model_dump()
     for key, value in example.items():
         expected = {**dumped[key], **value} if isinstance(value, dict) else value

@@ -23,7 +23,7 @@ from medprobe.data.paper import load_padchest, padchest_csv_path, parse_padchest
 from medprobe.errors import DataError, ImageReadError
 
 CSV_NAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def padchest_rows() -> list[tuple]:

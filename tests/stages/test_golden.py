@@ -23,7 +23,7 @@ from medprobe.experiment import run_experiment
 
 from conftest import SHARED_DATA
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 FILES = ("results.json", "comparisons.json", "predictions.parquet")
 
 

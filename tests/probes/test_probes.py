@@ -526,7 +526,7 @@ def test_newton_reaches_the_lbfgs_optimum(shape, task):
 
 
 def test_solver_choice_and_refusals(data):
-    """auto takes Newton for small sigmoid problems only; asking for it where it cannot run is an error."""
+    """The default solver (``auto``) takes Newton for small sigmoid problems only; asking for it where it cannot run is an error."""
     small = LinearProbe("binary", device="cpu").fit(data["X_train"], (data["y_train"] == 1).astype(int))
     assert small.n_iter_ < 20
     with pytest.raises(ConfigError, match="solver='newton' needs sigmoid heads"):
@@ -605,7 +605,7 @@ def test_shared_pass_layers_products_and_sketches_are_each_layers_own():
     from medprobe.probes.products import FeatureProducts, SharedPassLayers
 
     rng = np.random.default_rng(2)
-    layers = [rng.normal(size=(120, 40)) * (1 + l) for l in range(3)]
+    layers = [rng.normal(size=(120, 40)) * (1 + k) for k in range(3)]
     parts = [FeatureProducts(X) for X in layers]
     stack = SharedPassLayers(parts)
     M, R = rng.normal(size=(40, 6)), rng.normal(size=(120, 6))

@@ -27,7 +27,7 @@ from medprobe.stats.resampling import bootstrap_indices
 
 from conftest import SHARED_DATA
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

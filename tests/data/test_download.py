@@ -22,7 +22,7 @@ from medprobe.data.adapters import load_medmnist
 from medprobe.errors import DataError
 from medprobe.stages.data import load_data
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def fake_npz(path: Path) -> bytes:

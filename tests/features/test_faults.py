@@ -17,7 +17,7 @@ from conftest import ToyBackbone, make_dataset
 from medprobe.errors import CacheError
 from medprobe.features import FeatureCache, extract_features
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent(
     """

@@ -388,7 +388,7 @@ def test_probe_settings_are_validated():
 
 
 def test_probe_engine_ray_on_a_local_instance_equals_local(tmp_path, layered_backbone):
-    """The default-run check of ``probe.engine: ray`` (one node; tests/test_ray_multinode.py has the
+    """The default-run check of ``probe.engine: ray`` (one node; tests/probes/test_ray_multinode.py has the
     multi-node cluster): same outcomes bit for bit, and worker-side errors keep their type."""
     ray = pytest.importorskip("ray")
     from medprobe.errors import CacheError
