@@ -27,7 +27,9 @@ import numpy as np
 from medprobe.probes import LinearProbe
 
 
-def synthetic_layers(n: int, width: int, findings: int, n_layers: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+def synthetic_layers(
+    n: int, width: int, findings: int, n_layers: int, seed: int
+) -> tuple[list[np.ndarray], np.ndarray]:
     rng = np.random.default_rng(seed)
     signal = rng.standard_normal((n, 16))
     rates = np.geomspace(0.01, 0.2, findings)

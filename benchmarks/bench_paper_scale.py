@@ -151,7 +151,8 @@ def stage_write(args: argparse.Namespace) -> dict[str, Any]:
         layer_rng = np.random.default_rng([args.seed, 2, depth])
         strength = 0.05 + 0.25 * (depth + 1) / len(layers)  # later layers carry more signal
         mixing = layer_rng.standard_normal((LATENT, args.width)).astype(np.float32) * strength
-        nuisance = (layer_rng.standard_normal((NUISANCE, args.width)) * layer_rng.uniform(2, 6, (NUISANCE, 1))).astype(np.float32)
+        nuisance = (layer_rng.standard_normal((NUISANCE, args.width))
+                    * layer_rng.uniform(2, 6, (NUISANCE, 1))).astype(np.float32)
         offset = layer_rng.normal(0, 2, args.width).astype(np.float32)
         for chunk in cache.chunks():
             chunk_rng = np.random.default_rng([args.seed, 3, depth, chunk.index])
@@ -287,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         per_layer = large["timings"][f"probe[{BACKBONE}]_s"] / large["layers"]
         print(f"peak RSS {small['layers']} -> {large['layers']} layers: {small['peak_rss_bytes'] / gib:.2f} -> "
               f"{large['peak_rss_bytes'] / gib:.2f} GiB ({growth:+.1%}); targets < 12 GiB and < +10 %")
-        print(f"probe stage: {per_layer:.1f} s per layer here; linear in layers -> 81 layers ~ {per_layer * 81 / 3600:.1f} h; "
+        print(f"probe stage: {per_layer:.1f} s per layer here; "
+              f"linear in layers -> 81 layers ~ {per_layer * 81 / 3600:.1f} h; "
               f"cost per iteration ~ n_train x width x findings, so at T6's 101,442 training images and width 8,192 "
               f"multiply by {101_442 / (0.8 * args.n_images) * 8192 / args.width:.1f} (iterations assumed equal)")
     return 0 if all("failed" not in r for r in results) else 1

@@ -1,8 +1,8 @@
 """Peak memory of the probe stage against the number of layers (issue 15.1).
 
 Writes a synthetic feature cache (4,000 images, 8 layers of width 4,096, float16) through the real
-cache writer, then runs the probe stage (:func:`medprobe.stages.probe.probe_backbone`) on the first N layers in a fresh process and
-prints the peak RSS (``ru_maxrss``) before and after probing. Run it for 4 and 8 layers, with the
+cache writer, then runs the probe stage (:func:`medprobe.stages.probe.probe_backbone`) on the first N layers in a
+fresh process and prints the peak RSS (``ru_maxrss``) before and after probing. Run it for 4 and 8 layers, with the
 code to measure on PYTHONPATH:
 
     PYTHONPATH=src python -W ignore benchmarks/bench_probe_memory.py 4

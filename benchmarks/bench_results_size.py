@@ -1,8 +1,8 @@
 """Size of results.json for a paper-scale probe grid (issue 15.6): 81 layers x 19 (fraction, seed)
 plans of one backbone, for a T1-like task (9 classes) and a T7-like one (54 findings), with the
 default ``stats.per_class_rows: selected`` (per-class rows for the selected probes only). Rows are
-built with the run's own row builder (:func:`medprobe.stats.result_row`) and written the way results.json is; the statistics
-are placeholders (the size depends on the number of rows and keys, not on the values).
+built with the run's own row builder (:func:`medprobe.stats.result_row`) and written the way results.json is;
+the statistics are placeholders (the size depends on the number of rows and keys, not on the values).
 
     PYTHONPATH=src python benchmarks/bench_results_size.py
 """

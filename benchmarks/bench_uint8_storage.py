@@ -6,9 +6,9 @@ Usage::
 
 ``RUN.yaml`` names the data, one backbone and its ``cache_dir``; the backbone's float16 entry
 must be complete there (``configs/demo_study_protocol.yaml`` after ``medprobe demo``; its
-``probe.protocols`` is dropped here: medprobe's protocol only). The uint8 entry is written beside it from the float16 chunks -- exactly
-what ``extraction.dtype: uint8`` writes, since extraction stores the same float16 values first and
-converts them when a layer is complete -- so no model runs. Then the run is probed twice, from
+``probe.protocols`` is dropped here: medprobe's protocol only). The uint8 entry is written beside it from the
+float16 chunks -- exactly what ``extraction.dtype: uint8`` writes, since extraction stores the same float16 values
+first and converts them when a layer is complete -- so no model runs. Then the run is probed twice, from
 the float16 and from the uint8 entry (``medprobe probe``'s path), and the script prints both
 caches' chunk bytes and each selected probe's test AUC with its CI.
 """

@@ -5,7 +5,10 @@ and the estimate next to the measured time.
 
     PYTHONPATH=src python -W ignore benchmarks/calibrate_probe_estimate.py
 """
-import time, numpy as np, torch
+import time
+
+import numpy as np
+import torch
 from medprobe.probes import LinearProbe
 from medprobe.plan import grid_estimate, measured_flops
 from medprobe.probes.layer_sweep import TrainSubset
@@ -29,4 +32,5 @@ for n, d, task, k in [(4000, 1024, "binary", 2), (4000, 1024, "multiclass", 9), 
     outputs = 1 if task == "binary" else k
     est = grid_estimate(1, d, outputs, [TrainSubset(1.0, 0, np.arange(n))], len(Cs), flops)["estimated_seconds"]
     print(f"effective FLOPs per sample x feature x output x C: {took * flops / (n * d * outputs * len(Cs)):.0f}")
-    print(f"{task} n={n} d={d} K={k}: iterations per C {[p.n_iter_ for p in probes]} (mean {np.mean([p.n_iter_ for p in probes]):.0f}); path {took:.2f} s, estimate {est:.2f} s")
+    print(f"{task} n={n} d={d} K={k}: iterations per C {[p.n_iter_ for p in probes]} "
+          f"(mean {np.mean([p.n_iter_ for p in probes]):.0f}); path {took:.2f} s, estimate {est:.2f} s")

@@ -20,11 +20,15 @@ LayerSpec = int | str | list[int | str] | None
 
 
 class Strict(BaseModel):
+    """Base of every run-file section: unknown keys are errors, so that a misspelt option never passes silently."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 class DataConfig(Strict):
     #: adapter name: medmnist, image_folder, manifest, or a paper task (kather, pannuke, ...)
+    """The run file's ``data`` section: which adapter reads the data set, from where, and how images are read."""
+
     adapter: str
     #: data root; relative paths in ``options`` are resolved against it. Default: $MEDPROBE_DATA_DIR
     root: str | None = None
@@ -41,6 +45,8 @@ class DataConfig(Strict):
 
 class BackboneConfig(Strict):
     #: registry name (``medprobe backbones``) or ``hf:<path>`` / ``onnx:<path>``
+    """One entry of the run file's ``backbones`` list: the model to build, its options and the layers to probe."""
+
     name: str
     #: display name in results; lets one backbone appear twice with different options
     label: str | None = None
@@ -56,6 +62,8 @@ class BackboneConfig(Strict):
 
 
 class ExtractionConfig(Strict):
+    """The run file's ``extraction`` section: how features are computed and stored in the cache."""
+
     engine: Literal["local", "ray"] = "local"
     chunk_size: int = Field(256, ge=1)
     #: storage: float16 (default), float32, or uint8 -- the study's 8-bit per-feature affine codes
@@ -73,6 +81,8 @@ class ExtractionConfig(Strict):
 
 class ProbeConfig(Strict):
     #: inverse L2 strengths tried; the best is chosen on the validation split (never on test)
+    """The run file's ``probe`` section: the C grid, selection, label fractions, how probes are fitted and kept."""
+
     Cs: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0])
     #: validation metric for choosing C and the layer
     selection_metric: Literal["auc", "f1"] = "auc"
@@ -169,6 +179,8 @@ class ProbeConfig(Strict):
 
 class OperatingPointsConfig(Strict):
     #: thresholds reaching at least these validation sensitivities (the most specific such one)
+    """Validation levels at which thresholds are chosen for the reported sensitivity / specificity."""
+
     sensitivity: list[float] = Field(default_factory=lambda: [0.9, 0.95])
     #: thresholds reaching at least these validation specificities (the most sensitive such one)
     specificity: list[float] = Field(default_factory=list)
@@ -183,6 +195,8 @@ class OperatingPointsConfig(Strict):
 
 
 class StatsConfig(Strict):
+    """The run file's ``stats`` section: bootstrap, paired tests and what the results report."""
+
     n_bootstrap: int = Field(1000, ge=10)
     #: what the bootstrap resamples. "patient": whole patients (all their images) whenever some
     #: test patient has several images, else images (the same thing then); "image": always images,
@@ -212,6 +226,8 @@ class StatsConfig(Strict):
 
 
 class RunConfig(Strict):
+    """A whole run file, checked; every stage reads its settings from here."""
+
     name: str = "run"
     #: headline metric for figures and comparisons
     task_metric: Literal["auc", "f1_macro", "accuracy"] = "auc"
@@ -256,6 +272,7 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Check an already-loaded run file (a mapping); ``source`` names it in the error, which lists every bad key."""
     if not isinstance(data, dict):
         raise ConfigError(f"invalid run file {source}: expected a mapping at the top level")
     try:
@@ -265,6 +282,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
 
 
 def load_config(path: str | Path) -> RunConfig:
+    """Read and check a YAML run file; a missing file or bad YAML is a :class:`ConfigError`, not a traceback."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"run file not found: {path}")

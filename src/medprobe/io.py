@@ -64,7 +64,8 @@ def disk_errors(path: Path) -> Iterator[None]:
         if error.errno == errno.ENOSPC:
             raise CacheError(f"disk full while writing {path}; free space or choose another cache_dir") from error
         if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
-            raise CacheError(f"cannot write {path}: {error.strerror}; choose a writable cache_dir / output folder") from error
+            raise CacheError(f"cannot write {path}: {error.strerror}; "
+                             "choose a writable cache_dir / output folder") from error
         raise
 
 

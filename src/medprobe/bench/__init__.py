@@ -70,10 +70,12 @@ def _precision_rows(result: dict[str, Any]) -> list[Row]:
     else:
         peaks = result["torch_peak_gflops"]
         rows.append(("torch bf16 matrix product", "the same in fp32 (no bf16 units: extraction not run)",
-                     f"{peaks['fp32']:.1f} GFLOP/s", f"{peaks['bf16']:.2f} GFLOP/s", f"{result['torch_ratio']:.3f}x", ""))
+                     f"{peaks['fp32']:.1f} GFLOP/s", f"{peaks['bf16']:.2f} GFLOP/s",
+                     f"{result['torch_ratio']:.3f}x", ""))
     auto = result["auto"]
     rows.append(("precision chosen here", result["cpu"], f"fastest: torch {result['fastest']['torch']}, "
-                 f"onnx {result['fastest']['onnx']}", f"auto: torch {auto['torch']['value']}, onnx {auto['onnx']['value']}",
+                 f"onnx {result['fastest']['onnx']}",
+                 f"auto: torch {auto['torch']['value']}, onnx {auto['onnx']['value']}",
                  "", auto["onnx"]["reason"]))
     return rows
 

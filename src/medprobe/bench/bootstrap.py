@@ -113,6 +113,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line of the bootstrap benchmark; exits 1 when the vectorised AUCs disagree with scikit-learn's."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds instead of a minute)")
     result = run(quick=parser.parse_args(argv).quick)

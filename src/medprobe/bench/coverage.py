@@ -110,6 +110,7 @@ def t_test_growth(replicate_counts: tuple[int, ...] = (100, 1000, 10000), seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line of the coverage simulation: prints CI coverage and type-I error of each bootstrap unit and test."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer simulated data sets and replicates")
     parser.add_argument("--seed", type=int, default=0)

@@ -179,6 +179,7 @@ def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line of the extraction benchmark (also the entry point of its ``--worker`` subprocesses)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -162,6 +162,7 @@ def run(quick: bool = False, verbose: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line of the probe benchmark (synthetic, or ``--real`` cached activations); exits 1 on disagreement."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds instead of many minutes)")
     parser.add_argument("--real", metavar="RUN_FILE", help="instead: real cached activations of this run file "
@@ -174,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
 
         real = run_real(options.real, options.backbone, repeats=options.repeats)
         print_real(real)
-        return 0 if real["max_rel_objective_gap"]["medprobe"] <= 1e-6 and real["max_auc_diff"]["medprobe"] <= AGREEMENT else 1
+        agreed = real["max_rel_objective_gap"]["medprobe"] <= 1e-6 and real["max_auc_diff"]["medprobe"] <= AGREEMENT
+        return 0 if agreed else 1
     result = run(quick=options.quick, verbose=True)
     print(f"{result['n_train']} train / {result['n_val']} val / {result['n_test']} test x {result['n_features']} "
           f"features, {result['n_classes']} classes, {result['n_Cs']} C values {CS}; medprobe on {result['device']}")
-    print(f"scikit-learn warm-started up the C grid ({result['naive_threads']}, the faster): {result['naive_s']:.1f} s  iterations {result['n_iter_naive']}  "
+    print(f"scikit-learn warm-started up the C grid ({result['naive_threads']}, the faster): "
+          f"{result['naive_s']:.1f} s  iterations {result['n_iter_naive']}  "
           f"val AUC {result['val_auc_naive']}")
     print(f"ours (medprobe C path):      {result['ours_s']:.1f} s  iterations {result['n_iter_ours']}  "
           f"val AUC {result['val_auc_ours']}")
@@ -216,7 +219,6 @@ def compare_multilabel_solvers(X: np.ndarray, Y: np.ndarray, Cs: list[float], to
     Equal optima: each side's objective of every (finding, C) within ``rtol`` relative of the lowest
     of the three; the result lists the pairs that are not.
     """
-
     from medprobe.probes.logistic import DEFAULT_TOL, LinearProbe
 
     tol = DEFAULT_TOL if tol is None else tol

@@ -176,9 +176,11 @@ def run_real(run_file: str, backbone: str | None = None, Cs: list[float] | None 
 
 
 def print_real(real: dict[str, Any]) -> None:
+    """Print :func:`run_real`'s timings and agreement figures, so that the ratio is read beside what it cost."""
     print(f"CPU: {real['cpu']}; load average {real['load_average'][0]} before, {real['load_average'][1]} after")
     print(f"{real['backbone']}: {real['layers']} layers x {len(real['Cs'])} Cs {real['Cs']}, "
-          f"{real['n_train']} train x {real['width']} features, tol {real['tol']:g}; {real['repeats']} alternating repeats")
+          f"{real['n_train']} train x {real['width']} features, tol {real['tol']:g}; "
+          f"{real['repeats']} alternating repeats")
     for name, values in real["seconds"].items():
         print(f"  {name:26s} median {real['median_s'][name]:7.2f} s   all {values}")
     print(f"baseline: {real['baseline']}; strongest here: {real['strongest_baseline']}")

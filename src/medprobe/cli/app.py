@@ -43,6 +43,8 @@ def _options(
 
 
 def friendly_errors(command: Callable) -> Callable:
+    """Wrap a command so that medprobe's errors and interrupts end in one readable line and an exit
+    code, not a traceback; unexpected exceptions too, unless ``MEDPROBE_DEBUG`` is set."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:

@@ -34,6 +34,8 @@ def headline_grid(comparison: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render(comparison: dict[str, Any], figures: dict[str, str]) -> str:
+    """``compare.html`` as text: the comparison through the Jinja template, figures embedded as data URIs
+    so that the page is one self-contained file."""
     environment = Environment(loader=PackageLoader("medprobe.compare", "templates"),
                               autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
     environment.filters.update(number=number, p_value=p_value, interval=interval)

@@ -37,6 +37,8 @@ def headline_row(column: Column, fraction: float) -> dict[str, Any] | None:
 
 
 def cell(task: str, column: Column, row: dict[str, Any]) -> dict[str, Any]:
+    """One task x column cell of the table: the headline row's value and CI with the provenance needed
+    to trace it back to its run (folder, fingerprint, version, cache key)."""
     run = column.run
     return {"task": task, "column": column.key, "backbone": column.backbone, "run": run.name,
             "metric": run.task_metric, **{k: row.get(k) for k in ("value", "ci_low", "ci_high", "layer", "seed",

@@ -34,6 +34,7 @@ def _adapters() -> dict[str, Callable[..., Dataset]]:
 
 
 def adapter_names() -> list[str]:
+    """The registered data adapter names, sorted: the values ``data.adapter`` accepts."""
     return sorted(_adapters())
 
 
@@ -42,6 +43,7 @@ def _is_path_key(key: str) -> bool:
 
 
 def resolve_options(options: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Adapter options with their path-valued keys resolved against the data ``root`` (absolute ones kept)."""
     resolved = {}
     for key, value in options.items():
         if isinstance(value, str) and _is_path_key(key):

@@ -21,6 +21,8 @@ from medprobe.errors import ConfigError, DataError
 
 @dataclass(frozen=True)
 class MedMNISTInfo:
+    """What medprobe needs of one MedMNIST subset: its class name in the ``medmnist`` package and label names."""
+
     python_class: str
     classes: tuple[str, ...]
 

@@ -432,7 +432,8 @@ class FeatureCache:
             ids.extend(info["sample_ids"])
             skipped.extend(info["skipped"])
         parts = [part for part in parts if len(part)]  # chunks whose every image was skipped
-        array = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32 if self.dtype == np.uint8 else self.dtype)
+        empty_dtype = np.float32 if self.dtype == np.uint8 else self.dtype
+        array = np.concatenate(parts) if parts else np.zeros((0, 0), empty_dtype)
         return ids, array, skipped
 
     def _quarantine(self, layer: str, bad: Sequence[CorruptChunkError]) -> str:

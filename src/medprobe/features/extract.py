@@ -83,6 +83,7 @@ def compute_chunk(
 
 def store_chunk(cache: FeatureCache, index: int, layers: Sequence[str], chunk: ChunkImages,
                 features: dict[str, np.ndarray]) -> None:
+    """Write one chunk's features of every layer to the cache (an all-skipped chunk as an empty array)."""
     for layer in layers:
         array = features[layer]
         if not chunk.sample_ids:  # every image of the chunk was skipped: keep the layer's width

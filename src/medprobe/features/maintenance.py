@@ -27,6 +27,8 @@ from medprobe.features.cache import CORRUPT_SUFFIX, FORMAT_VERSION, CorruptChunk
 
 @dataclass
 class VerifyReport:
+    """What ``medprobe cache verify`` found: entries and chunks checked, the corrupt ones and those set aside."""
+
     entries: int = 0
     chunks_checked: int = 0
     bad: list[CorruptChunkError] = field(default_factory=list)
@@ -38,6 +40,8 @@ class VerifyReport:
 
 @dataclass
 class GcReport:
+    """What ``medprobe cache gc`` found (and deleted with ``--yes``): referenced, unreferenced and skipped entries."""
+
     referenced: list[Path] = field(default_factory=list)
     unreferenced: list[tuple[Path, int]] = field(default_factory=list)  # (entry, bytes)
     #: entries another process is writing (lock held), or in a folder this process cannot write

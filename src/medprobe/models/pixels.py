@@ -17,6 +17,8 @@ from medprobe.models.registry import register_backbone
 
 
 class PixelBackbone(Backbone):
+    """Resized (optionally grayscale) pixels as the only "layer": the floor every real backbone must beat."""
+
     name = "pixels"
     default_batch_size = 256
 

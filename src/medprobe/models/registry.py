@@ -20,6 +20,8 @@ from medprobe.models.base import Backbone
 
 @dataclass(frozen=True)
 class BackboneEntry:
+    """One registered backbone: its factory and what ``medprobe backbones`` shows about it."""
+
     name: str
     factory: Callable[..., Backbone]
     description: str
@@ -85,6 +87,7 @@ def _load_families() -> None:
 
 
 def list_backbones() -> list[BackboneEntry]:
+    """Every registered backbone and prefix, sorted by family and name (for ``medprobe backbones``)."""
     _load_families()
     return sorted([*_REGISTRY.values(), *_PREFIXES.values()], key=lambda e: (e.family, e.name))
 
@@ -100,7 +103,8 @@ def find_backbone(name: str) -> BackboneEntry:
     known = sorted(_REGISTRY) + sorted(_PREFIXES)
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    skipped = "".join(f"; {module} not loaded: {dependency!r} is not installed" for module, dependency in _SKIPPED.items())
+    skipped = "".join(f"; {module} not loaded: {dependency!r} is not installed"
+                      for module, dependency in _SKIPPED.items())
     raise ModelError(f"unknown backbone {name!r}{hint}; known: {known} (run `medprobe backbones`){skipped}")
 
 

@@ -205,7 +205,8 @@ def hook_points(stacks: LayerStacks, lm: Sequence[int], vision: Sequence[int],
     return points
 
 
-def stop_key(lm: Sequence[int], vision: Sequence[int], extra: dict[str, Sequence[int]] | None = None) -> tuple[str, int]:
+def stop_key(lm: Sequence[int], vision: Sequence[int],
+             extra: dict[str, Sequence[int]] | None = None) -> tuple[str, int]:
     """The hidden state after which the forward pass stops: the deepest LM one requested (the
     vision encoder runs before the LM), else the deepest of the last vision stack requested."""
     if lm:

@@ -58,6 +58,9 @@ class StackCost:
 
 @dataclass
 class BackbonePlan:
+    """What running one backbone will take (weights, placement, activations, cache, FLOPs), shown by
+    ``medprobe plan`` before any weights are read."""
+
     label: str
     name: str
     model_class: str
@@ -169,7 +172,7 @@ def _special_dtypes(model: Any, dtype: str) -> dict[str, Any]:
 
 
 def device_map_for(model: Any, max_memory: dict[Any, int], dtype: str, quantization: str | None) -> dict[str, Any]:
-    """accelerate's ``infer_auto_device_map`` for the model at its load dtype (``device_map="auto"``)."""
+    """Accelerate's ``infer_auto_device_map`` for the model at its load dtype (``device_map="auto"``)."""
     import torch
     from accelerate import infer_auto_device_map
     from accelerate.utils import CustomDtype

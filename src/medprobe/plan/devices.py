@@ -50,10 +50,12 @@ def visible_memory() -> dict[Any, int]:
 
 
 def has_gpu(memory: dict[Any, int]) -> bool:
+    """Whether a ``max_memory`` mapping names any accelerator (keys other than ``cpu`` and ``disk``)."""
     return any(key not in ("cpu", "disk") for key in memory)
 
 
 def devices_text(memory: dict[Any, int]) -> str:
+    """A ``max_memory`` mapping as one line for the plan (``GPU 0: 80 GB, cpu: 64 GB``)."""
     return ", ".join(f"{'GPU ' + str(key) if key not in ('cpu', 'disk') else key}: {size / _GB:.0f} GB"
                      for key, size in memory.items())
 

@@ -6,7 +6,8 @@ import functools
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from medprobe.progress import format_duration  # "< 1 s", never "0 s" for real work; re-exported
+# "< 1 s", never "0 s" for real work; re-exported: medprobe.plan and medprobe.plan.other import it from here
+from medprobe.progress import format_duration  # noqa: F401
 
 if TYPE_CHECKING:
     from medprobe.probes.layer_sweep import TrainSubset

@@ -50,7 +50,8 @@ def resolve_device(device: Any) -> str:
     try:
         resolved = torch.device(name)
     except RuntimeError as error:
-        raise ConfigError(f"probe device {device!r} is not a torch device ('auto', 'cpu', 'cuda', 'cuda:1', ...)") from error
+        raise ConfigError(f"probe device {device!r} is not a torch device "
+                          "('auto', 'cpu', 'cuda', 'cuda:1', ...)") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"probe device {device!r} was requested but torch sees no CUDA GPU; use 'auto' or 'cpu'")
     return str(resolved)
@@ -158,7 +159,8 @@ def check_labels(
             raise DataError(f"{what} has no findings (0 columns)")
         outside = ~np.isin(labels, (0, 1))
         if outside.any():
-            raise DataError(f"{what} for a multilabel task must be 0/1; found {np.unique(labels[outside])[:5].tolist()}")
+            raise DataError(f"{what} for a multilabel task must be 0/1; "
+                            f"found {np.unique(labels[outside])[:5].tolist()}")
         if require_all:
             positives = labels.sum(axis=0)
             single = np.flatnonzero((positives == 0) | (positives == n_rows))

@@ -96,7 +96,8 @@ class EstimatorParameters:
                     regressor_tags=None, classifier_tags=None)
 
     def __repr__(self) -> str:
-        defaults = {name: parameter.default for name, parameter in inspect.signature(type(self).__init__).parameters.items()}
+        parameters = inspect.signature(type(self).__init__).parameters
+        defaults = {name: parameter.default for name, parameter in parameters.items()}
         changed = [f"{name}={value!r}" for name, value in self.get_params().items() if defaults.get(name) != value]
         return f"{type(self).__name__}({', '.join(changed)})"
 
@@ -244,7 +245,8 @@ class LinearProbe(EstimatorParameters):
             return [f"{'finding' if self.task_type == 'multilabel' else 'class'} {j}" for j in range(count)]
         names = [str(name) for name in self.head_names]
         if len(names) != count:
-            raise ConfigError(f"head_names has {len(names)} name(s) but this {self.task_type} probe has {count} head(s)")
+            raise ConfigError(f"head_names has {len(names)} name(s) but this {self.task_type} probe "
+                              f"has {count} head(s)")
         return names
 
     def _set_fitted(self, fit: PathFit, k: int) -> None:

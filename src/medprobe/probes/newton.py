@@ -7,7 +7,8 @@ same objective needs ~5-10, and when ``min(n, D + 1)`` is small its linear syste
 
 Same problems, same line search and stopping rule as :mod:`medprobe.probes.lbfgs`
 (:mod:`medprobe.probes.descent`: each sigmoid head and C on its own; stop when its max |gradient|
-<= ``tol``), so the two solvers reach the same optimum to within ``tol``. Per problem ``p`` (weights ``w``, intercept ``b``, ``l2 = 1 / (C n)``)::
+<= ``tol``), so the two solvers reach the same optimum to within ``tol``. Per problem ``p`` (weights ``w``,
+intercept ``b``, ``l2 = 1 / (C n)``)::
 
     f = mean_i logloss_i + l2 ||w||^2 / 2,   H = [[X^T S X / n + l2 I, X^T s / n], [s^T X / n, sum(s) / n]]
 

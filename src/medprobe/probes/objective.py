@@ -57,8 +57,8 @@ class BatchObjective:
 
     ``targets`` (n, T) are the 0/1 targets of every head there is (findings, or one-hot classes
     for a softmax). A sigmoid problem reads column ``head[p]`` of them; a softmax problem reads all
-    T columns. ``features`` are one layer's, or a :class:`~medprobe.probes.products.SharedPassLayers` whose layer ``layer[p]``
-    problem ``p`` reads (every layer with the same targets). The gradient of sigmoid/softmax
+    T columns. ``features`` are one layer's, or a :class:`~medprobe.probes.products.SharedPassLayers` whose
+    layer ``layer[p]`` problem ``p`` reads (every layer with the same targets). The gradient of sigmoid/softmax
     cross-entropy w.r.t. the logits is ``p - target``, so no autograd graph is needed.
 
     For features on a GPU the logits, losses and residuals -- the O(n P) part -- are computed in
@@ -90,7 +90,8 @@ class BatchObjective:
         p, k, d = theta.shape[0], self.outputs, self.d
         column_layer = np.repeat(layer, k)
         if self.features.on_host:
-            logits = self.features.times(theta[:, :, :d].reshape(p * k, d).T, column_layer) + theta[:, :, d].reshape(p * k)
+            logits = (self.features.times(theta[:, :, :d].reshape(p * k, d).T, column_layer)
+                      + theta[:, :, d].reshape(p * k))
             targets = self.targets if self.softmax else self.targets[:, head]
             losses, residual = _losses_and_residual(logits, targets, self.softmax, self.n, p, k, np)
             product = self.features.transposed_times(residual, column_layer)

@@ -20,8 +20,8 @@ class Preconditioner:
     definite and acts on the feature axis of every output's weights; the intercepts (decoupled
     from the centred features) are left alone. It changes only the path to the optimum.
 
-    For :class:`~medprobe.probes.products.SharedPassLayers` every layer gets its own sketch (row ``l`` of ``eigenvalues`` and
-    ``vectors``, each the very sketch a fit of that layer alone makes), and each problem is
+    For :class:`~medprobe.probes.products.SharedPassLayers` every layer gets its own sketch (row ``l`` of
+    ``eigenvalues`` and ``vectors``, each the very sketch a fit of that layer alone makes), and each problem is
     preconditioned with its own layer's.
     """
 

@@ -50,7 +50,8 @@ DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 2, 7))
 TIE_TOLERANCE = 1e-12
 
 
-def validation_score(y_true: np.ndarray, probabilities: np.ndarray, task_type: TaskType, metric: Metric = "auc") -> float:
+def validation_score(y_true: np.ndarray, probabilities: np.ndarray, task_type: TaskType,
+                     metric: Metric = "auc") -> float:
     """Macro AUC (default) or macro-F1 of predicted probabilities; see the module docstring."""
     if metric not in METRICS:
         raise ConfigError(f"unknown selection metric {metric!r}; expected one of {', '.join(METRICS)}")
@@ -108,8 +109,8 @@ def select_probe(
     ``probe_params`` go to :class:`LinearProbe` (``max_iter``, ``tol``, ``dtype``, ``device``,
     ``n_classes``, ``history_size``, ``grid``, ``head_names``). The table has one row per C
     (ascending): ``C``, ``val_score``, ``n_iter``, ``converged`` (every head met ``tol``),
-    ``fit_seconds``, ``selected``, ``unconverged`` (the names of the heads that did not, comma-separated). The returned probe is
-    the one fitted on the training split (see the refit policy in the module docstring).
+    ``fit_seconds``, ``selected``, ``unconverged`` (the names of the heads that did not, comma-separated).
+    The returned probe is the one fitted on the training split (see the refit policy in the module docstring).
     """
     (probe, table), = select_probes([X_train], y_train, [X_val], y_val, task_type, Cs, metric, **probe_params)
     return probe, table

@@ -183,6 +183,6 @@ def study_layer(layer: str) -> int | None:
     return None
 
 
-__all__ = ["RECIPES", "SELECTED_ON_TEST", "STUDY_BATCH_SIZE", "STUDY_CLIP_SGD", "STUDY_EPOCHS", "STUDY_LEARNING_RATE", "STUDY_RECIPES",
-           "Recipe", "StudyLinear", "StudySGD", "fit_recipe", "fit_study_linear", "fit_study_sgd",
+__all__ = ["RECIPES", "SELECTED_ON_TEST", "STUDY_BATCH_SIZE", "STUDY_CLIP_SGD", "STUDY_EPOCHS", "STUDY_LEARNING_RATE",
+           "STUDY_RECIPES", "Recipe", "StudyLinear", "StudySGD", "fit_recipe", "fit_study_linear", "fit_study_sgd",
            "initial_weights", "study_layer", "torch_device"]

@@ -33,18 +33,24 @@ class Cell:
 
 @dataclass(frozen=True)
 class Header:
+    """A table column heading; ``numeric`` right-aligns the column."""
+
     text: str
     numeric: bool = False
 
 
 @dataclass
 class Row:
+    """A table row: its cells and an optional CSS class (e.g. to mark the selected layer)."""
+
     cells: list[Cell]
     css: str = ""
 
 
 @dataclass
 class Table:
+    """A table for the template; ``sortable`` and ``scroll`` switch on its sort script and scroll box."""
+
     id: str | None
     headers: list[Header]
     rows: list[Row]
@@ -54,6 +60,8 @@ class Table:
 
 @dataclass
 class Paragraph:
+    """A paragraph of text with an optional CSS class (``muted``, ``note warn``, ...)."""
+
     text: str
     css: str = ""
 
@@ -75,6 +83,8 @@ class Block:
 
 @dataclass
 class Section:
+    """One section of the report: its anchor, title, navigation label and blocks, in page order."""
+
     anchor: str
     title: str
     nav: str
@@ -87,6 +97,7 @@ def cell(value: Any, style: str = "") -> Cell:
 
 
 def parts(*items: Part) -> Cell:
+    """A cell of several styled parts (text and code mixed)."""
     return Cell(tuple(items))
 
 
@@ -101,6 +112,7 @@ def code_parts(values: Iterable[Any]) -> tuple[Part, ...]:
 
 
 def as_cell(value: Any) -> Cell:
+    """``value`` as a cell: a :class:`Cell` as it is, anything else as a text cell."""
     return value if isinstance(value, Cell) else cell(value)
 
 
@@ -114,8 +126,10 @@ def make_table(headers: Sequence[str | Header], rows: Iterable[Sequence[Any]], *
 
 def table_block(table: Table, heading: str = "", before: Sequence[Paragraph] = (),
                 after: Sequence[Paragraph] = ()) -> Block:
+    """A table as a block, with optional paragraphs before and after it."""
     return Block("table", heading=heading, table=table, before=list(before), after=list(after))
 
 
 def paragraph_block(*items: Paragraph, heading: str = "") -> Block:
+    """Paragraphs as one block, under an optional heading."""
     return Block("paragraphs", heading=heading, items=list(items))

@@ -71,6 +71,8 @@ def _pair_cells(c: dict[str, Any]) -> list[Any]:
 
 
 def comparisons_section(data: RunData) -> Section:
+    """The report's paired-comparisons section: each test with its difference, CI and (adjusted) p,
+    the replicate t-tests apart; a note when the run had fewer than two backbones."""
     if not data.comparisons:
         return Section("comparisons", "Paired comparisons", "Comparisons",
                        [paragraph_block(Paragraph("none: paired tests need at least two backbones.", "muted"))])
@@ -125,7 +127,8 @@ def replicate_t_test_block(data: RunData, rows: list[dict[str, Any]]) -> Block:
     warning = next((str(c["warning"]) for c in rows if c.get("warning")), None) or stats.get("paired_t_test_warning")
     body = [[*_pair_cells(c), num(fmt3(c.get("diff")), c.get("diff")),
              num(f"{as_float(c.get('t')):.2f}" if as_float(c.get("t")) is not None else "n/a", c.get("t")),
-             num(str(c.get("n_replicates", "—")), c.get("n_replicates")), num(fmt_p(c.get("p_value")), c.get("p_value"))]
+             num(str(c.get("n_replicates", "—")), c.get("n_replicates")),
+             num(fmt_p(c.get("p_value")), c.get("p_value"))]
             for c in rows]
     headers = ["metric", Header("train fraction", True), Header("seed", True), "A", "B", Header("A − B", True),
                Header("t", True), Header("replicates", True), Header("p (not valid)", True)]

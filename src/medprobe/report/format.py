@@ -15,6 +15,7 @@ def fmt3(value: Any) -> str:
 
 
 def fmt_ci(low: Any, high: Any) -> str:
+    """``[low, high]`` to three decimals, or ``n/a`` when either end is undefined."""
     if as_float(low) is None or as_float(high) is None:
         return "n/a"
     return f"[{fmt3(low)}, {fmt3(high)}]"
@@ -27,6 +28,7 @@ def fmt_value_ci(value: Any, low: Any, high: Any) -> str:
 
 
 def fmt_p(value: Any) -> str:
+    """A p-value to three decimals, ``< 0.001`` below that, ``n/a`` when undefined."""
     number = as_float(value)
     if number is None:
         return "n/a"
@@ -34,6 +36,7 @@ def fmt_p(value: Any) -> str:
 
 
 def fmt_fraction(value: Any) -> str:
+    """A train fraction in its shortest form (``0.1``, ``1``), ``n/a`` when undefined."""
     number = as_float(value)
     return "n/a" if number is None else f"{number:g}"
 

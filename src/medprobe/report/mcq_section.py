@@ -158,6 +158,7 @@ def robustness_block(name: str, robust: dict[str, Any]) -> Any:
 
 
 def mcq_section(data: RunData) -> Section:
+    """The report's multiple-choice section: summary, study reference, groups and the case table."""
     blocks: list[Any] = []
     if data.mcq:
         blocks.append(summary_block(data.mcq))

@@ -82,6 +82,7 @@ def statistics_warnings(data: RunData) -> list[str]:
 
 
 def warnings_block(data: RunData) -> Block | None:
+    """The statistics warnings as one block, or None when there are none."""
     warnings = statistics_warnings(data)
     if not warnings:
         return None
@@ -106,13 +107,15 @@ def not_converged(row: Any) -> bool:
 
 # --------------------------------------------------------------------------- calibration
 def calibration_section(data: RunData) -> Section | None:
+    """The report's calibration section (ECE of each selected probe), or None when the run has none."""
     rows = data.results[(data.results["metric"] == "ece") & data.results["selected"]]
     if rows.empty:
         return None
     body = []
     for row in rows.itertuples(index=False):
         bins = getattr(row, "reliability", None)
-        filled = sum(1 for b in bins if isinstance(b, dict) and (b.get("n") or 0) > 0) if isinstance(bins, list) else None
+        filled = (sum(1 for b in bins if isinstance(b, dict) and (b.get("n") or 0) > 0)
+                  if isinstance(bins, list) else None)
         n_bins = as_float(getattr(row, "n_bins", None))
         body.append([row.backbone, cell(row.layer, "code"), num(fmt_fraction(row.train_fraction), row.train_fraction),
                      num(str(row.seed), row.seed), num(fmt_value_ci(row.value, row.ci_low, row.ci_high), row.value),
@@ -132,6 +135,7 @@ def calibration_section(data: RunData) -> Section | None:
 
 # --------------------------------------------------------------------------- subgroups
 def subgroups_section(data: RunData) -> Section | None:
+    """The report's subgroup section (metrics per group column value), or None when none was asked for."""
     metrics = group_metrics(data)
     if not metrics:
         return None
@@ -242,6 +246,7 @@ def _ratio(value: Any, low: Any, high: Any) -> str:
 
 
 def label_efficiency_section(data: RunData) -> Section:
+    """The report's label-efficiency section: the metric at each train fraction over seeds."""
     rows = label_efficiency_rows(data)
     if not rows:
         return Section("label-efficiency", "Label efficiency", "Label efficiency",

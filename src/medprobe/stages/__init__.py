@@ -1,4 +1,6 @@
-"""The stages of an experiment, one module each, run in this order by :func:`medprobe.experiment.run_experiment`:
+"""The stages of an experiment, one module each.
+
+They run in this order by :func:`medprobe.experiment.run_experiment`:
 
 1. :mod:`~medprobe.stages.data` -- ``load_data``: the data set, with a validation split and a test
    split that has every class;

@@ -32,7 +32,8 @@ def paired_bootstrap_row(pair: tuple[tuple[dict, dict], tuple[dict, dict]], metr
             "n_bootstrap_dropped": int(test["n_dropped"])}
 
 
-def delong_rows(evaluation: EvaluationSet, a: ProbeOutcome, b: ProbeOutcome, *, task_metric: str) -> list[dict[str, Any]]:
+def delong_rows(evaluation: EvaluationSet, a: ProbeOutcome, b: ProbeOutcome, *,
+                task_metric: str) -> list[dict[str, Any]]:
     """DeLong rows: the positive class for binary tasks, every class (one-vs-rest) otherwise.
     A class DeLong cannot serve (too few positives or negatives) is a row with a note; the
     macro AUC of a multi-class task is not a single AUC, which a row says as well. Clustered

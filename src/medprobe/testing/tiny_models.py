@@ -160,8 +160,8 @@ def build_tiny_clip(directory: str | Path, *, seed: int = 0) -> Path:
 
 def build_tiny_llava(directory: str | Path, *, seed: int = 0, lm_layers: int = LM_LAYERS, hidden_size: int = 32,
                      image_size: int = 32, vision_layers: int = VISION_LAYERS) -> Path:
-    """LLaVA-1.5 layout: CLIP vision tower (feature layer -2), MLP projector, LLaMA decoder, and a
-    ``USER: <image>\\n... ASSISTANT:`` chat template. ``lm_layers`` / ``hidden_size`` /
+    r"""LLaVA-1.5 layout: CLIP vision tower (feature layer -2), MLP projector, LLaMA decoder, and a
+    ``USER: <image>\n... ASSISTANT:`` chat template. ``lm_layers`` / ``hidden_size`` /
     ``image_size`` make deeper, wider models for benchmarks."""
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)

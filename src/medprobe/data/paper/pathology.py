@@ -287,7 +287,8 @@ def load_pannuke(
         table["split"] = split_pool(strata, None, {"train": 1 - test_fraction, "test": test_fraction}, seed)
     pool = (table["split"] == "train").to_numpy()
     if val_fraction > 0:
-        table.loc[pool, "split"] = split_pool(strata[pool], None, {"train": 1 - val_fraction, "val": val_fraction}, seed)
+        table.loc[pool, "split"] = split_pool(strata[pool], None, {"train": 1 - val_fraction, "val": val_fraction},
+                                              seed)
     table["label"] = table["label"].astype(int).tolist()
     test_text = (f"test {test_fraction:.0%} drawn from folds {folds} (stratified by label and tissue, seed {seed})"
                  if test_fraction is not None else f"test folds {test_folds}")

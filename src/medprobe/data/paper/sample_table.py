@@ -43,6 +43,7 @@ def read_csv(path: str | Path, what: str, required: Sequence[str]) -> pd.DataFra
 
 
 def require_columns(table: pd.DataFrame, required: Sequence[str], where: str) -> pd.DataFrame:
+    """``table`` with stripped column names, after checking it has ``required``; ``where`` names the file."""
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
     if missing:
@@ -62,14 +63,17 @@ def integers(values: pd.Series, allowed: Iterable[int], where: str, ids: pd.Seri
 
 
 def absolute(path: str | Path) -> Path:
+    """``path`` with ``~`` expanded and made absolute, so that folders of one data set can be compared."""
     return Path(path).expanduser().resolve()
 
 
 def common_root(*folders: Path) -> Path:
+    """The deepest folder holding all ``folders``: the data set's root, against which sources are relative."""
     return Path(os.path.commonpath([str(f) for f in folders]))
 
 
 def folder_prefix(folder: Path, root: Path) -> str:
+    """``folder`` relative to ``root`` as a prefix for source paths (``""`` when they are the same)."""
     relative = folder.relative_to(root).as_posix()
     return "" if relative == "." else relative + "/"
 
@@ -125,6 +129,7 @@ def locate(
 
 
 def drop_missing(table: pd.DataFrame, excluded: list[dict], folder: Path) -> pd.DataFrame:
+    """``table`` without the rows whose image was not found, each listed in ``excluded`` with the reason."""
     missing = table["source"].isna()
     for sample_id in table.loc[missing, "sample_id"]:
         excluded.append(exclusion(str(sample_id), "", "image file not found", folder=str(folder)))
@@ -178,6 +183,7 @@ def selected(rule: str, n: int, of: int, unit: str = "images") -> dict[str, obje
 
 
 def check_fraction(value: float, what: str) -> float:
+    """``value`` as a float after checking it is a split fraction in [0, 1); ``what`` names it in the error."""
     if not 0 <= value < 1:
         raise DataError(f"{what} must be in [0, 1), got {value}")
     return float(value)
