@@ -4,8 +4,9 @@ Why two forms: a bar redraws one line in place, which a log file (``medprobe run
 ``| tee``, CI) cannot show, so a piped run used to print nothing for minutes. Without a terminal,
 :func:`progress_bar` writes a line every :data:`PLAIN_INTERVAL_S` seconds (done / total, rate,
 ETA) and one when the loop ends. In both forms the first step is timed and turned into an estimate
-of the whole loop ("the first 256 images took 13 s: roughly 1 min for the rest"), so a long
-extraction says early how long it will take. Results go to stdout, never here.
+of the whole loop ("the first 2 layers took 13 s: roughly 1 min for the rest"), so a long loop says
+early how long it will take; feature extraction says it sooner, after its first batch of images
+(:class:`medprobe.features.extract.FirstBatchEstimate`). Results go to stdout, never here.
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ crashed run resumes where it stopped.
 
 from __future__ import annotations
 
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from medprobe.data.dataset import Dataset
 from medprobe.errors import DataError, ImageReadError
 from medprobe.features.cache import DTYPES, BadChunksError, FeatureCache, entry_path
 from medprobe.models.base import Backbone
-from medprobe.progress import progress_bar
+from medprobe.progress import console, format_duration, progress_bar
 
 OnError = Literal["raise", "skip"]
 
@@ -66,15 +67,20 @@ def read_chunk(dataset: Dataset, rows: pd.DataFrame, on_error: OnError) -> Chunk
 
 
 def compute_chunk(
-    backbone: Backbone, chunk: ChunkImages, layers: Sequence[str], batch_size: int
+    backbone: Backbone, chunk: ChunkImages, layers: Sequence[str], batch_size: int,
+    after_batch: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Activations of one chunk's images, in fixed batches (a pure function of the chunk, which is
-    what makes resumed caches bit-identical)."""
+    what makes resumed caches bit-identical). ``after_batch(n_images)`` is called after each batch
+    (the extraction times its first one for the up-front estimate)."""
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     for start in range(0, len(chunk.images), batch_size):
-        out = backbone.extract(chunk.images[start : start + batch_size], list(layers))
+        batch = chunk.images[start : start + batch_size]
+        out = backbone.extract(batch, list(layers))
         for layer in layers:
             parts[layer].append(np.asarray(out[layer], dtype=np.float32))
+        if after_batch is not None:
+            after_batch(len(batch))
     return {
         layer: np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32)
         for layer, arrays in parts.items()
@@ -152,6 +158,38 @@ class CorruptChunkWarning(UserWarning):
     """A cached chunk failed its checksum; it was moved aside and is being recomputed."""
 
 
+class FirstBatchEstimate:
+    """Says, right after the first batch, how long the whole extraction will take at that batch's rate.
+
+    Why the first batch and not the first chunk: a chunk (256 images) takes a minute on a ViT-S on
+    a CPU, and much longer on a large VLM, so an estimate after it comes late; a batch (the
+    backbone's batch size, e.g. 16 images) is the smallest unit the backbone computes. It is timed as
+    part of the normal extraction, so nothing is computed twice. The first batch carries the
+    backbone's warm-up, so the estimate errs on the long side; the progress bar (or, piped, the
+    periodic lines) refines it.
+    """
+
+    def __init__(self, name: str, n_images: int, enabled: bool) -> None:
+        self.name, self.n_images, self.enabled = name, n_images, enabled
+        self.started: float | None = None
+
+    def start(self) -> None:
+        """Start the clock (just before the first chunk is computed: its images are already read)."""
+        self.started = time.perf_counter()
+
+    def __call__(self, batch_images: int) -> None:
+        """After a batch: print the estimate once, if there is more than this batch to do."""
+        if self.started is None or not self.enabled:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.started = None  # once per extraction
+        if batch_images and self.n_images > batch_images:
+            rate = batch_images / elapsed
+            shown = f"{rate:.0f}" if rate >= 100 else f"{rate:.2g}" if rate < 1 else f"{rate:.1f}"
+            console.print(f"{self.name}: ~{self.n_images} images at {shown} img/s "
+                          f"≈ {format_duration(self.n_images / rate)} to extract", highlight=False)
+
+
 def _mark_complete(cache: FeatureCache, layers: Sequence[str]) -> None:
     for layer in layers:
         if not cache.is_complete(layer):
@@ -171,9 +209,11 @@ def _compute_missing(backbone: Backbone, dataset: Dataset, cache: FeatureCache, 
             return
         order = sorted(todo)
         n_images = sum(plans[i].stop - plans[i].start for i in order)
+        estimate = FirstBatchEstimate(backbone.name, n_images, show_progress)
+        # the first batch's estimate replaces the bar's own after-the-first-chunk one
         with ThreadPoolExecutor(max_workers=1) as reader, progress_bar(
             f"{backbone.name}: extracting {len(layers)} layer(s)", total=n_images, enabled=show_progress,
-            unit="images",
+            unit="images", estimate=False,
         ) as advance:
             def submit(i: int):
                 plan = plans[i]
@@ -184,6 +224,9 @@ def _compute_missing(backbone: Backbone, dataset: Dataset, cache: FeatureCache, 
                 chunk = pending.result()
                 if position + 1 < len(order):
                     pending = submit(order[position + 1])
-                features = compute_chunk(backbone, chunk, todo[index], batch_size)
+                if position == 0:
+                    estimate.start()
+                features = compute_chunk(backbone, chunk, todo[index], batch_size,
+                                         after_batch=estimate if position == 0 else None)
                 store_chunk(cache, index, todo[index], chunk, features)
                 advance(plans[index].stop - plans[index].start)
