@@ -158,3 +158,68 @@ def test_paper_configs_prompt_the_base_idefics_models_as_the_study_did():
         for spec in idefics:
             assert spec.options["prompt_style"] == "study" and spec.options["noun"] == noun, (task, spec.name)
             assert spec.layers == "all"
+
+
+def _config_folder(directory: Path, config) -> str:
+    """``hf:DIR`` of a folder holding only ``config``'s config.json (plan reads nothing else)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(config.to_json_string())
+    return f"hf:{directory}"
+
+
+def test_a_model_without_a_vision_encoder_gets_a_language_model_plan(tmp_path):
+    """Fuyu feeds image patches to its decoder through one linear layer: no vision stack, LM layers only."""
+    from medprobe.plan.backbone import layer_listing
+    from medprobe.testing.tiny_families import tiny_config
+
+    config = tiny_config("fuyu")
+    name = _config_folder(tmp_path / "fuyu", config)
+    listing = "\n".join(layer_listing(name))
+    assert "language model: hidden states 0..2" in listing and "no separable vision encoder" in listing
+    plan = plan_backbone(name, {"dtype": "float32"}, layers="all", batch_size=2, max_memory={"cpu": 8 * GB})
+    d, f, T = config.text_config.hidden_size, config.text_config.intermediate_size, 32  # prompt tokens, no image rule
+    assert plan.layers == ["0", "1", "2"] and "no vision encoder: only the language model runs" in plan.assumptions
+    assert plan.captured_bytes == 2 * 3 * T * d * 4
+    heads = config.text_config.num_attention_heads
+    assert plan.activation_bytes == 2 * (T * (4 * d + 2 * f) + heads * T * T) * 4
+    head = config.text_config.vocab_size * d  # untied LM head
+    assert plan.flops_full - plan.flops_requested == pytest.approx(2 * head * T, rel=1e-6)
+    assert "FLOPs per image" in "\n".join(plan.lines())
+
+
+def test_swin_is_planned_stage_by_stage(tmp_path):
+    """Swin's listed layers are stages with their own width, tokens, heads (``num_heads`` is a list) and
+    windowed attention; by hand from the stage parameters of the meta-device build."""
+    from transformers import SwinConfig
+
+    from medprobe.models.architectures import meta_model
+
+    config = SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[2, 2], num_heads=[2, 4], window_size=4)
+    name = _config_folder(tmp_path / "swin", config)
+    plan = plan_backbone(name, {"dtype": "float32"}, layers="vision.all", batch_size=3, max_memory={"cpu": 8 * GB})
+    assert plan.layers == ["vision.0", "vision.1", "vision.2"]
+    stages = meta_model(config, name=name).encoder.layers
+    params = [sum(p.numel() for p in stage.parameters()) for stage in stages]
+    # stage 0: 8x8 patches, width 8, 2 heads; stage 1: 4x4, width 16, 4 heads; windows of 4x4 tokens
+    geometry = [(64, 8, 2), (16, 16, 4)]
+    by_hand = sum(2 * p * T + 4 * 2 * T * 16 * C for p, (T, C, _) in zip(params, geometry))
+    assert plan.flops_full == plan.flops_requested == pytest.approx(by_hand, rel=1e-9)
+    working = max(T * (4 * C + 2 * 4 * C) + h * T * 16 for T, C, h in geometry)
+    assert plan.activation_bytes == 3 * working * 4
+    assert plan.captured_bytes == 3 * 3 * 64 * 8 * 4  # three hidden states, at most stage 0's 64 x 8 values
+    assert plan.cache_bytes_per_image == 3 * 16 * 2  # every layer counted at the last width (an upper bound)
+
+
+def test_published_swin_t_and_convnext_t_geometry(tmp_path):
+    """Swin-T (28.3M parameters with its 1000-class head, 4.5 GMAC) and ConvNeXt-T (28.6M, 4.5 GMAC),
+    from the papers' tables (Liu et al. 2021 table 1; Liu et al. 2022 table 1), on the meta device."""
+    from transformers import ConvNextConfig, SwinConfig
+
+    swin = plan_backbone(_config_folder(tmp_path / "swin", SwinConfig()), {"dtype": "float32"}, layers="vision.all",
+                         max_memory={"cpu": 8 * GB})
+    assert swin.parameters + 768 * 1000 + 1000 == pytest.approx(28.3e6, rel=0.005)
+    assert swin.flops_full == pytest.approx(2 * 4.5e9, rel=0.15)  # patch merging counted at the stage's input
+    convnext = plan_backbone(_config_folder(tmp_path / "convnext", ConvNextConfig()), {"dtype": "float32"},
+                             layers="vision.all", max_memory={"cpu": 8 * GB})
+    assert convnext.parameters + 768 * 1000 + 1000 == pytest.approx(28.6e6, rel=0.01)
+    assert convnext.flops_full == pytest.approx(2 * 4.5e9, rel=0.02)  # no attention term

@@ -21,6 +21,18 @@ few seconds. Per backbone:
 * **FLOPs per image** up to the deepest requested layer and for a full forward pass:
   2 x parameters x tokens for every layer that runs, plus 4 x tokens^2 x width for attention.
 
+A model without a vision encoder (Fuyu: image patches enter the language model through a linear
+projection; Chameleon) gets a language-model-only plan. A hierarchical image encoder (Swin,
+ConvNeXt: ``depths`` per stage) is costed stage by stage, since each listed layer is a stage with
+its own width (``hidden_sizes[i]``, else ``embed_dim x 2^i``), tokens (a quarter of the previous
+stage's), attention heads (Swin's ``num_heads[i]``; none for ConvNeXt) and blocks; Swin attends
+within windows of ``window_size^2`` tokens, so its scores are ``heads x tokens x window^2``;
+ConvNeXt has no attention term. A stage's parameters are counted at its input resolution, patch
+merging included (Swin-T: 10.1 GFLOP against the published 4.5 GMAC = 9.0 GFLOP; ConvNeXt-T 8.9 GFLOP
+against 9.0). The stack's summary shows the first stage's tokens and width (its largest hidden
+state) and the largest head count; the feature cache counts every vision layer at the last
+stage's width (an upper bound).
+
 Token counts are the model's own where its config fixes them (IDEFICS v1: 257 vision tokens, 64
 latents, ``PROMPT_TOKENS`` text tokens; LLaVA: 577 / 576), counted by the rule its family record
 states (:class:`~medprobe.models.records.ModelFamily`: CLS token, image tokens, assumed image side);
@@ -36,24 +48,11 @@ from typing import Any, Sequence
 
 from medprobe.errors import ModelError
 from medprobe.plan.devices import devices_text, has_gpu, parse_size, placement_text, visible_memory
+from medprobe.plan.stack_costs import forward_flops, parameter_count, stack_costs, working_set
 
 #: text tokens assumed around one image (the study's prompt is ~20 LLaMA tokens; chat templates add more)
-PROMPT_TOKENS = 32
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _GB = 1e9
-
-
-@dataclass
-class StackCost:
-    """One stack's geometry as the plan uses it."""
-
-    layers: int
-    width: int
-    mlp_width: int
-    heads: int
-    tokens: int
-    #: parameters of each layer of the stack
-    layer_params: int
 
 
 @dataclass
@@ -194,110 +193,6 @@ def device_map_for(model: Any, max_memory: dict[Any, int], dtype: str, quantizat
 
 
 # ---------------------------------------------------------------------------------------------- compute
-def _params(module: Any) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def _image_tokens(family: Any, config: Any, vision_config: Any, patches: int) -> int:
-    """Language-model tokens one image becomes, by the rule its family record states."""
-    rule = family.image_tokens
-    if isinstance(rule, int):
-        return rule
-    if rule == "patches":
-        return patches
-    if rule == "perceiver_latents":
-        return int(config.perceiver_config.resampler_n_latents)
-    if rule == "pixel_shuffle":
-        return patches // config.scale_factor ** 2
-    if rule == "spatial_merge":
-        return patches // vision_config.spatial_merge_size ** 2
-    if rule == "none":
-        return 0
-    raise ModelError(f"model family {family.model_type!r}: unknown image-token rule {rule!r}")
-
-
-def _stack_costs(stacks: Any, config: Any) -> tuple[StackCost | None, StackCost, list[str]]:
-    """(LM, vision, assumptions) for one model: geometry plus the tokens each stack sees per image."""
-    from medprobe.models.records import family_of
-
-    family = family_of(config.model_type)
-    vision_config = getattr(config, "vision_config", None) or config
-    image_size = getattr(vision_config, "image_size", 224)
-    image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
-    patch = getattr(vision_config, "patch_size", 14)
-    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    assumptions: list[str] = []
-    if family.image_side is not None:
-        image_size = family.image_side
-        assumptions.append(f"one {image_size}x{image_size} px image (dynamic resolution)")
-    patches = (image_size // patch) ** 2
-    vision_tokens = patches + (1 if family.vision_cls else 0)
-    image_tokens = _image_tokens(family, config, vision_config, patches)
-    if family.token_assumption:
-        assumptions.append(family.token_assumption)
-    vision_layer = stacks.vision_layers[0]
-    vision = StackCost(stacks.num_vision_layers, stacks.vision_width,
-                       _mlp_width(vision_config, stacks.vision_width),
-                       int(getattr(vision_config, "num_attention_heads", getattr(vision_config, "num_heads", 1))),
-                       vision_tokens, _params(vision_layer))
-    if stacks.lm_layers is None:
-        return None, vision, assumptions
-    text_config = getattr(config, "text_config", None) or config
-    lm = StackCost(stacks.num_lm_layers, stacks.lm_width, _mlp_width(text_config, stacks.lm_width),
-                   int(text_config.num_attention_heads), PROMPT_TOKENS + image_tokens, _params(stacks.lm_layers[0]))
-    assumptions.append(f"{PROMPT_TOKENS} prompt tokens + {image_tokens} image tokens in the language model")
-    return lm, vision, assumptions
-
-
-def _mlp_width(config: Any, width: int) -> int:
-    value = getattr(config, "intermediate_size", None)
-    if isinstance(value, int):
-        return value
-    return int(getattr(config, "mlp_ratio", 4) * width)
-
-
-def _working_set(stack: StackCost) -> int:
-    """Values alive on the device while one layer of ``stack`` runs, per image (module docstring)."""
-    return stack.tokens * (4 * stack.width + 2 * stack.mlp_width) + stack.heads * stack.tokens ** 2
-
-
-def _layer_flops(stack: StackCost) -> float:
-    return 2.0 * stack.layer_params * stack.tokens + 4.0 * stack.tokens ** 2 * stack.width
-
-
-def forward_flops(model: Any, stacks: Any, lm: StackCost | None, vision: StackCost,
-                  deepest_lm: int | None, deepest_vision: int | None, *, full: bool = False) -> float:
-    """FLOPs per image to reach the deepest requested layers, or of a ``full`` forward pass.
-
-    Reading an LM layer runs the whole vision tower, the connector (perceiver / projector, counted
-    per vision token) and, for IDEFICS v1, the gated cross-attention blocks in front of the decoder
-    layers reached (one every ``cross_layer_interval``, per text token). Reading only vision layers
-    runs the tower up to the deepest one. A full pass adds the LM head over every token."""
-    if full:
-        deepest_lm, deepest_vision = (lm.layers if lm else None), vision.layers
-    vision_depth = vision.layers if deepest_lm is not None else 0
-    if deepest_vision is not None:
-        vision_depth = max(vision_depth, deepest_vision)
-    flops = vision_depth * _layer_flops(vision)
-    if lm is None or deepest_lm is None:
-        return flops
-    flops += deepest_lm * _layer_flops(lm)
-    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
-    head_params = _params(head) if head is not None and head.weight is not embeddings.weight else 0
-    cross = getattr(stacks.lm_module, "gated_cross_attn_layers", None)
-    cross_params = _params(cross) if cross is not None else 0
-    connector = (_params(model) - _params(stacks.vision_module) - lm.layer_params * lm.layers - cross_params
-                 - _params(embeddings) - head_params)
-    flops += 2.0 * max(connector, 0) * vision.tokens
-    if cross is not None:
-        interval = max(1, int(getattr(model.config, "cross_layer_interval", 1)))
-        reached = sum(1 for k in range(deepest_lm) if k % interval == 0)
-        flops += 2.0 * _params(cross[0]) * lm.tokens * reached
-    if full and head is not None:
-        flops += 2.0 * _params(head) * lm.tokens
-    return flops
-
-
 # ---------------------------------------------------------------------------------------------- plans
 def is_hf_backbone(name: str) -> bool:
     """Backbones :func:`plan_backbone` can plan: recorded models and ``hf:`` models."""
@@ -348,29 +243,29 @@ def plan_backbone(name: str, options: dict[str, Any] | None = None, *, layers: A
     names = resolve_layer_spec(label, layers, num_lm=None if is_clip else stacks.num_lm_layers,
                                num_vision=stacks.num_vision_layers, extra=extra, default=default)
     device_map = device_map_for(model, memory, dtype, quantization)
-    lm, vision, assumptions = _stack_costs(stacks, config)
+    lm, vision, assumptions = stack_costs(stacks, config)
     hidden_states = stacks.hidden_states()
     keys = [hidden_states[layer] for layer in names if layer in hidden_states]  # image_embeds is neither stack
     lm_layers = [k for stack, k in keys if stack == "lm"]
     vision_layers = [k for stack, k in keys if stack == "vision"]
     wants_embeds = "image_embeds" in names
     deepest_lm = max(lm_layers) if lm_layers else None
-    deepest_vision = vision.layers if wants_embeds else (max(vision_layers) if vision_layers else None)
+    deepest_vision = stacks.num_vision_layers if wants_embeds else (max(vision_layers) if vision_layers else None)
     requested = forward_flops(model, stacks, lm, vision, deepest_lm, deepest_vision)
     full = forward_flops(model, stacks, lm, vision, None, None, full=True)
     batch = batch_size or (32 if is_clip else 4)
     width = _DTYPE_BYTES[dtype]
-    activation = batch * max(_working_set(stack) for stack in (lm, vision) if stack is not None)
-    captured_values = len(vision_layers) * vision.tokens * vision.width
+    activation = batch * max(working_set(stack) for stack in (lm, vision) if stack is not None)
+    captured_values = len(vision_layers) * vision.largest_hidden_state if vision is not None else 0
     if lm is not None:
         captured_values += len(lm_layers) * lm.tokens * lm.width
     embed_width = embedding_width(config, stacks)
     feature_bytes = _DTYPE_BYTES.get(feature_dtype, 4)
-    widths = {"lm": lm.width if lm else 0, "vision": vision.width}
+    widths = {"lm": lm.width if lm else 0, "vision": stacks.vision_width}
     per_image = sum(widths[hidden_states[layer][0]] if layer in hidden_states else embed_width
                     for layer in names) * feature_bytes
     return BackbonePlan(
-        label=label, name=name, model_class=type(model).__name__, parameters=_params(model), dtype=dtype,
+        label=label, name=name, model_class=type(model).__name__, parameters=parameter_count(model), dtype=dtype,
         quantization=quantization, weight_bytes=weight_bytes(model, dtype, quantization), max_memory=memory,
         device_map=device_map, layers=names, batch_size=batch, activation_bytes=activation * width,
         captured_bytes=batch * captured_values * 4, cache_bytes_per_image=per_image, n_images=n_images,
