@@ -437,6 +437,34 @@ def test_run_from_yaml_loads_the_saved_model_and_refuses_to_overwrite(case_dir: 
     assert run_mcq(run_file, overwrite=True, show_progress=False) == out
 
 
+@pytest.mark.parametrize("blocked", ["path under a file", "read-only disk"])
+def test_unwritable_output_folder_stops_before_any_case_is_answered(case_dir: Path, tmp_path: Path, monkeypatch,
+                                                                    blocked: str) -> None:
+    """The output folder is checked up front (its staging folder made) with the message a probe run gives,
+    not after hours of answers: neither the model nor the cases' answers are reached."""
+    import errno
+
+    from medprobe import staging
+    from medprobe.mcq import run as mcq_run
+
+    def never(*args, **kwargs):
+        raise AssertionError("reached before the output folder was checked")
+
+    monkeypatch.setattr(mcq_run, "load_model", never)
+    monkeypatch.setattr(mcq_run, "answer_cases", never)
+    if blocked == "path under a file":
+        (tmp_path / "plain").write_text("a file")
+        out, reason = tmp_path / "plain" / "mcq", "plain is a file, not a folder"
+    else:
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr(staging.tempfile, "mkdtemp", read_only)
+        out, reason = tmp_path / "mcq", "Read-only file system"
+    with pytest.raises(ConfigError, match=rf"cannot create the output folder {out}: .*{reason}"):
+        mcq_run.run_mcq(_run_config(case_dir, "hf:/nowhere"), out, show_progress=False)
+
+
 def test_outputs_are_staged_like_run_folders(case_dir: Path, tmp_path: Path, loaded, tiny_vlms, monkeypatch) -> None:
     """An MCQ run's outputs appear together or not at all; files of yours in the folder are kept."""
     from medprobe.mcq import run as mcq_run

@@ -4,7 +4,8 @@ Outputs (in the run's output folder): ``mcq_results.json`` (summary), ``mcq_case
 answer), ``mcq_strata.png`` / ``.svg`` (accuracy by difficulty, as in the study's Fig. 1f) and,
 with ``order_robustness``, ``mcq_order.csv`` (every re-answered case). They are written into a
 staging folder that replaces the output folder as a whole (:mod:`medprobe.staging`), as a probe
-run's are: a killed run never leaves new answers next to an old figure.
+run's are: a killed run never leaves new answers next to an old figure. The staging folder is made
+before the first case is answered, so an output folder that cannot be written is said at once.
 """
 
 from __future__ import annotations
@@ -259,6 +260,10 @@ def run_mcq(config_path_or_dict: str | Path | dict[str, Any], out_dir: str | Pat
     ``out_dir`` overrides the run file's ``output_dir``. An existing result is never overwritten
     unless ``overwrite``. ``mcq_model`` skips loading (an already-loaded model, e.g. in tests or
     notebooks); the run file's ``model.name`` is still what the results are labelled with.
+
+    The staging folder is made before the model is loaded, as a probe run's is: an output folder
+    that cannot be written (a read-only disk, a path under a file) stops the run at once with a
+    :class:`ConfigError` naming it, not after every case was answered.
     """
     config, base = load_mcq_config(config_path_or_dict)
     out = Path(out_dir) if out_dir is not None else base / config.output_dir
@@ -268,6 +273,20 @@ def run_mcq(config_path_or_dict: str | Path | dict[str, Any], out_dir: str | Pat
     if existing and not overwrite:
         raise ConfigError(f"output folder {out} already holds results ({', '.join(existing)}); "
                           "pass --overwrite or choose another output folder")
+    # all outputs appear together or not at all (:mod:`medprobe.staging`); an mcq_order.csv of an
+    # earlier run is not carried over, being an MCQ output
+    with staged_run_folder(out, MCQ_FOLDER_OWNED) as staging:
+        results, summary, order_rows = _answer_and_summarize(config, base, mcq_model, show_progress)
+        write_outputs(staging, results, summary, chance=1 / config.n_options)
+        if order_rows:
+            write_order_csv(staging / ORDER_CSV, order_rows)
+    return out
+
+
+def _answer_and_summarize(config: MCQRunConfig, base: Path, mcq_model: MCQModel | None, show_progress: bool
+                          ) -> tuple[list[CaseResult], dict[str, Any], list[dict[str, Any]]]:
+    """Load the cases and the model, answer, and build ``mcq_results.json``'s document; returns the
+    answers, that document and the order-robustness rows (empty without ``order_robustness``)."""
     cases_location = Path(config.cases).expanduser()
     cases = load_cases(cases_location if cases_location.is_absolute() else base / cases_location,
                        n_options=config.n_options)
@@ -311,10 +330,4 @@ def run_mcq(config_path_or_dict: str | Path | dict[str, Any], out_dir: str | Pat
             seed=config.seed, level=config.ci_level)
     summary = summarize(results, model=config.model.name, method=config.method, n_shots=len(shots),
                         level=config.ci_level, extra=extra)
-    # all outputs appear together or not at all (:mod:`medprobe.staging`); an mcq_order.csv of an
-    # earlier run is not carried over, being an MCQ output
-    with staged_run_folder(out, MCQ_FOLDER_OWNED) as staging:
-        write_outputs(staging, results, summary, chance=1 / config.n_options)
-        if order_rows:
-            write_order_csv(staging / ORDER_CSV, order_rows)
-    return out
+    return results, summary, order_rows
