@@ -513,6 +513,28 @@ def test_layer_curves_for_every_fraction_with_validation(multiclass_run: Path) -
         assert chosen["val_score"].iloc[0] == fit["val_score"].max()
 
 
+def test_layer_sweep_names_the_study_index_only_when_rows_carry_it(tmp_path: Path) -> None:
+    """Rows with ``study_layer`` (a study recipe or protocol) get the study's file index on a top
+    axis and an x label saying how it relates; a default run's figure does not mention it."""
+    from medprobe.probes.study_recipes import study_layer
+
+    path = make_run_dir(tmp_path / "run", backbones={"idefics": [str(k) for k in range(1, 9)], "pixels": ["raw"]},
+                        fractions=(1.0,), seeds=(0,))
+    plain = layer_curves(load_run(path))
+    assert all("study" not in ax.get_xlabel() for ax in plain.axes)
+    assert not [child for ax in plain.axes for child in ax.child_axes]
+    rows = json.loads((path / "results.json").read_text())
+    for row in rows:
+        row["study_layer"] = study_layer(row["layer"])  # None for "raw", as the run writes it
+    (path / "results.json").write_text(json.dumps(rows))
+    fig = layer_curves(load_run(path))
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "medprobe layer (top axis: study file index = layer \N{MINUS SIGN} 1)"
+    (top,) = ax.child_axes
+    assert [t.get_text() for t in top.get_xticklabels()] == [str(k) for k in range(8)]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(k) for k in range(1, 9)]
+
+
 def test_label_efficiency_axis_spans_the_data(binary_run: Path) -> None:
     run = load_run(binary_run)
     ax = label_efficiency_curves(run).axes[0]

@@ -9,8 +9,10 @@ k-th layer (the selected one always labelled) so none overlap.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from medprobe.report.figures.spec import FigureSpec
@@ -106,6 +108,7 @@ def _draw_sweep(ax, part, colour, test_label: str, validation: str, panel_in: fl
     labels = [str(layer) for layer in part.index]
     step = max(1, math.ceil(len(labels) / (LABELS_PER_INCH * panel_in)))
     if step == 1:
+        shown = list(range(len(labels)))
         ax.set_xticks(x, labels)
         rotate_ticks(ax, labels)
     else:
@@ -116,7 +119,28 @@ def _draw_sweep(ax, part, colour, test_label: str, validation: str, panel_in: fl
         ax.set_xticks(x, minor=True)
         ax.tick_params(axis="x", labelrotation=90 if max(len(labels[i]) for i in shown) > 3 else 0)
     ax.set_xlim(-0.5, len(part) - 0.5)
-    ax.set_xlabel("Layer (network order)")
+    ax.set_xlabel(_study_axis(ax, part, shown) or "Layer (network order)")
+
+
+def _study_axis(ax, part, shown: list[int]) -> str | None:
+    """With a study option active (rows carry ``study_layer``), the study's file index of each shown
+    layer on a top axis, so a curve can be put beside the study's figures; returns the x label that
+    says how the two numberings relate, or None (and draws nothing) when the rows have no study index."""
+    if "study_layer" not in part.columns or part["study_layer"].isna().all():
+        return None
+    study = [None if pd.isna(value) else int(value) for value in part["study_layer"]]
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(np.asarray(shown, dtype=float), ["–" if study[i] is None else str(study[i]) for i in shown])
+    top.tick_params(axis="x", labelsize=7, labelrotation=0)
+    # the study saves hidden_states[1:], so its index is medprobe's layer number minus one (block
+    # outputs "layer.i" minus nothing); said in the label when one offset holds for every layer
+    offsets = {int(number.group()) - index for layer, index in zip(part.index, study)
+               if index is not None and (number := re.search(r"\d+$", str(layer)))}
+    if len(offsets) == 1:
+        (offset,) = offsets
+        rule = f"layer \N{MINUS SIGN} {offset}" if offset else "block number"
+        return f"medprobe layer (top axis: study file index = {rule})"
+    return "medprobe layer (top axis: the study's file index)"
 
 
 LAYER_CURVES = FigureSpec(
@@ -127,7 +151,9 @@ LAYER_CURVES = FigureSpec(
     "(dashed). The star marks "
     "the layer chosen on the validation split, which is not necessarily the best on test; layers that tie "
     "on validation were decided by their order. Picking the best layer on test would be optimistic, which is "
-    "why the tables report only the validation-selected layer.",
+    "why the tables report only the validation-selected layer. With a study recipe or protocol, the top axis "
+    "gives each layer's index in the study's activation files (it saved the hidden states from the first "
+    "layer's output on: medprobe layer k is its file k \N{MINUS SIGN} 1), to put the curves beside the study's.",
     layer_curves,
 )
 
