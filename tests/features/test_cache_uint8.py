@@ -106,6 +106,33 @@ def test_damaged_parameters_are_refused(tmp_path):
         load(cache.path, "hist")
 
 
+
+@pytest.mark.parametrize("damage", ["flipped byte", "missing", "other layer's"])
+def test_cache_verify_checks_the_parameters_file(tmp_path, damage):
+    """``medprobe cache verify`` names a damaged, missing or misplaced parameters file (every code of
+    the layer is read through it) and changes nothing; a healthy entry passes."""
+    from medprobe.features.maintenance import verify_cache
+
+    cache = extract_features(ToyBackbone(), make_dataset(10), ["mean", "hist"], tmp_path, chunk_size=4,
+                             dtype="uint8", show_progress=False)
+    healthy = verify_cache(tmp_path)
+    assert healthy.bad == [] and healthy.params_checked == 2 and healthy.chunks_checked == 6
+    path = cache.chunk_path("hist", 0).parent / PARAMS_NAME
+    if damage == "flipped byte":
+        raw = bytearray(path.read_bytes())
+        raw[-3] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    elif damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes((cache.chunk_path("mean", 0).parent / PARAMS_NAME).read_bytes())
+    before = sorted((p, p.read_bytes()) for p in cache.path.rglob("*") if p.is_file())
+    report = verify_cache(tmp_path)
+    assert [error.path for error in report.bad] == [path]
+    assert "extract again" in report.bad[0].reason
+    assert sorted((p, p.read_bytes()) for p in cache.path.rglob("*") if p.is_file()) == before
+    assert report.chunks_checked == 6  # the chunks themselves are fine
+
 def _raw(path):
     from medprobe.features.cache import read_chunk_file
 

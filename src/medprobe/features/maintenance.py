@@ -1,7 +1,9 @@
 """Looking after a feature cache: ``medprobe cache verify`` and ``medprobe cache gc``.
 
 ``verify_cache`` reads every chunk of every entry against its checksum and changes nothing: the
-chunks it lists are the ones the next read would refuse (and move aside for recomputation).
+chunks it lists are the ones the next read would refuse (and move aside for recomputation). In an
+8-bit entry (``extraction.dtype: uint8``) it also checks each layer's parameters file, which every
+code of the layer is read through.
 
 ``collect_garbage`` removes the entries no run references. *Referenced* means: the entry's cache
 key (or folder) is recorded in the ``backbones`` list of a ``run.json`` found anywhere under the
@@ -23,6 +25,7 @@ from typing import Iterable
 
 from medprobe.errors import CacheError, ConfigError
 from medprobe.features.cache import CORRUPT_SUFFIX, FORMAT_VERSION, CorruptChunkError, FeatureCache
+from medprobe.features.quantize import PARAMS_NAME, read_params
 
 
 @dataclass
@@ -32,6 +35,8 @@ class VerifyReport:
     entries: int = 0
     chunks_checked: int = 0
     bad: list[CorruptChunkError] = field(default_factory=list)
+    #: 8-bit parameters files checked (``extraction.dtype: uint8`` entries, one per layer)
+    params_checked: int = 0
     #: entries of another cache format: not checkable, never read by this medprobe
     other_format: list[Path] = field(default_factory=list)
     #: chunks moved aside after a failed read, waiting for the next extraction
@@ -93,8 +98,55 @@ def verify_cache(path: str | Path) -> VerifyReport:
                 chunk_path = cache.chunk_path(layer, chunk.index)
                 if not chunk_path.is_file():
                     report.bad.append(CorruptChunkError(chunk_path, "missing from a layer marked complete"))
+        if cache.dtype_name == "uint8":  # its codes are read through the layer's parameters
+            checked, bad = _verify_params(cache)
+            report.params_checked += checked
+            report.bad.extend(bad)
         report.quarantined.extend(sorted(entry.glob(f"layers/*/*{CORRUPT_SUFFIX}")))
     return report
+
+
+def _verify_params(cache: FeatureCache) -> tuple[int, list[CorruptChunkError]]:
+    """Check a uint8 entry's parameters files (:mod:`medprobe.features.quantize`) against their
+    checksums, changing nothing: every one on disk (a layer still being converted has one too),
+    and that every complete layer with rows has one. A bad one is not recomputed by the next read,
+    as a chunk is: every code of the layer depends on it, so the fix is a new extraction of the layer."""
+    complete = {cache.chunk_path(layer, 0).parent: layer for layer in cache.layers()}
+    checked, bad = 0, []
+    for path in sorted(cache.path.glob(f"layers/*/{PARAMS_NAME}")):
+        checked += 1
+        layer = complete.get(path.parent) or _claimed_layer(path)
+        try:
+            read_params(path, layer)  # unreadable, or not matching its checksum (which covers the layer name)
+            if cache.chunk_path(layer, 0).parent != path.parent:
+                raise CacheError(f"{path}: the 8-bit parameters of layer {layer!r} in another layer's folder; "
+                                 "delete the layer folder and extract again")
+        except CacheError as error:
+            bad.append(CorruptChunkError(path, str(error).removeprefix(f"{path}: ")))
+    for folder in complete:
+        if not (folder / PARAMS_NAME).is_file() and _n_samples(folder) != 0:
+            bad.append(CorruptChunkError(folder / PARAMS_NAME, "missing from an 8-bit layer marked complete (its "
+                                         "codes cannot be read back); delete the layer folder and extract again"))
+    return checked, bad
+
+
+def _claimed_layer(path: Path) -> str:
+    """The layer a parameters file names in its own header ("" when unreadable: the check then fails)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return str(json.loads((handle.metadata() or {})["medprobe"])["layer"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _n_samples(layer_folder: Path) -> int | None:
+    """Rows of a complete layer, from its ``COMPLETE`` marker (None when the marker cannot be read)."""
+    try:
+        return int(json.loads((layer_folder / "COMPLETE").read_text())["n_samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def referenced_keys(run_dirs: Iterable[str | Path]) -> tuple[set[str], set[Path], int]:
