@@ -170,11 +170,15 @@ def cache_verify(
     for chunk in report.quarantined:
         stdout.print(f"[yellow]moved aside[/] {chunk}: failed a read; the next extraction recomputes it",
                       highlight=False, soft_wrap=True)
-    stdout.print(f"{report.chunks_checked} chunk(s) in {report.entries} entr{'y' if report.entries == 1 else 'ies'} "
-                  f"checked: {len(report.bad)} bad", highlight=False, soft_wrap=True)
+    params = f" and {report.params_checked} 8-bit parameters file(s)" if report.params_checked else ""
+    stdout.print(f"{report.chunks_checked} chunk(s){params} in {report.entries} "
+                  f"entr{'y' if report.entries == 1 else 'ies'} checked: {len(report.bad)} bad",
+                  highlight=False, soft_wrap=True)
     if report.bad:
         console.print("A bad chunk is never used: the next read moves it aside and the next "
-                      "`medprobe extract RUN.yaml` (or `medprobe run`) recomputes it.", soft_wrap=True)
+                      "`medprobe extract RUN.yaml` (or `medprobe run`) recomputes it. A bad 8-bit parameters "
+                      "file is not repaired that way: delete its layer folder and extract again (each line "
+                      "above says which).", soft_wrap=True)
         raise typer.Exit(1)
 
 
