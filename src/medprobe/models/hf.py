@@ -79,7 +79,6 @@ before pooling, so a model spread over devices (``device_map``) gives the same f
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -90,7 +89,7 @@ from medprobe.models.imaging import to_pil
 from medprobe.models.records import IDEFICS_PROMPT_STYLES
 from medprobe.models.stacks import VISION_POOLINGS, find_stacks, resolve_layer_spec
 from medprobe.models.torch_hooks import run_hooked
-from medprobe.models.vision_tokens import pool_vision, tower_layout
+from medprobe.models.vision_tokens import pool_vision, tower_call_recorder, tower_layout
 from medprobe.progress import console
 from medprobe.study_prompt import PROMPT_TEMPLATE, STUDY_FRAME, STUDY_QUESTION, STUDY_QUESTIONS
 
@@ -390,20 +389,7 @@ class HFVisionLanguageBackbone(Backbone):
     def _run(self, inputs: Any, keys: list[tuple[str, int]]) -> tuple[dict[tuple[str, int], Any], dict[str, Any]]:
         """One forward pass that records hidden states ``keys`` and stops right after the deepest,
         plus the vision encoder's call arguments that say how its tokens map to images."""
-        torch = self._torch
-        tower_kwargs: dict[str, Any] = {}
-
-        signature = inspect.signature(self._vision.forward) if self._vision is not None else None
-
-        def record_tower(args: tuple, kwargs: dict) -> None:
-            try:
-                named = {**signature.bind_partial(*args).arguments, **kwargs}  # type: ignore[union-attr]
-            except TypeError:
-                named = dict(kwargs)
-            for key in ("patch_attention_mask", "grid_thw", "aspect_ratio_mask"):
-                if isinstance(named.get(key), torch.Tensor):
-                    tower_kwargs[key] = named[key].detach().cpu()
-
+        tower_kwargs, record_tower = tower_call_recorder(self._vision)
         model_inputs = self._model_inputs(inputs)
         captured = run_hooked(self.stacks, keys,
                               lambda: self.model(**model_inputs, use_cache=False, return_dict=True),

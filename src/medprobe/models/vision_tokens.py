@@ -10,22 +10,31 @@ the model was given (``pixel_values``, the encoder's own call arguments) and wha
   (``aspect_ratio_mask``) and the padding after each tile's tokens are left out;
 * **one crop per image**: as many encoder rows as images;
 * **crops per image, padded** (Idefics2/3, LLaVA-NeXT): 5-D ``pixel_values`` ``(images, crops, C, H, W)``
-  whose padding crops are all zero (the models' own rule for dropping them);
+  whose padding crops are all zero (Idefics2/3's own rule for dropping them; LLaVA-NeXT drops them
+  by ``image_sizes``, and its processor pads with zero crops, so the two agree -- tested);
 * **crops of all images concatenated** (Aya Vision, InternVL, GOT-OCR2): 4-D ``pixel_values``
   ``(crops, C, H, W)``; every crop becomes the same number of image tokens in the prompt, so image
   b has ``crops * image_tokens[b] / sum(image_tokens)`` of them.
 
 Anything else is a :class:`~medprobe.errors.ModelError`, never a guess. Patch tokens are averaged
 over every crop of an image (``mean``, CLS and padded patches excluded), or the CLS tokens of its
-crops are (``cls``).
+crops are (``cls``). Why every crop alike rather than the global view's CLS: the downscaled whole
+image is the first crop in LLaVA-NeXT but the last in Idefics3, InternVL and Aya Vision, only
+present when an image is split, and nothing in the inputs marks it; the mean over crops is defined
+the same way for every family (``tests/models/test_vision_tokens.py`` checks both poolings against
+the tower's own hidden states for each layout).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from medprobe.errors import ModelError
+
+#: the vision encoder's call arguments that say how its tokens map to images (:func:`tower_call_recorder`)
+TOWER_ARGUMENTS = ("patch_attention_mask", "grid_thw", "aspect_ratio_mask")
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,30 @@ def tower_layout(tower: Any) -> TowerLayout:
     has_cls = any(name.endswith(("class_embedding", "cls_token")) for name in names)
     tile_tokens = getattr(tower, "num_patches", None) if hasattr(tower, "max_num_tiles") else None
     return TowerLayout(has_cls=has_cls, tile_tokens=tile_tokens)
+
+
+def tower_call_recorder(tower: Any) -> tuple[dict[str, Any], Callable[[tuple, dict], None]]:
+    """``(tower_kwargs, record)`` for one forward pass: ``record(args, kwargs)``, called with the vision
+    encoder's call (``on_tower`` of :func:`~medprobe.models.torch_hooks.run_hooked`), keeps its
+    :data:`TOWER_ARGUMENTS`, positional or keyword, in ``tower_kwargs`` as CPU tensors for :func:`pool_vision`.
+
+    Why from the call: the model computes them from its inputs (Idefics3's patch mask from the pixel
+    mask of its real crops), so reading what the tower was given needs no copy of that logic."""
+    import torch
+
+    signature = inspect.signature(tower.forward) if tower is not None else None
+    tower_kwargs: dict[str, Any] = {}
+
+    def record(args: tuple, kwargs: dict) -> None:
+        try:
+            named = {**signature.bind_partial(*args).arguments, **kwargs}  # type: ignore[union-attr]
+        except TypeError:
+            named = dict(kwargs)
+        for key in TOWER_ARGUMENTS:
+            if isinstance(named.get(key), torch.Tensor):
+                tower_kwargs[key] = named[key].detach().cpu()
+
+    return tower_kwargs, record
 
 
 def crops_per_image(rows: int, batch: int, inputs: Any, image_token_ids: list[int], name: str) -> list[int]:
