@@ -14,7 +14,8 @@ with transformers' own outputs:
 The families that cannot be checked here are listed below with the reason, and the test checks the
 reason still holds (a family that starts to build fails the test until it is moved out of the list).
 The full processor path (``create_backbone("hf:DIR")``, every pooling, batches padded on either
-side) is tested on the families with a tiny processor in ``tests/models/test_hf_backbones.py``.
+side) is tested on the families with a tiny processor in ``tests/models/test_hf_backbones.py``, and
+on LLaVA-NeXT here (:func:`test_llava_next_through_hf_equals_its_own_hidden_states`).
 
 Run time (2 cores shared with other jobs, transformers 5.24, torch 2.13 CPU): the default selection
 (90 families) 77 s of CPU, 164 s wall at a load average of ~5; the 12 ``slow`` families
@@ -180,8 +181,8 @@ def test_every_family_gives_exact_language_and_vision_layers(model_type):
 
 
 #: families whose whole ``hf:`` path (processor, every pooling, batches padded on either side) is
-#: tested in tests/models/test_hf_backbones.py
-FULL_PATH = {"idefics", "idefics2", "idefics3", "llava", "qwen2_vl"}
+#: tested: in tests/models/test_hf_backbones.py, LLaVA-NeXT below
+FULL_PATH = {"idefics", "idefics2", "idefics3", "llava", "llava_next", "qwen2_vl"}
 
 
 def support_table() -> str:
@@ -214,3 +215,89 @@ def test_the_readme_table_is_what_this_file_tests():
     assert support_table() in readme, "regenerate the README table with tests/test_vlm_families.support_table()"
     for family, reason in {**CANNOT_BUILD, **NOT_RUN}.items():
         assert f"`{family}`" in readme, family
+
+
+# ------------------------------------------------------------------------------ LLaVA-NeXT through hf:
+_LLAVA_NEXT_PINPOINTS = [[28, 56], [56, 28], [56, 56]]
+
+
+def _save_tiny_llava_next(directory) -> None:
+    """A tiny LLaVA-NeXT with its PIL image processor (28 px crops on a 28/56 px grid) and a chat template."""
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
+                              LlavaNextImageProcessorPil, LlavaNextProcessor)
+
+    from medprobe.testing.tiny_models import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer(("<image>",))
+    template = ("{% for m in messages %}{{ m['role'] | upper }}: {% for c in m['content'] %}"
+                "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} "
+                "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    processor = LlavaNextProcessor(
+        image_processor=LlavaNextImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
+                                                   image_grid_pinpoints=_LLAVA_NEXT_PINPOINTS),
+        tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default", image_token="<image>",
+        num_additional_image_tokens=1, chat_template=template)
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(image_size=28, patch_size=14, hidden_size=16, intermediate_size=32,
+                                       num_hidden_layers=2, num_attention_heads=2, projection_dim=16),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                eos_token_id=tokenizer.eos_token_id),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_grid_pinpoints=_LLAVA_NEXT_PINPOINTS,
+        vision_feature_layer=-2, vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    LlavaNextForConditionalGeneration(config).eval().save_pretrained(directory)
+    processor.save_pretrained(directory)
+
+
+def _pool_by_hand(hidden: torch.Tensor, ids: torch.Tensor, pooling: str, image_id: int) -> torch.Tensor:
+    image = ids == image_id
+    select = {"last_token": torch.arange(len(ids)) == len(ids) - 1, "mean": torch.ones_like(image),
+              "image_mean": image, "text_mean": ~image}[pooling]
+    return hidden[select].mean(dim=0)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_llava_next_through_hf_equals_its_own_hidden_states(tmp_path, side):
+    """``create_backbone("hf:DIR")`` on LLaVA-NeXT (PIL image processor, chat template): two images of
+    different shapes (3 and 5 crops, so different prompt lengths), batched with padding on ``side``;
+    every LM layer and pooling equals the model's own ``output_hidden_states`` on each image alone,
+    every vision layer the CLIP tower's own hidden states pooled over that image's crops."""
+    import numpy as np
+
+    from medprobe.models.imaging import to_pil
+    from medprobe.models.registry import create_backbone
+
+    _save_tiny_llava_next(tmp_path)
+    rng = np.random.default_rng(0)
+    pair = [rng.random((20, 40, 3)).astype(np.float32), rng.random((50, 50, 3)).astype(np.float32)]
+    backbone = create_backbone(f"hf:{tmp_path}", padding_side=side)
+    assert backbone.style == "chat"
+    model, image_id = backbone.model, backbone.model.config.image_token_id
+    lm_layers = [str(k) for k in range(backbone.num_lm_layers + 1)]
+    vision_layers = [f"vision.{k}" for k in range(backbone.num_vision_layers + 1)]
+    alone = [backbone.encode([to_pil(image)], [backbone.prompt]) for image in pair]
+    assert alone[0]["input_ids"].shape[1] != alone[1]["input_ids"].shape[1]  # the batch is padded
+    assert [tuple(inputs["pixel_values"].shape[:2]) for inputs in alone] == [(1, 3), (1, 5)]
+    with torch.no_grad():
+        lm_reference = [model(**inputs, output_hidden_states=True, use_cache=False).hidden_states for inputs in alone]
+        tower = model.model.vision_tower
+        crops = [inputs["pixel_values"][0][:n] for inputs, n in zip(alone, (3, 5))]  # base image + 1x2 / 2x2 crops
+        vision_reference = [tower(pixel_values=c, output_hidden_states=True).hidden_states for c in crops]
+    for pooling in ("last_token", "mean", "image_mean", "text_mean"):
+        backbone.pooling = pooling
+        features = backbone.extract(pair, lm_layers)
+        for k, layer in enumerate(lm_layers):
+            expected = torch.stack([_pool_by_hand(ref[k][0], inputs["input_ids"][0], pooling, image_id)
+                                    for ref, inputs in zip(lm_reference, alone)])
+            np.testing.assert_allclose(features[layer], expected.numpy(), rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{side} {pooling} {layer}")
+    for pooling in ("mean", "cls"):
+        backbone.vision_pooling = pooling
+        features = backbone.extract(pair, vision_layers)
+        for k, layer in enumerate(vision_layers):
+            expected = torch.stack([ref[k][:, 0].mean(0) if pooling == "cls" else ref[k][:, 1:].flatten(0, 1).mean(0)
+                                    for ref in vision_reference])
+            np.testing.assert_allclose(features[layer], expected.numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{side} {pooling} {layer}")
