@@ -56,7 +56,10 @@ EXPECTED = {
 
 
 def test_every_named_family_has_a_recorded_architecture():
-    assert set(MODELS) == set(EXPECTED)
+    """The study's models and the first VLM presets, checked module by module below; presets added
+    since (image encoders, modern VLM geometry) are checked against their records by the registry
+    contract tests (test_model_records.py, test_image_encoders.py)."""
+    assert set(EXPECTED) <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

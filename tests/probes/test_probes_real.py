@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 
 from medprobe.config import ProbeConfig
 from medprobe.errors import ConvergenceWarning
-from tests.conftest import SHARED_DATA
+from conftest import SHARED_DATA
 
 pytest.importorskip("onnxruntime")
 NPZ = SHARED_DATA / "medmnist" / "pneumoniamnist.npz"

@@ -156,7 +156,7 @@ def _inject(point: str) -> None:
 SERVER = """
 import json, os, sys, traceback
 from pathlib import Path
-sys.path.insert(0, {tests!r})
+sys.path[:0] = {tests!r}
 import test_run_folder as t
 from medprobe.config import parse_config
 from medprobe.experiment import run_experiment
@@ -185,7 +185,8 @@ def killer(tmp_path_factory):
     runs with one thread per math library, so forking it is safe (a fork of a process whose OpenMP
     pool has run can deadlock)."""
     script = tmp_path_factory.mktemp("server") / "server.py"
-    script.write_text(SERVER.format(tests=str(Path(__file__).resolve().parents[1])))
+    here = Path(__file__).resolve().parent  # this module, and conftest one folder up
+    script.write_text(SERVER.format(tests=[str(here), str(here.parent)]))
     threads = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     server = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, env={**os.environ, **threads})

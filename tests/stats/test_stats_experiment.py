@@ -237,7 +237,7 @@ def test_unconverged_selected_probe_is_flagged(capsys) -> None:
 
 
 def test_val_follows_fraction_subsamples_validation(tmp_path) -> None:
-    from tests.test_experiment import _config
+    from test_experiment import _config
 
     config = _config(tmp_path, stats={"n_bootstrap": 20})
     config["backbones"] = [{"name": "pixels", "options": {"size": 8}}]

@@ -330,7 +330,9 @@ def layer_listing(name: str, options: dict[str, Any] | None = None, *, layers: A
         lines = [f"{label}:", *(f"  {line}" for line in stacks.describe())]
         if stacks.lm_layers is None:
             config = config_for_backbone(name, options)
-            lines.append(f"  image_embeds: the model's image embedding, width {embedding_width(config, stacks)}")
+            what = ("the projected image embedding" if getattr(config, "projection_dim", 0)  # CLIP, PLIP
+                    else "the model's own pooled image embedding")  # image encoders
+            lines.append(f"  image_embeds: {what}, width {embedding_width(config, stacks)}")
         if layers is not None or label != name:
             is_clip = stacks.lm_layers is None
             default = ["image_embeds"] if is_clip else [str(stacks.num_lm_layers)]
