@@ -22,11 +22,10 @@ from medprobe.stats import (
     add_adjusted_p_values,
     bootstrap_metrics,
     compute_metrics,
-    delong_test,
     holm,
-    paired_difference,
     resampling_plan,
 )
+from medprobe.stats.comparisons import delong_class_rows, paired_bootstrap_row
 
 Probe = tuple[float, int]  # (train fraction, seed)
 
@@ -165,40 +164,6 @@ def column_pairs(columns: list[Column], reference: str | None) -> list[tuple[Col
     return [(columns[j], columns[i]) for i in range(len(columns)) for j in range(i + 1, len(columns))]
 
 
-def paired_bootstrap_row(a: tuple[dict, dict], b: tuple[dict, dict], metric: str) -> dict[str, Any]:
-    """One paired-bootstrap row; an undefined metric is a row with a note (as in a run)."""
-    try:
-        test = paired_difference(a[0][metric], b[0][metric], a[1][metric], b[1][metric], metric)
-    except DataError as error:
-        return {"metric": metric, "test": "paired_bootstrap", "diff": None, "ci_low": None, "ci_high": None,
-                "p_value": None, "note": str(error)}
-    return {"metric": metric, "test": "paired_bootstrap",
-            **{k: float(test[k]) for k in ("diff", "ci_low", "ci_high", "p_value")},
-            "n_bootstrap_dropped": int(test["n_dropped"])}
-
-
-def delong_rows(run: RunFolder, labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
-                patients: np.ndarray | None) -> list[dict[str, Any]]:
-    """DeLong on the AUC: the positive class of a binary task, each class (one-vs-rest) otherwise."""
-    if run.task_type == "binary":
-        targets = [("auc", labels, 1)]
-    else:
-        truth = labels if run.task_type == "multilabel" else labels[:, None] == np.arange(len(run.classes))
-        targets = [(f"auc[{c}]", truth[:, k].astype(int), k) for k, c in enumerate(run.classes)]
-    rows = []
-    for metric, target, column in targets:
-        try:
-            result = delong_test(target, scores_a[:, column], scores_b[:, column], patients=patients)
-        except DataError as error:
-            rows.append({"metric": metric, "test": "delong", "diff": None, "ci_low": None, "ci_high": None,
-                         "p_value": None, "note": f"DeLong not applicable: {error}"})
-            continue
-        rows.append({"metric": metric, "test": "delong", "method": result["method"],
-                     **{k: float(result[k]) for k in ("diff", "ci_low", "ci_high", "p_value", "z")},
-                     "bootstrap_unit": "patient" if result["method"] == "obuchowski" else "image"})
-    return rows
-
-
 def group_comparisons(task: str, group: SharedTestSet, reference: str | None) -> list[dict[str, Any]]:
     """Paired bootstrap (headline metric, and per class for multi-class / multi-label tasks) and
     DeLong rows for every pair of the group's columns at every (fraction, seed) both hold; the
@@ -233,10 +198,11 @@ def group_comparisons(task: str, group: SharedTestSet, reference: str | None) ->
                     "backbone_a": a.key, "layer_a": scores[a.key][probe][0], "run_a": a.run.name,
                     "backbone_b": b.key, "layer_b": scores[b.key][probe][0], "run_b": b.run.name}
             pair = (point_and_replicates(a, probe), point_and_replicates(b, probe))
-            rows.extend({**base, **paired_bootstrap_row(*pair, name), **unit} for name in metrics)
+            rows.extend({**base, **paired_bootstrap_row(pair, name), **unit} for name in metrics)
             if delong:
-                rows.extend({**base, **row} for row in delong_rows(first, group.labels, scores[a.key][probe][1],
-                                                                   scores[b.key][probe][1], delong_patients))
+                rows.extend({**base, **row} for row in delong_class_rows(
+                    group.labels, scores[a.key][probe][1], scores[b.key][probe][1], first.task_type,
+                    first.classes, delong_patients))
     return add_adjusted_p_values(rows)
 
 

@@ -32,23 +32,21 @@ def paired_bootstrap_row(pair: tuple[tuple[dict, dict], tuple[dict, dict]], metr
             "n_bootstrap_dropped": int(test["n_dropped"])}
 
 
-def delong_rows(evaluation: EvaluationSet, a: ProbeOutcome, b: ProbeOutcome, *,
-                task_metric: str) -> list[dict[str, Any]]:
-    """DeLong rows: the positive class for binary tasks, every class (one-vs-rest) otherwise.
-    A class DeLong cannot serve (too few positives or negatives) is a row with a note; the
-    macro AUC of a multi-class task is not a single AUC, which a row says as well. Clustered
-    (Obuchowski) when the replicates resample patients."""
-    y, task_type, classes = evaluation.labels, evaluation.task_type, evaluation.classes
-    clustered = evaluation.patients if evaluation.resampling["bootstrap_unit"] == "patient" else None
+def delong_class_rows(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, task_type: str,
+                      classes: Sequence[str], patients: np.ndarray | None) -> list[dict[str, Any]]:
+    """DeLong rows of two probes' test scores: the positive class of a binary task, every class
+    (one-vs-rest) otherwise; clustered (Obuchowski) when ``patients`` is given. A class DeLong
+    cannot serve (too few positives or negatives) is a row with a note. Shared by a run's
+    comparisons and by ``medprobe compare``, so both write the same rows."""
     if task_type == "binary":
-        targets = [("auc", y, 1)]
+        targets = [("auc", labels, 1)]
     else:
-        truth = y if task_type == "multilabel" else y[:, None] == np.arange(len(classes))
+        truth = labels if task_type == "multilabel" else labels[:, None] == np.arange(len(classes))
         targets = [(f"auc[{c}]", truth[:, k].astype(int), k) for k, c in enumerate(classes)]
     rows = []
-    for metric, labels, column in targets:
+    for metric, target, column in targets:
         try:
-            result = delong_test(labels, a.test_scores[:, column], b.test_scores[:, column], patients=clustered)
+            result = delong_test(target, scores_a[:, column], scores_b[:, column], patients=patients)
         except DataError as error:
             rows.append({"metric": metric, "test": "delong", "diff": None, "ci_low": None, "ci_high": None,
                          "p_value": None, "note": f"DeLong not applicable: {error}"})
@@ -56,6 +54,17 @@ def delong_rows(evaluation: EvaluationSet, a: ProbeOutcome, b: ProbeOutcome, *,
         rows.append({"metric": metric, "test": "delong", "method": result["method"],
                      **{k: float(result[k]) for k in ("diff", "ci_low", "ci_high", "p_value", "z")},
                      "bootstrap_unit": "patient" if result["method"] == "obuchowski" else "image"})
+    return rows
+
+
+def delong_rows(evaluation: EvaluationSet, a: ProbeOutcome, b: ProbeOutcome, *,
+                task_metric: str) -> list[dict[str, Any]]:
+    """DeLong rows of a run (:func:`delong_class_rows`); the macro AUC of a multi-class task is not
+    a single AUC, which a row says as well. Clustered when the replicates resample patients."""
+    task_type = evaluation.task_type
+    clustered = evaluation.patients if evaluation.resampling["bootstrap_unit"] == "patient" else None
+    rows = delong_class_rows(evaluation.labels, a.test_scores, b.test_scores, task_type, evaluation.classes,
+                             clustered)
     if task_type != "binary" and task_metric == "auc":
         rows.append({"metric": "auc", "test": "delong", "diff": None, "ci_low": None, "ci_high": None,
                      "p_value": None, "note": "DeLong compares one AUC; the macro AUC is compared by the "
@@ -100,4 +109,4 @@ def compare(outcomes: Sequence[ProbeOutcome], replicates: SelectedReplicates, ev
     return add_adjusted_p_values(comparisons)
 
 
-__all__ = ["compare", "delong_rows", "paired_bootstrap_row"]
+__all__ = ["compare", "delong_class_rows", "delong_rows", "paired_bootstrap_row"]
