@@ -41,6 +41,27 @@ from medprobe.testing.tiny_families import build_tiny_family, text_inputs, tower
 
 FAMILIES = sorted(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 RTOL = 1e-6
+#: the transformers version the lists below and the README table were written for (README's test
+#: block installs it). Under another version a family may be new, gone, or start to build: there the
+#: test still checks exactness of every stack it finds, but holds no family to this version's lists.
+LISTS_WRITTEN_FOR = "5.24.0"
+SAME_VERSION = transformers.__version__ == LISTS_WRITTEN_FOR
+#: the families transformers 5.24.0 registers (what the lists were written against)
+FAMILIES_OF_THE_LISTS = frozenset({
+    "apertus1p5", "aria", "aya_vision", "blip", "blip-2", "chameleon", "cohere2_vision", "cohere_compass",
+    "cosmos3_edge", "cosmos3_omni", "deepseek_ocr2", "deepseek_vl", "deepseek_vl_hybrid", "diffusion_gemma",
+    "dots3_note", "emu3", "ernie4_5_vl_moe", "evolla", "exaone4_5", "fast_vlm", "florence2", "fuyu", "gemma3",
+    "gemma3n", "gemma4", "gemma4_unified", "git", "glm46v", "glm4v", "glm4v_moe", "glm5_next", "glm_ocr", "glmga",
+    "got_ocr2", "granite4_vision", "granite_docling", "hunyuan_vl", "hy_v4_vl", "hyperclovax_vision_v2", "idefics",
+    "idefics2", "idefics3", "inkling2", "inkling2_loop", "inkling_mm_model", "instructblip", "instructblipvideo",
+    "internvl", "janus", "kimi_k25", "kosmos-2", "kosmos-2.5", "lfm2_vl", "lfm3_vl", "lighton_ocr", "llama4",
+    "llava", "llava_next", "llava_next_video", "llava_onevision", "minicpm_ocr", "minicpmv4_6", "minicpmv4_7",
+    "minimax_m3_vl", "mistral3", "mistral4", "mistral_large4", "mllama", "molmo2", "muse_glimmer", "muse_spark",
+    "nemotron_h_omni", "ovis2", "paddleocr_vl", "paligemma", "perception_lm", "pi0", "pix2struct", "pp_chart2table",
+    "pp_formulanet", "qianfan_ocr", "qwen2_5_omni_thinker", "qwen2_5_vl", "qwen2_vl", "qwen3_5", "qwen3_5_moe",
+    "qwen3_omni_moe_thinker", "qwen3_vl", "qwen3_vl_moe", "qwen4_exp", "shieldgemma2", "smolvlm", "step3p7",
+    "t5gemma2", "udop", "unlimited_ocr", "video_llama_3", "video_llava", "vipllava", "vision-encoder-decoder"
+})
 
 _TIMM = "needs the timm package (TimmWrapperModel vision tower), not installed here"
 #: families whose tiny instance cannot be built here, with the reason (checked: building still fails)
@@ -116,6 +137,7 @@ def _params() -> list:
     return [pytest.param(family, marks=pytest.mark.slow) if family in SLOW else family for family in FAMILIES]
 
 
+@pytest.mark.skipif(not SAME_VERSION, reason=f"the lists describe transformers {LISTS_WRITTEN_FOR}")
 def test_the_lists_name_only_registered_families():
     listed = {*CANNOT_BUILD, *NOT_RUN, *NO_TEXT_FORWARD, *VISION_INPUTS, *NO_VISION_STACK, *SLOW}
     assert listed <= set(FAMILIES), sorted(listed - set(FAMILIES))
@@ -147,15 +169,25 @@ def test_every_family_gives_exact_language_and_vision_layers(model_type):
     if model_type in NOT_RUN:
         pytest.skip(NOT_RUN[model_type])
     if model_type in CANNOT_BUILD:
-        with pytest.raises(Exception):  # noqa: B017 -- any failure; the reason is in CANNOT_BUILD
-            build_tiny_family(model_type)
-        return
-    model = build_tiny_family(model_type)
+        try:
+            model = build_tiny_family(model_type)
+        except Exception:  # noqa: BLE001 -- any failure; the reason is in CANNOT_BUILD
+            return
+        assert not SAME_VERSION, f"{model_type} builds now: move it out of CANNOT_BUILD"
+    else:
+        model = build_tiny_family(model_type)
     stacks = find_stacks(model, model_type)
     assert stacks.num_lm_layers > 0
-    assert stacks.has_vision == (model_type not in NO_VISION_STACK), stacks.describe()
+    if SAME_VERSION or model_type in NO_VISION_STACK:
+        assert stacks.has_vision == (model_type not in NO_VISION_STACK), stacks.describe()
 
     inputs = text_inputs()
+    if model_type not in FAMILIES_OF_THE_LISTS:  # new since the lists were written: exact where it runs
+        try:
+            _text_reference(model, stacks, inputs)
+        except AssertionError as error:
+            pytest.skip(f"{model_type} is new since transformers {LISTS_WRITTEN_FOR} and has no text-only "
+                        f"forward here ({error}); add it to the lists")
     if model_type in NO_TEXT_FORWARD:
         with pytest.raises(AssertionError):
             _text_reference(model, stacks, inputs)
@@ -208,6 +240,7 @@ def support_table() -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.skipif(not SAME_VERSION, reason=f"the README table describes transformers {LISTS_WRITTEN_FOR}")
 def test_the_readme_table_is_what_this_file_tests():
     from pathlib import Path
 
