@@ -10,16 +10,14 @@ Actors and tasks take half a CPU each: on a 2-core machine whole CPUs would star
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import sys
 import threading
 import time
 from pathlib import Path
-
-import numpy as np
 from typing import Any
 
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
