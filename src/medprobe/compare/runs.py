@@ -22,7 +22,7 @@ import pandas as pd
 import medprobe
 from medprobe.data.paper import PAPER_TASKS
 from medprobe.errors import ConfigError, DataError
-from medprobe.report.load import read_json
+from medprobe.report.load import read_json, read_predictions
 
 #: the files a run folder must hold to be compared (report.html and figures are not read)
 RUN_FILES = ("run.json", "results.json", "comparisons.json", "predictions.parquet")
@@ -95,15 +95,7 @@ class RunFolder:
     @cached_property
     def predictions(self) -> pd.DataFrame:
         """predictions.parquet (read on first use: only paired tests need it)."""
-        path = self.path / "predictions.parquet"
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as error:  # pyarrow raises several types for a damaged file
-            raise DataError(f"{self.path}: cannot read predictions.parquet ({type(error).__name__}: {error})") from None
-        missing = [c for c in ("sample_id", "backbone", "layer", "train_fraction", "seed") if c not in frame.columns]
-        if missing:
-            raise DataError(f"{self.path}: predictions.parquet lacks the column(s) {missing}")
-        return frame
+        return read_predictions(self.path / "predictions.parquet")
 
     def settings(self) -> dict[str, Any]:
         """The statistics settings that make two runs' CIs and tests comparable."""

@@ -179,16 +179,20 @@ class RunData:
     def predictions(self) -> pd.DataFrame | None:
         """``predictions.parquet`` or None when the run has none; a damaged file is a DataError."""
         path = self.run_dir / "predictions.parquet"
-        if not path.is_file():
-            return None
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as error:  # pyarrow raises several unrelated types for damaged files
-            raise DataError(f"cannot read {path}: {error}") from error
-        missing = [c for c in ("sample_id", "backbone", "layer", "train_fraction", "seed") if c not in frame.columns]
-        if missing:
-            raise DataError(f"{path} lacks the column(s) {missing}")
-        return frame
+        return read_predictions(path) if path.is_file() else None
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A run's ``predictions.parquet``, checked for the columns every reader keys on; a damaged file
+    or a missing column is a DataError naming the file (the report and ``medprobe compare`` read it)."""
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several unrelated types for damaged files
+        raise DataError(f"cannot read {path} ({type(error).__name__}: {error})") from None
+    missing = [c for c in ("sample_id", "backbone", "layer", "train_fraction", "seed") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path} lacks the column(s) {missing}")
+    return frame
 
 
 def group_metrics(run: RunData) -> dict[str, str]:
