@@ -90,3 +90,13 @@ def same_precision_on_every_cpu(monkeypatch):
     units = hardware.MatrixUnits("test CPU without bf16 units", frozenset({"avx2"}))
     monkeypatch.setattr(hardware, "cpu_units", lambda: units)
     monkeypatch.setattr("medprobe.models.onnx_backbone.cpu_units", lambda: units)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny matrices: torch's thread pool only adds contention on a shared CPU (restored after)."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,12 +24,8 @@ from medprobe.probes.study_recipes import (  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: torch's thread pool only adds contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(torch_one_thread):
+    """Every test here on one torch thread (tests/conftest.py)."""
 
 
 def _problem(task_type: str, n: int = 1100, d: int = 24, k: int = 3, seed: int = 0):
