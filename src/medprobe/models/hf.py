@@ -12,9 +12,10 @@ heavy imports happen only when one is built):
   ``add_generation_prompt=True``; a processor without a chat template (PaliGemma, BLIP-2, base
   checkpoints) gets ``plain`` (below), said on the console and in the fingerprint. Stacks are
   found by :func:`~medprobe.models.stacks.find_stacks`. A CLIP checkpoint given as ``hf:`` becomes a
-  CLIP backbone. Qwen2-VL / Qwen2.5-VL / Qwen3-VL processors need torchvision only for video;
-  without it medprobe expands ``<|image_pad|>`` itself
-  (:class:`~medprobe.models.hf_loading.QwenVLImageProcessorWithoutVideo`).
+  CLIP backbone. Processors that take a video processor (Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
+  LLaVA-OneVision, InternVL, ...) need torchvision only for video; without it they are loaded
+  without one (:func:`~medprobe.models.hf_loading.processor_without_video`) and images go through
+  the family's PIL image processor and its own processor code.
   SmolVLM's processor needs ``num2words`` and torchvision installed.
 * **CLIP / PLIP** (``clip-b32``, ``plip``): see :mod:`medprobe.models.hf_clip`.
 

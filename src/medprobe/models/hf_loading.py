@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from medprobe.errors import ModelError
 from medprobe.hardware import PrecisionChoice, choose_torch_dtype, matrix_units, warn_if_slow
@@ -38,10 +38,6 @@ _SMALL_FILE_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken", ".py")
 #: pickled or foreign-framework weights never fetched by ``download=True``
 _DOWNLOAD_IGNORE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.ot", "*.gguf", "*.tflite"]
 _SAMPLE_BYTES = 1 << 20
-#: model types whose processors need torchvision only for video; images work without it (Qwen3-VL's
-#: image processor is Qwen2-VL's with 16 px patches: same placeholder expansion)
-_QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
-
 
 @dataclass
 class LoadedModel:
@@ -369,80 +365,47 @@ def _load_processor(processor_class: Any, directory: Path, source: str, model_ty
     try:
         return processor_class.from_pretrained(str(directory), trust_remote_code=bool(trust_remote_code),
                                                local_files_only=True)
-    except ImportError as error:
-        if model_type in _QWEN_VL_TYPES and "torchvision" in str(error).lower():
-            return QwenVLImageProcessorWithoutVideo.from_directory(directory)
-        raise ModelError(f"cannot load the processor of {source!r} from {directory}: {error}") from error
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ModelError(f"cannot load the processor of {source!r} from {directory}: {error}") from error
+    except (ImportError, AttributeError, OSError, ValueError, KeyError, TypeError) as error:
+        # without torchvision, transformers cannot build (or find the files of) a video processor
+        no_torchvision = importlib.util.find_spec("torchvision") is None
+        if no_torchvision and re.search("video|torchvision", str(error), re.IGNORECASE):
+            without_video = processor_without_video(model_type)
+            if without_video is not None:
+                return _load_without_video(without_video, directory, source)
+        raise ModelError(f"cannot load the processor of {source!r} from {directory}: {type(error).__name__}: "
+                         f"{error}") from error
 
 
-class QwenVLImageProcessorWithoutVideo:
-    """Image+text processor for Qwen2-VL / Qwen2.5-VL when torchvision is missing.
+def _load_without_video(processor_class: Any, directory: Path, source: str) -> Any:
+    try:
+        return processor_class.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError) as error:
+        raise ModelError(f"cannot load the processor of {source!r} from {directory} without torchvision "
+                         f"(its video processor needs it): {type(error).__name__}: {error}") from error
 
-    ``Qwen2VLProcessor`` refuses to load without torchvision because of its *video* processor,
-    though images only need the (PIL-based) image processor. This does the processor's image job:
-    preprocess images, expand each ``<|image_pad|>`` placeholder to ``t*h*w / merge_size**2`` copies
-    (one per merged patch), and return ``mm_token_type_ids`` (1 on image tokens), which the model
-    uses to build its 3-D M-RoPE positions. Only the calls medprobe makes are supported.
-    """
 
-    def __init__(self, tokenizer: Any, image_processor: Any, chat_template: str | None) -> None:
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.chat_template = chat_template
-        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+def processor_without_video(model_type: str) -> Any:
+    """The processor class of ``model_type`` without its video processor, or None if it has none.
 
-    @classmethod
-    def from_directory(cls, directory: Path) -> "QwenVLImageProcessorWithoutVideo":
-        import json
+    Why: without torchvision, transformers cannot build a video processor at all, and processors
+    that take one (LLaVA-OneVision, InternVL, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, ...) refuse to load,
+    though images need only the PIL image processor. This subclass leaves the video processor out
+    of the processor's parts (``get_attributes``), so images and text are processed by the family's
+    own code; asking it for video fails on the missing ``video_processor``."""
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
-        from transformers import AutoImageProcessor, AutoTokenizer
+    name = PROCESSOR_MAPPING_NAMES.get(model_type)
+    base = getattr(transformers, name, None) if isinstance(name, str) else None
+    if base is None or not any("video" in attribute for attribute in base.get_attributes()):
+        return None
 
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-        image_processor = AutoImageProcessor.from_pretrained(str(directory), local_files_only=True)
-        template = None
-        if (directory / "chat_template.jinja").is_file():
-            template = (directory / "chat_template.jinja").read_text()
-        elif (directory / "chat_template.json").is_file():
-            template = json.loads((directory / "chat_template.json").read_text()).get("chat_template")
-        return cls(tokenizer, image_processor, template or tokenizer.chat_template)
+    def get_attributes(cls: Any) -> list[str]:
+        return [attribute for attribute in base.get_attributes() if "video" not in attribute]
 
-    def apply_chat_template(self, conversation: list[dict[str, Any]], add_generation_prompt: bool = False,
-                            tokenize: bool = False, **kwargs: Any) -> str:
-        if tokenize:
-            raise ModelError("this torchvision-free Qwen2-VL processor renders text only (tokenize=False)")
-        return self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt, **kwargs)
-
-    def __call__(self, images: Sequence[Any] | None = None, text: Sequence[str] | str | None = None,
-                 return_tensors: str = "pt", **text_kwargs: Any) -> Any:
-        from transformers import BatchFeature
-
-        texts = [text] if isinstance(text, str) else list(text or [])
-        flat: list[Any] = []
-        for item in images or []:
-            flat.extend(item if isinstance(item, (list, tuple)) else [item])
-        image_inputs: dict[str, Any] = {}
-        if flat:
-            image_inputs = dict(self.image_processor(images=flat, return_tensors=return_tensors))
-            merge = int(getattr(self.image_processor, "merge_size", 2))
-            counts = iter((image_inputs["image_grid_thw"].prod(-1) // merge**2).tolist())
-            expanded = []
-            for sample in texts:
-                pieces = sample.split(self.image_token)
-                out = pieces[0]
-                for piece in pieces[1:]:
-                    try:
-                        out += self.image_token * int(next(counts)) + piece
-                    except StopIteration:
-                        raise ModelError("more image placeholders in the text than images given") from None
-                expanded.append(out)
-            if next(counts, None) is not None:
-                raise ModelError("more images given than image placeholders in the text")
-            texts = expanded
-        encoding = self.tokenizer(texts, return_tensors=return_tensors, **text_kwargs)
-        data = {**dict(encoding), **image_inputs}
-        data["mm_token_type_ids"] = (encoding["input_ids"] == self.image_token_id).long()
-        return BatchFeature(data=data)
+    # named as the family's class: what it saves (processor_config.json) is the family's processor
+    return type(base.__name__, (base,), {
+        "get_attributes": classmethod(get_attributes),
+        "__doc__": f"{base.__name__} for images and text only (torchvision, which its video processor needs, "
+                   "is not installed).",
+    })

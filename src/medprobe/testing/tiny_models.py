@@ -54,17 +54,22 @@ def tiny_tokenizer(
     unk: str = "<unk>",
     add_bos: bool = True,
     add_eos: bool = False,
+    named: dict[str, str] | None = None,
 ):
     """A fast word-level tokenizer built offline with ``tokenizers`` (lower-cases its input).
 
     Special tokens come first (``pad`` gets id 0 unless it equals another special), then
     ``extra_special``, then :data:`WORDS`. With ``add_bos`` every encoding starts with ``bos``,
     like LLaMA-family tokenizers; ``add_eos`` also ends it with ``eos``, as CLIP's text tower needs
-    (it pools the hidden state at the end token).
+    (it pools the hidden state at the end token). ``named`` adds special tokens the processors read
+    as tokenizer attributes (``{"image_token": "<image>"}`` gives ``tokenizer.image_token`` and
+    ``tokenizer.image_token_id``, saved with the tokenizer).
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
+    named = dict(named or {})
+    extra_special = tuple(dict.fromkeys([*extra_special, *named.values()]))
     specials = list(dict.fromkeys([pad, unk, bos, eos, *extra_special]))
     words = [w for w in dict.fromkeys(WORDS) if w not in specials]
     vocab = {token: i for i, token in enumerate(specials + words)}
@@ -88,6 +93,7 @@ def tiny_tokenizer(
         pad_token=pad,
         unk_token=unk,
         additional_special_tokens=[t for t in extra_special if t not in (pad, unk, bos, eos)],
+        **named,  # ``<name>_token`` keywords become named special tokens
     )
 
 

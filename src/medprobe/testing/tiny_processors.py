@@ -1,0 +1,211 @@
+"""Tiny random models *with their real processors* of the image-text-to-text families, saved to disk.
+
+Why: ``hf:DIR`` runs the family's own processor (its PIL image processor: no torchvision), chat
+template or plain prompt, and model together; only a saved pair tests that whole path (image-token
+expansion, crops and tiles, positions, padding). Each ``save_tiny_<family>(directory)`` writes a
+model whose config agrees with its processor -- vocabulary, image token ids, image size and patch
+size, so every image becomes as many tokens as the model expects -- built from the family's shrunk
+default config (:func:`~medprobe.testing.tiny_families.tiny_config`) with small images (28-56 px,
+14 px patches). :data:`SAVERS` maps ``model_type`` to its saver; the contract test
+(``tests/models/test_hf_full_path.py``) runs each through ``create_backbone("hf:DIR")``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from medprobe.testing.tiny_families import tiny_config
+from medprobe.testing.tiny_models import tiny_tokenizer
+
+def chat_template(image: str) -> str:
+    """A chat template that writes ``image`` where a message's image goes (medprobe sends one user turn)."""
+    return ("{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}{% if c['type'] == 'image' %}"
+            + image + "{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
+            "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+def _update(target: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _update(target[key], value)
+        else:
+            target[key] = value
+    return target
+
+
+def _cut_layer_types(config: dict) -> None:
+    """Per-layer lists kept from the full-size default (``layer_types``) cut to the shrunk depth."""
+    depth = config.get("num_hidden_layers")
+    if isinstance(config.get("layer_types"), list) and isinstance(depth, int):
+        config["layer_types"] = config["layer_types"][:depth]
+    for value in config.values():
+        if isinstance(value, dict):
+            _cut_layer_types(value)
+
+
+def shrunk_config(model_type: str, **changes: Any) -> Any:
+    """The shrunk default config of ``model_type`` with ``changes`` (nested dicts update sub-configs),
+    rebuilt so the config's own derived fields follow the changes."""
+    base = tiny_config(model_type)
+    values = _update(base.to_dict(), changes)
+    _cut_layer_types(values)
+    return type(base).from_dict(values)
+
+
+def _save(directory: str | Path, config: Any, processor: Any, *, seed: int = 0) -> Path:
+    from transformers import AutoModelForImageTextToText
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    AutoModelForImageTextToText.from_config(config).eval().save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def _text(tokenizer: Any, **more: Any) -> dict[str, Any]:
+    return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, **more}
+
+
+# ------------------------------------------------------------------------------------------ families
+def save_tiny_gemma3(directory: str | Path) -> Path:
+    """Gemma 3: SigLIP tower (56 px, 16 patches) average-pooled to 4 soft tokens between BOI/EOI."""
+    from transformers import Gemma3ImageProcessorPil, Gemma3Processor
+
+    tok = tiny_tokenizer(named={"boi_token": "<start_of_image>", "image_token": "<image_soft_token>",
+                                "eoi_token": "<end_of_image>"})
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 56, "width": 56}),
+                                tokenizer=tok, image_seq_length=4, chat_template=chat_template("<start_of_image>"))
+    config = shrunk_config("gemma3", text_config=_text(tok), vision_config={"image_size": 56, "patch_size": 14},
+                           mm_tokens_per_image=4, image_token_index=tok.image_token_id,
+                           boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id)
+    return _save(directory, config, processor)
+
+
+def save_tiny_paligemma(directory: str | Path) -> Path:
+    """PaliGemma: no chat template (medprobe falls back to the plain prompt); the processor puts the
+    ``<image>`` tokens (28 px, 4 patches) and BOS before the prompt itself."""
+    from transformers import PaliGemmaProcessor, SiglipImageProcessorPil
+
+    tok = tiny_tokenizer(named={"image_token": "<image>"})
+    image_processor = SiglipImageProcessorPil(size={"height": 28, "width": 28})
+    image_processor.image_seq_length = 4
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok)
+    config = shrunk_config("paligemma", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+                           image_token_index=tok.image_token_id, vocab_size=len(tok), projection_dim=32,
+                           hidden_size=32)
+    return _save(directory, config, processor)
+
+
+def save_tiny_blip_2(directory: str | Path) -> Path:
+    """BLIP-2: no chat template (plain prompt); the processor puts the Q-Former's 4 query tokens first."""
+    from transformers import Blip2Processor, BlipImageProcessorPil
+
+    tok = tiny_tokenizer()  # the processor adds its "<image>" token (with a named one it fails, transformers 5.24)
+    processor = Blip2Processor(image_processor=BlipImageProcessorPil(size={"height": 28, "width": 28}),
+                               tokenizer=tok, num_query_tokens=4)
+    config = shrunk_config("blip-2", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+                           qformer_config={"encoder_hidden_size": 32}, num_query_tokens=4,
+                           image_token_index=tok.convert_tokens_to_ids("<image>"))
+    return _save(directory, config, processor)
+
+
+def save_tiny_instructblip(directory: str | Path) -> Path:
+    """InstructBLIP: as BLIP-2, with the prompt also given to the Q-Former (its own tokenizer)."""
+    from transformers import BlipImageProcessorPil, InstructBlipProcessor
+
+    tok = tiny_tokenizer()  # the processor adds its "<image>" token (with a named one it fails, transformers 5.24)
+    qformer_tok = tiny_tokenizer(add_bos=False)
+    processor = InstructBlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 28, "width": 28}),
+                                      tokenizer=tok, qformer_tokenizer=qformer_tok, num_query_tokens=4)
+    config = shrunk_config("instructblip", text_config=_text(tok),
+                           vision_config={"image_size": 28, "patch_size": 14},
+                           qformer_config={"encoder_hidden_size": 32, "vocab_size": len(qformer_tok)},
+                           num_query_tokens=4, image_token_index=tok.convert_tokens_to_ids("<image>"))
+    return _save(directory, config, processor)
+
+
+def save_tiny_vipllava(directory: str | Path) -> Path:
+    """VipLLaVA: CLIP tower (28 px, CLS + 4 patches) read at two layers, LLaVA's processor."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+    tok = tiny_tokenizer(named={"image_token": "<image>"})
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}),
+        tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", image_token="<image>",
+        num_additional_image_tokens=1, chat_template=chat_template("<image>"))
+    config = shrunk_config("vipllava", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+                           vision_feature_layer=[-2, -1], image_token_index=tok.image_token_id)
+    return _save(directory, config, processor)
+
+
+def save_tiny_llava_onevision(directory: str | Path) -> Path:
+    """LLaVA-OneVision: SigLIP tower on 28 px crops of a 28/56 px any-resolution grid."""
+    from transformers import LlavaOnevisionImageProcessorPil
+
+    from medprobe.models.hf_loading import processor_without_video
+
+    tok = tiny_tokenizer(named={"image_token": "<image>", "video_token": "<video>"})
+    pinpoints = [[28, 56], [56, 28], [56, 56]]
+    processor = processor_without_video("llava_onevision")(  # torchvision-free: no video processor
+        image_processor=LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28},
+                                                        image_grid_pinpoints=pinpoints),
+        tokenizer=tok, num_image_tokens=4, vision_feature_select_strategy="full",
+        chat_template=chat_template("<image>"))
+    config = shrunk_config("llava_onevision", text_config=_text(tok),
+                           vision_config={"image_size": 28, "patch_size": 14}, image_grid_pinpoints=pinpoints,
+                           image_token_index=tok.image_token_id, video_token_index=tok.video_token_id)
+    return _save(directory, config, processor)
+
+
+_QWEN_SPECIALS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                  "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
+
+
+def _save_qwen(directory: str | Path, model_type: str, patch: int, **vision: Any) -> Path:
+    """Qwen2.5-VL / Qwen3-VL: their processors need torchvision (video), so the tokenizer (with the
+    chat template) and the PIL image processor are saved apart, as a torchvision-free load sees them."""
+    from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessorPil
+
+    tok = tiny_tokenizer(("<|im_start|>", "<|im_end|>"), named=_QWEN_SPECIALS, bos="<|endoftext|>",
+                         eos="<|im_end|>", pad="<|endoftext|>", add_bos=False)
+    tok.chat_template = chat_template("<|vision_start|><|image_pad|><|vision_end|>")
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=(2 * patch) ** 2, max_pixels=(6 * patch) ** 2,
+                                               patch_size=patch, merge_size=2, temporal_patch_size=2)
+    config = shrunk_config(model_type, text_config=_text(tok), vision_config={"patch_size": patch, **vision},
+                           image_token_id=tok.image_token_id, video_token_id=tok.video_token_id,
+                           vision_start_token_id=tok.vision_start_token_id,
+                           vision_end_token_id=tok.vision_end_token_id)
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    AutoModelForImageTextToText.from_config(config).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    image_processor.save_pretrained(path)
+    return path
+
+
+def save_tiny_qwen2_vl(directory: str | Path) -> Path:
+    """Qwen2-VL: packed 14 px patches, 2x2 merge, M-RoPE decoder."""
+    return _save_qwen(directory, "qwen2_vl", 14)
+
+
+def save_tiny_qwen2_5_vl(directory: str | Path) -> Path:
+    """Qwen2.5-VL: window-attention tower on packed 14 px patches, 2x2 merge, M-RoPE decoder."""
+    return _save_qwen(directory, "qwen2_5_vl", 14, fullatt_block_indexes=[1], window_size=56)
+
+
+def save_tiny_qwen3_vl(directory: str | Path) -> Path:
+    """Qwen3-VL: packed 16 px patches, deep-stack features from tower layer 0 into the decoder."""
+    return _save_qwen(directory, "qwen3_vl", 16, deepstack_visual_indexes=[0])
+
+
+#: ``{model_type: save_tiny_<family>}``
+SAVERS: dict[str, Callable[[str | Path], Path]] = {
+    name[len("save_tiny_"):].replace("blip_2", "blip-2"): saver
+    for name, saver in dict(globals()).items() if name.startswith("save_tiny_")
+}

@@ -1,0 +1,150 @@
+"""The whole ``hf:`` path on every image-text-to-text family with a tiny saved processor.
+
+For each family of :data:`~medprobe.testing.tiny_processors.SAVERS` a tiny random model is saved with
+its real processor class (PIL image processor, chat template or none), loaded with
+``create_backbone("hf:DIR")`` and given two images of different shapes with two prompts of different
+lengths, batched with padding on either side. Every language-model layer under every pooling must
+equal the model's own ``output_hidden_states`` on each (image, prompt) alone, and every vision layer
+(``mean``, and ``cls`` where the tower has a CLS token) the vision encoder's own hidden states over
+that image's crops or tiles. References are transformers' outputs, computed from the processor's
+inputs for one image, never from medprobe's code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from medprobe.models.imaging import to_pil  # noqa: E402
+from medprobe.models.registry import create_backbone  # noqa: E402
+from medprobe.testing.tiny_processors import SAVERS  # noqa: E402
+
+PROMPTS = ("what can you see on this image ?", "describe the lesion")
+SHAPES = ((20, 40), (50, 50))
+
+
+def _pixels(inputs: Any) -> Any:
+    """The crops of one image as the tower takes them: 5-D layouts lose their all-zero padding crops."""
+    pixels = inputs["pixel_values"]
+    if pixels.ndim == 5:
+        pixels = pixels[0][~(pixels[0] == 0).flatten(1).all(-1)]
+    return pixels
+
+
+def _packed(tower: Any, inputs: Any) -> tuple:
+    """Qwen-style towers: one image's patches packed in a sequence, split by ``grid_thw``."""
+    return tower(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"], output_hidden_states=True).hidden_states
+
+
+@dataclass(frozen=True)
+class Tower:
+    """How to run a family's vision encoder on one image's processor inputs, the reference."""
+
+    #: attribute path of the encoder in the model
+    path: str = "model.vision_tower"
+    #: every crop starts with a CLS token
+    cls: bool = False
+    #: ``call(tower, inputs) -> hidden_states`` (default: the crops as ``pixel_values``)
+    call: Callable[[Any, Any], Any] | None = None
+
+    def hidden_states(self, model: Any, inputs: Any) -> tuple:
+        tower = model
+        for part in self.path.split("."):
+            tower = getattr(tower, part)
+        with torch.no_grad():
+            if self.call is not None:
+                return self.call(tower, inputs)
+            return tower(pixel_values=_pixels(inputs), output_hidden_states=True).hidden_states
+
+
+#: the families' vision encoders (None: no vision encoder)
+TOWERS: dict[str, Tower | None] = {
+    "gemma3": Tower(),
+    "paligemma": Tower(),
+    "blip-2": Tower("vision_model", cls=True),
+    "instructblip": Tower("vision_model", cls=True),
+    "vipllava": Tower(cls=True),
+    "llava_onevision": Tower(),
+    "qwen2_5_vl": Tower("model.visual", call=_packed),
+    "qwen2_vl": Tower("model.visual", call=_packed),
+    "qwen3_vl": Tower("model.visual", call=_packed),
+}
+#: families without a chat template: medprobe prompts them plainly
+PLAIN = {"paligemma", "blip-2", "instructblip"}
+
+
+def _lm_hidden_states(out: Any) -> tuple:
+    """The language model's hidden states in a model's output (BLIP-2 nests them)."""
+    nested = getattr(out, "language_model_outputs", None)
+    return nested.hidden_states if nested is not None else out.hidden_states
+
+
+def _image_ids(config: Any) -> list[int]:
+    ids = [getattr(config, "image_token_id", None), getattr(config, "image_token_index", None)]
+    return sorted({i for i in ids if isinstance(i, int)})
+
+
+def _pool(hidden: Any, ids: Any, pooling: str, image_ids: list[int]) -> Any:
+    image = torch.isin(ids, torch.tensor(image_ids))
+    select = {"last_token": torch.arange(len(ids)) == len(ids) - 1, "mean": torch.ones_like(image),
+              "image_mean": image, "text_mean": ~image}[pooling]
+    return hidden[select].float().mean(dim=0)
+
+
+def _vision_pool(hidden: Any, pooling: str, cls: bool) -> Any:
+    hidden = hidden.float()
+    if hidden.ndim == 2:  # packed patches of one image
+        return hidden.mean(0)
+    if pooling == "cls":
+        return hidden[:, 0].mean(0)
+    return (hidden[:, 1:] if cls else hidden).flatten(0, 1).mean(0)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("model_type", sorted(SAVERS))
+def test_family_through_hf_equals_its_own_hidden_states(tmp_path, model_type, side):
+    SAVERS[model_type](tmp_path)
+    rng = np.random.default_rng(0)
+    pair = [rng.random((*shape, 3)).astype(np.float32) for shape in SHAPES]
+    backbone = create_backbone(f"hf:{tmp_path}", padding_side=side, dtype="float32")
+    assert backbone.style == ("plain" if model_type in PLAIN else "chat")
+    model, image_ids = backbone.model, _image_ids(backbone.model.config)
+    alone = [backbone.encode([to_pil(image)], [prompt]) for image, prompt in zip(pair, PROMPTS)]
+    assert alone[0]["input_ids"].shape[1] != alone[1]["input_ids"].shape[1]  # the batch is padded
+    with torch.no_grad():
+        reference = [_lm_hidden_states(model(**inputs, output_hidden_states=True, use_cache=False))
+                     for inputs in alone]
+    lm_layers = [str(k) for k in range(backbone.num_lm_layers + 1)]
+    assert len(reference[0]) == len(lm_layers)
+    for pooling in ("last_token", "mean", "image_mean", "text_mean"):
+        backbone.pooling = pooling
+        features = backbone.extract_with_prompts(pair, list(PROMPTS), lm_layers)
+        for k, layer in enumerate(lm_layers):
+            expected = torch.stack([_pool(ref[k][0], inputs["input_ids"][0], pooling, image_ids)
+                                    for ref, inputs in zip(reference, alone)])
+            np.testing.assert_allclose(features[layer], expected.numpy(), rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{model_type} {side} {pooling} {layer}")
+
+    tower = TOWERS[model_type]
+    assert backbone.stacks.has_vision == (tower is not None)
+    if tower is None:
+        return
+    vision_reference = [tower.hidden_states(model, inputs) for inputs in alone]
+    vision_layers = [f"vision.{k}" for k in range(backbone.num_vision_layers + 1)]
+    assert len(vision_reference[0]) == len(vision_layers)
+    for pooling in ("mean", "cls") if tower.cls else ("mean",):
+        backbone.vision_pooling = pooling
+        features = backbone.extract_with_prompts(pair, list(PROMPTS), vision_layers)
+        for k, layer in enumerate(vision_layers):
+            expected = torch.stack([_vision_pool(ref[k], pooling, tower.cls) for ref in vision_reference])
+            np.testing.assert_allclose(features[layer], expected.numpy(), rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{model_type} {side} {pooling} {layer}")
