@@ -45,6 +45,27 @@ def _packed(tower: Any, inputs: Any) -> tuple:
     return tower(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"], output_hidden_states=True).hidden_states
 
 
+def _mllama(tower: Any, inputs: Any) -> dict[str, tuple]:
+    """Mllama: the local and global encoders' own hidden states (their input, then each layer's output,
+    as their outputs list them), cut to the image's real tiles and unpadded tokens, CLS first."""
+    seen: dict[str, tuple] = {}
+
+    def keep(stack: str) -> Callable:
+        return lambda module, args, out: seen.__setitem__(stack, (args[0], *out.hidden_states))
+
+    handles = [tower.transformer.register_forward_hook(keep("vision")),
+               tower.global_transformer.register_forward_hook(keep("vision_global"))]
+    try:
+        tower(pixel_values=inputs["pixel_values"], aspect_ratio_ids=inputs["aspect_ratio_ids"],
+              aspect_ratio_mask=inputs["aspect_ratio_mask"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    real = inputs["aspect_ratio_mask"].reshape(-1).bool()
+    return {stack: tuple(h.reshape(len(real), -1, h.shape[-1])[real][:, :tower.num_patches] for h in states)
+            for stack, states in seen.items()}
+
+
 @dataclass(frozen=True)
 class Tower:
     """How to run a family's vision encoder on one image's processor inputs, the reference."""
@@ -77,6 +98,15 @@ TOWERS: dict[str, Tower | None] = {
     "qwen2_5_vl": Tower("model.visual", call=_packed),
     "qwen2_vl": Tower("model.visual", call=_packed),
     "qwen3_vl": Tower("model.visual", call=_packed),
+    "qwen3_vl_moe": Tower("model.visual", call=_packed),
+    "qwen3_5": Tower("model.visual", call=_packed),
+    "qwen3_5_moe": Tower("model.visual", call=_packed),
+    "internvl": Tower(cls=True),
+    "aya_vision": Tower(),
+    "janus": Tower("model.vision_model"),
+    "deepseek_vl": Tower("model.vision_model"),
+    "ovis2": Tower("model.vision_tower"),
+    "mllama": Tower("model.vision_model", cls=True, call=_mllama),
 }
 #: families without a chat template: medprobe prompts them plainly
 PLAIN = {"paligemma", "blip-2", "instructblip"}
@@ -139,12 +169,15 @@ def test_family_through_hf_equals_its_own_hidden_states(tmp_path, model_type, si
     if tower is None:
         return
     vision_reference = [tower.hidden_states(model, inputs) for inputs in alone]
-    vision_layers = [f"vision.{k}" for k in range(backbone.num_vision_layers + 1)]
-    assert len(vision_reference[0]) == len(vision_layers)
+    vision_reference = [ref if isinstance(ref, dict) else {"vision": ref} for ref in vision_reference]
+    stacks = {stack: len(backbone.stacks.layers_of(stack)) for stack in ("vision", *backbone.stacks.extra)}
+    assert {stack: len(states) - 1 for stack, states in vision_reference[0].items()} == stacks
+    vision_layers = [f"{stack}.{k}" for stack, depth in stacks.items() for k in range(depth + 1)]
     for pooling in ("mean", "cls") if tower.cls else ("mean",):
         backbone.vision_pooling = pooling
         features = backbone.extract_with_prompts(pair, list(PROMPTS), vision_layers)
-        for k, layer in enumerate(vision_layers):
-            expected = torch.stack([_vision_pool(ref[k], pooling, tower.cls) for ref in vision_reference])
+        for layer in vision_layers:
+            stack, k = layer.rsplit(".", 1)
+            expected = torch.stack([_vision_pool(ref[stack][int(k)], pooling, tower.cls) for ref in vision_reference])
             np.testing.assert_allclose(features[layer], expected.numpy(), rtol=1e-4, atol=1e-5,
                                        err_msg=f"{model_type} {side} {pooling} {layer}")

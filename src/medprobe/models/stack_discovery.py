@@ -219,6 +219,12 @@ def ties_last_hidden_state(module: Any) -> bool:
     return False
 
 
+def records(module: Any, layers: Any) -> bool:
+    """Whether ``module`` records the hidden states of ``layers`` (declares their class). Mllama's vision
+    model inherits its decoder's declaration and records none of its own encoder layers."""
+    return len(layers) > 0 and _is_layer(layers[0], recorded_layer_classes(module))
+
+
 def recording_owner(root: Any, layers: Any) -> Any:
     """The innermost module under ``root`` holding ``layers`` that records their hidden states
     (``_can_record_outputs``), else the innermost model holding them (:func:`owner_of`)."""

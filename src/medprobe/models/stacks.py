@@ -183,7 +183,11 @@ def hook_points(stacks: LayerStacks, lm: Sequence[int], vision: Sequence[int],
     final norm), as transformers reports it unless the decoder says otherwise
     (``tie_last_hidden_states: false``)."""
     points = []
-    vision_tied = stacks.vision_owner is not None and discovery.ties_last_hidden_state(stacks.vision_owner)
+    owner = stacks.vision_owner
+    # a tower that records its layers reports its (normed) output as the last hidden state; one that does
+    # not (Mllama's) leaves them to the encoder, whose last state is the last layer's output
+    vision_tied = (owner is not None and discovery.records(owner, stacks.vision_layers)
+                   and discovery.ties_last_hidden_state(owner))
     for k in vision:
         layers = stacks.vision_layers
         if k == len(layers) and vision_tied:  # e.g. Ovis2: hidden_states[-1] is the tower's normed output

@@ -204,6 +204,115 @@ def save_tiny_qwen3_vl(directory: str | Path) -> Path:
     return _save_qwen(directory, "qwen3_vl", 16, deepstack_visual_indexes=[0])
 
 
+def save_tiny_qwen3_vl_moe(directory: str | Path) -> Path:
+    """Qwen3-VL-MoE: Qwen3-VL with a mixture-of-experts decoder."""
+    return _save_qwen(directory, "qwen3_vl_moe", 16, deepstack_visual_indexes=[0])
+
+
+def save_tiny_qwen3_5(directory: str | Path) -> Path:
+    """Qwen3.5: Qwen3-VL's tower and processor, hybrid linear/full-attention decoder."""
+    return _save_qwen(directory, "qwen3_5", 16)
+
+
+def save_tiny_qwen3_5_moe(directory: str | Path) -> Path:
+    """Qwen3.5-MoE: Qwen3.5 with a mixture-of-experts decoder."""
+    return _save_qwen(directory, "qwen3_5_moe", 16)
+
+
+def save_tiny_internvl(directory: str | Path) -> Path:
+    """InternVL: 56 px tiles (up to 4, plus a thumbnail when split) of 16 patches, pixel-shuffled to 4 tokens."""
+    from transformers import GotOcr2ImageProcessorPil
+
+    from medprobe.models.hf_loading import processor_without_video
+
+    tok = tiny_tokenizer(named={"start_image_token": "<img>", "end_image_token": "</img>",
+                                "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=True,
+                                               min_patches=1, max_patches=4)
+    processor = processor_without_video("internvl")(  # torchvision-free: no video processor
+        image_processor=image_processor, tokenizer=tok, image_seq_length=4,
+        chat_template=chat_template("<IMG_CONTEXT>"))
+    config = shrunk_config("internvl", text_config=_text(tok),
+                           vision_config={"image_size": [56, 56], "patch_size": [14, 14]},
+                           image_token_id=tok.context_image_token_id, image_seq_length=4)
+    return _save(directory, config, processor)
+
+
+def save_tiny_aya_vision(directory: str | Path) -> Path:
+    """Aya Vision: SigLIP tower on 56 px tiles (up to 4, plus a thumbnail), 2x2 pixel shuffle."""
+    from transformers import AyaVisionProcessor, GotOcr2ImageProcessorPil
+
+    names = ("<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>", "TILE", "TILE_GLOBAL")
+    tok = tiny_tokenizer(names)
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=True,
+                                               min_patches=1, max_patches=4)
+    processor = AyaVisionProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14, img_size=56,
+                                   downsample_factor=2, chat_template=chat_template("<image>"))
+    config = shrunk_config("aya_vision", text_config=_text(tok), vision_config={"image_size": 56, "patch_size": 14},
+                           downsample_factor=2, image_token_index=tok.convert_tokens_to_ids("<|IMG_PATCH|>"))
+    return _save(directory, config, processor)
+
+
+def save_tiny_mllama(directory: str | Path) -> Path:
+    """Mllama (Llama 3.2 Vision): 28 px tiles (up to 4 by aspect ratio) through local and global vision
+    stacks, read by cross-attention layers of the decoder (layer 1 of 3)."""
+    from transformers import MllamaImageProcessorPil, MllamaProcessor
+
+    tok = tiny_tokenizer(("<|image|>", "<|python_tag|>"))
+    processor = MllamaProcessor(image_processor=MllamaImageProcessorPil(size={"height": 28, "width": 28},
+                                                                        max_image_tiles=4),
+                                tokenizer=tok, chat_template=chat_template("<|image|>"))
+    config = shrunk_config(
+        "mllama", text_config=_text(tok, num_hidden_layers=3, cross_attention_layers=[1]),
+        vision_config={"image_size": 28, "patch_size": 14, "max_num_tiles": 4, "num_hidden_layers": 2,
+                       "num_global_layers": 1, "intermediate_layers_indices": [0], "vision_output_dim": 64},
+        image_token_index=tok.convert_tokens_to_ids("<|image|>"))
+    return _save(directory, config, processor)
+
+
+def save_tiny_janus(directory: str | Path) -> Path:
+    """Janus: SigLIP tower (28 px, 4 patches) for understanding; its VQ generation head is not read."""
+    from transformers import JanusImageProcessorPil, JanusProcessor
+
+    tok = tiny_tokenizer(named={"image_token": "<image_placeholder>", "boi_token": "<begin_of_image>",
+                                "eoi_token": "<end_of_image>"})
+    processor = JanusProcessor(image_processor=JanusImageProcessorPil(size={"height": 28, "width": 28}),
+                               tokenizer=tok, num_image_tokens=4, chat_template=chat_template("<image_placeholder>"))
+    config = shrunk_config("janus", text_config=_text(tok),
+                           vision_config={"image_size": 28, "patch_size": 14, "num_image_tokens": 4},
+                           image_token_id=tok.image_token_id)
+    return _save(directory, config, processor)
+
+
+def save_tiny_deepseek_vl(directory: str | Path) -> Path:
+    """DeepSeek-VL: SigLIP tower (28 px, 4 patches), MLP aligner, LLaMA decoder."""
+    from transformers import DeepseekVLImageProcessorPil, DeepseekVLProcessor
+
+    tok = tiny_tokenizer(named={"image_token": "<image_placeholder>"})
+    processor = DeepseekVLProcessor(image_processor=DeepseekVLImageProcessorPil(size={"height": 28, "width": 28}),
+                                    tokenizer=tok, num_image_tokens=4,
+                                    chat_template=chat_template("<image_placeholder>"))
+    config = shrunk_config("deepseek_vl", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+                           image_token_id=tok.image_token_id)
+    return _save(directory, config, processor)
+
+
+def save_tiny_ovis2(directory: str | Path) -> Path:
+    """Ovis2: AIMv2-style tower on 28 px crops (up to 4, plus the whole image), visual-token table."""
+    from transformers import Ovis2ImageProcessorPil, Ovis2Processor
+
+    indicators = ("<IMG_START>", "<IMG_GRID>", "<IMG_COL>", "<IMG_ROW>", "<IMG_END>")
+    tok = tiny_tokenizer(("<image>", "<IMG_ATOM>", *indicators))
+    image_processor = Ovis2ImageProcessorPil(size={"height": 28, "width": 28}, crop_to_patches=True, min_patches=1,
+                                             max_patches=4)
+    processor = Ovis2Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=4,
+                               chat_template=chat_template("<image>"))
+    config = shrunk_config("ovis2", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+                           image_token_id=tok.convert_tokens_to_ids("<IMG_ATOM>"),
+                           visual_indicator_token_ids=tok.convert_tokens_to_ids(list(indicators)))
+    return _save(directory, config, processor)
+
+
 #: ``{model_type: save_tiny_<family>}``
 SAVERS: dict[str, Callable[[str | Path], Path]] = {
     name[len("save_tiny_"):].replace("blip_2", "blip-2"): saver
