@@ -45,19 +45,26 @@ class _CurvatureHistory:
                   factors: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Search directions of problems ``a`` (gradients ``g``), their slopes, and whether each
         problem had curvature information (else the direction is the preconditioned gradient)."""
-        rho, steps, changes = self.rho, self.steps, self.changes
-        # two-loop recursion with the preconditioned, scaled initial inverse Hessian gamma * P
-        order = [(self.ring - 1 - j) % self.size for j in range(self.size)]  # newest first
+        rho = self.rho
+        # two-loop recursion with the preconditioned, scaled initial inverse Hessian gamma * P,
+        # newest pair first. Slots no problem of ``a`` holds a pair in are left out: there
+        # ``rho = 0`` and the slot's terms are exact zeros, so only the time changes (a path restarts
+        # each C with an empty memory). The pairs of ``a`` are gathered once, so that the loops,
+        # which dominate small problems, work on views.
+        filled = (rho[:, a] != 0).any(axis=1)
+        order = [slot for slot in ((self.ring - 1 - j) % self.size for j in range(self.size)) if filled[slot]]
+        pairs = np.ix_(order, a)
+        rho_a, steps, changes = rho[pairs], self.steps[pairs], self.changes[pairs]
         direction = -g
         alphas = []
-        for slot in order:
-            alpha = rho[slot, a] * inner(steps[slot, a], direction)
-            direction -= alpha[:, None, None] * changes[slot, a]
+        for j in range(len(order)):
+            alpha = rho_a[j] * inner(steps[j], direction)
+            direction -= alpha[:, None, None] * changes[j]
             alphas.append(alpha)
         direction = self.gamma[a][:, None, None] * preconditioner.apply(direction, factors)
-        for slot, alpha in zip(reversed(order), reversed(alphas)):
-            beta = rho[slot, a] * inner(changes[slot, a], direction)
-            direction += (alpha - beta)[:, None, None] * steps[slot, a]
+        for j in reversed(range(len(order))):
+            beta = rho_a[j] * inner(changes[j], direction)
+            direction += (alphas[j] - beta)[:, None, None] * steps[j]
         slope = inner(g, direction)
         uphill = slope >= 0  # not a descent direction (rounding): restart from the preconditioned gradient
         if uphill.any():
