@@ -3,7 +3,8 @@
 ``tests/golden/pixels/`` holds results.json, comparisons.json and predictions.parquet as the
 code before the stage redesign wrote them for ``tests/golden/pixels_run.yaml``. On a machine of
 the kind that wrote them (same CPU model and NumPy, recorded in ``written_on.json``) the files
-must be byte-identical; on another CPU, BLAS may round the probe's sums differently in the last
+must be byte-identical to the sha256 recorded there (re-recorded, with the reason, when a
+change moves only the last bits); on another CPU, BLAS may round the probe's sums differently in the last
 bit, so there the test compares every key, string and integer exactly and every float to 1e-9.
 """
 
