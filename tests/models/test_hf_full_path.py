@@ -106,6 +106,7 @@ TOWERS: dict[str, Tower | None] = {
     "janus": Tower("model.vision_model"),
     "deepseek_vl": Tower("model.vision_model"),
     "ovis2": Tower("model.vision_tower"),
+    "glm4v": Tower("model.visual", call=_packed),
     "mllama": Tower("model.vision_model", cls=True, call=_mllama),
 }
 #: families without a chat template: medprobe prompts them plainly

@@ -5,7 +5,8 @@ mapped back to the images of the batch before it is pooled. Each layout is recog
 the model was given (``pixel_values``, the encoder's own call arguments) and what came back:
 
 * **packed** (Qwen2-VL and its descendants): a 2-D ``(patches, width)`` sequence for all images,
-  split by ``grid_thw`` (``t * h * w`` patches per image);
+  split by ``grid_thw`` (``t * h * w`` patches per image, or that over the merge factor for a state
+  after the tower's patch merger, GLM-4V's last);
 * **tiles** (Mllama): ``(images, tiles * padded_tokens, width)``; tokens of masked tiles
   (``aspect_ratio_mask``) and the padding after each tile's tokens are left out;
 * **one crop per image**: as many encoder rows as images;
@@ -111,7 +112,7 @@ def pool_vision(hidden: Any, inputs: Any, tower_kwargs: dict[str, Any], batch: i
             raise ModelError(f"backbone {name!r}: cannot split packed vision tokens into {batch} images")
         if pooling == "cls":
             raise ModelError(f"backbone {name!r}: this vision tower has no CLS token")
-        return torch.stack([part.mean(dim=0) for part in hidden.split(grid.prod(-1).tolist())])
+        return torch.stack([part.mean(dim=0) for part in hidden.split(_packed_sizes(grid, hidden.shape[0], name))])
     tiles = tower_kwargs.get("aspect_ratio_mask")
     if tiles is not None and layout.tile_tokens is not None:
         return _pool_tiles(hidden, tiles, layout.tile_tokens, pooling, batch, name)
@@ -129,6 +130,19 @@ def pool_vision(hidden: Any, inputs: Any, tower_kwargs: dict[str, Any], batch: i
     for part, part_valid in zip(hidden.split(counts), valid.split(counts)):
         rows.append(part[:, 0].mean(dim=0) if pooling == "cls" else part[part_valid].mean(dim=0))
     return torch.stack(rows)
+
+
+def _packed_sizes(grid: Any, tokens: int, name: str) -> list[int]:
+    """Tokens of each image in a packed sequence of ``tokens``: ``t * h * w`` patches, or the same
+    divided by the merge factor where the state is the tower's merged output (GLM-4V ties its last
+    hidden state to the patches after its 2x2 merger)."""
+    patches = grid.prod(-1).tolist()
+    total = sum(patches)
+    if tokens == total:
+        return patches
+    if tokens and total % tokens == 0 and all(p % (total // tokens) == 0 for p in patches):
+        return [p // (total // tokens) for p in patches]
+    raise ModelError(f"backbone {name!r}: cannot split {tokens} packed vision tokens into images of {patches} patches")
 
 
 def _pool_tiles(hidden: Any, tile_mask: Any, tile_tokens: int, pooling: str, batch: int, name: str) -> Any:

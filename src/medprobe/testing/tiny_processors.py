@@ -313,6 +313,27 @@ def save_tiny_ovis2(directory: str | Path) -> Path:
     return _save(directory, config, processor)
 
 
+def save_tiny_glm4v(directory: str | Path) -> Path:
+    """GLM-4V: packed 14 px patches (2x2 merge, images 28-84 px), 3-D RoPE decoder."""
+    from transformers import Glm4vImageProcessorPil
+
+    from medprobe.models.hf_loading import processor_without_video
+
+    tok = tiny_tokenizer(("<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>"),
+                         named={"image_token": "<|image|>", "video_token": "<|video|>"})
+    image_processor = Glm4vImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 84 * 84},
+                                             patch_size=14, merge_size=2, temporal_patch_size=2)
+    processor = processor_without_video("glm4v")(  # torchvision-free: no video processor
+        image_processor=image_processor, tokenizer=tok,
+        chat_template=chat_template("<|begin_of_image|><|image|><|end_of_image|>"))
+    ids = {name: tok.convert_tokens_to_ids(token) for name, token in (
+        ("image_start_token_id", "<|begin_of_image|>"), ("image_end_token_id", "<|end_of_image|>"),
+        ("video_start_token_id", "<|begin_of_video|>"), ("video_end_token_id", "<|end_of_video|>"))}
+    config = shrunk_config("glm4v", text_config=_text(tok), vision_config={"image_size": 56, "patch_size": 14},
+                           image_token_id=tok.image_token_id, video_token_id=tok.video_token_id, **ids)
+    return _save(directory, config, processor)
+
+
 #: ``{model_type: save_tiny_<family>}``
 SAVERS: dict[str, Callable[[str | Path], Path]] = {
     name[len("save_tiny_"):].replace("blip_2", "blip-2"): saver
