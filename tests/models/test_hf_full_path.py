@@ -28,6 +28,8 @@ from medprobe.models.imaging import to_pil  # noqa: E402
 from medprobe.models.registry import create_backbone  # noqa: E402
 from medprobe.testing.tiny_processors import SAVERS  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matrices: threads only add contention
+
 PROMPTS = ("what can you see on this image ?", "describe the lesion")
 SHAPES = ((20, 40), (50, 50))
 
