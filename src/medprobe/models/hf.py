@@ -354,6 +354,8 @@ class HFVisionLanguageBackbone(Backbone):
             return self.processor(text=sequences, add_end_of_utterance_token=False, padding=True, return_tensors="pt")
         texts = [self.rendered_prompt(prompt) for prompt in prompts]
         kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt"}
+        if "mm_token_type_ids" in getattr(self.processor, "model_input_names", ()):
+            kwargs["return_mm_token_type_ids"] = True  # the model needs them (M-RoPE); Cosmos3's processor omits them
         bos = self.tokenizer.bos_token
         if bos and all(text.startswith(bos) for text in texts):
             kwargs["add_special_tokens"] = False  # the template wrote BOS already

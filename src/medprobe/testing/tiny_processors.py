@@ -166,16 +166,21 @@ _QWEN_SPECIALS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"
                   "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
 
 
-def _save_qwen(directory: str | Path, model_type: str, patch: int, **vision: Any) -> Path:
-    """Qwen2.5-VL / Qwen3-VL: their processors need torchvision (video), so the tokenizer (with the
-    chat template) and the PIL image processor are saved apart, as a torchvision-free load sees them."""
-    from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessorPil
+def _save_qwen(directory: str | Path, model_type: str, patch: int, image_processor: str = "Qwen2VLImageProcessorPil",
+               **vision: Any) -> Path:
+    """Qwen-VL layouts (Qwen2-VL and the families built on it): their processors need torchvision (video),
+    so the tokenizer (with the chat template) and the PIL image processor are saved apart, as a
+    torchvision-free load sees them."""
+    import transformers
+    from transformers import AutoModelForImageTextToText
 
+    processor_class = getattr(transformers, image_processor)
     tok = tiny_tokenizer(("<|im_start|>", "<|im_end|>"), named=_QWEN_SPECIALS, bos="<|endoftext|>",
                          eos="<|im_end|>", pad="<|endoftext|>", add_bos=False)
     tok.chat_template = chat_template("<|vision_start|><|image_pad|><|vision_end|>")
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=(2 * patch) ** 2, max_pixels=(6 * patch) ** 2,
-                                               patch_size=patch, merge_size=2, temporal_patch_size=2)
+    temporal = vision.get("temporal_patch_size", 2)
+    pixels = processor_class(min_pixels=(2 * patch) ** 2, max_pixels=(6 * patch) ** 2, patch_size=patch,
+                             merge_size=2, **({"temporal_patch_size": temporal} if temporal else {}))
     config = shrunk_config(model_type, text_config=_text(tok), vision_config={"patch_size": patch, **vision},
                            image_token_id=tok.image_token_id, video_token_id=tok.video_token_id,
                            vision_start_token_id=tok.vision_start_token_id,
@@ -185,7 +190,7 @@ def _save_qwen(directory: str | Path, model_type: str, patch: int, **vision: Any
     torch.manual_seed(0)
     AutoModelForImageTextToText.from_config(config).eval().save_pretrained(path)
     tok.save_pretrained(path)
-    image_processor.save_pretrained(path)
+    pixels.save_pretrained(path)
     return path
 
 
@@ -217,6 +222,31 @@ def save_tiny_qwen3_5(directory: str | Path) -> Path:
 def save_tiny_qwen3_5_moe(directory: str | Path) -> Path:
     """Qwen3.5-MoE: Qwen3.5 with a mixture-of-experts decoder."""
     return _save_qwen(directory, "qwen3_5_moe", 16)
+
+
+def save_tiny_qwen4_exp(directory: str | Path) -> Path:
+    """Qwen4 (experimental): Qwen3-VL's processor."""
+    return _save_qwen(directory, "qwen4_exp", 16)
+
+
+def save_tiny_lfm3_vl(directory: str | Path) -> Path:
+    """LFM3-VL: Qwen2-VL's image processor and placeholders."""
+    return _save_qwen(directory, "lfm3_vl", 16)
+
+
+def save_tiny_exaone4_5(directory: str | Path) -> Path:
+    """EXAONE 4.5: Qwen2-VL's image processor and placeholders."""
+    return _save_qwen(directory, "exaone4_5", 14)
+
+
+def save_tiny_hyperclovax_vision_v2(directory: str | Path) -> Path:
+    """HyperCLOVA X Vision v2: Qwen2-VL's image processor and placeholders."""
+    return _save_qwen(directory, "hyperclovax_vision_v2", 14)
+
+
+def save_tiny_cosmos3_edge(directory: str | Path) -> Path:
+    """Cosmos3-Edge: a Qwen-VL layout with its own PIL image processor."""
+    return _save_qwen(directory, "cosmos3_edge", 16, "Cosmos3EdgeImageProcessorPil", temporal_patch_size=None)
 
 
 def save_tiny_internvl(directory: str | Path) -> Path:
