@@ -114,6 +114,14 @@ TOWERS: dict[str, Tower | None] = {
     "deepseek_vl": Tower("model.vision_model"),
     "ovis2": Tower("model.vision_tower"),
     "glm4v": Tower("model.visual", call=_packed),
+    "glm4v_moe": Tower("model.visual", call=_packed),
+    "glm46v": Tower("model.visual", call=_packed),
+    "paddleocr_vl": Tower("model.visual", call=lambda tower, inputs: tower(
+        pixel_values=inputs["pixel_values"][None], grid_thw=inputs["image_grid_thw"],
+        output_hidden_states=True).hidden_states),
+    "video_llama_3": Tower("model.vision_model", call=lambda tower, inputs: tower(
+        inputs["pixel_values"], grid_thw=inputs["image_grid_thw"], merge_sizes=inputs["image_merge_sizes"],
+        output_hidden_states=True).hidden_states),
     "mllama": Tower("model.vision_model", cls=True, call=_mllama),
 }
 #: families without a chat template: medprobe prompts them plainly

@@ -178,9 +178,10 @@ def _save_qwen(directory: str | Path, model_type: str, patch: int, image_process
     tok = tiny_tokenizer(("<|im_start|>", "<|im_end|>"), named=_QWEN_SPECIALS, bos="<|endoftext|>",
                          eos="<|im_end|>", pad="<|endoftext|>", add_bos=False)
     tok.chat_template = chat_template("<|vision_start|><|image_pad|><|vision_end|>")
+    own = vision.pop("own_merging", False)  # the image processor's own merge and temporal sizes
     temporal = vision.get("temporal_patch_size", 2)
-    pixels = processor_class(min_pixels=(2 * patch) ** 2, max_pixels=(6 * patch) ** 2, patch_size=patch,
-                             merge_size=2, **({"temporal_patch_size": temporal} if temporal else {}))
+    merging = {} if own else {"merge_size": 2, **({"temporal_patch_size": temporal} if temporal else {})}
+    pixels = processor_class(min_pixels=(2 * patch) ** 2, max_pixels=(6 * patch) ** 2, patch_size=patch, **merging)
     config = shrunk_config(model_type, text_config=_text(tok), vision_config={"patch_size": patch, **vision},
                            image_token_id=tok.image_token_id, video_token_id=tok.video_token_id,
                            vision_start_token_id=tok.vision_start_token_id,
@@ -242,6 +243,16 @@ def save_tiny_exaone4_5(directory: str | Path) -> Path:
 def save_tiny_hyperclovax_vision_v2(directory: str | Path) -> Path:
     """HyperCLOVA X Vision v2: Qwen2-VL's image processor and placeholders."""
     return _save_qwen(directory, "hyperclovax_vision_v2", 14)
+
+
+def save_tiny_paddleocr_vl(directory: str | Path) -> Path:
+    """PaddleOCR-VL: a Qwen-VL layout with its own PIL image processor and NaViT-style tower."""
+    return _save_qwen(directory, "paddleocr_vl", 14, "PaddleOCRVLImageProcessorPil", own_merging=True)
+
+
+def save_tiny_video_llama_3(directory: str | Path) -> Path:
+    """VideoLLaMA3: a Qwen-VL layout with its own PIL image processor."""
+    return _save_qwen(directory, "video_llama_3", 14, "VideoLlama3ImageProcessorPil", own_merging=True)
 
 
 def save_tiny_cosmos3_edge(directory: str | Path) -> Path:
@@ -343,25 +354,40 @@ def save_tiny_ovis2(directory: str | Path) -> Path:
     return _save(directory, config, processor)
 
 
-def save_tiny_glm4v(directory: str | Path) -> Path:
-    """GLM-4V: packed 14 px patches (2x2 merge, images 28-84 px), 3-D RoPE decoder."""
-    from transformers import Glm4vImageProcessorPil
+def _save_glm(directory: str | Path, model_type: str, image_processor: str) -> Path:
+    """GLM-4V layouts: packed 14 px patches (2x2 merge, images 28-84 px), 3-D RoPE decoder."""
+    import transformers
 
     from medprobe.models.hf_loading import processor_without_video
 
     tok = tiny_tokenizer(("<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>"),
                          named={"image_token": "<|image|>", "video_token": "<|video|>"})
-    image_processor = Glm4vImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 84 * 84},
-                                             patch_size=14, merge_size=2, temporal_patch_size=2)
-    processor = processor_without_video("glm4v")(  # torchvision-free: no video processor
-        image_processor=image_processor, tokenizer=tok,
+    pixels = getattr(transformers, image_processor)(size={"shortest_edge": 28 * 28, "longest_edge": 84 * 84},
+                                                    patch_size=14, merge_size=2, temporal_patch_size=2)
+    processor = processor_without_video(model_type)(  # torchvision-free: no video processor
+        image_processor=pixels, tokenizer=tok,
         chat_template=chat_template("<|begin_of_image|><|image|><|end_of_image|>"))
     ids = {name: tok.convert_tokens_to_ids(token) for name, token in (
         ("image_start_token_id", "<|begin_of_image|>"), ("image_end_token_id", "<|end_of_image|>"),
         ("video_start_token_id", "<|begin_of_video|>"), ("video_end_token_id", "<|end_of_video|>"))}
-    config = shrunk_config("glm4v", text_config=_text(tok), vision_config={"image_size": 56, "patch_size": 14},
+    config = shrunk_config(model_type, text_config=_text(tok), vision_config={"image_size": 56, "patch_size": 14},
                            image_token_id=tok.image_token_id, video_token_id=tok.video_token_id, **ids)
     return _save(directory, config, processor)
+
+
+def save_tiny_glm4v(directory: str | Path) -> Path:
+    """GLM-4V."""
+    return _save_glm(directory, "glm4v", "Glm4vImageProcessorPil")
+
+
+def save_tiny_glm4v_moe(directory: str | Path) -> Path:
+    """GLM-4V-MoE (GLM-4.5V): GLM-4V with a mixture-of-experts decoder."""
+    return _save_glm(directory, "glm4v_moe", "Glm4vImageProcessorPil")
+
+
+def save_tiny_glm46v(directory: str | Path) -> Path:
+    """GLM-4.6V: GLM-4V's layout with its own image processor."""
+    return _save_glm(directory, "glm46v", "Glm46VImageProcessorPil")
 
 
 #: ``{model_type: save_tiny_<family>}``
