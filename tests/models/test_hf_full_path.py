@@ -122,6 +122,10 @@ TOWERS: dict[str, Tower | None] = {
     "video_llama_3": Tower("model.vision_model", call=lambda tower, inputs: tower(
         inputs["pixel_values"], grid_thw=inputs["image_grid_thw"], merge_sizes=inputs["image_merge_sizes"],
         output_hidden_states=True).hidden_states),
+    "video_llava": Tower("model.image_tower", cls=True, call=lambda tower, inputs: tower(
+        pixel_values=inputs["pixel_values_images"], output_hidden_states=True).hidden_states),
+    "llava_next_video": Tower(cls=True),
+    "qianfan_ocr": Tower(cls=True),
     "mllama": Tower("model.vision_model", cls=True, call=_mllama),
 }
 #: families without a chat template: medprobe prompts them plainly

@@ -385,13 +385,14 @@ def _load_without_video(processor_class: Any, directory: Path, source: str) -> A
 
 
 def processor_without_video(model_type: str) -> Any:
-    """The processor class of ``model_type`` without its video processor, or None if it has none.
+    """The processor class of ``model_type`` with its video processor left empty, or None if it has none.
 
     Why: without torchvision, transformers cannot build a video processor at all, and processors
-    that take one (LLaVA-OneVision, InternVL, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, ...) refuse to load,
-    though images need only the PIL image processor. This subclass leaves the video processor out
-    of the processor's parts (``get_attributes``), so images and text are processed by the family's
-    own code; asking it for video fails on the missing ``video_processor``."""
+    that take one (LLaVA-OneVision, InternVL, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, GLM-4V, Video-LLaVA, ...)
+    refuse to load, though images need only the PIL image processor. This subclass loads every other
+    part as the family's class does and leaves ``video_processor`` None (in its place among the
+    parts, whatever the family's argument order), so images and text are processed by the family's
+    own code; asking it for video fails on the missing video processor."""
     import transformers
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
@@ -399,13 +400,31 @@ def processor_without_video(model_type: str) -> Any:
     base = getattr(transformers, name, None) if isinstance(name, str) else None
     if base is None or not any("video" in attribute for attribute in base.get_attributes()):
         return None
+    images_only = type(base.__name__, (base,), {"get_attributes": classmethod(
+        lambda cls: [attribute for attribute in base.get_attributes() if "video" not in attribute])})
 
-    def get_attributes(cls: Any) -> list[str]:
-        return [attribute for attribute in base.get_attributes() if "video" not in attribute]
+    def load_parts(cls: Any, directory: Any, processor_dict: Any = None, **kwargs: Any) -> list[Any]:
+        loaded = iter(images_only._get_arguments_from_pretrained(directory, processor_dict, **kwargs))
+        return [None if "video" in attribute else next(loaded) for attribute in base.get_attributes()]
+
+    def check_argument_for_proper_class(self: Any, argument_name: str, argument: Any) -> Any:
+        if argument is None and "video" in argument_name:
+            return None
+        return base.check_argument_for_proper_class(self, argument_name, argument)
+
+    def save_pretrained(self: Any, *args: Any, **kwargs: Any) -> Any:
+        """Saved as the family's processor without the (absent) video processor's files."""
+        cls, self.__class__ = self.__class__, images_only
+        try:
+            return images_only.save_pretrained(self, *args, **kwargs)
+        finally:
+            self.__class__ = cls
 
     # named as the family's class: what it saves (processor_config.json) is the family's processor
     return type(base.__name__, (base,), {
-        "get_attributes": classmethod(get_attributes),
+        "_get_arguments_from_pretrained": classmethod(load_parts),
+        "check_argument_for_proper_class": check_argument_for_proper_class,
+        "save_pretrained": save_pretrained,
         "__doc__": f"{base.__name__} for images and text only (torchvision, which its video processor needs, "
                    "is not installed).",
     })

@@ -390,6 +390,58 @@ def save_tiny_glm46v(directory: str | Path) -> Path:
     return _save_glm(directory, "glm46v", "Glm46VImageProcessorPil")
 
 
+def save_tiny_video_llava(directory: str | Path) -> Path:
+    """Video-LLaVA: CLIP image tower (28 px, CLS + 4 patches; a video tower beside it, not read)."""
+    from transformers import VideoLlavaImageProcessor
+
+    from medprobe.models.hf_loading import processor_without_video
+
+    tok = tiny_tokenizer(named={"image_token": "<image>", "video_token": "<video>"})
+    image_processor = VideoLlavaImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    processor = processor_without_video("video_llava")(  # torchvision-free: no video processor
+        image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=chat_template("<image>"))
+    config = shrunk_config("video_llava", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+                           image_token_index=tok.image_token_id, video_token_index=tok.video_token_id,
+                           image_seq_length=4)
+    return _save(directory, config, processor)
+
+
+def save_tiny_llava_next_video(directory: str | Path) -> Path:
+    """LLaVA-NeXT-Video: LLaVA-NeXT's 28 px crops on a 28/56 px grid, for images."""
+    from transformers import LlavaNextImageProcessorPil
+
+    from medprobe.models.hf_loading import processor_without_video
+
+    tok = tiny_tokenizer(named={"image_token": "<image>", "video_token": "<video>"})
+    pinpoints = [[28, 56], [56, 28], [56, 56]]
+    image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
+                                                 image_grid_pinpoints=pinpoints)
+    processor = processor_without_video("llava_next_video")(  # torchvision-free: no video processor
+        image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=chat_template("<image>"))
+    config = shrunk_config("llava_next_video", text_config=_text(tok),
+                           vision_config={"image_size": 28, "patch_size": 14}, image_grid_pinpoints=pinpoints,
+                           image_token_index=tok.image_token_id, video_token_index=tok.video_token_id)
+    return _save(directory, config, processor)
+
+
+def save_tiny_qianfan_ocr(directory: str | Path) -> Path:
+    """Qianfan-OCR: InternVL's layout (56 px tiles of 16 patches, pixel-shuffled to 4 tokens)."""
+    from transformers import GotOcr2ImageProcessorPil, QianfanOCRProcessor
+
+    tok = tiny_tokenizer(("<image>",), named={"start_image_token": "<img>", "end_image_token": "</img>",
+                                              "context_image_token": "<IMG_CONTEXT>"})
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=True,
+                                               min_patches=1, max_patches=4)
+    processor = QianfanOCRProcessor(image_processor=image_processor, tokenizer=tok, image_seq_length=4,
+                                    chat_template=chat_template("<image>"))
+    config = shrunk_config("qianfan_ocr", text_config=_text(tok),
+                           vision_config={"image_size": [56, 56], "patch_size": [14, 14]},
+                           image_token_id=tok.context_image_token_id, image_seq_length=4)
+    return _save(directory, config, processor)
+
+
 #: ``{model_type: save_tiny_<family>}``
 SAVERS: dict[str, Callable[[str | Path], Path]] = {
     name[len("save_tiny_"):].replace("blip_2", "blip-2"): saver
