@@ -26,7 +26,7 @@ transformers = pytest.importorskip("transformers")
 
 from medprobe.models.imaging import to_pil  # noqa: E402
 from medprobe.models.registry import create_backbone  # noqa: E402
-from medprobe.testing.tiny_processors import SAVERS  # noqa: E402
+from medprobe.testing.tiny_processors import NO_SAVER, SAVERS, why_not_saved  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matrices: threads only add contention
 
@@ -201,3 +201,26 @@ def test_family_through_hf_equals_its_own_hidden_states(tmp_path, model_type, si
             expected = torch.stack([_vision_pool(ref[stack][int(k)], pooling, tower.cls) for ref in vision_reference])
             np.testing.assert_allclose(features[layer], expected.numpy(), rtol=1e-4, atol=1e-5,
                                        err_msg=f"{model_type} {side} {pooling} {layer}")
+
+
+def test_every_family_has_a_saver_or_a_reason():
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    families = set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+    assert set(SAVERS) <= families and set(TOWERS) == set(SAVERS) and not set(NO_SAVER) & set(SAVERS)
+    assert all(why_not_saved(family) for family in families - set(SAVERS))
+
+
+def test_the_reasons_for_no_saver_still_hold():
+    import importlib.util
+
+    assert importlib.util.find_spec("num2words") is None, "num2words is installed: write save_tiny_smolvlm"
+    from transformers import FuyuImageProcessorPil, FuyuProcessor
+
+    from medprobe.testing.tiny_models import tiny_tokenizer
+
+    processor = FuyuProcessor(image_processor=FuyuImageProcessorPil(size={"height": 56, "width": 56}),
+                              tokenizer=tiny_tokenizer(("|SPEAKER|", "|NEWLINE|", "<0x04>")))
+    with pytest.raises(TypeError):  # once it works, write save_tiny_fuyu
+        processor(images=[to_pil(np.zeros((28, 28, 3), np.float32))], text=["describe"], return_tensors="pt")
+

@@ -14,8 +14,9 @@ with transformers' own outputs:
 The families that cannot be checked here are listed below with the reason, and the test checks the
 reason still holds (a family that starts to build fails the test until it is moved out of the list).
 The full processor path (``create_backbone("hf:DIR")``, every pooling, batches padded on either
-side) is tested on the families with a tiny processor in ``tests/models/test_hf_backbones.py``, and
-on LLaVA-NeXT here (:func:`test_llava_next_through_hf_equals_its_own_hidden_states`).
+side) is tested on every family with a tiny processor saver in ``tests/models/test_hf_full_path.py``,
+on IDEFICS v1, Idefics2/3 and LLaVA in ``tests/models/test_hf_backbones.py``, and on LLaVA-NeXT here
+(:func:`test_llava_next_through_hf_equals_its_own_hidden_states`); :data:`FULL_PATH` names them all.
 
 Run time (2 cores shared with other jobs, transformers 5.24, torch 2.13 CPU): the default selection
 (90 families) 77 s of CPU, 164 s wall at a load average of ~5; the 12 ``slow`` families
@@ -38,6 +39,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 from medprobe.models.stacks import find_stacks  # noqa: E402
 from medprobe.models.torch_hooks import run_hooked  # noqa: E402
 from medprobe.testing.tiny_families import build_tiny_family, text_inputs, tower_call  # noqa: E402
+from medprobe.testing.tiny_processors import SAVERS, why_not_saved  # noqa: E402
 
 FAMILIES = sorted(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 RTOL = 1e-6
@@ -213,8 +215,9 @@ def test_every_family_gives_exact_language_and_vision_layers(model_type):
 
 
 #: families whose whole ``hf:`` path (processor, every pooling, batches padded on either side) is
-#: tested: in tests/models/test_hf_backbones.py, LLaVA-NeXT below
-FULL_PATH = {"idefics", "idefics2", "idefics3", "llava", "llava_next", "qwen2_vl"}
+#: tested: in tests/models/test_hf_backbones.py, LLaVA-NeXT below, every family with a saver of
+#: :mod:`medprobe.testing.tiny_processors` in tests/models/test_hf_full_path.py
+FULL_PATH = {"idefics", "idefics2", "idefics3", "llava", "llava_next", *SAVERS}
 
 
 def support_table() -> str:
@@ -230,10 +233,10 @@ def support_table() -> str:
             vision = "found, not run here"
         else:
             vision = "exact"
-        full = "exact, every pooling, padded batches" if family in FULL_PATH else "not tested"
+        full = "exact, every pooling, padded batches" if family in FULL_PATH else f"not tested: {why_not_saved(family)}"
         rows.setdefault((lm, vision, full), []).append(family)
     order = sorted(rows, key=lambda key: (key[2] != "exact, every pooling, padded batches", key[0] != "exact",
-                                          key[1] != "exact", key[1]))
+                                          key[1] != "exact", key[1], key[2]))
     lines = ["| families (`model_type`) | language-model layers `0..L` | vision layers `vision.k` | "
              "`hf:` extraction through the processor |", "|---|---|---|---|"]
     lines += [f"| {', '.join(rows[key])} | {' | '.join(key)} |" for key in order]

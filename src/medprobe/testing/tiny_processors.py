@@ -447,3 +447,34 @@ SAVERS: dict[str, Callable[[str | Path], Path]] = {
     name[len("save_tiny_"):].replace("blip_2", "blip-2"): saver
     for name, saver in dict(globals()).items() if name.startswith("save_tiny_")
 }
+
+#: families with a processor here but no saver, and why (checked in tests/models/test_hf_full_path.py);
+#: :func:`why_not_saved` finds the other reasons (no processor, or one that needs torchvision) by itself
+NO_SAVER: dict[str, str] = {
+    "fuyu": "transformers' Fuyu processor fails with its PIL image processor (patchify_image)",
+    "smolvlm": "its processor needs the num2words package, not installed here",
+}
+
+
+def why_not_saved(model_type: str) -> str | None:
+    """Why ``model_type`` has no saver (None when it has one): :data:`NO_SAVER`, transformers registers no
+    processor for it, its processor or image processor needs torchvision, or none is written yet."""
+    import transformers
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+    from transformers.utils.import_utils import DummyObject
+
+    if model_type in SAVERS:
+        return None
+    if model_type in NO_SAVER:
+        return NO_SAVER[model_type]
+    processor = PROCESSOR_MAPPING_NAMES.get(model_type)
+    if processor is None:
+        return "no processor in transformers' auto mapping"
+    image_processors = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type) or {}
+    if not image_processors:
+        return "no image processor in transformers' auto mapping"
+    if isinstance(getattr(transformers, processor, None), DummyObject) or "pil" not in image_processors:
+        return "its processor needs torchvision, not installed here"
+    return "no tiny processor written yet"
+
