@@ -24,6 +24,7 @@ import pytest  # noqa: E402
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from medprobe.errors import ModelError  # noqa: E402
 from medprobe.models.imaging import to_pil  # noqa: E402
 from medprobe.models.registry import create_backbone  # noqa: E402
 from medprobe.testing.tiny_processors import NO_SAVER, SAVERS, why_not_saved  # noqa: E402
@@ -126,10 +127,21 @@ TOWERS: dict[str, Tower | None] = {
         pixel_values=inputs["pixel_values_images"], output_hidden_states=True).hidden_states),
     "llava_next_video": Tower(cls=True),
     "qianfan_ocr": Tower(cls=True),
+    "blip": Tower("vision_model", cls=True),
     "mllama": Tower("model.vision_model", cls=True, call=_mllama),
 }
+#: families whose output leaves out the language model's hidden states: ``reference(model, inputs)``
+LM_REFERENCE: dict[str, Callable[[Any, Any], tuple]] = {
+    "blip": lambda model, inputs: model.text_decoder(
+        input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+        encoder_hidden_states=model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state,
+        output_hidden_states=True).hidden_states,
+}
 #: families without a chat template: medprobe prompts them plainly
-PLAIN = {"paligemma", "blip-2", "instructblip"}
+PLAIN = {"paligemma", "blip-2", "instructblip", "blip"}
+#: families whose prompt holds no image tokens (images reach the text by cross-attention): no
+#: image_mean / text_mean, refused with a clear error
+NO_IMAGE_TOKENS = {"blip"}
 
 
 def _lm_hidden_states(out: Any) -> tuple:
@@ -171,11 +183,15 @@ def test_family_through_hf_equals_its_own_hidden_states(tmp_path, model_type, si
     alone = [backbone.encode([to_pil(image)], [prompt]) for image, prompt in zip(pair, PROMPTS)]
     assert alone[0]["input_ids"].shape[1] != alone[1]["input_ids"].shape[1]  # the batch is padded
     with torch.no_grad():
-        reference = [_lm_hidden_states(model(**inputs, output_hidden_states=True, use_cache=False))
-                     for inputs in alone]
+        reference = [LM_REFERENCE[model_type](model, inputs) if model_type in LM_REFERENCE else
+                     _lm_hidden_states(model(**inputs, output_hidden_states=True, use_cache=False)) for inputs in alone]
     lm_layers = [str(k) for k in range(backbone.num_lm_layers + 1)]
     assert len(reference[0]) == len(lm_layers)
     for pooling in ("last_token", "mean", "image_mean", "text_mean"):
+        if model_type in NO_IMAGE_TOKENS and pooling in ("image_mean", "text_mean"):
+            with pytest.raises(ModelError, match="image token ids"):
+                create_backbone(f"hf:{tmp_path}", pooling=pooling, dtype="float32")
+            continue
         backbone.pooling = pooling
         features = backbone.extract_with_prompts(pair, list(PROMPTS), lm_layers)
         for k, layer in enumerate(lm_layers):

@@ -442,6 +442,18 @@ def save_tiny_qianfan_ocr(directory: str | Path) -> Path:
     return _save(directory, config, processor)
 
 
+def save_tiny_blip(directory: str | Path) -> Path:
+    """BLIP (captioning): ViT tower (28 px, CLS + 4 patches) read by the BERT-style text decoder's
+    cross-attention; no image tokens in the prompt, no chat template (plain prompt)."""
+    from transformers import BlipImageProcessorPil, BlipProcessor
+
+    tok = tiny_tokenizer(add_bos=False)
+    processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 28, "width": 28}), tokenizer=tok)
+    config = shrunk_config("blip", text_config=_text(tok, sep_token_id=tok.eos_token_id),
+                           vision_config={"image_size": 28, "patch_size": 14})
+    return _save(directory, config, processor)
+
+
 #: ``{model_type: save_tiny_<family>}``
 SAVERS: dict[str, Callable[[str | Path], Path]] = {
     name[len("save_tiny_"):].replace("blip_2", "blip-2"): saver
