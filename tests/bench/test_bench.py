@@ -51,3 +51,17 @@ def test_bench_bootstrap_numpy_baseline_agrees_with_sklearn_on_ties():
     scores = np.round(rng.random((200, 3)), 1)  # many ties
     indices = bootstrap_indices(200, 25, seed=1)
     assert np.allclose(numpy_per_class_auc(y, scores, indices), naive_per_class_auc(y, scores, indices), atol=1e-12)
+
+
+def test_fidelity_reports_the_noise_a_standardising_probe_sees():
+    """A large shared offset makes the cosine look perfect; the standardised noise still shows the
+    error against each feature's spread across images (here 25 %: noise sd 0.5, spread sd 1)."""
+    from medprobe.bench.precision import _fidelity
+
+    rng = np.random.default_rng(0)
+    reference = 100.0 + rng.standard_normal((4000, 8))
+    other = reference + 0.5 * rng.standard_normal(reference.shape)
+    result = _fidelity({"layer": reference}, {"layer": other})["layer"]
+    assert result["min_cosine"] > 0.99
+    assert result["standardised_noise"] == pytest.approx(0.25, rel=0.1)
+    assert _fidelity({"layer": reference}, {"layer": reference})["layer"]["standardised_noise"] == 0.0

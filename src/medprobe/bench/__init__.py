@@ -54,12 +54,14 @@ def _extraction_rows(result: dict[str, Any]) -> list[Row]:
 def _precision_rows(result: dict[str, Any]) -> list[Row]:
     onnx = result["onnx"]
     cosine = min(v["min_cosine"] for v in onnx["fidelity"].values())
+    noise = max(v["standardised_noise"] for v in onnx["fidelity"].values())
     fp32, tuned = onnx["fp32"]["images_per_s"], onnx["tuned_onnxruntime"]["images_per_s"]
     rows: list[Row] = [
         ("onnx fp32 extraction", "tuned plain onnxruntime loop (all optimisations, threads = cores)",
          f"{tuned:.1f} img/s", f"{fp32:.1f} img/s", f"{fp32 / tuned:.2f}x", "same graph and inputs"),
         ("onnx int8 extraction", "the same backbone in fp32", f"{fp32:.1f} img/s",
-         f"{onnx['int8']['images_per_s']:.1f} img/s", f"{result['onnx_ratio']:.2f}x", f"min cosine {cosine:.4f}"),
+         f"{onnx['int8']['images_per_s']:.1f} img/s", f"{result['onnx_ratio']:.2f}x",
+         f"min cosine {cosine:.4f}, noise per standardised feature up to {noise:.2f}"),
     ]
     if "torch" in result:
         row = result["torch"]
