@@ -128,6 +128,8 @@ TOWERS: dict[str, Tower | None] = {
     "llava_next_video": Tower(cls=True),
     "qianfan_ocr": Tower(cls=True),
     "blip": Tower("vision_model", cls=True),
+    "lighton_ocr": Tower("model.vision_encoder", call=lambda tower, inputs: tower(
+        inputs["pixel_values"], image_sizes=inputs["image_sizes"], output_hidden_states=True).hidden_states),
     "mllama": Tower("model.vision_model", cls=True, call=_mllama),
 }
 #: families whose output leaves out the language model's hidden states: ``reference(model, inputs)``

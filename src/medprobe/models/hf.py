@@ -299,6 +299,9 @@ class HFVisionLanguageBackbone(Backbone):
             return {layer: np.zeros((len(images), 0), np.float32) for layer in layers}
         keys = {layer: self._hidden_states[layer] for layer in layers}
         inputs = self.encode([to_pil(image) for image in images], prompts)
+        if inputs["input_ids"].shape[0] != len(images):  # e.g. ShieldGemma 2: one row per image and policy
+            raise ModelError(f"backbone {self.name!r}: the processor made {inputs['input_ids'].shape[0]} prompts "
+                             f"for {len(images)} images; medprobe needs one prompt per image")
         captured, tower_kwargs = self._run(inputs, list(dict.fromkeys(keys.values())))
         out: dict[str, np.ndarray] = {}
         for layer in layers:

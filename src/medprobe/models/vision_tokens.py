@@ -9,6 +9,8 @@ the model was given (``pixel_values``, the encoder's own call arguments) and wha
   after the tower's patch merger, GLM-4V's last);
 * **tiles** (Mllama): ``(images, tiles * padded_tokens, width)``; tokens of masked tiles
   (``aspect_ratio_mask``) and the padding after each tile's tokens are left out;
+* **one sequence for all images** (Pixtral: Mistral 3, LightOnOCR): ``(1, patches, width)``, split by
+  the ``image_sizes`` the tower is called with (``(h // patch) * (w // patch)`` patches per image);
 * **one crop per image**: as many encoder rows as images;
 * **crops per image, padded** (Idefics2/3, LLaVA-NeXT): 5-D ``pixel_values`` ``(images, crops, C, H, W)``
   whose padding crops are all zero (Idefics2/3's own rule for dropping them; LLaVA-NeXT drops them
@@ -35,7 +37,7 @@ from typing import Any, Callable
 from medprobe.errors import ModelError
 
 #: the vision encoder's call arguments that say how its tokens map to images (:func:`tower_call_recorder`)
-TOWER_ARGUMENTS = ("patch_attention_mask", "grid_thw", "aspect_ratio_mask")
+TOWER_ARGUMENTS = ("patch_attention_mask", "grid_thw", "aspect_ratio_mask", "image_sizes")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class TowerLayout:
     has_cls: bool
     #: tokens of one tile before padding (Mllama's ``num_patches``, CLS included); None elsewhere
     tile_tokens: int | None = None
+    #: the tower's patch side in pixels (splits Pixtral's one sequence by ``image_sizes``); None if unstated
+    patch_size: int | None = None
 
 
 def tower_layout(tower: Any) -> TowerLayout:
@@ -53,7 +57,9 @@ def tower_layout(tower: Any) -> TowerLayout:
     names = [name for name, _ in tower.named_parameters()] if tower is not None else []
     has_cls = any(name.endswith(("class_embedding", "cls_token")) for name in names)
     tile_tokens = getattr(tower, "num_patches", None) if hasattr(tower, "max_num_tiles") else None
-    return TowerLayout(has_cls=has_cls, tile_tokens=tile_tokens)
+    patch = getattr(getattr(tower, "config", None), "patch_size", None)
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    return TowerLayout(has_cls=has_cls, tile_tokens=tile_tokens, patch_size=patch if isinstance(patch, int) else None)
 
 
 def tower_call_recorder(tower: Any) -> tuple[dict[str, Any], Callable[[tuple, dict], None]]:
@@ -116,6 +122,9 @@ def pool_vision(hidden: Any, inputs: Any, tower_kwargs: dict[str, Any], batch: i
     tiles = tower_kwargs.get("aspect_ratio_mask")
     if tiles is not None and layout.tile_tokens is not None:
         return _pool_tiles(hidden, tiles, layout.tile_tokens, pooling, batch, name)
+    sizes = tower_kwargs.get("image_sizes")
+    if hidden.shape[0] == 1 < batch and sizes is not None and len(sizes) == batch and layout.patch_size:
+        return _pool_one_sequence(hidden[0], sizes, layout.patch_size, pooling, name)
     counts = crops_per_image(hidden.shape[0], batch, inputs, image_token_ids, name)
     crops = hidden.shape[0]
     valid = torch.ones(hidden.shape[:2], dtype=torch.bool)
@@ -143,6 +152,17 @@ def _packed_sizes(grid: Any, tokens: int, name: str) -> list[int]:
     if tokens and total % tokens == 0 and all(p % (total // tokens) == 0 for p in patches):
         return [p // (total // tokens) for p in patches]
     raise ModelError(f"backbone {name!r}: cannot split {tokens} packed vision tokens into images of {patches} patches")
+
+
+def _pool_one_sequence(hidden: Any, image_sizes: Any, patch: int, pooling: str, name: str) -> Any:
+    """Pixtral: the patches of every image in one sequence, ``(h // patch) * (w // patch)`` per image."""
+    import torch
+
+    counts = [(int(h) // patch) * (int(w) // patch) for h, w in image_sizes.tolist()]
+    if sum(counts) != hidden.shape[0] or pooling == "cls":
+        raise ModelError(f"backbone {name!r}: cannot split {hidden.shape[0]} vision tokens into images of "
+                         f"{counts} patches" + (" (this tower has no CLS token)" if pooling == "cls" else ""))
+    return torch.stack([part.mean(dim=0) for part in hidden.split(counts)])
 
 
 def _pool_tiles(hidden: Any, tile_mask: Any, tile_tokens: int, pooling: str, batch: int, name: str) -> Any:

@@ -13,63 +13,12 @@ default config (:func:`~medprobe.testing.tiny_families.tiny_config`) with small 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import torch
 
-from medprobe.testing.tiny_families import tiny_config
+from medprobe.testing import tiny_packed_processors
 from medprobe.testing.tiny_models import tiny_tokenizer
-
-def chat_template(image: str) -> str:
-    """A chat template that writes ``image`` where a message's image goes (medprobe sends one user turn)."""
-    return ("{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}{% if c['type'] == 'image' %}"
-            + image + "{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
-            "{% if add_generation_prompt %}assistant:{% endif %}")
-
-
-def _update(target: dict, changes: dict) -> dict:
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _update(target[key], value)
-        else:
-            target[key] = value
-    return target
-
-
-def _cut_layer_types(config: dict) -> None:
-    """Per-layer lists kept from the full-size default (``layer_types``) cut to the shrunk depth."""
-    depth = config.get("num_hidden_layers")
-    if isinstance(config.get("layer_types"), list) and isinstance(depth, int):
-        config["layer_types"] = config["layer_types"][:depth]
-    for value in config.values():
-        if isinstance(value, dict):
-            _cut_layer_types(value)
-
-
-def shrunk_config(model_type: str, **changes: Any) -> Any:
-    """The shrunk default config of ``model_type`` with ``changes`` (nested dicts update sub-configs),
-    rebuilt so the config's own derived fields follow the changes."""
-    base = tiny_config(model_type)
-    values = _update(base.to_dict(), changes)
-    _cut_layer_types(values)
-    return type(base).from_dict(values)
-
-
-def _save(directory: str | Path, config: Any, processor: Any, *, seed: int = 0) -> Path:
-    from transformers import AutoModelForImageTextToText
-
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    AutoModelForImageTextToText.from_config(config).eval().save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
-
-
-def _text(tokenizer: Any, **more: Any) -> dict[str, Any]:
-    return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, **more}
-
+from medprobe.testing.tiny_saving import chat_template, save_pair, shrunk_config, text_fields
 
 # ------------------------------------------------------------------------------------------ families
 def save_tiny_gemma3(directory: str | Path) -> Path:
@@ -80,10 +29,10 @@ def save_tiny_gemma3(directory: str | Path) -> Path:
                                 "eoi_token": "<end_of_image>"})
     processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 56, "width": 56}),
                                 tokenizer=tok, image_seq_length=4, chat_template=chat_template("<start_of_image>"))
-    config = shrunk_config("gemma3", text_config=_text(tok), vision_config={"image_size": 56, "patch_size": 14},
+    config = shrunk_config("gemma3", text_config=text_fields(tok), vision_config={"image_size": 56, "patch_size": 14},
                            mm_tokens_per_image=4, image_token_index=tok.image_token_id,
                            boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id)
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_paligemma(directory: str | Path) -> Path:
@@ -95,10 +44,11 @@ def save_tiny_paligemma(directory: str | Path) -> Path:
     image_processor = SiglipImageProcessorPil(size={"height": 28, "width": 28})
     image_processor.image_seq_length = 4
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok)
-    config = shrunk_config("paligemma", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+    config = shrunk_config("paligemma", text_config=text_fields(tok),
+                           vision_config={"image_size": 28, "patch_size": 14},
                            image_token_index=tok.image_token_id, vocab_size=len(tok), projection_dim=32,
                            hidden_size=32)
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_blip_2(directory: str | Path) -> Path:
@@ -108,10 +58,10 @@ def save_tiny_blip_2(directory: str | Path) -> Path:
     tok = tiny_tokenizer()  # the processor adds its "<image>" token (with a named one it fails, transformers 5.24)
     processor = Blip2Processor(image_processor=BlipImageProcessorPil(size={"height": 28, "width": 28}),
                                tokenizer=tok, num_query_tokens=4)
-    config = shrunk_config("blip-2", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+    config = shrunk_config("blip-2", text_config=text_fields(tok), vision_config={"image_size": 28, "patch_size": 14},
                            qformer_config={"encoder_hidden_size": 32}, num_query_tokens=4,
                            image_token_index=tok.convert_tokens_to_ids("<image>"))
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_instructblip(directory: str | Path) -> Path:
@@ -122,11 +72,11 @@ def save_tiny_instructblip(directory: str | Path) -> Path:
     qformer_tok = tiny_tokenizer(add_bos=False)
     processor = InstructBlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 28, "width": 28}),
                                       tokenizer=tok, qformer_tokenizer=qformer_tok, num_query_tokens=4)
-    config = shrunk_config("instructblip", text_config=_text(tok),
+    config = shrunk_config("instructblip", text_config=text_fields(tok),
                            vision_config={"image_size": 28, "patch_size": 14},
                            qformer_config={"encoder_hidden_size": 32, "vocab_size": len(qformer_tok)},
                            num_query_tokens=4, image_token_index=tok.convert_tokens_to_ids("<image>"))
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_vipllava(directory: str | Path) -> Path:
@@ -138,9 +88,9 @@ def save_tiny_vipllava(directory: str | Path) -> Path:
         image_processor=CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}),
         tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", image_token="<image>",
         num_additional_image_tokens=1, chat_template=chat_template("<image>"))
-    config = shrunk_config("vipllava", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+    config = shrunk_config("vipllava", text_config=text_fields(tok), vision_config={"image_size": 28, "patch_size": 14},
                            vision_feature_layer=[-2, -1], image_token_index=tok.image_token_id)
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_llava_onevision(directory: str | Path) -> Path:
@@ -156,108 +106,10 @@ def save_tiny_llava_onevision(directory: str | Path) -> Path:
                                                         image_grid_pinpoints=pinpoints),
         tokenizer=tok, num_image_tokens=4, vision_feature_select_strategy="full",
         chat_template=chat_template("<image>"))
-    config = shrunk_config("llava_onevision", text_config=_text(tok),
+    config = shrunk_config("llava_onevision", text_config=text_fields(tok),
                            vision_config={"image_size": 28, "patch_size": 14}, image_grid_pinpoints=pinpoints,
                            image_token_index=tok.image_token_id, video_token_index=tok.video_token_id)
-    return _save(directory, config, processor)
-
-
-_QWEN_SPECIALS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                  "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
-
-
-def _save_qwen(directory: str | Path, model_type: str, patch: int, image_processor: str = "Qwen2VLImageProcessorPil",
-               **vision: Any) -> Path:
-    """Qwen-VL layouts (Qwen2-VL and the families built on it): their processors need torchvision (video),
-    so the tokenizer (with the chat template) and the PIL image processor are saved apart, as a
-    torchvision-free load sees them."""
-    import transformers
-    from transformers import AutoModelForImageTextToText
-
-    processor_class = getattr(transformers, image_processor)
-    tok = tiny_tokenizer(("<|im_start|>", "<|im_end|>"), named=_QWEN_SPECIALS, bos="<|endoftext|>",
-                         eos="<|im_end|>", pad="<|endoftext|>", add_bos=False)
-    tok.chat_template = chat_template("<|vision_start|><|image_pad|><|vision_end|>")
-    own = vision.pop("own_merging", False)  # the image processor's own merge and temporal sizes
-    temporal = vision.get("temporal_patch_size", 2)
-    merging = {} if own else {"merge_size": 2, **({"temporal_patch_size": temporal} if temporal else {})}
-    pixels = processor_class(min_pixels=(2 * patch) ** 2, max_pixels=(6 * patch) ** 2, patch_size=patch, **merging)
-    config = shrunk_config(model_type, text_config=_text(tok), vision_config={"patch_size": patch, **vision},
-                           image_token_id=tok.image_token_id, video_token_id=tok.video_token_id,
-                           vision_start_token_id=tok.vision_start_token_id,
-                           vision_end_token_id=tok.vision_end_token_id)
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    AutoModelForImageTextToText.from_config(config).eval().save_pretrained(path)
-    tok.save_pretrained(path)
-    pixels.save_pretrained(path)
-    return path
-
-
-def save_tiny_qwen2_vl(directory: str | Path) -> Path:
-    """Qwen2-VL: packed 14 px patches, 2x2 merge, M-RoPE decoder."""
-    return _save_qwen(directory, "qwen2_vl", 14)
-
-
-def save_tiny_qwen2_5_vl(directory: str | Path) -> Path:
-    """Qwen2.5-VL: window-attention tower on packed 14 px patches, 2x2 merge, M-RoPE decoder."""
-    return _save_qwen(directory, "qwen2_5_vl", 14, fullatt_block_indexes=[1], window_size=56)
-
-
-def save_tiny_qwen3_vl(directory: str | Path) -> Path:
-    """Qwen3-VL: packed 16 px patches, deep-stack features from tower layer 0 into the decoder."""
-    return _save_qwen(directory, "qwen3_vl", 16, deepstack_visual_indexes=[0])
-
-
-def save_tiny_qwen3_vl_moe(directory: str | Path) -> Path:
-    """Qwen3-VL-MoE: Qwen3-VL with a mixture-of-experts decoder."""
-    return _save_qwen(directory, "qwen3_vl_moe", 16, deepstack_visual_indexes=[0])
-
-
-def save_tiny_qwen3_5(directory: str | Path) -> Path:
-    """Qwen3.5: Qwen3-VL's tower and processor, hybrid linear/full-attention decoder."""
-    return _save_qwen(directory, "qwen3_5", 16)
-
-
-def save_tiny_qwen3_5_moe(directory: str | Path) -> Path:
-    """Qwen3.5-MoE: Qwen3.5 with a mixture-of-experts decoder."""
-    return _save_qwen(directory, "qwen3_5_moe", 16)
-
-
-def save_tiny_qwen4_exp(directory: str | Path) -> Path:
-    """Qwen4 (experimental): Qwen3-VL's processor."""
-    return _save_qwen(directory, "qwen4_exp", 16)
-
-
-def save_tiny_lfm3_vl(directory: str | Path) -> Path:
-    """LFM3-VL: Qwen2-VL's image processor and placeholders."""
-    return _save_qwen(directory, "lfm3_vl", 16)
-
-
-def save_tiny_exaone4_5(directory: str | Path) -> Path:
-    """EXAONE 4.5: Qwen2-VL's image processor and placeholders."""
-    return _save_qwen(directory, "exaone4_5", 14)
-
-
-def save_tiny_hyperclovax_vision_v2(directory: str | Path) -> Path:
-    """HyperCLOVA X Vision v2: Qwen2-VL's image processor and placeholders."""
-    return _save_qwen(directory, "hyperclovax_vision_v2", 14)
-
-
-def save_tiny_paddleocr_vl(directory: str | Path) -> Path:
-    """PaddleOCR-VL: a Qwen-VL layout with its own PIL image processor and NaViT-style tower."""
-    return _save_qwen(directory, "paddleocr_vl", 14, "PaddleOCRVLImageProcessorPil", own_merging=True)
-
-
-def save_tiny_video_llama_3(directory: str | Path) -> Path:
-    """VideoLLaMA3: a Qwen-VL layout with its own PIL image processor."""
-    return _save_qwen(directory, "video_llama_3", 14, "VideoLlama3ImageProcessorPil", own_merging=True)
-
-
-def save_tiny_cosmos3_edge(directory: str | Path) -> Path:
-    """Cosmos3-Edge: a Qwen-VL layout with its own PIL image processor."""
-    return _save_qwen(directory, "cosmos3_edge", 16, "Cosmos3EdgeImageProcessorPil", temporal_patch_size=None)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_internvl(directory: str | Path) -> Path:
@@ -273,10 +125,10 @@ def save_tiny_internvl(directory: str | Path) -> Path:
     processor = processor_without_video("internvl")(  # torchvision-free: no video processor
         image_processor=image_processor, tokenizer=tok, image_seq_length=4,
         chat_template=chat_template("<IMG_CONTEXT>"))
-    config = shrunk_config("internvl", text_config=_text(tok),
+    config = shrunk_config("internvl", text_config=text_fields(tok),
                            vision_config={"image_size": [56, 56], "patch_size": [14, 14]},
                            image_token_id=tok.context_image_token_id, image_seq_length=4)
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_aya_vision(directory: str | Path) -> Path:
@@ -289,9 +141,10 @@ def save_tiny_aya_vision(directory: str | Path) -> Path:
                                                min_patches=1, max_patches=4)
     processor = AyaVisionProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14, img_size=56,
                                    downsample_factor=2, chat_template=chat_template("<image>"))
-    config = shrunk_config("aya_vision", text_config=_text(tok), vision_config={"image_size": 56, "patch_size": 14},
+    config = shrunk_config("aya_vision", text_config=text_fields(tok),
+                           vision_config={"image_size": 56, "patch_size": 14},
                            downsample_factor=2, image_token_index=tok.convert_tokens_to_ids("<|IMG_PATCH|>"))
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_mllama(directory: str | Path) -> Path:
@@ -304,11 +157,11 @@ def save_tiny_mllama(directory: str | Path) -> Path:
                                                                         max_image_tiles=4),
                                 tokenizer=tok, chat_template=chat_template("<|image|>"))
     config = shrunk_config(
-        "mllama", text_config=_text(tok, num_hidden_layers=3, cross_attention_layers=[1]),
+        "mllama", text_config=text_fields(tok, num_hidden_layers=3, cross_attention_layers=[1]),
         vision_config={"image_size": 28, "patch_size": 14, "max_num_tiles": 4, "num_hidden_layers": 2,
                        "num_global_layers": 1, "intermediate_layers_indices": [0], "vision_output_dim": 64},
         image_token_index=tok.convert_tokens_to_ids("<|image|>"))
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_janus(directory: str | Path) -> Path:
@@ -319,10 +172,10 @@ def save_tiny_janus(directory: str | Path) -> Path:
                                 "eoi_token": "<end_of_image>"})
     processor = JanusProcessor(image_processor=JanusImageProcessorPil(size={"height": 28, "width": 28}),
                                tokenizer=tok, num_image_tokens=4, chat_template=chat_template("<image_placeholder>"))
-    config = shrunk_config("janus", text_config=_text(tok),
+    config = shrunk_config("janus", text_config=text_fields(tok),
                            vision_config={"image_size": 28, "patch_size": 14, "num_image_tokens": 4},
                            image_token_id=tok.image_token_id)
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_deepseek_vl(directory: str | Path) -> Path:
@@ -333,9 +186,10 @@ def save_tiny_deepseek_vl(directory: str | Path) -> Path:
     processor = DeepseekVLProcessor(image_processor=DeepseekVLImageProcessorPil(size={"height": 28, "width": 28}),
                                     tokenizer=tok, num_image_tokens=4,
                                     chat_template=chat_template("<image_placeholder>"))
-    config = shrunk_config("deepseek_vl", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+    config = shrunk_config("deepseek_vl", text_config=text_fields(tok),
+                           vision_config={"image_size": 28, "patch_size": 14},
                            image_token_id=tok.image_token_id)
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_ovis2(directory: str | Path) -> Path:
@@ -348,46 +202,10 @@ def save_tiny_ovis2(directory: str | Path) -> Path:
                                              max_patches=4)
     processor = Ovis2Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=4,
                                chat_template=chat_template("<image>"))
-    config = shrunk_config("ovis2", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+    config = shrunk_config("ovis2", text_config=text_fields(tok), vision_config={"image_size": 28, "patch_size": 14},
                            image_token_id=tok.convert_tokens_to_ids("<IMG_ATOM>"),
                            visual_indicator_token_ids=tok.convert_tokens_to_ids(list(indicators)))
-    return _save(directory, config, processor)
-
-
-def _save_glm(directory: str | Path, model_type: str, image_processor: str) -> Path:
-    """GLM-4V layouts: packed 14 px patches (2x2 merge, images 28-84 px), 3-D RoPE decoder."""
-    import transformers
-
-    from medprobe.models.hf_loading import processor_without_video
-
-    tok = tiny_tokenizer(("<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>"),
-                         named={"image_token": "<|image|>", "video_token": "<|video|>"})
-    pixels = getattr(transformers, image_processor)(size={"shortest_edge": 28 * 28, "longest_edge": 84 * 84},
-                                                    patch_size=14, merge_size=2, temporal_patch_size=2)
-    processor = processor_without_video(model_type)(  # torchvision-free: no video processor
-        image_processor=pixels, tokenizer=tok,
-        chat_template=chat_template("<|begin_of_image|><|image|><|end_of_image|>"))
-    ids = {name: tok.convert_tokens_to_ids(token) for name, token in (
-        ("image_start_token_id", "<|begin_of_image|>"), ("image_end_token_id", "<|end_of_image|>"),
-        ("video_start_token_id", "<|begin_of_video|>"), ("video_end_token_id", "<|end_of_video|>"))}
-    config = shrunk_config(model_type, text_config=_text(tok), vision_config={"image_size": 56, "patch_size": 14},
-                           image_token_id=tok.image_token_id, video_token_id=tok.video_token_id, **ids)
-    return _save(directory, config, processor)
-
-
-def save_tiny_glm4v(directory: str | Path) -> Path:
-    """GLM-4V."""
-    return _save_glm(directory, "glm4v", "Glm4vImageProcessorPil")
-
-
-def save_tiny_glm4v_moe(directory: str | Path) -> Path:
-    """GLM-4V-MoE (GLM-4.5V): GLM-4V with a mixture-of-experts decoder."""
-    return _save_glm(directory, "glm4v_moe", "Glm4vImageProcessorPil")
-
-
-def save_tiny_glm46v(directory: str | Path) -> Path:
-    """GLM-4.6V: GLM-4V's layout with its own image processor."""
-    return _save_glm(directory, "glm46v", "Glm46VImageProcessorPil")
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_video_llava(directory: str | Path) -> Path:
@@ -401,10 +219,11 @@ def save_tiny_video_llava(directory: str | Path) -> Path:
     processor = processor_without_video("video_llava")(  # torchvision-free: no video processor
         image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=chat_template("<image>"))
-    config = shrunk_config("video_llava", text_config=_text(tok), vision_config={"image_size": 28, "patch_size": 14},
+    config = shrunk_config("video_llava", text_config=text_fields(tok),
+                           vision_config={"image_size": 28, "patch_size": 14},
                            image_token_index=tok.image_token_id, video_token_index=tok.video_token_id,
                            image_seq_length=4)
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_llava_next_video(directory: str | Path) -> Path:
@@ -420,10 +239,10 @@ def save_tiny_llava_next_video(directory: str | Path) -> Path:
     processor = processor_without_video("llava_next_video")(  # torchvision-free: no video processor
         image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=chat_template("<image>"))
-    config = shrunk_config("llava_next_video", text_config=_text(tok),
+    config = shrunk_config("llava_next_video", text_config=text_fields(tok),
                            vision_config={"image_size": 28, "patch_size": 14}, image_grid_pinpoints=pinpoints,
                            image_token_index=tok.image_token_id, video_token_index=tok.video_token_id)
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_qianfan_ocr(directory: str | Path) -> Path:
@@ -436,10 +255,10 @@ def save_tiny_qianfan_ocr(directory: str | Path) -> Path:
                                                min_patches=1, max_patches=4)
     processor = QianfanOCRProcessor(image_processor=image_processor, tokenizer=tok, image_seq_length=4,
                                     chat_template=chat_template("<image>"))
-    config = shrunk_config("qianfan_ocr", text_config=_text(tok),
+    config = shrunk_config("qianfan_ocr", text_config=text_fields(tok),
                            vision_config={"image_size": [56, 56], "patch_size": [14, 14]},
                            image_token_id=tok.context_image_token_id, image_seq_length=4)
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
 
 
 def save_tiny_blip(directory: str | Path) -> Path:
@@ -449,15 +268,31 @@ def save_tiny_blip(directory: str | Path) -> Path:
 
     tok = tiny_tokenizer(add_bos=False)
     processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 28, "width": 28}), tokenizer=tok)
-    config = shrunk_config("blip", text_config=_text(tok, sep_token_id=tok.eos_token_id),
+    config = shrunk_config("blip", text_config=text_fields(tok, sep_token_id=tok.eos_token_id),
                            vision_config={"image_size": 28, "patch_size": 14})
-    return _save(directory, config, processor)
+    return save_pair(directory, config, processor)
+
+
+def save_tiny_lighton_ocr(directory: str | Path) -> Path:
+    """LightOnOCR: Pixtral tower on images at their own aspect ratio (up to 56 px, 14 px patches, one
+    packed sequence for all images), 2x2 merge."""
+    from transformers import LightOnOcrProcessor, PixtralImageProcessorPil
+
+    tok = tiny_tokenizer(named={"image_token": "[IMG]", "image_break_token": "[IMG_BREAK]",
+                                "image_end_token": "[IMG_END]"})
+    processor = LightOnOcrProcessor(image_processor=PixtralImageProcessorPil(size={"longest_edge": 56}, patch_size=14),
+                                    tokenizer=tok, patch_size=14, spatial_merge_size=2,
+                                    chat_template=chat_template("[IMG]"))
+    config = shrunk_config("lighton_ocr", text_config=text_fields(tok),
+                           vision_config={"image_size": 56, "patch_size": 14, "head_dim": 16},
+                           spatial_merge_size=2, image_token_id=tok.image_token_id)
+    return save_pair(directory, config, processor)
 
 
 #: ``{model_type: save_tiny_<family>}``
 SAVERS: dict[str, Callable[[str | Path], Path]] = {
     name[len("save_tiny_"):].replace("blip_2", "blip-2"): saver
-    for name, saver in dict(globals()).items() if name.startswith("save_tiny_")
+    for name, saver in {**dict(globals()), **vars(tiny_packed_processors)}.items() if name.startswith("save_tiny_")
 }
 
 #: families with a processor here but no saver, and why (checked in tests/models/test_hf_full_path.py);
@@ -465,6 +300,8 @@ SAVERS: dict[str, Callable[[str | Path], Path]] = {
 NO_SAVER: dict[str, str] = {
     "fuyu": "transformers' Fuyu processor fails with its PIL image processor (patchify_image)",
     "smolvlm": "its processor needs the num2words package, not installed here",
+    "git": "image embeddings are prepended to the tokens (hidden states longer than input_ids): refused",
+    "shieldgemma2": "a safety classifier: its processor writes one prompt per policy, ignoring the text: refused",
 }
 
 

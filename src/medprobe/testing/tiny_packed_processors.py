@@ -1,0 +1,152 @@
+"""Tiny savers of the families whose vision tower packs every image's patches into one sequence.
+
+Qwen2-VL and the families built on its layout (Qwen2.5-VL, Qwen3-VL, Qwen3.5, LFM3-VL, EXAONE 4.5,
+HyperCLOVA X, PaddleOCR-VL, VideoLLaMA3, Cosmos3-Edge) and GLM-4V's: ``grid_thw`` says how many
+patches each image has, M-RoPE positions come from the processor's token types. Their processors
+take a video processor, which needs torchvision; the savers save what a torchvision-free load sees.
+Collected with the others in :data:`medprobe.testing.tiny_processors.SAVERS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medprobe.testing.tiny_models import tiny_tokenizer
+from medprobe.testing.tiny_saving import chat_template, save_pair, shrunk_config, text_fields
+
+
+_QWEN_SPECIALS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                  "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
+
+
+def _save_qwen(directory: str | Path, model_type: str, patch: int, image_processor: str = "Qwen2VLImageProcessorPil",
+               **vision: Any) -> Path:
+    """Qwen-VL layouts (Qwen2-VL and the families built on it): their processors need torchvision (video),
+    so the tokenizer (with the chat template) and the PIL image processor are saved apart, as a
+    torchvision-free load sees them."""
+    import transformers
+    from transformers import AutoModelForImageTextToText
+
+    processor_class = getattr(transformers, image_processor)
+    tok = tiny_tokenizer(("<|im_start|>", "<|im_end|>"), named=_QWEN_SPECIALS, bos="<|endoftext|>",
+                         eos="<|im_end|>", pad="<|endoftext|>", add_bos=False)
+    tok.chat_template = chat_template("<|vision_start|><|image_pad|><|vision_end|>")
+    own = vision.pop("own_merging", False)  # the image processor's own merge and temporal sizes
+    temporal = vision.get("temporal_patch_size", 2)
+    merging = {} if own else {"merge_size": 2, **({"temporal_patch_size": temporal} if temporal else {})}
+    pixels = processor_class(min_pixels=(2 * patch) ** 2, max_pixels=(6 * patch) ** 2, patch_size=patch, **merging)
+    config = shrunk_config(model_type, text_config=text_fields(tok), vision_config={"patch_size": patch, **vision},
+                           image_token_id=tok.image_token_id, video_token_id=tok.video_token_id,
+                           vision_start_token_id=tok.vision_start_token_id,
+                           vision_end_token_id=tok.vision_end_token_id)
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    AutoModelForImageTextToText.from_config(config).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    pixels.save_pretrained(path)
+    return path
+
+
+def save_tiny_qwen2_vl(directory: str | Path) -> Path:
+    """Qwen2-VL: packed 14 px patches, 2x2 merge, M-RoPE decoder."""
+    return _save_qwen(directory, "qwen2_vl", 14)
+
+
+def save_tiny_qwen2_5_vl(directory: str | Path) -> Path:
+    """Qwen2.5-VL: window-attention tower on packed 14 px patches, 2x2 merge, M-RoPE decoder."""
+    return _save_qwen(directory, "qwen2_5_vl", 14, fullatt_block_indexes=[1], window_size=56)
+
+
+def save_tiny_qwen3_vl(directory: str | Path) -> Path:
+    """Qwen3-VL: packed 16 px patches, deep-stack features from tower layer 0 into the decoder."""
+    return _save_qwen(directory, "qwen3_vl", 16, deepstack_visual_indexes=[0])
+
+
+def save_tiny_qwen3_vl_moe(directory: str | Path) -> Path:
+    """Qwen3-VL-MoE: Qwen3-VL with a mixture-of-experts decoder."""
+    return _save_qwen(directory, "qwen3_vl_moe", 16, deepstack_visual_indexes=[0])
+
+
+def save_tiny_qwen3_5(directory: str | Path) -> Path:
+    """Qwen3.5: Qwen3-VL's tower and processor, hybrid linear/full-attention decoder."""
+    return _save_qwen(directory, "qwen3_5", 16)
+
+
+def save_tiny_qwen3_5_moe(directory: str | Path) -> Path:
+    """Qwen3.5-MoE: Qwen3.5 with a mixture-of-experts decoder."""
+    return _save_qwen(directory, "qwen3_5_moe", 16)
+
+
+def save_tiny_qwen4_exp(directory: str | Path) -> Path:
+    """Qwen4 (experimental): Qwen3-VL's processor."""
+    return _save_qwen(directory, "qwen4_exp", 16)
+
+
+def save_tiny_lfm3_vl(directory: str | Path) -> Path:
+    """LFM3-VL: Qwen2-VL's image processor and placeholders."""
+    return _save_qwen(directory, "lfm3_vl", 16)
+
+
+def save_tiny_exaone4_5(directory: str | Path) -> Path:
+    """EXAONE 4.5: Qwen2-VL's image processor and placeholders."""
+    return _save_qwen(directory, "exaone4_5", 14)
+
+
+def save_tiny_hyperclovax_vision_v2(directory: str | Path) -> Path:
+    """HyperCLOVA X Vision v2: Qwen2-VL's image processor and placeholders."""
+    return _save_qwen(directory, "hyperclovax_vision_v2", 14)
+
+
+def save_tiny_paddleocr_vl(directory: str | Path) -> Path:
+    """PaddleOCR-VL: a Qwen-VL layout with its own PIL image processor and NaViT-style tower."""
+    return _save_qwen(directory, "paddleocr_vl", 14, "PaddleOCRVLImageProcessorPil", own_merging=True)
+
+
+def save_tiny_video_llama_3(directory: str | Path) -> Path:
+    """VideoLLaMA3: a Qwen-VL layout with its own PIL image processor."""
+    return _save_qwen(directory, "video_llama_3", 14, "VideoLlama3ImageProcessorPil", own_merging=True)
+
+
+def save_tiny_cosmos3_edge(directory: str | Path) -> Path:
+    """Cosmos3-Edge: a Qwen-VL layout with its own PIL image processor."""
+    return _save_qwen(directory, "cosmos3_edge", 16, "Cosmos3EdgeImageProcessorPil", temporal_patch_size=None)
+
+
+def _save_glm(directory: str | Path, model_type: str, image_processor: str) -> Path:
+    """GLM-4V layouts: packed 14 px patches (2x2 merge, images 28-84 px), 3-D RoPE decoder."""
+    import transformers
+
+    from medprobe.models.hf_loading import processor_without_video
+
+    tok = tiny_tokenizer(("<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>"),
+                         named={"image_token": "<|image|>", "video_token": "<|video|>"})
+    pixels = getattr(transformers, image_processor)(size={"shortest_edge": 28 * 28, "longest_edge": 84 * 84},
+                                                    patch_size=14, merge_size=2, temporal_patch_size=2)
+    processor = processor_without_video(model_type)(  # torchvision-free: no video processor
+        image_processor=pixels, tokenizer=tok,
+        chat_template=chat_template("<|begin_of_image|><|image|><|end_of_image|>"))
+    ids = {name: tok.convert_tokens_to_ids(token) for name, token in (
+        ("image_start_token_id", "<|begin_of_image|>"), ("image_end_token_id", "<|end_of_image|>"),
+        ("video_start_token_id", "<|begin_of_video|>"), ("video_end_token_id", "<|end_of_video|>"))}
+    config = shrunk_config(model_type, text_config=text_fields(tok), vision_config={"image_size": 56, "patch_size": 14},
+                           image_token_id=tok.image_token_id, video_token_id=tok.video_token_id, **ids)
+    return save_pair(directory, config, processor)
+
+
+def save_tiny_glm4v(directory: str | Path) -> Path:
+    """GLM-4V."""
+    return _save_glm(directory, "glm4v", "Glm4vImageProcessorPil")
+
+
+def save_tiny_glm4v_moe(directory: str | Path) -> Path:
+    """GLM-4V-MoE (GLM-4.5V): GLM-4V with a mixture-of-experts decoder."""
+    return _save_glm(directory, "glm4v_moe", "Glm4vImageProcessorPil")
+
+
+def save_tiny_glm46v(directory: str | Path) -> Path:
+    """GLM-4.6V: GLM-4V's layout with its own image processor."""
+    return _save_glm(directory, "glm46v", "Glm46VImageProcessorPil")
