@@ -5,8 +5,9 @@ template or plain prompt, and model together; only a saved pair tests that whole
 expansion, crops and tiles, positions, padding). Each ``save_tiny_<family>(directory)`` writes a
 model whose config agrees with its processor -- vocabulary, image token ids, image size and patch
 size, so every image becomes as many tokens as the model expects -- built from the family's shrunk
-default config (:func:`~medprobe.testing.tiny_families.tiny_config`) with small images (28-56 px,
-14 px patches). :data:`SAVERS` maps ``model_type`` to its saver; the contract test
+default config (:func:`~medprobe.testing.tiny_saving.shrunk_config`) with small images (28-56 px,
+14 px patches); the packed-patch layouts (Qwen, GLM) are in :mod:`medprobe.testing.tiny_packed_processors`.
+:data:`SAVERS` maps ``model_type`` to its saver; the contract test
 (``tests/models/test_hf_full_path.py``) runs each through ``create_backbone("hf:DIR")``.
 """
 
@@ -15,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-
 from medprobe.testing import tiny_packed_processors
 from medprobe.testing.tiny_models import tiny_tokenizer
 from medprobe.testing.tiny_saving import chat_template, save_pair, shrunk_config, text_fields
+
 
 # ------------------------------------------------------------------------------------------ families
 def save_tiny_gemma3(directory: str | Path) -> Path:
