@@ -106,6 +106,8 @@ DEFAULT_PROMPT = DEFAULT_PROMPTS["radiological"]
 LM_POOLINGS = ("last_token", "mean", "image_mean", "text_mean")
 _IDEFICS_IMAGE_TOKENS = ("<image>", "<fake_token_around_image>")
 _IDEFICS_END = "<end_of_utterance>"
+#: processors that build their own prompts from a template and ignore the text (ShieldGemma 2's policies)
+_PROMPT_IGNORING_PROCESSORS = ("ShieldGemma2Processor",)
 
 
 class HFVisionLanguageBackbone(Backbone):
@@ -145,6 +147,10 @@ class HFVisionLanguageBackbone(Backbone):
                 prompt = STUDY_QUESTIONS[prompt_style].format(noun=noun or f"{domain} image")
             else:
                 prompt = STUDY_QUESTION.format(noun=noun) if noun else DEFAULT_PROMPTS[domain]
+        if type(loaded.processor).__name__ in _PROMPT_IGNORING_PROCESSORS:
+            raise ModelError(f"backbone {name!r}: {loaded.source!r} is a classifier whose processor "
+                             f"({type(loaded.processor).__name__}) writes its own prompts and ignores the text it "
+                             "is given; medprobe cannot show it an image with a prompt")
         self.name = name
         self.loaded = loaded
         self.model = loaded.model

@@ -302,7 +302,7 @@ NO_SAVER: dict[str, str] = {
     "fuyu": "transformers' Fuyu processor fails with its PIL image processor (patchify_image)",
     "smolvlm": "its processor needs the num2words package, not installed here",
     "git": "image embeddings are prepended to the tokens (hidden states longer than input_ids): refused",
-    "shieldgemma2": "a safety classifier: its processor writes one prompt per policy, ignoring the text: refused",
+    "shieldgemma2": "a safety classifier: its processor writes its own policy prompts, ignoring the text: refused",
 }
 
 
