@@ -11,7 +11,8 @@ the model was given (``pixel_values``, the encoder's own call arguments) and wha
   (``aspect_ratio_mask``) and the padding after each tile's tokens are left out;
 * **one sequence for all images** (Pixtral: Mistral 3, LightOnOCR): ``(1, patches, width)``, split by
   the ``image_sizes`` the tower is called with (``(h // patch) * (w // patch)`` patches per image);
-* **one crop per image**: as many encoder rows as images;
+* **one crop per image**: as many encoder rows as images (a spatial map ``(crops, H, W, width)``,
+  GOT-OCR2's, counts as ``H * W`` tokens);
 * **crops per image, padded** (Idefics2/3, LLaVA-NeXT): 5-D ``pixel_values`` ``(images, crops, C, H, W)``
   whose padding crops are all zero (Idefics2/3's own rule for dropping them; LLaVA-NeXT drops them
   by ``image_sizes``, and its processor pads with zero crops, so the two agree -- tested);
@@ -112,6 +113,8 @@ def pool_vision(hidden: Any, inputs: Any, tower_kwargs: dict[str, Any], batch: i
     """``(batch, width)`` from one vision hidden state (see the module docstring for the layouts)."""
     import torch
 
+    if hidden.ndim == 4:  # a spatial map per crop (GOT-OCR2's SAM-style encoder): its tokens in a row
+        hidden = hidden.flatten(1, 2)
     if hidden.ndim == 2:
         grid = tower_kwargs.get("grid_thw")
         if grid is None or len(grid) != batch:

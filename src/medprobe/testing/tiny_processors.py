@@ -290,6 +290,21 @@ def save_tiny_lighton_ocr(directory: str | Path) -> Path:
     return save_pair(directory, config, processor)
 
 
+def save_tiny_got_ocr2(directory: str | Path) -> Path:
+    """GOT-OCR2: SAM-style windowed ViT (128 px in 2 px patches: a 64x64 map), two stride-2 convolutions
+    to the 256 image tokens its processor always writes; no chat template (plain prompt)."""
+    from transformers import GotOcr2ImageProcessorPil, GotOcr2Processor
+
+    tok = tiny_tokenizer(("<img>", "</img>", "<imgpad>", "<|im_start|>", "<|im_end|>"))
+    processor = GotOcr2Processor(image_processor=GotOcr2ImageProcessorPil(size={"height": 128, "width": 128}),
+                                 tokenizer=tok)
+    config = shrunk_config("got_ocr2", text_config=text_fields(tok),
+                           vision_config={"image_size": 128, "patch_size": 2, "global_attn_indexes": [1],
+                                          "window_size": 8, "mlp_dim": 64, "output_channels": 32},
+                           image_token_index=tok.convert_tokens_to_ids("<imgpad>"), image_seq_length=256)
+    return save_pair(directory, config, processor)
+
+
 #: ``{model_type: save_tiny_<family>}``
 SAVERS: dict[str, Callable[[str | Path], Path]] = {
     name[len("save_tiny_"):].replace("blip_2", "blip-2"): saver
