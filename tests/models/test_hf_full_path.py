@@ -131,6 +131,7 @@ TOWERS: dict[str, Tower | None] = {
     "lighton_ocr": Tower("model.vision_encoder", call=lambda tower, inputs: tower(
         inputs["pixel_values"], image_sizes=inputs["image_sizes"], output_hidden_states=True).hidden_states),
     "got_ocr2": Tower(),
+    "kosmos-2": Tower("vision_model", cls=True),
     "mllama": Tower("model.vision_model", cls=True, call=_mllama),
 }
 #: families whose output leaves out the language model's hidden states: ``reference(model, inputs)``
@@ -141,10 +142,10 @@ LM_REFERENCE: dict[str, Callable[[Any, Any], tuple]] = {
         output_hidden_states=True).hidden_states,
 }
 #: families without a chat template: medprobe prompts them plainly
-PLAIN = {"paligemma", "blip-2", "instructblip", "blip", "got_ocr2"}
+PLAIN = {"paligemma", "blip-2", "instructblip", "blip", "got_ocr2", "kosmos-2"}
 #: families whose prompt holds no image tokens (images reach the text by cross-attention): no
 #: image_mean / text_mean, refused with a clear error
-NO_IMAGE_TOKENS = {"blip"}
+NO_IMAGE_TOKENS = {"blip", "kosmos-2"}
 
 
 def _lm_hidden_states(out: Any) -> tuple:

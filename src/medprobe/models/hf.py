@@ -110,6 +110,22 @@ _IDEFICS_END = "<end_of_utterance>"
 _PROMPT_IGNORING_PROCESSORS = ("ShieldGemma2Processor",)
 
 
+def _check_takes_prompts(loaded: "LoadedModel", name: str) -> None:
+    """A processor that writes its own prompts and ignores the text (ShieldGemma 2's policies) is refused."""
+    if type(loaded.processor).__name__ in _PROMPT_IGNORING_PROCESSORS:
+        raise ModelError(f"backbone {name!r}: {loaded.source!r} is a classifier whose processor "
+                         f"({type(loaded.processor).__name__}) writes its own prompts and ignores the text it "
+                         "is given; medprobe cannot show it an image with a prompt")
+
+
+def _computes_own_positions(model: Any) -> bool:
+    """Positions medprobe must not override: M-RoPE (``get_rope_index``), and position embeddings that
+    count from the padding themselves with an offset (Kosmos-2's fairseq-style sinusoids, which
+    0-based ``position_ids`` would shift)."""
+    return hasattr(model.base_model, "get_rope_index") or any(
+        hasattr(module, "create_position_ids_from_input_ids") for module in model.modules())
+
+
 class HFVisionLanguageBackbone(Backbone):
     """Activations of a Hugging Face vision-language model given an image and a prompt."""
 
@@ -147,10 +163,7 @@ class HFVisionLanguageBackbone(Backbone):
                 prompt = STUDY_QUESTIONS[prompt_style].format(noun=noun or f"{domain} image")
             else:
                 prompt = STUDY_QUESTION.format(noun=noun) if noun else DEFAULT_PROMPTS[domain]
-        if type(loaded.processor).__name__ in _PROMPT_IGNORING_PROCESSORS:
-            raise ModelError(f"backbone {name!r}: {loaded.source!r} is a classifier whose processor "
-                             f"({type(loaded.processor).__name__}) writes its own prompts and ignores the text it "
-                             "is given; medprobe cannot show it an image with a prompt")
+        _check_takes_prompts(loaded, name)
         self.name = name
         self.loaded = loaded
         self.model = loaded.model
@@ -202,8 +215,7 @@ class HFVisionLanguageBackbone(Backbone):
         if not self._image_token_ids and pooling in ("image_mean", "text_mean"):
             raise ModelError(f"backbone {name!r}: cannot find the image token ids (image_token_id) of "
                              f"{loaded.source!r}, which pooling {pooling!r} needs")
-        base = self.model.base_model
-        self._computes_own_positions = hasattr(base, "get_rope_index") or self.style == "idefics"
+        self._computes_own_positions = self.style == "idefics" or _computes_own_positions(self.model)
         self._torch = torch
         self._rendered: tuple[str, list[int]] | None = None
         self._plain_prefix: str | None = None

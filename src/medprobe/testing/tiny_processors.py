@@ -305,9 +305,23 @@ def save_tiny_got_ocr2(directory: str | Path) -> Path:
     return save_pair(directory, config, processor)
 
 
+def save_tiny_kosmos_2(directory: str | Path) -> Path:
+    """Kosmos-2: CLIP tower (28 px, CLS + 4 patches) resampled to the 64 image positions its processor
+    writes (marked by ``image_embeds_position_mask``, no image token id); no chat template (plain)."""
+    from transformers import CLIPImageProcessorPil, Kosmos2Processor
+
+    tok = tiny_tokenizer(pad="<pad>")
+    processor = Kosmos2Processor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 28},
+                                                                       crop_size={"height": 28, "width": 28}),
+                                 tokenizer=tok, num_patch_index_tokens=4)
+    config = shrunk_config("kosmos-2", text_config=text_fields(tok, embed_dim=32, ffn_dim=64, attention_heads=2),
+                           vision_config={"image_size": 28, "patch_size": 14}, latent_query_num=64)
+    return save_pair(directory, config, processor)
+
+
 #: ``{model_type: save_tiny_<family>}``
 SAVERS: dict[str, Callable[[str | Path], Path]] = {
-    name[len("save_tiny_"):].replace("blip_2", "blip-2"): saver
+    name[len("save_tiny_"):].replace("blip_2", "blip-2").replace("kosmos_2", "kosmos-2"): saver
     for name, saver in {**dict(globals()), **vars(tiny_packed_processors)}.items() if name.startswith("save_tiny_")
 }
 
