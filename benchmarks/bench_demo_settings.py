@@ -48,7 +48,7 @@ def run_cold(run_file: Path, workdir: Path, name: str) -> dict[str, float]:
     """``medprobe run`` from an empty cache in a fresh process: wall seconds and that process's peak RSS."""
     env = {**os.environ, "MEDPROBE_CACHE_DIR": str(workdir / f"cache-{name}")}
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "medprobe", "run", str(run_file), "--out",
+    process = subprocess.Popen([sys.executable, "-m", "medprobe.cli", "run", str(run_file), "--out",
                                 str(workdir / f"run-{name}"), "--quiet"], env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
