@@ -117,6 +117,8 @@ TOWERS: dict[str, Tower | None] = {
     "glm4v": Tower("model.visual", call=_packed),
     "glm4v_moe": Tower("model.visual", call=_packed),
     "glm46v": Tower("model.visual", call=_packed),
+    "glm5_next": Tower("model.visual", call=_packed),
+    "hy_v4_vl": Tower(call=_packed),
     "paddleocr_vl": Tower("model.visual", call=lambda tower, inputs: tower(
         pixel_values=inputs["pixel_values"][None], grid_thw=inputs["image_grid_thw"],
         output_hidden_states=True).hidden_states),
@@ -160,6 +162,7 @@ def _image_ids(config: Any) -> list[int]:
 
 
 def _pool(hidden: Any, ids: Any, pooling: str, image_ids: list[int]) -> Any:
+    hidden = hidden.flatten(1)  # several residual streams per token: side by side
     image = torch.isin(ids, torch.tensor(image_ids))
     select = {"last_token": torch.arange(len(ids)) == len(ids) - 1, "mean": torch.ones_like(image),
               "image_mean": image, "text_mean": ~image}[pooling]
@@ -177,8 +180,9 @@ def _vision_pool(hidden: Any, pooling: str, cls: bool) -> Any:
     return (hidden[:, 1:] if cls else hidden).flatten(0, 1).mean(0)
 
 
-#: families whose check takes over ~5 s here (GOT-OCR2: 256 image tokens from a 64x64 patch map): -m slow
-SLOW = {"got_ocr2"}
+#: families whose check takes over ~5 s here (GOT-OCR2: 256 image tokens from a 64x64 patch map; GLM-5-Next's
+#: decoder, ~25 s): -m slow
+SLOW = {"got_ocr2", "glm5_next"}
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

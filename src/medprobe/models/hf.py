@@ -69,6 +69,9 @@ is the last vision layer. ``layers: all`` means the language-model hidden states
   is attached to), at the requested LM layer;
 * ``text_mean``: non-image, non-padding tokens.
 
+A model that keeps several residual streams per token (hidden states ``(batch, tokens, streams,
+width)``: GLM-5-Next, Hunyuan V4-VL) gives the streams side by side, ``streams * width`` features.
+
 Vision layers are pooled with ``vision_pooling``: ``mean`` over patch tokens (CLS excluded, padded
 patches excluded, all crops of an image together) or ``cls`` (towers with a CLS token only).
 
@@ -427,6 +430,7 @@ class HFVisionLanguageBackbone(Backbone):
         if hidden.shape[:2] != input_ids.shape:
             raise ModelError(f"backbone {self.name!r}: hidden states {tuple(hidden.shape)} do not line up with "
                              f"the input ids {tuple(input_ids.shape)}")
+        hidden = hidden.flatten(2)  # several residual streams per token (GLM-5-Next, Hunyuan V4): side by side
         image = torch.isin(input_ids, torch.tensor(self._image_token_ids)) & mask
         rows = []
         for b in range(hidden.shape[0]):

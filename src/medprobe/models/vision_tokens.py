@@ -115,6 +115,8 @@ def pool_vision(hidden: Any, inputs: Any, tower_kwargs: dict[str, Any], batch: i
 
     if hidden.ndim == 4:  # a spatial map per crop (GOT-OCR2's SAM-style encoder): its tokens in a row
         hidden = hidden.flatten(1, 2)
+    if hidden.ndim == 3 and hidden.shape[0] == 1 < batch and tower_kwargs.get("grid_thw") is not None:
+        hidden = hidden[0]  # packed patches in a batch of one (Hunyuan V4-VL)
     if hidden.ndim == 2:
         grid = tower_kwargs.get("grid_thw")
         if grid is None or len(grid) != batch:

@@ -150,3 +150,14 @@ def save_tiny_glm4v_moe(directory: str | Path) -> Path:
 def save_tiny_glm46v(directory: str | Path) -> Path:
     """GLM-4.6V: GLM-4V's layout with its own image processor."""
     return _save_glm(directory, "glm46v", "Glm46VImageProcessorPil")
+
+
+def save_tiny_glm5_next(directory: str | Path) -> Path:
+    """GLM-5-Next: GLM-4V's layout with its own image processor."""
+    return _save_glm(directory, "glm5_next", "Glm5NextImageProcessorPil")
+
+
+def save_tiny_hy_v4_vl(directory: str | Path) -> Path:
+    """Hunyuan V4-VL: a Qwen-VL layout with its own PIL image processor."""
+    return _save_qwen(directory, "hy_v4_vl", 16, "HYV4VLImageProcessorPil", own_merging=True)
+

@@ -32,10 +32,12 @@ def _update(target: dict, changes: dict) -> dict:
 
 
 def _cut_layer_types(config: dict) -> None:
-    """Per-layer lists kept from the full-size default (``layer_types``) cut to the shrunk depth."""
+    """Per-layer lists kept from the full-size default (``layer_types``, ``mlp_layer_types``) cut to the
+    shrunk depth."""
     depth = config.get("num_hidden_layers")
-    if isinstance(config.get("layer_types"), list) and isinstance(depth, int):
-        config["layer_types"] = config["layer_types"][:depth]
+    for key, value in list(config.items()):
+        if str(key).endswith("layer_types") and isinstance(value, list) and isinstance(depth, int):
+            config[key] = value[:depth]
     for value in config.values():
         if isinstance(value, dict):
             _cut_layer_types(value)
