@@ -18,9 +18,9 @@ side) is tested on every family with a tiny processor saver in ``tests/models/te
 on IDEFICS v1, Idefics2/3 and LLaVA in ``tests/models/test_hf_backbones.py``, and on LLaVA-NeXT here
 (:func:`test_llava_next_through_hf_equals_its_own_hidden_states`); :data:`FULL_PATH` names them all.
 
-Run time (2 cores shared with other jobs, transformers 5.24, torch 2.13 CPU): the default selection
-(90 families) 77 s of CPU, 164 s wall at a load average of ~5; the 12 ``slow`` families
-(``-m slow``) 42 s wall at a load average of ~2.
+Run time (2 cores shared with other jobs, transformers 5.24, torch 2.13 CPU, torch on one thread:
+the tiny matrices gain nothing from threads, which only wait on each other): the default selection
+(90 families) 31 s wall at a load average of ~4; the 12 ``slow`` families (``-m slow``) 37 s.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from medprobe.models.stacks import find_stacks  # noqa: E402
 from medprobe.models.torch_hooks import run_hooked  # noqa: E402
 from medprobe.testing.tiny_families import build_tiny_family, text_inputs, tower_call  # noqa: E402
 from medprobe.testing.tiny_processors import SAVERS, why_not_saved  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matrices: threads only add contention
 
 FAMILIES = sorted(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 RTOL = 1e-6
