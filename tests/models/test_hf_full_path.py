@@ -133,6 +133,7 @@ TOWERS: dict[str, Tower | None] = {
     "lighton_ocr": Tower("model.vision_encoder", call=lambda tower, inputs: tower(
         inputs["pixel_values"], image_sizes=inputs["image_sizes"], output_hidden_states=True).hidden_states),
     "got_ocr2": Tower(),
+    "pp_chart2table": Tower(),
     "kosmos-2": Tower("vision_model", cls=True),
     "mllama": Tower("model.vision_model", cls=True, call=_mllama),
 }
@@ -182,7 +183,7 @@ def _vision_pool(hidden: Any, pooling: str, cls: bool) -> Any:
 
 #: families whose check takes over ~5 s here (GOT-OCR2: 256 image tokens from a 64x64 patch map; GLM-5-Next's
 #: decoder, ~25 s): -m slow
-SLOW = {"got_ocr2", "glm5_next"}
+SLOW = {"got_ocr2", "pp_chart2table", "glm5_next"}
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

@@ -305,6 +305,22 @@ def save_tiny_got_ocr2(directory: str | Path) -> Path:
     return save_pair(directory, config, processor)
 
 
+def save_tiny_pp_chart2table(directory: str | Path) -> Path:
+    """PP-Chart2Table: GOT-OCR2's model (as :func:`save_tiny_got_ocr2`); its chat template writes the 256
+    image tokens, its processor expands nothing."""
+    from transformers import PPChart2TableImageProcessorPil, PPChart2TableProcessor
+
+    tok = tiny_tokenizer(("<img>", "</img>", "<imgpad>", "<|im_start|>", "<|im_end|>"))
+    pixels = PPChart2TableImageProcessorPil(size={"height": 128, "width": 128})
+    processor = PPChart2TableProcessor(image_processor=pixels, tokenizer=tok,
+                                       chat_template=chat_template("<img>" + "<imgpad>" * 256 + "</img>"))
+    config = shrunk_config("pp_chart2table", text_config=text_fields(tok),
+                           vision_config={"image_size": 128, "patch_size": 2, "global_attn_indexes": [1],
+                                          "window_size": 8, "mlp_dim": 64, "output_channels": 32},
+                           image_token_index=tok.convert_tokens_to_ids("<imgpad>"), image_seq_length=256)
+    return save_pair(directory, config, processor)
+
+
 def save_tiny_kosmos_2(directory: str | Path) -> Path:
     """Kosmos-2: CLIP tower (28 px, CLS + 4 patches) resampled to the 64 image positions its processor
     writes (marked by ``image_embeds_position_mask``, no image token id); no chat template (plain)."""
