@@ -346,6 +346,7 @@ SAVERS: dict[str, Callable[[str | Path], Path]] = {
 NO_SAVER: dict[str, str] = {
     "fuyu": "transformers' Fuyu processor fails with its PIL image processor (patchify_image)",
     "smolvlm": "its processor needs the num2words package, not installed here",
+    "aria": "its processor's call default (max_image_size 980) overrides the saved size: 980 px images, too slow",
     "git": "image embeddings are prepended to the tokens (hidden states longer than input_ids): refused",
     "shieldgemma2": "a safety classifier: its processor writes its own policy prompts, ignoring the text: refused",
 }
