@@ -251,7 +251,10 @@ def test_one_layer_in_memory_at_a_time(tmp_path, layered_backbone, monkeypatch):
                                                splits.labels["val"], "binary", Cs=config.probe.Cs)[0]
                           .predict_proba(parts["test"]))
     assert peaks[6] < 1.15 * peaks[2], peaks  # 3x the layers, 3x the plans: the same peak
-    assert peaks[6] < layer_bytes + solver + 256 * 1024, (peaks, layer_bytes, solver)
+    # + the stage's own keep: every layer x plan's outcome (coefficients, validation and test
+    # scores: 24 of them at 6 layers) and, at the half fraction, whatever the solver picked there;
+    # still less than one more layer (720 kB) could add
+    assert peaks[6] < layer_bytes + solver + 512 * 1024, (peaks, layer_bytes, solver)
 
 
 def _vlm_stage(tmp_path: Path, **probe: Any) -> ProbedBackbone:

@@ -119,8 +119,9 @@ class NewtonSolver:
         system[:, np.arange(n), np.arange(n)] += n * l2[:, None]
         coupling = s.T @ self.X / n  # X^T s / n per problem: (P, D)
         vectors = np.stack([g_w, coupling], axis=2)  # (P, D, 2)
-        right = root[:, :, None] * (self.X[None] @ vectors)
-        inner = np.stack([_positive_definite_solve(system[p], right[p]) for p in range(len(l2))])
+        inner = root[:, :, None] * (self.X[None] @ vectors)
+        for p in range(len(l2)):  # the transpose of a symmetric matrix is itself, laid out as LAPACK
+            inner[p] = _positive_definite_solve(system[p].T, inner[p])  # wants it: factored in place
         applied = (vectors - self.X.T[None] @ (root[:, :, None] * inner)) / l2[:, None, None]  # A^-1 [g_w, c]
         a_grad, a_coupling = applied[:, :, 0], applied[:, :, 1]
         schur = s.mean(axis=0) - np.einsum("pd,pd->p", coupling, a_coupling)
