@@ -16,7 +16,7 @@ heavy imports happen only when one is built):
   LLaVA-OneVision, InternVL, ...) need torchvision only for video; without it they are loaded
   without one (:func:`~medprobe.models.hf_loading.processor_without_video`) and images go through
   the family's PIL image processor and its own processor code.
-  SmolVLM's processor needs ``num2words`` and torchvision installed.
+  SmolVLM's processor needs ``num2words`` installed.
 * **CLIP / PLIP** (``clip-b32``, ``plip``): see :mod:`medprobe.models.hf_clip`.
 
 Prompt styles (``prompt_style``), all ending where the last token is read:
