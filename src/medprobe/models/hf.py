@@ -121,6 +121,21 @@ def _check_takes_prompts(loaded: "LoadedModel", name: str) -> None:
                          "is given; medprobe cannot show it an image with a prompt")
 
 
+def _set_padding_side(tokenizer: Any, model: Any, padding_side: str | None, name: str) -> None:
+    """``padding_side`` on the tokenizer. An encoder-decoder (Florence-2) pads on the right: its encoder
+    numbers positions from the start of the row whatever ``position_ids`` say, so left padding would
+    shift every shorter prompt's positions (right padding leaves real tokens where they are)."""
+    if padding_side not in (None, "left", "right"):
+        raise ModelError(f"backbone {name!r}: padding_side must be 'left' or 'right', not {padding_side!r}")
+    if getattr(model.config, "is_encoder_decoder", False):
+        if padding_side == "left":
+            raise ModelError(f"backbone {name!r}: {type(model).__name__} is an encoder-decoder whose encoder "
+                             "numbers positions from the start of each row: it pads on the right")
+        padding_side = "right"
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
+
+
 def _computes_own_positions(model: Any) -> bool:
     """Positions medprobe must not override: M-RoPE (``get_rope_index``), and position embeddings that
     count from the padding themselves with an offset (Kosmos-2's fairseq-style sinusoids, which
@@ -178,10 +193,7 @@ class HFVisionLanguageBackbone(Backbone):
         self.pooling = pooling
         self.vision_pooling = vision_pooling
         self.provenance = loaded.source + (f"@{loaded.commit}" if loaded.commit else "")
-        if padding_side is not None:
-            if padding_side not in ("left", "right"):
-                raise ModelError(f"backbone {name!r}: padding_side must be 'left' or 'right', not {padding_side!r}")
-            self.tokenizer.padding_side = padding_side
+        _set_padding_side(self.tokenizer, self.model, padding_side, name)
         #: why the prompt style differs from the one asked for (a processor without a chat template)
         self.prompt_style_note: str | None = None
         if isinstance(self.processor, IdeficsProcessor):

@@ -335,6 +335,23 @@ def save_tiny_kosmos_2(directory: str | Path) -> Path:
     return save_pair(directory, config, processor)
 
 
+def save_tiny_florence2(directory: str | Path) -> Path:
+    """Florence-2: DaViT tower (64 px, downsampled 32x to 2x2, plus a pooled token: 5 image tokens) in
+    front of a BART encoder-decoder, whose encoder reads the prompt; no chat template (plain)."""
+    from transformers import CLIPImageProcessorPil, Florence2Processor
+
+    tok = tiny_tokenizer(named={"image_token": "<image>"}, add_bos=False)
+    pixels = CLIPImageProcessorPil(size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64})
+    pixels.image_seq_length = 5
+    processor = Florence2Processor(image_processor=pixels, tokenizer=tok)
+    config = shrunk_config("florence2", text_config=text_fields(tok, d_model=32),
+                           vision_config={"embed_dim": [8, 16, 16, 32], "num_heads": [1, 2, 2, 2],
+                                          "num_groups": [1, 2, 2, 2], "depths": [1, 1, 1, 1], "projection_dim": 32,
+                                          "window_size": 2},
+                           image_token_id=tok.image_token_id)
+    return save_pair(directory, config, processor)
+
+
 #: ``{model_type: save_tiny_<family>}``
 SAVERS: dict[str, Callable[[str | Path], Path]] = {
     name[len("save_tiny_"):].replace("blip_2", "blip-2").replace("kosmos_2", "kosmos-2"): saver
