@@ -364,6 +364,7 @@ NO_SAVER: dict[str, str] = {
     "fuyu": "transformers' Fuyu processor fails with its PIL image processor (patchify_image)",
     "smolvlm": "its processor needs the num2words package, not installed here",
     "aria": "its processor's call default (max_image_size 980) overrides the saved size: 980 px images, too slow",
+    "t5gemma2": "the language-model stack found is its decoder, which needs decoder inputs medprobe does not make",
     "git": "image embeddings are prepended to the tokens (hidden states longer than input_ids): refused",
     "shieldgemma2": "a safety classifier: its processor writes its own policy prompts, ignoring the text: refused",
 }
