@@ -160,7 +160,8 @@ def choose_onnx_precision(requested: str | None, units: MatrixUnits) -> Precisio
         return PrecisionChoice("fp32", asked, "asked for")
     units_text = "this CPU has VNNI/AMX-INT8" if units.cpu_int8 else "no VNNI here, AVX2 int8 products"
     return PrecisionChoice("fp32", asked, f"int8 is offered ({units_text}): opt in with precision: int8, faster "
-                           "but it moves the features and can change the selected layer; medprobe bench measures both")
+                           "but noisy (up to 60 % of a standardised feature's spread on the demo's ViT-S) and it can "
+                           "change the selected layer; medprobe bench measures both")
 
 
 def warn_if_slow(choice: PrecisionChoice, where: str, units: MatrixUnits, on_gpu: bool) -> None:
