@@ -69,8 +69,10 @@ is the last vision layer. ``layers: all`` means the language-model hidden states
   is attached to), at the requested LM layer;
 * ``text_mean``: non-image, non-padding tokens.
 
-A model that keeps several residual streams per token (hidden states ``(batch, tokens, streams,
-width)``: GLM-5-Next, Hunyuan V4-VL) gives the streams side by side, ``streams * width`` features.
+A model that keeps several residual streams per token (hyper-connections: hidden states
+``(batch, tokens, streams, width)`` in GLM-5-Next and Hunyuan V4-VL, already side by side in
+Qwen4-exp) gives the streams side by side, ``streams * width`` features, for layers ``0..L-1``;
+layer ``L`` (after the final norm, which merges them) has ``width``.
 
 Vision layers are pooled with ``vision_pooling``: ``mean`` over patch tokens (CLS excluded, padded
 patches excluded, all crops of an image together) or ``cls`` (towers with a CLS token only).
