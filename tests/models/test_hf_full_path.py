@@ -7,7 +7,11 @@ lengths, batched with padding on either side. Every language-model layer under e
 equal the model's own ``output_hidden_states`` on each (image, prompt) alone, and every vision layer
 (``mean``, and ``cls`` where the tower has a CLS token) the vision encoder's own hidden states over
 that image's crops or tiles. References are transformers' outputs, computed from the processor's
-inputs for one image, never from medprobe's code.
+inputs for one image, never from medprobe's code. Families without a saver say why
+(:func:`~medprobe.testing.tiny_processors.why_not_saved`; README's family table shows it).
+
+Run time (2 cores shared with other jobs, transformers 5.24, torch 2.13 CPU on one thread): the
+default selection (37 families, both padding sides) 42 s wall; the 3 ``slow`` families 85 s.
 """
 
 from __future__ import annotations
