@@ -31,7 +31,7 @@ transformers = pytest.importorskip("transformers")
 from medprobe.errors import ModelError  # noqa: E402
 from medprobe.models.imaging import to_pil  # noqa: E402
 from medprobe.models.registry import create_backbone  # noqa: E402
-from medprobe.testing.tiny_processors import NO_SAVER, SAVERS, why_not_saved  # noqa: E402
+from medprobe.testing.tiny_processors import FULL_PATH_LIMITS, NO_SAVER, SAVERS, why_not_saved  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matrices: threads only add contention
 
@@ -255,6 +255,7 @@ def test_every_family_has_a_saver_or_a_reason():
 
     families = set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
     assert set(SAVERS) <= families and set(TOWERS) == set(SAVERS) and not set(NO_SAVER) & set(SAVERS)
+    assert set(FULL_PATH_LIMITS) == NO_IMAGE_TOKENS | RIGHT_PADDED  # what the README says of them
     assert all(why_not_saved(family) for family in families - set(SAVERS))
 
 

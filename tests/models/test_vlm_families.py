@@ -39,7 +39,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 from medprobe.models.stacks import find_stacks  # noqa: E402
 from medprobe.models.torch_hooks import run_hooked  # noqa: E402
 from medprobe.testing.tiny_families import build_tiny_family, text_inputs, tower_call  # noqa: E402
-from medprobe.testing.tiny_processors import SAVERS, why_not_saved  # noqa: E402
+from medprobe.testing.tiny_processors import FULL_PATH_LIMITS, SAVERS, why_not_saved  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matrices: threads only add contention
 
@@ -236,8 +236,11 @@ def support_table() -> str:
         else:
             vision = "exact"
         full = "exact, every pooling, padded batches" if family in FULL_PATH else f"not tested: {why_not_saved(family)}"
+        if family in FULL_PATH_LIMITS:
+            full = f"exact; {FULL_PATH_LIMITS[family]}"
         rows.setdefault((lm, vision, full), []).append(family)
-    order = sorted(rows, key=lambda key: (key[2] != "exact, every pooling, padded batches", key[0] != "exact",
+    order = sorted(rows, key=lambda key: (not key[2].startswith("exact"), key[2] != "exact, every pooling, padded batches",
+                                          key[0] != "exact",
                                           key[1] != "exact", key[1], key[2]))
     lines = ["| families (`model_type`) | language-model layers `0..L` | vision layers `vision.k` | "
              "`hf:` extraction through the processor |", "|---|---|---|---|"]

@@ -358,6 +358,12 @@ SAVERS: dict[str, Callable[[str | Path], Path]] = {
     for name, saver in {**dict(globals()), **vars(tiny_packed_processors)}.items() if name.startswith("save_tiny_")
 }
 
+#: families the full-path test holds to less than every pooling on either padding side, and why
+FULL_PATH_LIMITS: dict[str, str] = {
+    "blip": "no image tokens (cross-attention): image_mean / text_mean refused",
+    "kosmos-2": "no image token id (a position mask): image_mean / text_mean refused",
+    "florence2": "encoder-decoder: right padding only, left refused",
+}
 #: families with a processor here but no saver, and why (checked in tests/models/test_hf_full_path.py);
 #: :func:`why_not_saved` finds the other reasons (no processor, or one that needs torchvision) by itself
 NO_SAVER: dict[str, str] = {
