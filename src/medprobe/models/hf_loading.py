@@ -420,11 +420,25 @@ def processor_without_video(model_type: str) -> Any:
         finally:
             self.__class__ = cls
 
+    def apply_chat_template(self: Any, conversation: Any, *args: Any, **kwargs: Any) -> Any:
+        """The family's own; where that reads the absent video processor's defaults for every
+        conversation (SmolVLM: ``num_frames``, ``fps``), the generic one, which renders images and
+        text the same way (the defaults only matter for a video, which medprobe never sends)."""
+        try:
+            return base.apply_chat_template(self, conversation, *args, **kwargs)
+        except AttributeError as error:
+            if self.video_processor is not None or "'NoneType' object has no attribute" not in str(error):
+                raise
+            from transformers import ProcessorMixin
+
+            return ProcessorMixin.apply_chat_template(self, conversation, *args, **kwargs)
+
     # named as the family's class: what it saves (processor_config.json) is the family's processor
     return type(base.__name__, (base,), {
         "_get_arguments_from_pretrained": classmethod(load_parts),
         "check_argument_for_proper_class": check_argument_for_proper_class,
         "save_pretrained": save_pretrained,
+        "apply_chat_template": apply_chat_template,
         "__doc__": f"{base.__name__} for images and text only (torchvision, which its video processor needs, "
                    "is not installed).",
     })

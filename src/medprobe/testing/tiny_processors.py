@@ -352,6 +352,31 @@ def save_tiny_florence2(directory: str | Path) -> Path:
     return save_pair(directory, config, processor)
 
 
+def save_tiny_smolvlm(directory: str | Path) -> Path:
+    """SmolVLM: Idefics3's layout (SigLIP tower on 32 px, 8 px patches, pixel shuffle by 2 to 4 image
+    tokens per view); images are split into a grid of crops plus a global view, so images of
+    different shapes give prompts of different lengths. Its processor needs ``num2words``."""
+    from transformers import SmolVLMImageProcessorPil
+
+    from medprobe.models.hf_loading import processor_without_video
+
+    size, patch, scale = 32, 8, 2
+    grid_tokens = tuple(f"<row_{r}_col_{c}>" for r in range(1, 4) for c in range(1, 4))
+    tok = tiny_tokenizer(grid_tokens, named={
+        "image_token": "<image>", "fake_image_token": "<fake_token_around_image>", "video_token": "<video>",
+        "end_of_utterance_token": "<end_of_utterance>", "global_image_token": "<global-img>"})
+    image_processor = SmolVLMImageProcessorPil(do_image_splitting=True, size={"longest_edge": 2 * size},
+                                               max_image_size={"longest_edge": size})
+    processor = processor_without_video("smolvlm")(  # torchvision-free: no video processor
+        image_processor=image_processor, tokenizer=tok, video_processor=None,
+        image_seq_len=(size // patch) ** 2 // scale**2,
+        chat_template=chat_template("<image>"))
+    config = shrunk_config("smolvlm", text_config=text_fields(tok), scale_factor=scale,
+                           vision_config={"image_size": size, "patch_size": patch},
+                           image_token_id=tok.image_token_id)
+    return save_pair(directory, config, processor)
+
+
 #: ``{model_type: save_tiny_<family>}``
 SAVERS: dict[str, Callable[[str | Path], Path]] = {
     name[len("save_tiny_"):].replace("blip_2", "blip-2").replace("kosmos_2", "kosmos-2"): saver
@@ -368,7 +393,6 @@ FULL_PATH_LIMITS: dict[str, str] = {
 #: :func:`why_not_saved` finds the other reasons (no processor, or one that needs torchvision) by itself
 NO_SAVER: dict[str, str] = {
     "fuyu": "transformers' Fuyu processor fails with its PIL image processor (patchify_image)",
-    "smolvlm": "its processor needs the num2words package, not installed here",
     "aria": "its processor's call default (max_image_size 980) overrides the saved size: 980 px images, too slow",
     "t5gemma2": "the language-model stack found is its decoder, which needs decoder inputs medprobe does not make",
     "git": "image embeddings are prepended to the tokens (hidden states longer than input_ids): refused",
