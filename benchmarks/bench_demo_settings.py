@@ -86,7 +86,7 @@ def print_fidelity(workdir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run both demos cold, then print timings, feature cosines and AUCs side by side."""
+    """Run both demos cold, then print their timings and every AUC side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", help="where the caches and runs go (default: a temporary folder)")
     args = parser.parse_args(argv)

@@ -147,6 +147,15 @@ def test_generic_onnx_reads_any_tensor():
     np.testing.assert_allclose(ours, full.mean(axis=(2, 3)), rtol=1e-4, atol=1e-4)
 
 
+def _with_free_input(path: Path, axes: tuple[int, int]):
+    """The whole graph, read by onnx itself, with the input's spatial ``axes`` left free."""
+    model = onnx.load(str(path))
+    for axis in axes:
+        model.graph.input[0].type.tensor_type.shape.dim[axis].Clear()
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = f"d{axis}"
+    return model
+
+
 def test_vgg16_at_a_smaller_input_matches_the_unpruned_graph_run_at_that_size():
     """input_size below 240: the conv blocks run at that size (checked against the full graph fed
     the same resized batch), and the dense layers, which need 240 px, are not offered."""
@@ -157,10 +166,7 @@ def test_vgg16_at_a_smaller_input_matches_the_unpruned_graph_run_at_that_size():
         backbone.resolve_layers("dense_1")
     images = _images(2)
     out = backbone.extract(images, ["block3_pool", "block5_pool"])
-    model = onnx.load(str(path))
-    for axis in (1, 2):
-        model.graph.input[0].type.tensor_type.shape.dim[axis].Clear()
-        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = f"d{axis}"
+    model = _with_free_input(path, axes=(1, 2))
     tensors = ["functional_1/block3_pool_1/MaxPool2d:0", "functional_1/block5_pool_1/MaxPool2d:0"]
     # onnx's own sub-graph extractor (not medprobe's pruning), since the dense head cannot run at 96 px
     model = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model)).extract_model(
@@ -181,10 +187,7 @@ def test_dinov2_at_a_smaller_input_matches_the_whole_graph_run_at_that_size():
     backbone = create_backbone("dinov2-s-onnx", input_size=112)
     images = _images(2)
     out = backbone.extract(images, ["layer.0", "layer.11"])
-    model = onnx.load(str(path))
-    for axis in (2, 3):
-        model.graph.input[0].type.tensor_type.shape.dim[axis].Clear()
-        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = f"d{axis}"
+    model = _with_free_input(path, axes=(2, 3))
     tensors = ["/backbone/encoder/layer.0/Add_1_output_0", "/backbone/encoder/layer.11/Add_1_output_0"]
     for tensor in tensors:
         model.graph.output.append(onnx.ValueInfoProto(name=tensor))
