@@ -117,6 +117,7 @@ TOWERS: dict[str, Tower | None] = {
     "aya_vision": Tower(),
     "janus": Tower("model.vision_model"),
     "deepseek_vl": Tower("model.vision_model"),
+    "deepseek_vl_hybrid": Tower("model.vision_model"),
     "ovis2": Tower("model.vision_tower"),
     "glm4v": Tower("model.visual", call=_packed),
     "glm4v_moe": Tower("model.visual", call=_packed),
@@ -135,6 +136,7 @@ TOWERS: dict[str, Tower | None] = {
     "qianfan_ocr": Tower(cls=True),
     "blip": Tower("vision_model", cls=True),
     "smolvlm": Tower("model.vision_model"),
+    "granite_docling": Tower("model.vision_model"),
     "lighton_ocr": Tower("model.vision_encoder", call=lambda tower, inputs: tower(
         inputs["pixel_values"], image_sizes=inputs["image_sizes"], output_hidden_states=True).hidden_states),
     "florence2": None,
@@ -270,3 +272,18 @@ def test_the_reasons_for_no_saver_still_hold():
     with pytest.raises(TypeError):  # once it works, write save_tiny_fuyu
         processor(images=[to_pil(np.zeros((28, 28, 3), np.float32))], text=["describe"], return_tensors="pt")
 
+
+
+def test_an_encoder_decoder_read_by_its_decoder_is_refused_up_front():
+    """T5Gemma 2: ``get_decoder()`` is a plain decoder that needs decoder inputs; refused with a
+    ModelError naming the family before anything runs (Florence-2, read by its encoder, is not)."""
+    from pathlib import Path
+
+    from medprobe.models.hf import HFVisionLanguageBackbone
+    from medprobe.models.hf_loading import LoadedModel
+    from medprobe.testing.tiny_families import build_tiny_family
+
+    loaded = LoadedModel(model=build_tiny_family("t5gemma2"), processor=object(), source="tiny-t5gemma2",
+                         directory=Path("."), revision=None, commit=None, dtype="float32", quantization=None)
+    with pytest.raises(ModelError, match="t5gemma2.*encoder-decoder whose language-model stack is its decoder"):
+        HFVisionLanguageBackbone(loaded, name="t5")

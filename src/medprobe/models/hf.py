@@ -93,6 +93,7 @@ from medprobe.errors import ModelError
 from medprobe.models.base import Backbone
 from medprobe.models.imaging import to_pil
 from medprobe.models.records import IDEFICS_PROMPT_STYLES
+from medprobe.models.stack_discovery import language_model_of
 from medprobe.models.stacks import VISION_POOLINGS, find_stacks, resolve_layer_spec
 from medprobe.models.torch_hooks import run_hooked
 from medprobe.models.vision_tokens import pool_vision, tower_call_recorder, tower_layout
@@ -121,6 +122,21 @@ def _check_takes_prompts(loaded: "LoadedModel", name: str) -> None:
         raise ModelError(f"backbone {name!r}: {loaded.source!r} is a classifier whose processor "
                          f"({type(loaded.processor).__name__}) writes its own prompts and ignores the text it "
                          "is given; medprobe cannot show it an image with a prompt")
+
+
+def _check_prompt_reaches_an_encoder(model: Any, name: str, source: str) -> None:
+    """An encoder-decoder whose language stack is its decoder (T5Gemma 2: ``get_decoder()`` is a plain
+    decoder, the prompt and images go to a multimodal encoder) is refused: its decoder needs decoder
+    inputs and encoder states medprobe does not make. Florence-2's nested BART passes: its encoder,
+    which reads the prompt, is the stack found."""
+    if not getattr(model.config, "is_encoder_decoder", False) or not hasattr(model, "get_decoder"):
+        return
+    decoder = model.get_decoder()
+    if decoder is not None and language_model_of(model) is decoder:
+        raise ModelError(f"backbone {name!r}: {source!r} ({model.config.model_type}, {type(model).__name__}) is an "
+                         "encoder-decoder whose language-model stack is its decoder, which needs decoder inputs and "
+                         "the encoder's states that medprobe does not make; its prompt is read by the encoder, "
+                         "whose layers medprobe does not address")
 
 
 def _set_padding_side(tokenizer: Any, model: Any, padding_side: str | None, name: str) -> None:
@@ -184,6 +200,7 @@ class HFVisionLanguageBackbone(Backbone):
             else:
                 prompt = STUDY_QUESTION.format(noun=noun) if noun else DEFAULT_PROMPTS[domain]
         _check_takes_prompts(loaded, name)
+        _check_prompt_reaches_an_encoder(loaded.model, name, loaded.source)
         self.name = name
         self.loaded = loaded
         self.model = loaded.model

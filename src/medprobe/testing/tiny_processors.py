@@ -193,6 +193,25 @@ def save_tiny_deepseek_vl(directory: str | Path) -> Path:
     return save_pair(directory, config, processor)
 
 
+def save_tiny_deepseek_vl_hybrid(directory: str | Path) -> Path:
+    """DeepSeek-VL hybrid: SigLIP tower (28 px, 4 patches) beside a SAM-style high-resolution tower
+    (64 px, 16 px patches) whose features join the same 4 image tokens; LLaMA decoder. ``vision.k``
+    is the SigLIP tower's (the one built from ``vision_config``)."""
+    from transformers import DeepseekVLHybridImageProcessorPil, DeepseekVLHybridProcessor
+
+    tok = tiny_tokenizer(named={"image_token": "<image_placeholder>"})
+    pixels = DeepseekVLHybridImageProcessorPil(size={"height": 28, "width": 28},
+                                               high_res_size={"height": 64, "width": 64})
+    processor = DeepseekVLHybridProcessor(image_processor=pixels, tokenizer=tok, num_image_tokens=4,
+                                          chat_template=chat_template("<image_placeholder>"))
+    config = shrunk_config("deepseek_vl_hybrid", text_config=text_fields(tok),
+                           vision_config={"image_size": 28, "patch_size": 14},
+                           high_res_vision_config={"image_size": 64, "patch_size": 16, "global_attn_indexes": [1],
+                                                   "window_size": 2, "output_channels": 16, "mlp_dim": 64},
+                           image_token_id=tok.image_token_id)
+    return save_pair(directory, config, processor)
+
+
 def save_tiny_ovis2(directory: str | Path) -> Path:
     """Ovis2: AIMv2-style tower on 28 px crops (up to 4, plus the whole image), visual-token table."""
     from transformers import Ovis2ImageProcessorPil, Ovis2Processor
@@ -377,6 +396,25 @@ def save_tiny_smolvlm(directory: str | Path) -> Path:
     return save_pair(directory, config, processor)
 
 
+def save_tiny_granite_docling(directory: str | Path) -> Path:
+    """Granite-Docling: SmolVLM-like tiles (32 px, 8 px patches, up to 4 plus a global view) through a
+    SigLIP-style tower whose connector pixel-shuffles by 2 to 4 tokens per tile (coarse route only) and
+    feeds deep-stack features of tower layer 0 into the decoder."""
+    from transformers import GraniteDoclingImageProcessorPil, GraniteDoclingProcessor
+
+    size, patch, scale = 32, 8, 2
+    grid_tokens = tuple(f"<row_{r}_col_{c}>" for r in range(1, 5) for c in range(1, 5))
+    tok = tiny_tokenizer(("<fake_token_around_image>", "<global-img>", *grid_tokens), named={"image_token": "<image>"})
+    processor = GraniteDoclingProcessor(
+        image_processor=GraniteDoclingImageProcessorPil(size={"height": size, "width": size}, max_patches=4),
+        tokenizer=tok, image_seq_len=(size // patch) ** 2 // scale**2, chat_template=chat_template("<image>"))
+    config = shrunk_config("granite_docling", text_config=text_fields(tok),
+                           vision_config={"image_size": size, "patch_size": patch, "scale_factor": scale,
+                                          "use_fine_route": False, "deepstack_visual_indexes": [0]},
+                           image_token_id=tok.image_token_id)
+    return save_pair(directory, config, processor)
+
+
 #: ``{model_type: save_tiny_<family>}``
 SAVERS: dict[str, Callable[[str | Path], Path]] = {
     name[len("save_tiny_"):].replace("blip_2", "blip-2").replace("kosmos_2", "kosmos-2"): saver
@@ -394,7 +432,7 @@ FULL_PATH_LIMITS: dict[str, str] = {
 NO_SAVER: dict[str, str] = {
     "fuyu": "transformers' Fuyu processor fails with its PIL image processor (patchify_image)",
     "aria": "its processor's call default (max_image_size 980) overrides the saved size: 980 px images, too slow",
-    "t5gemma2": "the language-model stack found is its decoder, which needs decoder inputs medprobe does not make",
+    "t5gemma2": "encoder-decoder whose language-model stack is its decoder (needs decoder inputs): refused by hf:",
     "git": "image embeddings are prepended to the tokens (hidden states longer than input_ids): refused",
     "shieldgemma2": "a safety classifier: its processor writes its own policy prompts, ignoring the text: refused",
 }
