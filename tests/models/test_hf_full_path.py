@@ -113,6 +113,7 @@ TOWERS: dict[str, Tower | None] = {
     "exaone4_5": Tower("model.visual", call=_packed),
     "hyperclovax_vision_v2": Tower("model.vision_model", call=_packed),
     "cosmos3_edge": Tower("model.visual", call=_packed),
+    "dots3_note": Tower("model.vision_tower", call=_packed),
     "internvl": Tower(cls=True),
     "aya_vision": Tower(),
     "janus": Tower("model.vision_model"),

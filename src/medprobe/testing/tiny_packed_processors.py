@@ -9,6 +9,7 @@ Collected with the others in :data:`medprobe.testing.tiny_processors.SAVERS`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,39 @@ def save_tiny_hy_v4_vl(directory: str | Path) -> Path:
     """Hunyuan V4-VL: a Qwen-VL layout with its own PIL image processor."""
     return _save_qwen(directory, "hy_v4_vl", 16, "HYV4VLImageProcessorPil", own_merging=True)
 
+
+
+def save_tiny_dots3_note(directory: str | Path) -> Path:
+    """dots3_note: Qwen2-VL's PIL image processor (14 px patches, 2x2 merge, no temporal patching) in front of
+    a packed-patch MoE tower; an audio tower beside it, not read. Its shrunk default config is inconsistent
+    (adapter widths, audio head size, per-layer lists of the full depth), so the saver sets those and cuts
+    the saved per-layer lists to the shrunk depth."""
+    import transformers
+
+    from medprobe.models.hf_loading import processor_without_video
+    from medprobe.testing.tiny_families import tiny_config
+
+    tok = tiny_tokenizer(("<|imgpad|>", "<|video_pad|>", "<|audio_comp_pad|>", "<|img|>", "<|endofimg|>"))
+    pixels = transformers.Qwen2VLImageProcessorPil(min_pixels=28**2, max_pixels=84**2, patch_size=14, merge_size=2,
+                                                   temporal_patch_size=1)
+    processor = processor_without_video("dots3_note")(  # torchvision-free: no video processor
+        image_processor=pixels, tokenizer=tok, feature_extractor=transformers.Dots3NoteFeatureExtractor(),
+        chat_template=chat_template("<|img|><|imgpad|><|endofimg|>"))
+    config = tiny_config("dots3_note")  # not rebuilt from a dict: its per_layer_config keeps full-depth indices
+    for name, value in text_fields(tok).items():
+        setattr(config.text_config, name, value)
+    config.image_token_id, config.video_token_id, config.audio_token_id = tok.convert_tokens_to_ids(
+        ["<|imgpad|>", "<|video_pad|>", "<|audio_comp_pad|>"])
+    config.vision_config.adapter_in_dim = config.vision_config.adapter_out_dim = config.text_config.hidden_size
+    config.audio_config.adapter_input_size = config.audio_config.adapter_out_dim = config.text_config.hidden_size
+    config.audio_config.head_dim = 16
+    path = save_pair(directory, config, processor)
+    saved = json.loads((path / "config.json").read_text())
+    for sub in ("text_config", "vision_config"):
+        values, depth = saved[sub], saved[sub]["num_hidden_layers"]
+        for key in [key for key in values if key.endswith("layer_types")]:
+            values[key] = values[key][:depth]
+        values["per_layer_config"] = {k: v for k, v in (values.get("per_layer_config") or {}).items()
+                                      if int(k) < depth} or None
+    (path / "config.json").write_text(json.dumps(saved, indent=2))
+    return path
