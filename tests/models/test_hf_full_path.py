@@ -114,6 +114,7 @@ TOWERS: dict[str, Tower | None] = {
     "hyperclovax_vision_v2": Tower("model.vision_model", call=_packed),
     "cosmos3_edge": Tower("model.visual", call=_packed),
     "dots3_note": Tower("model.vision_tower", call=_packed),
+    "ernie4_5_vl_moe": Tower("model.vision_tower", call=_packed),
     "internvl": Tower(cls=True),
     "aya_vision": Tower(),
     "janus": Tower("model.vision_model"),
@@ -275,16 +276,17 @@ def test_the_reasons_for_no_saver_still_hold():
 
 
 
-def test_an_encoder_decoder_read_by_its_decoder_is_refused_up_front():
-    """T5Gemma 2: ``get_decoder()`` is a plain decoder that needs decoder inputs; refused with a
-    ModelError naming the family before anything runs (Florence-2, read by its encoder, is not)."""
+@pytest.mark.parametrize("model_type", ["t5gemma2", "udop", "pix2struct"])
+def test_an_encoder_decoder_read_by_its_decoder_is_refused_up_front(model_type):
+    """T5Gemma 2, UDOP, Pix2Struct: ``get_decoder()`` is a plain decoder that needs decoder inputs; refused
+    with a ModelError naming the family before anything runs (Florence-2, read by its encoder, is not)."""
     from pathlib import Path
 
     from medprobe.models.hf import HFVisionLanguageBackbone
     from medprobe.models.hf_loading import LoadedModel
     from medprobe.testing.tiny_families import build_tiny_family
 
-    loaded = LoadedModel(model=build_tiny_family("t5gemma2"), processor=object(), source="tiny-t5gemma2",
+    loaded = LoadedModel(model=build_tiny_family(model_type), processor=object(), source=f"tiny-{model_type}",
                          directory=Path("."), revision=None, commit=None, dtype="float32", quantization=None)
-    with pytest.raises(ModelError, match="t5gemma2.*encoder-decoder whose language-model stack is its decoder"):
-        HFVisionLanguageBackbone(loaded, name="t5")
+    with pytest.raises(ModelError, match=f"{model_type}.*encoder-decoder whose language-model stack is its decoder"):
+        HFVisionLanguageBackbone(loaded, name=model_type)

@@ -125,8 +125,8 @@ def _check_takes_prompts(loaded: "LoadedModel", name: str) -> None:
 
 
 def _check_prompt_reaches_an_encoder(model: Any, name: str, source: str) -> None:
-    """An encoder-decoder whose language stack is its decoder (T5Gemma 2: ``get_decoder()`` is a plain
-    decoder, the prompt and images go to a multimodal encoder) is refused: its decoder needs decoder
+    """An encoder-decoder whose language stack is its decoder (T5Gemma 2, UDOP, Pix2Struct: ``get_decoder()``
+    is a plain decoder, the prompt and images go to the encoder) is refused: its decoder needs decoder
     inputs and encoder states medprobe does not make. Florence-2's nested BART passes: its encoder,
     which reads the prompt, is the stack found."""
     if not getattr(model.config, "is_encoder_decoder", False) or not hasattr(model, "get_decoder"):

@@ -198,3 +198,30 @@ def save_tiny_dots3_note(directory: str | Path) -> Path:
                                       if int(k) < depth} or None
     (path / "config.json").write_text(json.dumps(saved, indent=2))
     return path
+
+
+def save_tiny_ernie4_5_vl_moe(directory: str | Path) -> Path:
+    """ERNIE 4.5-VL-MoE: packed 14 px patches (2x2 merge, images 28-84 px), 3-D RoPE MoE decoder. Its
+    processor reads its video processor (torchvision) when saved, so the tokenizer (with the chat
+    template) and the PIL image processor are saved apart, as for the Qwen layouts. The shrunk default's
+    M-RoPE sections are uneven in height and width, which its rotary code cannot stack: [3, 3, 2] here."""
+    import transformers
+    from transformers import AutoModelForImageTextToText
+
+    named = {"image_token": "<|IMAGE_PLACEHOLDER|>", "image_start_token": "<|IMAGE_START|>",
+             "image_end_token": "<|IMAGE_END|>", "video_token": "<|VIDEO_PLACEHOLDER|>",
+             "video_start_token": "<|VIDEO_START|>", "video_end_token": "<|VIDEO_END|>"}
+    tok = tiny_tokenizer(named=named)
+    tok.chat_template = chat_template("<|IMAGE_START|><|IMAGE_PLACEHOLDER|><|IMAGE_END|>")
+    pixels = transformers.Ernie4_5_VLMoeImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 84 * 84},
+                                                          patch_size=14, merge_size=2)
+    rope = {"rope_theta": 500000.0, "rope_type": "default", "mrope_section": [3, 3, 2]}
+    config = shrunk_config("ernie4_5_vl_moe", text_config=text_fields(tok, rope_parameters=rope),
+                           **{f"{name}_id": getattr(tok, f"{name}_id") for name in named})
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    AutoModelForImageTextToText.from_config(config).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    pixels.save_pretrained(path)
+    return path

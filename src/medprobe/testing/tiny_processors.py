@@ -433,6 +433,10 @@ NO_SAVER: dict[str, str] = {
     "fuyu": "transformers' Fuyu processor fails with its PIL image processor (patchify_image)",
     "aria": "its processor's call default (max_image_size 980) overrides the saved size: 980 px images, too slow",
     "t5gemma2": "encoder-decoder whose language-model stack is its decoder (needs decoder inputs): refused by hf:",
+    "udop": "encoder-decoder whose language-model stack is its decoder (needs decoder inputs): refused by hf:",
+    "pix2struct": "encoder-decoder whose language-model stack is its decoder (needs decoder inputs): refused by hf:",
+    "minicpmv4_6": "its processor reads its video processor's settings when built, and that needs torchvision",
+    "minicpmv4_7": "its processor reads its video processor's settings when built, and that needs torchvision",
     "git": "image embeddings are prepended to the tokens (hidden states longer than input_ids): refused",
     "shieldgemma2": "a safety classifier: its processor writes its own policy prompts, ignoring the text: refused",
 }
