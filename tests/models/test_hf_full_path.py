@@ -11,7 +11,8 @@ inputs for one image, never from medprobe's code. Families without a saver say w
 (:func:`~medprobe.testing.tiny_processors.why_not_saved`; README's family table shows it).
 
 Run time (2 cores shared with other jobs, transformers 5.24, torch 2.13 CPU on one thread): the
-default selection (37 families, both padding sides) 42 s wall; the 3 ``slow`` families 85 s.
+default selection (41 families, both padding sides, and the refusals) 33 s wall; the 3 ``slow``
+families 85 s.
 """
 
 from __future__ import annotations
