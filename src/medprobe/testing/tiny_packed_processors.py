@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from medprobe.testing.tiny_models import tiny_tokenizer
 from medprobe.testing.tiny_saving import chat_template, save_pair, shrunk_config, text_fields
@@ -29,7 +28,6 @@ def _save_qwen(directory: str | Path, model_type: str, patch: int, image_process
     so the tokenizer (with the chat template) and the PIL image processor are saved apart, as a
     torchvision-free load sees them."""
     import transformers
-    from transformers import AutoModelForImageTextToText
 
     processor_class = getattr(transformers, image_processor)
     tok = tiny_tokenizer(("<|im_start|>", "<|im_end|>"), named=_QWEN_SPECIALS, bos="<|endoftext|>",
@@ -43,13 +41,7 @@ def _save_qwen(directory: str | Path, model_type: str, patch: int, image_process
                            image_token_id=tok.image_token_id, video_token_id=tok.video_token_id,
                            vision_start_token_id=tok.vision_start_token_id,
                            vision_end_token_id=tok.vision_end_token_id)
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    AutoModelForImageTextToText.from_config(config).eval().save_pretrained(path)
-    tok.save_pretrained(path)
-    pixels.save_pretrained(path)
-    return path
+    return save_pair(directory, config, tok, pixels)
 
 
 def save_tiny_qwen2_vl(directory: str | Path) -> Path:
@@ -206,7 +198,6 @@ def save_tiny_ernie4_5_vl_moe(directory: str | Path) -> Path:
     template) and the PIL image processor are saved apart, as for the Qwen layouts. The shrunk default's
     M-RoPE sections are uneven in height and width, which its rotary code cannot stack: [3, 3, 2] here."""
     import transformers
-    from transformers import AutoModelForImageTextToText
 
     named = {"image_token": "<|IMAGE_PLACEHOLDER|>", "image_start_token": "<|IMAGE_START|>",
              "image_end_token": "<|IMAGE_END|>", "video_token": "<|VIDEO_PLACEHOLDER|>",
@@ -218,10 +209,4 @@ def save_tiny_ernie4_5_vl_moe(directory: str | Path) -> Path:
     rope = {"rope_theta": 500000.0, "rope_type": "default", "mrope_section": [3, 3, 2]}
     config = shrunk_config("ernie4_5_vl_moe", text_config=text_fields(tok, rope_parameters=rope),
                            **{f"{name}_id": getattr(tok, f"{name}_id") for name in named})
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    AutoModelForImageTextToText.from_config(config).eval().save_pretrained(path)
-    tok.save_pretrained(path)
-    pixels.save_pretrained(path)
-    return path
+    return save_pair(directory, config, tok, pixels)

@@ -52,15 +52,17 @@ def shrunk_config(model_type: str, **changes: Any) -> Any:
     return type(base).from_dict(values)
 
 
-def save_pair(directory: str | Path, config: Any, processor: Any, *, seed: int = 0) -> Path:
-    """A random model of ``config`` (seeded) and ``processor``, saved together into ``directory``."""
+def save_pair(directory: str | Path, config: Any, *parts: Any, seed: int = 0) -> Path:
+    """A random model of ``config`` (seeded) and its processor ``parts`` (a processor, or a tokenizer
+    and an image processor saved side by side), saved together into ``directory``."""
     from transformers import AutoModelForImageTextToText
 
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     AutoModelForImageTextToText.from_config(config).eval().save_pretrained(path)
-    processor.save_pretrained(path)
+    for part in parts:
+        part.save_pretrained(path)
     return path
 
 
